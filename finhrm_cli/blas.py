@@ -1,0 +1,101 @@
+"""Load an optimized CBLAS ahead of MLX on Linux.
+
+The Linux ``mlx[cpu]`` wheel links netlib's reference BLAS, whose float32 matmul runs at a
+few GFLOP/s.  MLX resolves ``cblas_sgemm`` and friends through the dynamic linker, so a
+library loaded earlier with ``RTLD_GLOBAL`` takes precedence.  ``ensure()`` must therefore
+run before the first ``import mlx``; every finhrm module that needs MLX imports it through
+``finhrm_cli.blas.mlx_core()``.
+
+Search order: ``$FINHRM_BLAS`` (a path, or ``none`` to opt out), Intel MKL installed from
+PyPI with finhrm (``lib/libmkl_rt.so*`` under the environment prefix), then a system
+OpenBLAS.  On macOS nothing is done: MLX uses Accelerate and Metal there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+import warnings
+from pathlib import Path
+
+_STATE: dict = {"done": False, "path": None, "kind": None}
+
+
+def _candidates() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    prefixes = []
+    for p in (sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX")):
+        if p and p not in prefixes:
+            prefixes.append(p)
+    for prefix in prefixes:
+        for pat in ("lib/libmkl_rt.so.3", "lib/libmkl_rt.so.2", "lib/libmkl_rt.so"):
+            out += [(f, "mkl") for f in sorted(glob.glob(os.path.join(prefix, pat)))]
+    for pat in (
+        "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+        "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+        "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+        "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+        "/usr/lib64/libopenblas.so.0",
+        "/usr/lib/libopenblas.so.0",
+    ):
+        if os.path.exists(pat):
+            out.append((pat, "openblas"))
+    return out
+
+
+def _mkl_env() -> None:
+    # MKL picks Intel OpenMP by default; keep it to the physical cores and quiet.
+    os.environ.setdefault("MKL_THREADING_LAYER", "INTEL")
+    os.environ.setdefault("KMP_WARNINGS", "0")
+
+
+def ensure() -> dict:
+    """Load the best CBLAS found, once.  Returns {"path", "kind"}; never raises."""
+    if _STATE["done"]:
+        return dict(_STATE)
+    _STATE["done"] = True
+    if not sys.platform.startswith("linux"):
+        _STATE["kind"] = "native"
+        return dict(_STATE)
+    if "mlx.core" in sys.modules:  # too late to interpose; say so once
+        _STATE["kind"] = "late"
+        return dict(_STATE)
+    choice = os.environ.get("FINHRM_BLAS", "").strip()
+    if choice.lower() in ("none", "off", "0", "reference"):
+        _STATE["kind"] = "reference"
+        return dict(_STATE)
+    cands = [(choice, "custom")] if choice else _candidates()
+    for path, kind in cands:
+        if not Path(path).exists():
+            continue
+        if kind == "mkl":
+            _mkl_env()
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        _STATE["path"], _STATE["kind"] = path, kind
+        return dict(_STATE)
+    _STATE["kind"] = "reference"
+    warnings.warn(
+        "finhrm: no optimized BLAS found, so MLX runs matmuls with the slow reference BLAS "
+        "(about 10x slower). Fix: `pip install mkl` in finhrm's environment, or "
+        "`apt-get install libopenblas0-pthread`, or point FINHRM_BLAS at a libcblas .so.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return dict(_STATE)
+
+
+def info() -> dict:
+    return dict(_STATE)
+
+
+def mlx_core():
+    """``import mlx.core`` after loading the fast BLAS."""
+    ensure()
+    import mlx.core as mx
+
+    return mx
