@@ -1,0 +1,202 @@
+"""Naive forecasts, metrics and split-conformal intervals (numpy only).
+
+Everything here works in price units on the same rows the model is scored on, so the model
+and the baselines are compared like for like.
+
+Baselines for the high and low ``h`` sessions after day ``t``:
+
+* **persistence**: the next high and low equal today's (``high_t``, ``low_t``).
+* **recent range**: ``close_t`` times the median of ``high_s / close_{s-h}`` (and
+  ``low_s / close_{s-h}``) over the last ``lookback`` sessions ``s <= t``; every ratio is
+  known at the close of day ``t``.
+
+Conformal intervals: on the validation split we keep the residuals
+``log(actual / close) - predicted_log_ratio`` for high and for low.  For a coverage ``c``
+the interval is ``pred + [q_lo, q_hi]`` in log space with the split-conformal order
+statistics ``q_lo = r_(floor((n+1)(1-c)/2))`` and ``q_hi = r_(ceil((n+1)(1+c)/2))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# ------------------------------------------------------------------ baselines
+
+
+def persistence(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(high, dtype=np.float64), np.asarray(low, dtype=np.float64)
+
+
+def recent_range(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    end: np.ndarray,
+    horizon: int = 1,
+    lookback: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``close_t`` times the median past ratio of the high (low) to the close ``h`` days before.
+
+    ``high``, ``low`` and ``close`` are whole-series arrays; ``end`` are the rows ``t`` to
+    forecast from.  Only rows ``<= t`` are read.  Rows with fewer than ``lookback`` past
+    ratios use as many as exist (at least one).
+    """
+    high = np.asarray(high, dtype=np.float64)
+    low = np.asarray(low, dtype=np.float64)
+    close = np.asarray(close, dtype=np.float64)
+    end = np.asarray(end, dtype=np.int64)
+    n = len(close)
+    rh = np.full(n, np.nan)
+    rl = np.full(n, np.nan)
+    rh[horizon:] = high[horizon:] / close[:-horizon]
+    rl[horizon:] = low[horizon:] / close[:-horizon]
+    out_h = np.empty(len(end))
+    out_l = np.empty(len(end))
+    for i, t in enumerate(end):
+        a = max(horizon, t - lookback + 1)
+        seg_h = rh[a : t + 1]
+        seg_l = rl[a : t + 1]
+        if len(seg_h) == 0:  # no past ratio yet: fall back to persistence of the ratio 1
+            out_h[i], out_l[i] = high[t], low[t]
+            continue
+        out_h[i] = close[t] * np.median(seg_h)
+        out_l[i] = close[t] * np.median(seg_l)
+    return out_h, out_l
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _r2(pred: np.ndarray, actual: np.ndarray) -> float:
+    ss_res = float(np.sum((actual - pred) ** 2))
+    ss_tot = float(np.sum((actual - actual.mean()) ** 2))
+    return float("nan") if ss_tot == 0 else 1.0 - ss_res / ss_tot
+
+
+def metrics(
+    pred_high: np.ndarray,
+    pred_low: np.ndarray,
+    actual_high: np.ndarray,
+    actual_low: np.ndarray,
+    close: np.ndarray,
+    interval: dict | None = None,
+) -> dict:
+    """Price-unit metrics for a high/low forecast.
+
+    R² is computed on the targets (log ratios to the close), where it measures skill
+    beyond the price level; in raw prices every forecast near the close scores ~1.
+    Direction accuracy: share of rows where the forecast move of the high (low) from the
+    close has the sign of the actual move.  ``interval`` optionally holds arrays
+    ``high_lo, high_hi, low_lo, low_hi`` for coverage.
+    """
+    ph, pl = np.asarray(pred_high, float), np.asarray(pred_low, float)
+    ah, al = np.asarray(actual_high, float), np.asarray(actual_low, float)
+    c = np.asarray(close, float)
+    n = len(c)
+    if n == 0:
+        return {"n": 0}
+    eh, el = ph - ah, pl - al
+    out = {
+        "n": int(n),
+        "mae_high": float(np.mean(np.abs(eh))),
+        "mae_low": float(np.mean(np.abs(el))),
+        "rmse_high": float(np.sqrt(np.mean(eh**2))),
+        "rmse_low": float(np.sqrt(np.mean(el**2))),
+        "mape_high": float(np.mean(np.abs(eh) / ah)),
+        "mape_low": float(np.mean(np.abs(el) / al)),
+        "r2_high": _r2(np.log(ph / c), np.log(ah / c)),
+        "r2_low": _r2(np.log(pl / c), np.log(al / c)),
+        "direction_high": float(np.mean(np.sign(ph - c) == np.sign(ah - c))),
+        "direction_low": float(np.mean(np.sign(pl - c) == np.sign(al - c))),
+        "range_valid": float(np.mean(ph >= pl)),
+    }
+    out["mae"] = (out["mae_high"] + out["mae_low"]) / 2
+    if interval is not None:
+        out["coverage_high"] = float(np.mean((ah >= interval["high_lo"]) & (ah <= interval["high_hi"])))
+        out["coverage_low"] = float(np.mean((al >= interval["low_lo"]) & (al <= interval["low_hi"])))
+        out["interval_width_high"] = float(np.mean(interval["high_hi"] - interval["high_lo"]))
+        out["interval_width_low"] = float(np.mean(interval["low_hi"] - interval["low_lo"]))
+    return out
+
+
+def with_skill(results: dict[str, dict], reference: str = "persistence") -> dict[str, dict]:
+    """Add ``skill`` = MAE / reference MAE to every entry (lower is better, < 1 beats it)."""
+    ref = results.get(reference, {}).get("mae")
+    for m in results.values():
+        if ref and "mae" in m:
+            m["skill"] = m["mae"] / ref
+    return results
+
+
+def compare(
+    pred_high: np.ndarray,
+    pred_low: np.ndarray,
+    w,
+    frame_high: np.ndarray,
+    frame_low: np.ndarray,
+    frame_close: np.ndarray,
+    horizon: int,
+    interval: dict | None = None,
+    model_name: str = "finhrm",
+) -> dict[str, dict]:
+    """Model and both baselines scored on the rows of windows ``w`` (known targets only)."""
+    ah, al, c = w.next_high, w.next_low, w.close
+    res = {model_name: metrics(pred_high, pred_low, ah, al, c, interval)}
+    bh, bl = persistence(w.high, w.low)
+    res["persistence"] = metrics(bh, bl, ah, al, c)
+    rh, rl = recent_range(frame_high, frame_low, frame_close, w.end, horizon)
+    res["recent range"] = metrics(rh, rl, ah, al, c)
+    return with_skill(res)
+
+
+# ------------------------------------------------------------------ conformal
+
+
+def conformal_residuals(pred_log: np.ndarray, y_log: np.ndarray) -> dict:
+    """Sorted validation residuals (actual - predicted, log space) for high and low."""
+    pred_log = np.asarray(pred_log, np.float64)
+    y_log = np.asarray(y_log, np.float64)
+    ok = np.all(np.isfinite(y_log), axis=1)
+    r = y_log[ok] - pred_log[ok]
+    return {
+        "n": int(ok.sum()),
+        "high": [round(float(v), 7) for v in np.sort(r[:, 0])],
+        "low": [round(float(v), 7) for v in np.sort(r[:, 1])],
+    }
+
+
+def conformal_offsets(residuals: dict, coverage: float) -> dict[str, tuple[float, float]]:
+    """Log-space offsets (lo, hi) for high and low at the requested two-sided coverage."""
+    if not 0 < coverage < 1:
+        raise ValueError("coverage must lie in (0, 1)")
+    out = {}
+    for key in ("high", "low"):
+        r = np.asarray(residuals[key], np.float64)
+        n = len(r)
+        if n == 0:
+            out[key] = (-math.inf, math.inf)
+            continue
+        alpha = 1.0 - coverage
+        k_lo = int(math.floor((n + 1) * alpha / 2))  # 1-based order statistic
+        k_hi = int(math.ceil((n + 1) * (1 - alpha / 2)))
+        lo = r[k_lo - 1] if k_lo >= 1 else -math.inf
+        hi = r[k_hi - 1] if k_hi <= n else math.inf
+        out[key] = (float(lo), float(hi))
+    return out
+
+
+def intervals(
+    pred_log: np.ndarray, close: np.ndarray, residuals: dict, coverage: float
+) -> dict[str, np.ndarray]:
+    """Price intervals around a log-ratio forecast: high_lo, high_hi, low_lo, low_hi."""
+    off = conformal_offsets(residuals, coverage)
+    close = np.asarray(close, np.float64)
+    p = np.asarray(pred_log, np.float64)
+    return {
+        "high_lo": close * np.exp(p[:, 0] + off["high"][0]),
+        "high_hi": close * np.exp(p[:, 0] + off["high"][1]),
+        "low_lo": close * np.exp(p[:, 1] + off["low"][0]),
+        "low_hi": close * np.exp(p[:, 1] + off["low"][1]),
+    }

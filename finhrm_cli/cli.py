@@ -1,0 +1,318 @@
+"""The ``finhrm`` command line: parse options, call the core, render with ``ui``.
+
+Heavy imports (mlx, polars) happen inside the command bodies so that ``finhrm --help``
+starts instantly.  Every command runs inside ``_guard``: a ``FinhrmError`` becomes one line
+on stderr and its exit code (2 for bad input), Ctrl-C exits 130, and anything unexpected
+exits 1 with one line; ``FINHRM_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from finhrm_cli import __version__
+from finhrm_cli.errors import FinhrmError, UsageError
+
+app = typer.Typer(
+    name="finhrm",
+    help="Train a Hierarchical Reasoning Model (HRM, in MLX) on daily bars and predict the next "
+    "session's high and low.\n\nTypical use: `finhrm train data.csv`, then `finhrm predict fresh.csv`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _debug() -> bool:
+    return os.environ.get("FINHRM_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def _guard(fn):
+    """Turn exceptions into one clear line and the documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from finhrm_cli import ui
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except FinhrmError as exc:
+            if _debug():
+                traceback.print_exc()
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            if _debug():
+                traceback.print_exc()
+            msg = getattr(exc, "message", None) or "interrupted."
+            ui.error(msg)
+            raise typer.Exit(130)
+        except BrokenPipeError:
+            # `finhrm predict ... | head`: the reader went away; not an error worth a trace.
+            sys.stderr.close()
+            raise typer.Exit(0)
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            if _debug():
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            ui.error(
+                f"internal error: {type(exc).__name__}: {first} "
+                "(please report it; FINHRM_DEBUG=1 shows the traceback)"
+            )
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"finhrm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+):
+    """finhrm: next-session high/low forecasts from a Hierarchical Reasoning Model."""
+
+
+# ------------------------------------------------------------------ shared options
+DataArg = Annotated[Path, typer.Argument(help="A CSV (.csv, .csv.gz), a .parquet file, or a folder from `finhrm prepare`.", show_default=False)]
+DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the date column when it is not detected.", rich_help_panel="Input")]
+ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
+RunArg = Annotated[Optional[str], typer.Argument(help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
+CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, help="Prediction interval coverage.")]
+ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sample where its ACT Q head says halt, instead of running every segment.")]
+
+
+def _col_map(items: list[str] | None) -> dict[str, str]:
+    from finhrm_cli import data
+
+    return data.parse_col_map(items or [])
+
+
+def _feature_cfg(**overrides):
+    from finhrm_cli.config import FeatureConfig
+
+    cfg = FeatureConfig(**{k: v for k, v in overrides.items() if v is not None})
+    cfg.validate()
+    return cfg
+
+
+# ------------------------------------------------------------------ prepare
+@app.command()
+@_guard
+def prepare(
+    data_path: DataArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the prepared dataset to (default: DATA's name + `.prepared` beside it).")] = None,
+    date_col: DateCol = None,
+    col: ColMap = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Days per window. [default: 10]", rich_help_panel="Features")] = None,
+    horizon: Annotated[Optional[int], typer.Option("--horizon", help="Predict the high/low this many sessions ahead. [default: 1]", rich_help_panel="Features")] = None,
+    train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel="Features")] = None,
+    val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation; test gets the rest. [default: 0.15]", rich_help_panel="Features")] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set. [default: hrm18]", rich_help_panel="Features")] = None,
+    as_json: JsonOpt = False,
+):
+    """Read, check and featurize DATA; write a prepared dataset and show a summary."""
+    from finhrm_cli import service, ui
+
+    fcfg = _feature_cfg(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set)
+    summary = service.prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
+    if as_json:
+        ui.print_json(summary)
+    else:
+        ui.prepare_summary(summary)
+
+
+# ------------------------------------------------------------------ train
+class Loss(str, Enum):
+    huber = "huber"
+    mse = "mse"
+    mae = "mae"
+
+
+_M = "Model"
+_T = "Training"
+_F = "Features"
+
+
+@app.command()
+@_guard
+def train(
+    data_paths: Annotated[Optional[list[Path]], typer.Argument(help="Training data: a CSV, .parquet or prepared folder (omit with --resume).", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [features], [model], [train] settings; flags win over it.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to hold the new run folder (default: the finhrm home, see README).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run (a run folder or name).")] = None,
+    date_col: DateCol = None,
+    col: ColMap = None,
+    d_model: Annotated[Optional[int], typer.Option("--d-model", help="Hidden width. [default: 128]", rich_help_panel=_M)] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads. [default: 4]", rich_help_panel=_M)] = None,
+    h_layers: Annotated[Optional[int], typer.Option("--h-layers", help="Blocks in the high-level module. [default: 2]", rich_help_panel=_M)] = None,
+    l_layers: Annotated[Optional[int], typer.Option("--l-layers", help="Blocks in the low-level module. [default: 2]", rich_help_panel=_M)] = None,
+    h_cycles: Annotated[Optional[int], typer.Option("--h-cycles", help="High-level updates per segment. [default: 2]", rich_help_panel=_M)] = None,
+    l_cycles: Annotated[Optional[int], typer.Option("--l-cycles", help="Low-level updates per high-level update. [default: 2]", rich_help_panel=_M)] = None,
+    halt_max_steps: Annotated[Optional[int], typer.Option("--halt-max-steps", help="ACT segments at most. [default: 4]", rich_help_panel=_M)] = None,
+    halt_exploration: Annotated[Optional[float], typer.Option("--halt-exploration", help="ACT exploration probability. [default: 0.1]", rich_help_panel=_M)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Days per window. [default: 10]", rich_help_panel=_F)] = None,
+    horizon: Annotated[Optional[int], typer.Option("--horizon", help="Sessions ahead to predict. [default: 1]", rich_help_panel=_F)] = None,
+    train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel=_F)] = None,
+    val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation. [default: 0.15]", rich_help_panel=_F)] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set. [default: hrm18]", rich_help_panel=_F)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Windows per optimizer step. [default: 64]", rich_help_panel=_T)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. [default: 0.001]", rich_help_panel=_T)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay. [default: 0.1]", rich_help_panel=_T)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs at most. [default: 30]", rich_help_panel=_T)] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation MAE. [default: 6]", rich_help_panel=_T)] = None,
+    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per optimizer step. [default: 1]", rich_help_panel=_T)] = None,
+    loss: Annotated[Optional[Loss], typer.Option("--loss", help="Regression loss. [default: huber]", rich_help_panel=_T)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same weights. [default: 0]", rich_help_panel=_T)] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Train an HRM on DATA and save a run folder (weights, config, history, metrics)."""
+    from finhrm_cli import config as cfgmod
+    from finhrm_cli import service, ui
+
+    flags = {
+        "features": dict(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set),
+        "model": dict(d_model=d_model, n_heads=heads, h_layers=h_layers, l_layers=l_layers, h_cycles=h_cycles,
+                      l_cycles=l_cycles, halt_max_steps=halt_max_steps, halt_exploration=halt_exploration),
+        "train": dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
+                      grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed),
+    }
+    if resume is None and not data_paths:
+        raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")
+    settings = cfgmod.load_toml(config) if config else {k: {} for k in flags}
+    for section, values in flags.items():
+        settings[section].update({k: v for k, v in values.items() if v is not None})
+    with ui.TrainProgress(quiet=quiet or as_json) as progress:
+        result = service.train(
+            data_paths or [],
+            settings,
+            out=out,
+            resume=resume,
+            date_col=date_col,
+            col_map=_col_map(col),
+            callback=progress,
+        )
+    if as_json:
+        ui.print_json(result)
+    else:
+        ui.render_train(result)
+
+
+# ------------------------------------------------------------------ evaluate
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+    all = "all"
+
+
+@app.command()
+@_guard
+def evaluate(
+    run: RunArg = None,
+    data_path: Annotated[Optional[Path], typer.Option("--data", help="Score a fresh file instead of the run's own split.")] = None,
+    split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
+    walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
+    coverage: CoverageOpt = 0.8,
+    act: ActOpt = False,
+    date_col: DateCol = None,
+    col: ColMap = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Score a run against naive baselines: MAE, RMSE, MAPE, R², direction, interval coverage."""
+    from finhrm_cli import service, ui
+
+    result = service.evaluate(
+        run, data_path=data_path, split=split.value, coverage=coverage, act=act,
+        walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), quiet=quiet or as_json,
+    )
+    if as_json:
+        ui.print_json(result)
+    else:
+        ui.render_evaluate(result)
+
+
+# ------------------------------------------------------------------ predict
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+@_guard
+def predict(
+    data_path: DataArg,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
+    coverage: CoverageOpt = 0.8,
+    act: ActOpt = False,
+    date_col: DateCol = None,
+    col: ColMap = None,
+):
+    """Predict the next session's high and low after the last row of DATA."""
+    from finhrm_cli import service, ui
+
+    result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
+                             date_col=date_col, col_map=_col_map(col))
+    ui.render_predict(result, fmt.value, output)
+
+
+# ------------------------------------------------------------------ inspect
+@app.command()
+@_guard
+def inspect(
+    run: RunArg = None,
+    list_runs: Annotated[bool, typer.Option("--list", help="List the runs on this machine, newest first.")] = False,
+    data_path: Annotated[Optional[Path], typer.Option("--data", help="Compute the ACT halting stats on this file instead of the run's validation split.")] = None,
+    date_col: DateCol = None,
+    col: ColMap = None,
+    as_json: JsonOpt = False,
+):
+    """Show a run: data, features, model, training curve, metrics and ACT halting stats."""
+    from finhrm_cli import service, ui
+
+    if list_runs:
+        result = service.list_runs()
+        if as_json:
+            ui.print_json(result)
+        else:
+            ui.render_list(result)
+        return
+    result = service.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
+    if as_json:
+        ui.print_json(result)
+    else:
+        ui.render_inspect(result)
+
+
+def main() -> None:
+    app(prog_name="finhrm")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

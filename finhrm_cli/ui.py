@@ -1,0 +1,476 @@
+"""Everything the user sees, drawn with rich: consoles, the training progress, tables, charts.
+
+Data goes to stdout (tables, JSON, CSV); progress, warnings and errors go to stderr, so
+``finhrm predict data.csv --format csv > out.csv`` stays clean.  ``NO_COLOR`` is honoured
+by rich itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+# ---------------------------------------------------------------------------- basics
+def error(message: str) -> None:
+    """One line on stderr: the whole of a user error."""
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(Text(message, style="dim"), soft_wrap=True)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout, nothing else (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def fmt_num(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, (int,)) and not isinstance(x, bool):
+        return f"{x:,}"
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(xf):
+        return "-"
+    if xf != 0 and (abs(xf) >= 1e6 or abs(xf) < 10 ** (-digits)):
+        return f"{xf:.{digits}g}"
+    return f"{xf:,.{digits}f}"
+
+
+def fmt_pct(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    xf = float(x)
+    return "-" if math.isnan(xf) else f"{100 * xf:.{digits}f}%"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left", title_style="bold", box=None, pad_edge=False)
+    t.add_column(style="cyan", no_wrap=True)
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v if isinstance(v, (Text, Table)) else str(v))
+    return t
+
+
+def show(*renderables) -> None:
+    for r in renderables:
+        out.print(r)
+
+
+# ---------------------------------------------------------------------------- prepare
+def prepare_summary(summary: dict) -> None:
+    src = summary.get("source", {})
+    rows = [
+        ("file", src.get("path", "-")),
+        ("shape", src.get("shape", "-")),
+        ("rows read", fmt_num(src.get("n_rows"))),
+        ("usable rows", fmt_num(summary.get("rows"))),
+        ("date range", f"{summary.get('first_date', '-')} .. {summary.get('last_date', '-')}"),
+        ("features", ", ".join(summary.get("feature_names", []))),
+    ]
+    if summary.get("output"):
+        rows.append(("written to", summary["output"]))
+    show(kv_table("Dataset", rows))
+    splits = summary.get("splits", {})
+    if splits:
+        t = Table(title="Chronological splits", title_justify="left", title_style="bold")
+        for col in ("split", "rows", "windows", "from", "to"):
+            t.add_column(col, justify="right" if col in ("rows", "windows") else "left")
+        for name, s in splits.items():
+            t.add_row(
+                name,
+                fmt_num(s.get("rows")),
+                fmt_num(s.get("n_windows")),
+                str(s.get("first_date", "-")),
+                str(s.get("last_date", "-")),
+            )
+        show(t)
+    dropped = summary.get("dropped") or {}
+    if dropped:
+        show(kv_table("Rows dropped", [(k, fmt_num(v)) for k, v in dropped.items()]))
+    for w in summary.get("warnings") or []:
+        warn(w)
+
+
+# ---------------------------------------------------------------------------- training
+class TrainProgress:
+    """The engine's callback, drawn as a rich progress bar on stderr.
+
+    Shows epoch and step, the latest training loss, validation MAE in price units,
+    samples/s and the time left.  ``quiet`` draws nothing.
+    """
+
+    def __init__(self, quiet: bool = False, price_unit: str = ""):
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+        self.fields = {"loss": "-", "val": "-", "best": "-", "sps": "-", "epoch": "-"}
+        self.price_unit = price_unit
+
+    def __enter__(self):
+        if not self.quiet:
+            self.progress = Progress(
+                TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+                BarColumn(bar_width=28),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("val MAE {task.fields[val]} (best {task.fields[best]})"),
+                TextColumn("{task.fields[sps]} samples/s"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False
+
+    def __call__(self, event: str, info: dict) -> None:
+        if self.progress is None:
+            return
+        if event == "start":
+            self.task = self.progress.add_task(
+                "train", total=info.get("total_steps"), completed=info.get("step", 0), **self.fields
+            )
+            return
+        if self.task is None:
+            return
+        upd: dict[str, Any] = {}
+        if "epoch" in info:
+            upd["epoch"] = str(info["epoch"])
+        if event == "step":
+            upd["loss"] = f"{info.get('loss', float('nan')):.4f}"
+            if info.get("samples_per_s"):
+                upd["sps"] = f"{info['samples_per_s']:,.0f}"
+            self.progress.update(self.task, completed=info.get("step"), **upd)
+        elif event == "eval":
+            upd["val"] = fmt_num(info.get("val_mae"), 4)
+            upd["best"] = fmt_num(info.get("best_val_mae"), 4)
+            if info.get("samples_per_s"):
+                upd["sps"] = f"{info['samples_per_s']:,.0f}"
+            self.progress.update(self.task, completed=info.get("step"), **upd)
+        elif event == "end":
+            total = self.progress.tasks[0].total if self.progress.tasks else None
+            self.progress.update(self.task, completed=info.get("steps", total))
+
+
+# ---------------------------------------------------------------------------- metrics
+METRIC_ROWS = [
+    ("MAE high", "mae_high", fmt_num),
+    ("MAE low", "mae_low", fmt_num),
+    ("MAE mean", "mae", fmt_num),
+    ("RMSE high", "rmse_high", fmt_num),
+    ("RMSE low", "rmse_low", fmt_num),
+    ("MAPE high", "mape_high", fmt_pct),
+    ("MAPE low", "mape_low", fmt_pct),
+    ("R² high (target)", "r2_high", lambda v: fmt_num(v, 3)),
+    ("R² low (target)", "r2_low", lambda v: fmt_num(v, 3)),
+    ("direction high", "direction_high", fmt_pct),
+    ("direction low", "direction_low", fmt_pct),
+    ("range valid", "range_valid", fmt_pct),
+    ("interval coverage high", "coverage_high", fmt_pct),
+    ("interval coverage low", "coverage_low", fmt_pct),
+    ("skill (MAE / persistence)", "skill", lambda v: fmt_num(v, 3)),
+]
+
+
+def metrics_table(title: str, results: dict[str, dict]) -> Table:
+    """results: column name (model, persistence, ...) -> metric dict."""
+    t = Table(title=title, title_justify="left", title_style="bold")
+    t.add_column("metric", style="cyan", no_wrap=True)
+    for name in results:
+        t.add_column(name, justify="right")
+    for label, key, fmt in METRIC_ROWS:
+        if not any(key in m for m in results.values()):
+            continue
+        vals = [fmt(m[key]) if m.get(key) is not None else "-" for m in results.values()]
+        t.add_row(label, *vals)
+    return t
+
+
+# ---------------------------------------------------------------------------- charts
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def line_chart(series: dict[str, Sequence[float]], height: int = 8, width: int = 60, title: str = "") -> Panel:
+    """A small terminal chart: one row of block characters per level, one column per point.
+
+    Several series share the y axis; each gets its own colour.  Points are resampled to
+    ``width`` columns.
+    """
+    colours = ["cyan", "magenta", "green", "yellow"]
+    clean = {k: [float(v) for v in vs if v is not None and math.isfinite(float(v))] for k, vs in series.items()}
+    clean = {k: v for k, v in clean.items() if v}
+    if not clean:
+        return Panel(Text("no data"), title=title)
+    lo = min(min(v) for v in clean.values())
+    hi = max(max(v) for v in clean.values())
+    span = hi - lo or 1.0
+    lines = [Text() for _ in range(height)]
+    n = max(len(v) for v in clean.values())
+    cols = min(width, n)
+    for ci, (name, vals) in enumerate(clean.items()):
+        colour = colours[ci % len(colours)]
+        m = len(vals)
+        pts = [vals[min(m - 1, int(round(i * (m - 1) / max(cols - 1, 1))))] for i in range(cols)]
+        grid = [[" "] * cols for _ in range(height)]
+        for x, v in enumerate(pts):
+            level = (v - lo) / span * (height * 8 - 1)
+            full, part = divmod(int(level), 8)
+            row = height - 1 - full
+            grid[row][x] = _BLOCKS[part + 1] if part < 8 else "█"
+        for r in range(height):
+            lines[r].append("".join(grid[r]) + "  ", style=colour)
+    label_hi, label_lo = fmt_num(hi, 4), fmt_num(lo, 4)
+    body = Text()
+    for r, line in enumerate(lines):
+        label = label_hi if r == 0 else (label_lo if r == height - 1 else "")
+        body.append(f"{label:>10} ┤", style="dim")
+        body.append_text(line)
+        body.append("\n")
+    legend = Text("  ".join(f"■ {k}" for k in clean), style="dim")
+    for ci, k in enumerate(clean):
+        start = sum(len(f"■ {kk}  ") for kk in list(clean)[:ci])
+        legend.stylize(colours[ci % len(colours)], start, start + 1)
+    return Panel(Group(body, legend), title=title, title_align="left", expand=False)
+
+
+def histogram(counts: Sequence[int], labels: Sequence[str], width: int = 40, title: str = "") -> Table:
+    t = Table(title=title, title_justify="left", title_style="bold", box=None)
+    t.add_column("step", justify="right")
+    t.add_column("samples", justify="right")
+    t.add_column("")
+    top = max(counts) if counts else 0
+    for lab, c in zip(labels, counts):
+        bar = "█" * (int(round(width * c / top)) if top else 0)
+        t.add_row(str(lab), f"{c:,}", Text(bar, style="cyan"))
+    return t
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+# ---------------------------------------------------------------------------- command views
+def _metrics_views(metrics: dict) -> list:
+    views = []
+    for split, m in metrics.items():
+        if not m or "results" not in m:
+            continue
+        views.append(
+            metrics_table(
+                f"{split}: {m.get('rows', 0):,} rows, {m.get('first_date')} .. {m.get('last_date')}",
+                m["results"],
+            )
+        )
+    return views
+
+
+def render_train(result: dict) -> None:
+    rows = [
+        ("run", result.get("run")),
+        ("best epoch", f"{result.get('best_epoch')} of {result.get('epochs_run')} ({result.get('stopped')})"),
+        ("speed", f"{fmt_num(result.get('train_samples_per_s'), 0)} samples/s"),
+        ("time", f"{fmt_num(result.get('seconds'), 1)} s"),
+    ]
+    show(kv_table("Training finished", rows), *_metrics_views(result.get("metrics", {})))
+    note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
+         f"Next: finhrm predict DATA --model {result.get('name')}")
+
+
+def render_evaluate(result: dict) -> None:
+    if "folds" in result:
+        t = Table(title="Walk-forward folds", title_justify="left", title_style="bold")
+        for c in ("fold", "train rows", "test from", "test to", "MAE", "persistence MAE", "skill"):
+            t.add_column(c, justify="right")
+        for f in result["folds"]:
+            r = f["results"]
+            t.add_row(str(f["fold"]), fmt_num(f.get("train_rows")), str(f.get("first_date")), str(f.get("last_date")),
+                      fmt_num(r["finhrm"]["mae"]), fmt_num(r["persistence"]["mae"]), fmt_num(r["finhrm"].get("skill"), 3))
+        show(t, metrics_table("Mean over folds", result["mean"]))
+        return
+    title = f"{result.get('evaluated')}: {result.get('rows', 0):,} rows, {result.get('first_date')} .. {result.get('last_date')}"
+    show(metrics_table(title, result["results"]))
+    for n in result.get("notes", []):
+        note(n)
+    if result.get("plot"):
+        note(f"plot written to {result['plot']}")
+
+
+PRED_FIELDS = ["date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"]
+
+
+def render_predict(result: dict, fmt: str, output=None) -> None:
+    import csv
+    import io
+    from pathlib import Path
+
+    rows = result["rows"]
+    if fmt == "json":
+        text = json.dumps({k: v for k, v in result.items()}, indent=2) + "\n"
+    elif fmt == "csv":
+        buf = io.StringIO()
+        wr = csv.DictWriter(buf, fieldnames=PRED_FIELDS, lineterminator="\n")
+        wr.writeheader()
+        for r in rows:
+            wr.writerow({k: ("" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in PRED_FIELDS})
+        text = buf.getvalue()
+    else:
+        text = None
+    if output is not None:
+        from finhrm_cli.fsutil import atomic_write_text
+
+        if text is None:  # a table asked for a file: write CSV, the useful format there
+            return render_predict(result, "csv", output)
+        atomic_write_text(Path(output), text)
+        note(f"{len(rows):,} prediction(s) written to {output}")
+        return
+    if text is not None:
+        sys.stdout.write(text)
+        return
+    cov = result.get("coverage", 0.8)
+    h = result.get("horizon", 1)
+    ahead = "next session" if h == 1 else f"{h} sessions ahead"
+    t = Table(title=f"Forecast for the {ahead} (interval {cov:.0%})", title_justify="left", title_style="bold")
+    for c in ("last date", "close", "pred high", "high interval", "pred low", "low interval", "high vs close", "low vs close"):
+        t.add_column(c, justify="right")
+    for r in rows[-200:]:
+        c = r["close"]
+        hi_iv = f"{fmt_num(r['pred_high_lo'], 2)} .. {fmt_num(r['pred_high_hi'], 2)}" if r["pred_high_lo"] is not None else "-"
+        lo_iv = f"{fmt_num(r['pred_low_lo'], 2)} .. {fmt_num(r['pred_low_hi'], 2)}" if r["pred_low_lo"] is not None else "-"
+        t.add_row(r["date"], fmt_num(c, 2), Text(fmt_num(r["pred_high"], 2), style="green"), hi_iv,
+                  Text(fmt_num(r["pred_low"], 2), style="red"), lo_iv,
+                  f"{100 * (r['pred_high'] / c - 1):+.2f}%", f"{100 * (r['pred_low'] / c - 1):+.2f}%")
+    show(t)
+    if len(rows) > 200:
+        note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
+    note(f"model: {result.get('run')}")
+
+
+def render_list(result: dict) -> None:
+    runs = result["runs"]
+    if not runs:
+        note(f"no runs under {result['root']}; train one with `finhrm train DATA`.")
+        return
+    t = Table(title=f"Runs in {result['root']}", title_justify="left", title_style="bold")
+    for c in ("name", "data", "created", "size", "best val MAE"):
+        t.add_column(c, justify="right" if c in ("size", "best val MAE") else "left")
+    for r in runs:
+        t.add_row(r["name"], str(r.get("data") or "-"), str(r.get("created") or "-"),
+                  fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+    show(t)
+
+
+def render_inspect(r: dict) -> None:
+    src = r.get("source") or {}
+    splits = r.get("splits") or {}
+    model = r.get("model") or {}
+    train = r.get("training") or {}
+    show(kv_table("Run", [
+        ("run", r["run"]),
+        ("created", r.get("created")),
+        ("data", f"{src.get('path')} ({src.get('shape')}, {fmt_num(src.get('n_rows'))} rows)"),
+        ("splits", "; ".join(f"{k} {fmt_num(v.get('n_windows'))} windows {v.get('first_date')}..{v.get('last_date')}"
+                             for k, v in splits.items())),
+        ("features", ", ".join(r.get("feature_names") or [])),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items())),
+    ]))
+    params = r.get("parameters") or {}
+    pt = Table(title="Model", title_justify="left", title_style="bold", box=None)
+    pt.add_column("setting", style="cyan")
+    pt.add_column("value", justify="right")
+    for k in ("d_model", "n_heads", "h_layers", "l_layers", "h_cycles", "l_cycles", "halt_max_steps", "halt_exploration", "seq_len", "n_features"):
+        if k in model:
+            pt.add_row(k, str(model[k]))
+    for k, v in params.items():
+        pt.add_row(f"params: {k}", f"{v:,}")
+    show(pt)
+    show(kv_table("Training", [
+        ("epochs", f"{train.get('epochs')} (best {train.get('best_epoch')})"),
+        ("best val MAE", fmt_num(train.get("best_val_mae"))),
+        ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
+        ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
+    ]))
+    hist = r.get("history") or []
+    if hist:
+        series = {"train loss": [h.get("train_loss") for h in hist]}
+        val = {"val MAE": [h.get("val_mae") for h in hist]}
+        show(line_chart(series, title="train loss per epoch"), line_chart(val, title="validation MAE per epoch (price units)"))
+    show(*_metrics_views(r.get("metrics") or {}))
+    act = r.get("act") or {}
+    if act:
+        t = Table(title=f"ACT halting on the {act.get('on')} ({act.get('samples'):,} samples)", title_justify="left", title_style="bold")
+        for c in ("step", "MAE", "P(halt)", "P(continue)", "halts here", "share"):
+            t.add_column(c, justify="right")
+        for s in act["steps"]:
+            t.add_row(str(s["step"]), fmt_num(s["mae"]), fmt_num(s["q_halt"], 3), fmt_num(s["q_continue"], 3),
+                      f"{s['halted']:,}", fmt_pct(s["halted_share"]))
+        show(t, histogram(act["halting_histogram"], [str(i + 1) for i in range(len(act["halting_histogram"]))],
+                          title="halting step histogram"))
+        show(kv_table("ACT summary", [
+            ("mean halting step", fmt_num(act["mean_halting_step"], 2)),
+            ("MAE after all steps", fmt_num(act["mae_all_steps"])),
+            ("MAE halting where the Q head says", fmt_num(act["mae_act"])),
+            ("best step by MAE", str(act["best_step"])),
+        ]))
