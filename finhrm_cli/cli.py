@@ -92,12 +92,12 @@ def _root(
 
 
 # ------------------------------------------------------------------ shared options
-DataArg = Annotated[Path, typer.Argument(help="A CSV (.csv, .csv.gz), a .parquet file, or a folder from `finhrm prepare`.", show_default=False)]
+DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A CSV (.csv, .csv.gz), a .parquet file, or a folder from `finhrm prepare`.", show_default=False)]
 DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the date column when it is not detected.", rich_help_panel="Input")]
 ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
-RunArg = Annotated[Optional[str], typer.Argument(help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
+RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
 CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, help="Prediction interval coverage.")]
 ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sample where its ACT Q head says halt, instead of running every segment.")]
 
@@ -157,7 +157,7 @@ _F = "Features"
 @app.command()
 @_guard
 def train(
-    data_paths: Annotated[Optional[list[Path]], typer.Argument(help="Training data: a CSV, .parquet or prepared folder (omit with --resume).", show_default=False)] = None,
+    data_paths: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="Training data: a CSV, .parquet or prepared folder (omit with --resume).", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [features], [model], [train] settings; flags win over it.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to hold the new run folder (default: the finhrm home, see README).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run (a run folder or name).")] = None,
