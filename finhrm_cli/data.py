@@ -326,13 +326,13 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
         hits = [h for h in headers if norm[h] == _norm(name)]
         if hits:
             return hits[0]
-        raise _fail(shown, f"{what} {name!r} is not a column; found columns: {found}.")
+        raise _fail(shown, f"{what}: no column {name!r}; found columns: {found}.")
 
     mapping: dict[str, str] = {}
     if date_col is not None:
-        mapping["date"] = lookup(date_col, "--date-col")
+        mapping["date"] = lookup(date_col, f"--date-col {date_col}")
     for canon, header in col_map.items():
-        mapping[canon] = lookup(header, f"--col {canon}=")
+        mapping[canon] = lookup(header, f"--col {canon}={header}")
     used = set(mapping.values())
 
     if "date" not in mapping:
@@ -443,6 +443,12 @@ _DATE_FIX = "use ISO dates (YYYY-MM-DD), or pass --date-col NAME if this is not 
 _EPOCH_S = (-2_208_988_800, 4_102_444_800)  # 1900-01-01 .. 2100-01-01
 
 
+def _human_format(fmt: str) -> str:
+    for code, text in (("%d", "DD"), ("%m", "MM"), ("%Y", "YYYY"), ("%b", "Mon"), ("%B", "Month")):
+        fmt = fmt.replace(code, text)
+    return fmt
+
+
 def _epoch_to_dates(values: np.ndarray, header: str, where, shown) -> pl.Series:
     lo, hi = _EPOCH_S
     if np.all((values >= lo) & (values < hi)):
@@ -510,7 +516,7 @@ def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
     if best == 0:
         raise _fail(shown, f"{where(0)}: cannot read the date {vals[0]!r} in column {header!r}; {_DATE_FIX}.")
     if len(winners) > 1 and any(not w[2].equals(winners[0][2]) for w in winners[1:]):
-        fmts = " or ".join(w[1] for w in winners[:2])
+        fmts = " or ".join(_human_format(w[1]) for w in winners[:2])
         raise _fail(
             shown,
             f"dates in column {header!r} like {vals[0]!r} are ambiguous ({fmts}: day or month first?); {_DATE_FIX}.",
@@ -960,6 +966,8 @@ class Dataset:
 
 def _too_few(shown: str, fcfg: FeatureConfig, n_read: int, usable: int, warm: int, min_windows: int) -> DataError:
     need = _rows_needed(fcfg, min_windows)
+    if usable == 0:  # the file ended inside the warm-up: say what a full warm-up takes
+        warm = max(warm, RSI_N + RSI_MA_N - 1, N_PREV, fcfg.volume_window - 1)
     if min_windows <= 0:
         what = f"seq_len={fcfg.seq_len} needs at least {need} usable rows"
     else:
@@ -1015,8 +1023,13 @@ def prepare(
     if p.is_dir() and (p / PREPARED_META).exists():
         return _load_prepared(p, shown, fcfg, normalizer, min_windows)
     bars, source = read_bars(path, date_col=date_col, col_map=col_map)
-    frame, dropped = build_features(bars, fcfg)
-    return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
+    try:
+        frame, dropped = build_features(bars, fcfg)
+        return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
+    except DataError as exc:
+        if exc.message.startswith(shown):
+            raise
+        raise DataError(f"{shown}: {exc.message}") from None
 
 
 def from_bars(

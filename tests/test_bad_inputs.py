@@ -1,0 +1,401 @@
+"""Bad input never ends in a traceback: one-line DataError naming file, line/column and the fix.
+
+Each case builds a valid small CSV in tmp_path and corrupts it once.  Data rows are on
+lines 2.. (row i of ``rows()`` is on line i + 2).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_ohlcv
+from finhrm_cli import data
+from finhrm_cli.config import FeatureConfig
+from finhrm_cli.errors import DataError
+
+FCFG = FeatureConfig()
+HEADER = ["date", "open", "high", "low", "close", "volume"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(n: int = 150, seed: int = 4) -> list[list[str]]:
+    d = synthetic_ohlcv(n, seed)
+    return [[str(d["date"][i]), *(f"{d[c][i]:.6f}" for c in HEADER[1:])] for i in range(n)]
+
+
+def write(path: Path, header=HEADER, body=None, sep=",") -> Path:
+    body = rows() if body is None else body
+    path.write_text("\n".join(sep.join(r) for r in [header, *body]) + "\n", encoding="utf-8")
+    return path
+
+
+def tv(n: int = 150):
+    """TradingView-style header/rows with an RSI column blank for the warm-up."""
+    header = ["time", "open", "high", "low", "close", "Volume", "RSI"]
+    body = [r + (["55.0"] if i >= 14 else [""]) for i, r in enumerate(rows(n))]
+    return header, body
+
+
+def error(path, **kw) -> str:
+    with pytest.raises(DataError) as info:
+        data.prepare(path, kw.pop("fcfg", FCFG), **kw)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.strip() == msg and msg
+    assert str(path) in msg, msg
+    assert info.value.exit_code == 2
+    return msg
+
+
+def corrupt(tmp_path, i: int, col: str, value: str, name="bad.csv") -> Path:
+    body = rows()
+    body[i][HEADER.index(col)] = value
+    return write(tmp_path / name, body=body)
+
+
+def test_valid_file_passes(tmp_path):
+    ds = data.prepare(write(tmp_path / "ok.csv"), FCFG)
+    assert ds.source.n_rows == 150 and not ds.source.warnings
+
+
+# --------------------------------------------------------------------------- files
+
+def test_missing_file(tmp_path):
+    msg = error(tmp_path / "nope.csv")
+    assert "not found" in msg
+
+
+def test_missing_file_names_neighbours(tmp_path):
+    write(tmp_path / "prices.csv")
+    assert "prices.csv" in error(tmp_path / "price.csv")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = write(tmp_path / "locked.csv")
+
+    def deny(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    assert "permission denied" in error(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file_chmod(tmp_path):
+    path = write(tmp_path / "locked.csv")
+    path.chmod(0)
+    try:
+        assert "permission" in error(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_directory_not_prepared(tmp_path):
+    (tmp_path / "folder").mkdir()
+    assert "prepared" in error(tmp_path / "folder")
+
+
+def test_corrupt_prepared_folder(tmp_path):
+    folder = tmp_path / "prep"
+    folder.mkdir()
+    (folder / "meta.json").write_text("{not json")
+    assert "prepare" in error(folder)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    assert "empty" in error(path)
+
+
+def test_header_only(tmp_path):
+    assert "no data rows" in error(write(tmp_path / "h.csv", body=[]))
+
+
+def test_missing_column(tmp_path):
+    body = [r[:4] + r[5:] for r in rows()]
+    msg = error(write(tmp_path / "m.csv", header=["date", "open", "high", "low", "volume"], body=body))
+    assert "'close'" in msg and "found columns: date, open, high, low, volume" in msg and "--col close=" in msg
+
+
+def test_missing_date_column(tmp_path):
+    msg = error(write(tmp_path / "m.csv", header=["when", *HEADER[1:]]))
+    assert "no date column" in msg and "when" in msg and "--date-col" in msg
+
+
+def test_unknown_date_col_option(tmp_path):
+    msg = error(write(tmp_path / "m.csv"), date_col="Session")
+    assert "'Session'" in msg and "found columns" in msg
+
+
+def test_col_map_header_missing(tmp_path):
+    msg = error(write(tmp_path / "m.csv"), col_map={"open": "Opening"})
+    assert "'Opening'" in msg and "found columns" in msg
+
+
+@pytest.mark.parametrize("item", ["open", "=x", "open=", "colour=Red"])
+def test_parse_col_map_bad(item):
+    with pytest.raises(DataError) as info:
+        data.parse_col_map([item])
+    assert "--col" in str(info.value) and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- cells
+
+@pytest.mark.parametrize("col,value,words", [
+    ("close", "abc", ["'abc'", "not a number"]),
+    ("open", "1,234.5", ["thousands"]),
+    ("high", "", ["blank cell"]),
+    ("low", "NaN", ["NaN"]),
+    ("close", "inf", ["infinity"]),
+    ("volume", "", ["blank cell"]),
+    ("volume", "-5", ["negative volume"]),
+    ("volume", "x", ["not a number"]),
+])
+def test_bad_cells(tmp_path, col, value, words):
+    body = rows()
+    body[30][HEADER.index(col)] = f'"{value}"' if "," in value else value
+    msg = error(write(tmp_path / "bad.csv", body=body))
+    assert "line 32" in msg and f"'{col}'" in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_decimal_comma_hint(tmp_path):
+    body = rows()
+    body[5][4] = "101,5"
+    msg = error(write(tmp_path / "semi.csv", body=body, sep=";"))
+    assert "line 7" in msg and "decimal" in msg
+
+
+def test_unparseable_date(tmp_path):
+    msg = error(corrupt(tmp_path, 10, "date", "2020-13-45"))
+    assert "line 12" in msg and "'2020-13-45'" in msg and "YYYY-MM-DD" in msg
+
+
+def test_garbage_date(tmp_path):
+    msg = error(corrupt(tmp_path, 10, "date", "yesterday"))
+    assert "line 12" in msg and "yesterday" in msg
+
+
+def test_blank_date(tmp_path):
+    assert "line 5" in error(corrupt(tmp_path, 3, "date", ""))
+
+
+def test_ambiguous_dates(tmp_path):
+    body = rows(12)
+    for i, r in enumerate(body):
+        r[0] = f"{i + 1:02d}/01/2021"  # day <= 12 everywhere: day- or month-first?
+    msg = error(write(tmp_path / "amb.csv", body=body))
+    assert "ambiguous" in msg and "YYYY-MM-DD" in msg
+
+
+def test_duplicate_dates(tmp_path):
+    body = rows()
+    body[20][0] = body[19][0]
+    msg = error(write(tmp_path / "dup.csv", body=body))
+    assert "line 21 and line 22" in msg and "same date" in msg
+
+
+def test_unsorted_is_a_warning_not_an_error(tmp_path):
+    body = rows()
+    body[20], body[60] = body[60], body[20]
+    ds = data.prepare(write(tmp_path / "u.csv", body=body), FCFG)
+    assert ds.source.warnings and "sorted" in ds.source.warnings[0]
+
+
+def test_high_below_low(tmp_path):
+    body = rows()
+    body[50][2], body[50][3] = body[50][3], body[50][2]
+    msg = error(write(tmp_path / "hl.csv", body=body))
+    assert "line 52" in msg and "below low" in msg
+
+
+@pytest.mark.parametrize("factor", [1.05, 0.95])
+def test_close_outside_range(tmp_path, factor):
+    body = rows()
+    body[70][4] = f"{float(body[70][2] if factor > 1 else body[70][3]) * factor:.6f}"
+    msg = error(write(tmp_path / "c.csv", body=body))
+    assert "line 72" in msg and "outside" in msg
+
+
+@pytest.mark.parametrize("value", ["0", "-3.5"])
+def test_non_positive_price(tmp_path, value):
+    body = rows()
+    body[8][1] = body[8][3] = value  # open and low
+    msg = error(write(tmp_path / "np.csv", body=body))
+    assert "line 10" in msg and "non-positive" in msg
+
+
+def test_too_few_rows(tmp_path):
+    msg = error(write(tmp_path / "short.csv", body=rows(60)))
+    assert "too few rows" in msg and "need at least" in msg and "60 rows" in msg and "33 usable" in msg
+
+
+def test_too_few_rows_shorter_than_warm_up(tmp_path):
+    assert "too few rows" in error(write(tmp_path / "tiny.csv", body=rows(5)))
+
+
+def test_ragged_line(tmp_path):
+    body = rows()
+    body[12].append("7")
+    msg = error(write(tmp_path / "r.csv", body=body))
+    assert "line 14" in msg and "fields" in msg
+
+
+def test_short_line_is_a_blank_cell(tmp_path):
+    body = rows()
+    body[12] = body[12][:4]
+    msg = error(write(tmp_path / "s.csv", body=body))
+    assert "line 14" in msg and "'close'" in msg
+
+
+# --------------------------------------------------------------------------- indicator columns
+
+def test_indicator_warm_up_blanks_are_dropped(tmp_path):
+    header, body = tv()
+    ds = data.prepare(write(tmp_path / "tv.csv", header=header, body=body), FCFG)
+    assert ds.dropped["warm-up blanks in the file's indicator columns"] == 14
+
+
+def test_indicator_blank_in_the_middle(tmp_path):
+    header, body = tv()
+    body[40][6] = ""
+    msg = error(write(tmp_path / "tv.csv", header=header, body=body))
+    assert "line 42" in msg and "'RSI'" in msg and "warm-up" in msg
+
+
+def test_indicator_out_of_range(tmp_path):
+    header, body = tv()
+    body[40][6] = "250"
+    msg = error(write(tmp_path / "tv.csv", header=header, body=body))
+    assert "line 42" in msg and "'RSI'" in msg
+
+
+# --------------------------------------------------------------------------- not a CSV
+
+def test_binary_nul_bytes(tmp_path):
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"date,open,high,low,close\n\x00\x01\x02\x03" * 10)
+    assert "binary" in error(path)
+
+
+def test_not_utf8(tmp_path):
+    path = write(tmp_path / "latin.csv")
+    raw = path.read_bytes().replace(b"date,", "dat\u00e9,".encode("latin-1"), 1)
+    path.write_bytes(raw)
+    msg = error(path)
+    assert "line 1" in msg and "UTF-8" in msg
+
+
+def test_single_column(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("prices\n1\n2\n3\n")
+    assert "single column" in error(path)
+
+
+def test_zip_or_excel(tmp_path):
+    path = tmp_path / "book.xlsx"
+    path.write_bytes(b"PK\x03\x04" + bytes(range(1, 200)))
+    assert "ZIP" in error(path)
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(write(tmp_path / "x.csv").read_bytes())[:60])
+    assert "gzip" in error(path)
+
+
+def test_fake_parquet(tmp_path):
+    path = tmp_path / "f.parquet"
+    path.write_text("date,open\n")
+    assert "Parquet" in error(path)
+
+
+def test_corrupt_parquet(tmp_path):
+    path = tmp_path / "c.parquet"
+    path.write_bytes(b"PAR1" + b"junk" * 20)
+    assert "Parquet" in error(path)
+
+
+def test_parquet_bad_row(tmp_path):
+    import polars as pl
+
+    d = synthetic_ohlcv(150, 4)
+    d["high"][20] = d["low"][20] * 0.5
+    path = tmp_path / "p.parquet"
+    pl.DataFrame({k: (pl.Series(k, v).cast(pl.Date) if k == "date" else v) for k, v in d.items()}).write_parquet(path)
+    assert "row 21" in error(path)
+
+
+def test_bad_feature_config_is_a_usage_error(tmp_path):
+    from finhrm_cli.errors import UsageError
+
+    with pytest.raises(UsageError):
+        data.prepare(write(tmp_path / "ok.csv"), FeatureConfig(seq_len=0))
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+CLI_CASES = {
+    "missing": lambda p: p / "missing.csv",
+    "non_numeric": lambda p: corrupt(p, 30, "close", "abc"),
+    "duplicate": lambda p: write(p / "dup.csv", body=[*rows()[:50], rows()[49], *rows()[50:]]),
+    "binary": lambda p: (p / "b.csv").write_bytes(b"\x00\xff" * 64) and p / "b.csv",
+    "too_few": lambda p: write(p / "short.csv", body=rows(40)),
+    "high_low": lambda p: corrupt(p, 30, "high", "1.0"),
+}
+
+
+@pytest.mark.skipif(not (ROOT / "finhrm_cli" / "cli.py").exists(), reason="finhrm_cli/cli.py not written yet")
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_prepare_bad_input_exits_2(tmp_path, case):
+    bad = CLI_CASES[case](tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FINHRM_DEBUG"}
+    env.update(FINHRM_HOME=str(tmp_path / "home"), NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "finhrm_cli", "prepare", str(bad)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:") and str(bad) in lines[0]
+
+
+# --------------------------------------------------------------------------- fuzz
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALID = ("\n".join(",".join(r) for r in [HEADER, *rows(120)]) + "\n").encode()
+_ALPHABET = b",;\t\n\r\"' -.0123456789eEnaNIf\x00\xff/:TZ"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 2), st.binary(min_size=0, max_size=4)), min_size=1, max_size=5))
+def test_mutated_files_give_a_dataset_or_one_line_error(tmp_path, edits):
+    buf = bytearray(_VALID)
+    for pos, op, chunk in edits:
+        i = int(pos * (len(buf) - 1))
+        chunk = bytes(_ALPHABET[b % len(_ALPHABET)] for b in chunk)
+        if op == 0:
+            buf[i:i + len(chunk)] = chunk
+        elif op == 1:
+            del buf[i:i + 1 + len(chunk) * 5]
+        else:
+            buf[i:i] = chunk
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(bytes(buf))
+    try:
+        data.prepare(path, FCFG)
+    except DataError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
