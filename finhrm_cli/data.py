@@ -931,12 +931,16 @@ class Dataset:
 
     # ---- descriptions
     def summary(self) -> dict:
+        """JSON-able description: source, usable rows and date range, splits, dropped rows, warnings."""
         d = self.frame["date"]
+        has = self.frame.height > 0
         return {
             "source": self.source.to_dict(),
             "shape": self.source.shape,
-            "rows": {"read": self.source.n_rows, "usable": self.frame.height},
-            "date_range": [d[0].isoformat(), d[-1].isoformat()] if self.frame.height else [None, None],
+            "rows": self.frame.height,            # usable rows (after the warm-up)
+            "rows_read": self.source.n_rows,
+            "first_date": d[0].isoformat() if has else None,
+            "last_date": d[-1].isoformat() if has else None,
             "seq_len": self.fcfg.seq_len,
             "horizon": self.fcfg.horizon,
             "splits": {k: dict(v) for k, v in self.splits.items()},
@@ -944,7 +948,7 @@ class Dataset:
             "dropped": dict(self.dropped),
             "warnings": list(self.source.warnings),
             "notes": list(self.source.notes),
-            "features": list(self.feature_names),
+            "feature_names": list(self.feature_names),
         }
 
     def meta(self) -> dict:
