@@ -68,7 +68,7 @@ INDICATOR_COLS = ["ema7", "rsi", "rsi_ma"] + [f"prev{k}_{s}" for k in range(1, N
 PRICE_LIKE_INDICATORS = ["ema7"] + [c for c in INDICATOR_COLS if c.startswith("prev")]
 CANONICAL = ["date"] + PRICE_COLS + ["volume"] + INDICATOR_COLS
 
-DATE_ALIASES = ["date", "datetime", "timestamp", "time", "day", "tradedate", "tradingdate"]
+DATE_ALIASES = ["date", "datetime", "timestamp", "time", "day", "dt", "tradedate", "tradingdate", "tradingday"]
 ALIASES: dict[str, list[str]] = {
     "open": ["open", "o", "openprice", "priceopen"],
     "high": ["high", "h", "highprice", "pricehigh"],
@@ -343,6 +343,13 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
                 used.add(hits[0])
                 break
         else:
+            # A pandas `to_csv()` export writes its date index as a first column with an
+            # empty header (or "Unnamed: 0" after a round trip): take it as the date.
+            first = headers[0] if headers else None
+            if first is not None and norm[first] in ("", "unnamed:0", "index") and first not in used:
+                mapping["date"] = first
+                used.add(first)
+        if "date" not in mapping:
             raise _fail(
                 shown,
                 f"no date column (looked for {', '.join(DATE_ALIASES[:5])}); found columns: {found}; "

@@ -304,6 +304,8 @@ def _shape_files(tmp_path, d):
     files["gz"] = (_write(tmp_path / "g.csv.gz", gh, _plain(d), gz=True), "generic")
     files["gz_no_suffix"] = (_write(tmp_path / "g_gz.csv", gh, _plain(d), gz=True), "generic")
     files["aliases"] = (_write(tmp_path / "g_alias.csv", ["Timestamp", "O", "H", "L", "C", "Vol"], _plain(d)), "generic")
+    # pandas `df.to_csv()`: the date index is a first column with an empty header
+    files["pandas_index"] = (_write(tmp_path / "g_pd.csv", ["", "Open", "High", "Low", "Close", "Volume"], _plain(d)), "generic")
     rev = _plain(d)[::-1]
     files["newest_first"] = (_write(tmp_path / "g_rev.csv", gh, rev), "generic")
     pq = tmp_path / "g.parquet"
