@@ -139,6 +139,8 @@ def prepare_summary(summary: dict) -> None:
     dropped = summary.get("dropped") or {}
     if dropped:
         show(kv_table("Rows dropped", [(k, fmt_num(v)) for k, v in dropped.items()]))
+    for n in summary.get("notes") or []:
+        note(n)
     for w in summary.get("warnings") or []:
         warn(w)
 
