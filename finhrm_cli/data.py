@@ -37,10 +37,20 @@ HRM18: list[str] = [
     "prev1_high", "prev1_low", "prev2_high", "prev2_low", "prev3_high", "prev3_low",
     "prev4_high", "prev4_low", "prev5_high", "prev5_low",
 ]
-FEATURE_SETS: dict[str, list[str]] = {"hrm18": HRM18}
+# "extended": the 18 inputs plus what a careful user would add for a next-day range
+# forecast: today's true range and its 5- and 20-day means (the volatility regime),
+# multi-day returns, the overnight gap, the distance to the 20-day extremes, realised
+# volatility and the day of the week.  All of them read rows <= t only.
+EXTENDED_EXTRA: list[str] = [
+    "true_range", "atr_5", "atr_20", "ret_1", "ret_5", "ret_20", "gap",
+    "hi_20", "lo_20", "vol_20", "dow_sin", "dow_cos",
+]
+FEATURE_SETS: dict[str, list[str]] = {"hrm18": HRM18, "extended": HRM18 + EXTENDED_EXTRA}
 
 FEATURE_PREFIX = "f_"   # feature columns in Dataset.frame are "f_<name>"; raw prices keep their names
-RAW_COLUMNS = ["date", "open", "high", "low", "close", "volume", "next_high", "next_low"]
+RAW_COLUMNS = ["date", "open", "high", "low", "close", "volume", "next_high", "next_low", "scale"]
+SCALE_N = 20            # trailing days of the volatility scale
+SCALE_FLOOR = 1e-4
 TARGET_COLUMNS = ["target_high", "target_low"]
 
 EMA_ALPHA = 2.0 / 8.0   # EMA 7
@@ -678,10 +688,53 @@ def _indicator_exprs(present: set[str]) -> list[pl.Expr]:
     return out
 
 
+def _true_range() -> pl.Expr:
+    """log(max(high, prev close) / min(low, prev close)); log(high / low) on the first row."""
+    pc = pl.col("close").shift(1)
+    hi = pl.max_horizontal(pl.col("high"), pc)
+    lo = pl.min_horizontal(pl.col("low"), pc)
+    return (hi / lo).log()
+
+
+def _scale_expr() -> pl.Expr:
+    """The volatility scale of day t: mean log true range over the last SCALE_N days.
+
+    Targets are divided by it for training (and predictions multiplied back), so the model
+    works on a homoscedastic problem: a 2% range means something else in a calm and in a
+    wild market.  Only rows <= t are read; early rows use the days there are.
+    """
+    return _true_range().rolling_mean(SCALE_N, min_samples=1).clip(lower_bound=SCALE_FLOOR).alias("scale")
+
+
+def _extra_feature(name: str) -> pl.Expr | None:
+    lc = pl.col("close").log()
+    if name == "true_range":
+        return _true_range()
+    if name in ("atr_5", "atr_20"):
+        return _true_range().rolling_mean(int(name[4:])).log()
+    if name.startswith("ret_"):
+        return lc - lc.shift(int(name[4:]))
+    if name == "gap":
+        return (pl.col("open") / pl.col("close").shift(1)).log()
+    if name == "hi_20":
+        return (pl.col("high").rolling_max(20) / pl.col("close")).log()
+    if name == "lo_20":
+        return (pl.col("low").rolling_min(20) / pl.col("close")).log()
+    if name == "vol_20":
+        return (lc - lc.shift(1)).rolling_std(20)
+    if name in ("dow_sin", "dow_cos"):
+        ang = pl.col("date").dt.weekday().cast(pl.Float64) * (2 * math.pi / 7)
+        return ang.sin() if name == "dow_sin" else ang.cos()
+    return None
+
+
 def _feature_exprs(names: list[str], has_volume: bool, volume_window: int) -> list[pl.Expr]:
     exprs = []
     for name in names:
-        if name in ("open", "high", "low", "close", "ema7") or name.startswith("prev"):
+        extra = _extra_feature(name)
+        if extra is not None:
+            e = extra
+        elif name in ("open", "high", "low", "close", "ema7") or name.startswith("prev"):
             e = (pl.col(name) / pl.col("close")).log()
         elif name == "volume":
             if has_volume:
@@ -735,7 +788,7 @@ def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFram
     )
     if "rsi_ma" not in present:
         lf = lf.with_columns(pl.col("rsi").rolling_mean(RSI_MA_N).alias("rsi_ma"))
-    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window) + _target_exprs(fcfg.horizon))
+    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window) + _target_exprs(fcfg.horizon) + [_scale_expr()])
     lf = lf.with_columns(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in fcols]).alias("_ok"))
     full = lf.select(["date"] + RAW_COLUMNS[1:] + TARGET_COLUMNS + fcols + ["_file_blank", "_ok"]).collect()
 
@@ -813,6 +866,7 @@ class Windows:
     low: np.ndarray
     next_high: np.ndarray  # (n,) float64 actual price h ahead; NaN if unknown
     next_low: np.ndarray
+    scale: np.ndarray      # (n,) float64 volatility scale of the last observed day (see _scale_expr)
 
     def __len__(self) -> int:
         return int(self.end.shape[0])
@@ -934,6 +988,7 @@ class Dataset:
             low=col("low"),
             next_high=col("next_high"),
             next_low=col("next_low"),
+            scale=col("scale"),
         )
 
     # ---- descriptions

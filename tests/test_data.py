@@ -104,8 +104,11 @@ def test_rsi_is_100_without_losses():
 def test_feature_sets_and_columns():
     assert FEATURE_SETS["hrm18"] == HRM18 and len(HRM18) == 18
     frame, _ = data.build_features(bars_df(synthetic_ohlcv(80)), FeatureConfig())
-    assert frame.columns[:8] == data.RAW_COLUMNS
+    assert frame.columns[: len(data.RAW_COLUMNS)] == data.RAW_COLUMNS
     assert frame.columns[-18:] == feature_columns(HRM18)
+    ext, _ = data.build_features(bars_df(synthetic_ohlcv(80)), FeatureConfig(feature_set="extended"))
+    assert ext.columns[-len(FEATURE_SETS["extended"]):] == feature_columns(FEATURE_SETS["extended"])
+    assert (ext["scale"] > 0).all()
     with pytest.raises(DataError):
         data.build_features(bars_df(synthetic_ohlcv(80)), FeatureConfig(feature_set="nope"))
 
@@ -123,10 +126,11 @@ def _valid_tail(n: int, seed: int, price: float) -> dict:
     frac=st.floats(0.0, 1.0),
     scale=st.floats(0.2, 5.0),
     horizon=st.integers(1, 3),
+    feature_set=st.sampled_from(sorted(FEATURE_SETS)),
 )
-def test_no_lookahead(seed, seed2, frac, scale, horizon):
+def test_no_lookahead(seed, seed2, frac, scale, horizon, feature_set):
     n = 120
-    fcfg = FeatureConfig(seq_len=5, horizon=horizon, volume_window=10)
+    fcfg = FeatureConfig(seq_len=5, horizon=horizon, volume_window=10, feature_set=feature_set)
     base = synthetic_ohlcv(n, seed)
     ds = data.from_bars(bars_df(base), fcfg)
     lead = sum(ds.dropped.values())
@@ -138,7 +142,7 @@ def test_no_lookahead(seed, seed2, frac, scale, horizon):
     ds2 = data.from_bars(bars_df(changed), fcfg, normalizer=ds.normalizer)
     assert ds2.dropped == ds.dropped
     t = t_row - lead                                    # row in the frames
-    fc = feature_columns(HRM18)
+    fc = feature_columns(FEATURE_SETS[feature_set]) + ["scale"]
     a = ds.frame.slice(0, t + 1).select(["date", *fc])
     b = ds2.frame.slice(0, t + 1).select(["date", *fc])
     assert a.equals(b)
@@ -146,6 +150,7 @@ def test_no_lookahead(seed, seed2, frac, scale, horizon):
     i1, i2 = np.flatnonzero(w1.end <= t), np.flatnonzero(w2.end <= t)
     assert np.array_equal(w1.end[i1], w2.end[i2])
     assert np.array_equal(w1.x[i1], w2.x[i2])
+    assert np.array_equal(w1.scale[i1], w2.scale[i2])
     if t >= fcfg.seq_len - 1:
         assert w1.end[i1][-1] == t
 
