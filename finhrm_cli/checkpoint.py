@@ -1,0 +1,402 @@
+"""Run folders: create, write atomically, find, list and load.
+
+A run is one folder, never overwritten::
+
+    model.safetensors   best weights, frozen buffers included (H_init, L_init, head stats)
+    config.json         model / feature / training config, normalizer, versions, ...
+    history.jsonl       one line per evaluation
+    metrics.json        final metrics
+    state/              state.safetensors (current weights, optimizer, rng key; the JSON
+                        bookkeeping rides in its metadata) and state.json (a readable copy)
+
+Every write goes to a temporary file in the same folder, then ``os.replace``: a crash or
+Ctrl-C leaves the old file or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from finhrm_cli import config as cfgmod
+from finhrm_cli.errors import RunError
+from finhrm_cli.fsutil import atomic_write_text
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+HISTORY = "history.jsonl"
+METRICS = "metrics.json"
+STATE_DIR = "state"
+STATE_ARRAYS = "state.safetensors"
+STATE_JSON = "state.json"
+_STATE_META_KEY = "finhrm_state"
+
+
+def _mx():
+    from finhrm_cli.blas import mlx_core
+
+    return mlx_core()
+
+
+def _root(root) -> Path:
+    return Path(root).expanduser() if root is not None else cfgmod.runs_dir()
+
+
+def _json_default(o: Any):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
+
+
+def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] | None = None) -> Path:
+    """``mx.save_safetensors`` to a temp name ending in .safetensors next to ``path``,
+    fsync, then ``os.replace``."""
+    mx = _mx()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.safetensors"
+    try:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# creating and writing
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
+    return name[:80] or "run"
+
+
+def new_run_dir(data_name: str, root=None) -> Path:
+    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...)."""
+    base = _root(root)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
+    stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 10_000):
+        path = base / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
+    raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+
+
+class RunWriter:
+    """Writes the files of one run folder, each atomically."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunWriter({str(self.path)!r})"
+
+    def save_weights(self, model) -> Path:
+        """All parameters, frozen buffers included, to model.safetensors."""
+        from mlx.utils import tree_flatten
+
+        arrays = dict(tree_flatten(model.parameters()))
+        return atomic_save_safetensors(self.path / WEIGHTS, arrays, {"format": "finhrm-hrm"})
+
+    def save_config(self, cfg: dict) -> Path:
+        return atomic_write_text(self.path / CONFIG, _dumps(cfg) + "\n")
+
+    def update_config(self, updates: dict) -> Path:
+        """Merge top-level keys into config.json (created if missing)."""
+        cfg = read_json(self.path / CONFIG, default={}) or {}
+        cfg.update(updates)
+        return self.save_config(cfg)
+
+    def append_history(self, record: dict) -> Path:
+        lines = []
+        p = self.path / HISTORY
+        if p.exists():
+            lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines.append(_dumps(record, indent=None))
+        return atomic_write_text(p, "\n".join(lines) + "\n")
+
+    def write_history(self, records: list[dict]) -> Path:
+        """Replace history.jsonl (used on resume to drop records the saved state never saw)."""
+        text = "".join(_dumps(r, indent=None) + "\n" for r in records)
+        return atomic_write_text(self.path / HISTORY, text)
+
+    def save_metrics(self, metrics: dict) -> Path:
+        return atomic_write_text(self.path / METRICS, _dumps(metrics) + "\n")
+
+    def save_state(self, *, weights: dict, optimizer: dict, rng_key, info: dict) -> Path:
+        """Everything ``--resume`` needs: current weights and optimizer state (flat dicts of
+        arrays), the rng key and the JSON bookkeeping ``info`` (step, epoch, best so far,
+        numpy rng state, history).  One safetensors file holds all of it (the JSON in its
+        metadata), so a crash can never pair new arrays with old bookkeeping."""
+        arrays = {f"model/{k}": v for k, v in weights.items()}
+        arrays.update({f"optimizer/{k}": v for k, v in optimizer.items()})
+        arrays["rng/key"] = rng_key
+        sdir = self.path / STATE_DIR
+        atomic_save_safetensors(sdir / STATE_ARRAYS, arrays, {_STATE_META_KEY: _dumps(info, indent=None)})
+        atomic_write_text(sdir / STATE_JSON, _dumps(info) + "\n")
+        return sdir
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_json(path, default: Any = ...) -> Any:
+    """Parse a JSON file; missing -> ``default`` (or RunError if none given); corrupt -> RunError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if default is ...:
+            raise RunError(f"{path}: missing; the run folder is incomplete.") from None
+        return default
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc}); the file is corrupt, train a new run.") from exc
+
+
+def read_config(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    cfg = read_json(run_dir / CONFIG, default=None)
+    if cfg is None:
+        raise RunError(f"{run_dir}: not a finhrm run (no {CONFIG}); pass a run folder made by `finhrm train`.")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise RunError(f"{run_dir / CONFIG}: has no model section; it is not a finhrm run config.")
+    return cfg
+
+
+def read_history(run_dir) -> list[dict]:
+    p = Path(run_dir) / HISTORY
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a foreign or damaged line never blocks reading the rest
+    return out
+
+
+def _created_ts(run_dir: Path) -> float:
+    cfg_path = run_dir / CONFIG
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        created = cfg.get("created") if isinstance(cfg, dict) else None
+        if created:
+            return _dt.datetime.fromisoformat(str(created)).timestamp()
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        return cfg_path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _runs(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    return [p for p in base.iterdir() if p.is_dir() and (p / CONFIG).is_file()]
+
+
+def resolve_run(ref: str | os.PathLike | None, root=None) -> Path:
+    """Find a run: None -> the latest; else a run folder, a path to its model.safetensors,
+    a run name under the runs folder, or a unique prefix of one."""
+    base = _root(root)
+    if ref is None or str(ref) == "":
+        runs = _runs(base)
+        if not runs:
+            raise RunError(f"no runs yet under {base}; train one with `finhrm train DATA`.")
+        with_weights = [p for p in runs if (p / WEIGHTS).is_file()] or runs
+        return max(with_weights, key=lambda p: (_created_ts(p), p.name))
+    p = Path(ref).expanduser()
+    if p.is_file():
+        if p.suffix == ".safetensors" and (p.parent / CONFIG).is_file():
+            return p.parent
+        raise RunError(f"{p}: not a run; pass a run folder or its model.safetensors (next to config.json).")
+    if p.is_dir():
+        if (p / CONFIG).is_file():
+            return p
+        raise RunError(f"{p}: not a finhrm run (no {CONFIG}); pass a folder made by `finhrm train`.")
+    name = str(ref)
+    if os.sep not in name and "/" not in name:
+        cand = base / name
+        if (cand / CONFIG).is_file():
+            return cand
+        matches = sorted(q for q in _runs(base) if q.name.startswith(name))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(q.name for q in matches[:5])
+            raise RunError(f"run {name!r} is ambiguous under {base} ({names}...); give the full name.")
+    raise RunError(
+        f"run {name!r} not found: no such folder and no run of that name under {base}; "
+        "list runs with `finhrm inspect --list`."
+    )
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _best_val_mae(run_dir: Path) -> float | None:
+    metrics = read_json(run_dir / METRICS, default=None) if (run_dir / METRICS).exists() else None
+    try:
+        if isinstance(metrics, dict):
+            if isinstance(metrics.get("best_val_mae"), (int, float)):
+                return float(metrics["best_val_mae"])
+            res = (metrics.get("val") or {}).get("results") or {}
+            m = res.get("finhrm") or {}
+            if "mae_high" in m and "mae_low" in m:
+                return (float(m["mae_high"]) + float(m["mae_low"])) / 2
+    except (AttributeError, TypeError, ValueError):
+        pass
+    vals = [h.get("val_mae") for h in read_history(run_dir)]
+    vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+    return min(vals) if vals else None
+
+
+def list_runs(root=None) -> list[dict]:
+    """Runs under the runs folder, newest first."""
+    out = []
+    for p in _runs(_root(root)):
+        try:
+            cfg = read_json(p / CONFIG, default={})
+        except RunError:
+            cfg = {}
+        cfg = cfg if isinstance(cfg, dict) else {}
+        src = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+        data = src.get("path") or cfg.get("data")
+        ts = _created_ts(p)
+        try:
+            best = _best_val_mae(p)
+        except RunError:
+            best = None
+        out.append({
+            "name": p.name,
+            "path": str(p),
+            "data": data,
+            "created": cfg.get("created") or _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds"),
+            "size": _dir_size(p),
+            "best_val_mae": best,
+            "has_weights": (p / WEIGHTS).is_file(),
+            "_ts": ts,
+        })
+    out.sort(key=lambda r: (r["_ts"], r["name"]), reverse=True)
+    for r in out:
+        del r["_ts"]
+    return out
+
+
+def load_weights(model, path) -> None:
+    """Load ``path`` into ``model`` strictly (every array, right shapes, finite)."""
+    mx = _mx()
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no weights file; the run has not finished an epoch yet (resume it or train again).")
+    try:
+        weights = mx.load(str(path))
+        if not isinstance(weights, dict):
+            raise ValueError("not a safetensors weights file")
+        model.load_weights(list(weights.items()), strict=True)
+    except Exception as exc:  # corrupt bytes, foreign file, wrong shapes: all one message
+        detail = " ".join(str(exc).split())[:200]
+        raise RunError(f"{path}: cannot load weights ({detail}); the file is corrupt or from another model.") from exc
+    bad = [k for k, v in weights.items() if not bool(mx.all(mx.isfinite(v)).item())]
+    if bad:
+        raise RunError(f"{path}: weights contain NaN or infinity ({bad[0]}); train the run again.")
+
+
+def load_run(path) -> tuple[Any, dict]:
+    """Rebuild the model from config.json and load model.safetensors.  -> (model, config)."""
+    from finhrm_cli.config import ModelConfig
+    from finhrm_cli.errors import UsageError
+    from finhrm_cli.model import HRM
+
+    run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
+    cfg = read_config(run_dir)
+    try:
+        mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
+        model = HRM(mcfg)
+    except (TypeError, ValueError, UsageError) as exc:
+        raise RunError(f"{run_dir / CONFIG}: the model section is invalid ({exc}).") from exc
+    load_weights(model, run_dir / WEIGHTS)
+    model.eval()
+    return model, cfg
+
+
+def load_state(path) -> dict:
+    """The resumable state of a run (``path`` is the run or its state folder):
+    {"info": dict, "weights": {name: array}, "optimizer": {name: array}, "rng_key": array}."""
+    mx = _mx()
+    path = Path(path)
+    sdir = path if (path / STATE_ARRAYS).exists() else path / STATE_DIR
+    f = sdir / STATE_ARRAYS
+    if not f.is_file():
+        raise RunError(f"{path}: no saved training state ({STATE_DIR}/{STATE_ARRAYS} missing); start a new run with `finhrm train DATA`.")
+    try:
+        arrays, meta = mx.load(str(f), return_metadata=True)
+        info = json.loads(meta[_STATE_META_KEY]) if _STATE_META_KEY in meta else read_json(sdir / STATE_JSON)
+        out = {"info": info, "weights": {}, "optimizer": {}, "rng_key": arrays["rng/key"], "path": str(sdir)}
+    except RunError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise RunError(f"{f}: cannot read the training state ({detail}); it is corrupt, start a new run.") from exc
+    for k, v in arrays.items():
+        group, _, name = k.partition("/")
+        if group in ("model", "optimizer"):
+            out["weights" if group == "model" else "optimizer"][name] = v
+    return out

@@ -1,0 +1,683 @@
+"""Training, evaluation and prediction for the HRM (MLX + numpy; never prints).
+
+Progress goes to ``callback(event, info)`` with events ``start``, ``step`` (every
+``LOG_EVERY`` steps), ``eval`` and ``end``.
+
+Training follows HRM's ACT with deep supervision (sapientinc/HRM ``hrm_act_v1.py`` and its
+``ACTLossHead``).  For each batch, for each of ``halt_max_steps`` segments:
+
+1. one segment forward from the carried state (one-step gradient inside the model),
+2. one more *no-gradient* segment pass from the new state, which gives the Q-learning target
+   ``target_q_continue = sigmoid(q_halt_next)`` at the last step, else
+   ``sigmoid(max(q_halt_next, q_continue_next))``, and the next segment's error,
+3. loss, backward, global-norm clipping and one AdamW step; the carry is detached.
+
+A *step* (``TrainConfig``'s unit, what ``start.total_steps`` counts) is one batch of
+``batch_size * grad_accum`` windows taken through all its segments; the optimizer makes one
+update per segment, so ``halt_max_steps`` updates per step (the LR schedule runs over updates).
+
+Halting during training, per sample and with fixed shapes (masks, no Python branches): a
+sample halts when ``q_halt > q_continue`` and always at the last segment; with probability
+``halt_exploration`` (drawn afresh every segment, as HRM does) it first gets a random minimum
+number of segments in [2, M].  HRM swaps a halted sample for a new one; our batches are fixed,
+so a halted sample is masked out of the loss for the remaining segments instead.  The loss is
+divided by the fixed number of samples per step (HRM divides by the global batch size), so
+later segments weigh less as samples halt, and once every sample of a batch has halted the
+remaining segments are skipped.
+
+**Halting reward for regression.**  Regression has no "exactly right", so the q_halt target
+says *one more segment would not lower this sample's error meaningfully*::
+
+    err_t    = mean(|pred_t - y|) / s                (this segment, unit target scale)
+    err_next = mean(|pred_{t+1} - y|) / s            (the extra no-grad pass)
+    halt_target = 1  if  err_t - err_next <= max(HALT_REL_TOL * err_t, HALT_ABS_TOL)  else 0
+
+with ``s`` the pooled standard deviation of the training targets, ``HALT_REL_TOL = 0.05``
+and ``HALT_ABS_TOL = 0.02``.  Why these: daily high/low targets are noisy, a trained model's
+error sits around 0.5-0.8 target standard deviations, so 5 % is a gain of about 0.03-0.04 sd,
+well under the run-to-run noise of the validation MAE; the absolute floor of 0.02 sd keeps the
+rule sane when the error is already tiny (a memorised training sample), where a 5 % gain is
+meaningless.  A segment that makes the error *worse* also earns the halt target 1.
+
+Loss per sample = regression loss (huber | mse | mae on ``(pred - y) / s``, mean of high and
+low) + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue)).  With
+``halt_max_steps == 1`` there is no extra pass and no q_continue loss (as in HRM) and the halt
+target is 1.
+
+Evaluation and prediction run all segments; ``act=True`` keeps, per sample, the prediction
+of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from finhrm_cli.blas import mlx_core
+from finhrm_cli.config import ModelConfig, TrainConfig, to_dict
+from finhrm_cli.errors import DataError, RunError, TrainingError, UsageError
+
+mx = mlx_core()
+import mlx.nn as nn  # noqa: E402
+import mlx.optimizers as optim  # noqa: E402
+from mlx.utils import tree_flatten, tree_map, tree_unflatten  # noqa: E402
+
+from finhrm_cli.model import HRM  # noqa: E402
+
+HALT_REL_TOL = 0.05
+HALT_ABS_TOL = 0.02
+LOG_EVERY = 10          # steps between "step" events (and loss read-backs)
+FINAL_LR_FRAC = 0.1     # cosine decay ends at 10 % of the peak learning rate
+BETAS = (0.9, 0.95)     # HRM's AdamATan2 betas
+
+Callback = Callable[[str, dict], None]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training.  The resumable state was saved in ``run_path`` (if a run)."""
+
+    def __init__(self, run_path=None, summary: dict | None = None):
+        msg = "training interrupted" + (f"; state saved in {run_path}" if run_path else "")
+        super().__init__(msg)
+        self.run_path = run_path
+        self.summary = summary or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_model(model_cfg: ModelConfig, seed: int = 0) -> HRM:
+    """A freshly initialised HRM; the same seed gives the same weights."""
+    mx.random.seed(int(seed))
+    model = HRM(model_cfg)
+    mx.eval(model.parameters())
+    return model
+
+
+def lr_schedule(lr: float, total_updates: int, warmup_updates: int, final_frac: float = FINAL_LR_FRAC):
+    """Linear warmup to ``lr`` over ``warmup_updates``, then cosine decay to ``final_frac*lr``."""
+    total = max(1, int(total_updates))
+    warm = max(0, min(int(warmup_updates), total))
+    span = max(1, total - warm)
+
+    def schedule(step):
+        t = step.astype(mx.float32)
+        prog = mx.clip((t - warm) / span, 0.0, 1.0)
+        cos = lr * (final_frac + (1.0 - final_frac) * 0.5 * (1.0 + mx.cos(math.pi * prog)))
+        if warm == 0:
+            return cos
+        return mx.where(t < warm, lr * (t + 1.0) / warm, cos)
+
+    return schedule
+
+
+def regression_loss(r: mx.array, kind: str, delta: float = 1.0) -> mx.array:
+    """Elementwise loss of residuals ``r`` in unit target scale."""
+    if kind == "mse":
+        return r * r
+    a = mx.abs(r)
+    if kind == "mae":
+        return a
+    return mx.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def bce_logits(logits: mx.array, target: mx.array) -> mx.array:
+    return mx.logaddexp(0.0, logits) - logits * target
+
+
+def _flat(tree) -> dict:
+    return dict(tree_flatten(tree))
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled training step
+
+
+class Trainer:
+    """Owns the optimizer and the compiled per-segment training step.
+
+    ``step = partial(mx.compile, inputs=state, outputs=state)(...)`` with
+    ``state = [model.state, optimizer.state, rng]``.  ``rng`` is our own key (split inside the
+    step for halting exploration) rather than ``mx.random.state``, because a key we hold can be
+    saved and restored for an exact ``--resume``.
+    """
+
+    def __init__(self, model: HRM, train_cfg: TrainConfig, total_updates: int, *, seed: int = 0,
+                 skip_halted: bool = True):
+        self.model = model
+        self.cfg = train_cfg
+        mcfg = model.cfg
+        self.M = int(mcfg.halt_max_steps)
+        self.explore = float(mcfg.halt_exploration)
+        self.skip_halted = skip_halted
+        self.samples_per_step = train_cfg.batch_size * train_cfg.grad_accum
+        warmup = int(round(train_cfg.warmup_frac * total_updates))
+        self.optimizer = optim.AdamW(
+            learning_rate=lr_schedule(train_cfg.lr, total_updates, warmup),
+            betas=list(BETAS), weight_decay=train_cfg.weight_decay, bias_correction=True,
+        )
+        self.optimizer.init(model.trainable_parameters())
+        self.rng = {"key": mx.random.split(mx.random.key(int(seed)), 2)[1]}
+        self.state = [model.state, self.optimizer.state, self.rng]
+        self._loss_grad = nn.value_and_grad(model, self._loss)
+        self._step = partial(mx.compile, inputs=self.state, outputs=self.state)(self._segment_step)
+        self._segs = [mx.array(s, dtype=mx.int32) for s in range(self.M)]
+
+    # -- pieces traced into the compiled step ----------------------------------------------
+
+    def _loss(self, x, y, zH, zL, w, is_last):
+        model, M = self.model, self.M
+        x_emb = model.embed(x)
+        carry, pred, q_halt, q_cont = model.segment((zH, zL), x_emb)
+        s = model.buffers.scale
+        r = (pred - y) / s
+        reg = regression_loss(r, self.cfg.loss, self.cfg.huber_delta).mean(axis=-1)
+        if M > 1:
+            err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
+            _, npred, nq_halt, nq_cont = model.segment(carry, mx.stop_gradient(x_emb))
+            npred, nq_halt, nq_cont = (mx.stop_gradient(a) for a in (npred, nq_halt, nq_cont))
+            err_next = mx.abs((npred - y) / s).mean(axis=-1)
+            halt_target = ((err - err_next) <= mx.maximum(HALT_REL_TOL * err, HALT_ABS_TOL)).astype(mx.float32)
+            q_cont_target = mx.sigmoid(mx.where(is_last, nq_halt, mx.maximum(nq_halt, nq_cont)))
+            q_loss = bce_logits(q_halt, halt_target) + bce_logits(q_cont, q_cont_target)
+        else:
+            q_loss = bce_logits(q_halt, mx.ones_like(q_halt))
+        per_sample = reg + 0.5 * q_loss
+        loss = (per_sample * w).sum() / self.samples_per_step
+        return loss, (carry, q_halt, q_cont, (reg * w).sum(), (q_loss * w).sum())
+
+    def _segment_step(self, x, y, zH, zL, active, halt_step, seg):
+        """One segment for all micro-batches: grads summed over ``grad_accum`` micro-batches
+        (unrolled), one clipped AdamW update, halting decisions.  All shapes fixed."""
+        A = x.shape[0]
+        steps = seg + 1
+        is_last = steps >= self.M
+        grads = None
+        zHs, zLs, qhs, qcs = [], [], [], []
+        reg_sum = q_sum = mx.array(0.0)
+        for a in range(A):
+            w = active[a].astype(mx.float32)
+            (_, aux), g = self._loss_grad(x[a], y[a], zH[a], zL[a], w, is_last)
+            (nzH, nzL), q_halt, q_cont, reg_a, q_a = aux
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont)
+            reg_sum = reg_sum + reg_a
+            q_sum = q_sum + q_a
+        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
+            grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
+        self.optimizer.update(self.model, grads)
+
+        q_halt, q_cont = mx.stack(qhs), mx.stack(qcs)
+        halted = mx.logical_or(is_last, q_halt > q_cont) if self.M > 1 else mx.ones_like(active)
+        if self.M > 1 and self.explore > 0:
+            key, k1, k2 = mx.random.split(self.rng["key"], 3)
+            self.rng["key"] = key
+            explore = mx.random.uniform(shape=q_halt.shape, key=k1) < self.explore
+            min_halt = mx.where(explore, mx.random.randint(2, self.M + 1, q_halt.shape, key=k2), 0)
+            halted = mx.logical_and(halted, steps >= min_halt)
+        n_scored = active.astype(mx.float32).sum()
+        halt_step = mx.where(mx.logical_and(active, halted), steps, halt_step)
+        active = mx.logical_and(active, mx.logical_not(halted))
+        return reg_sum, q_sum, n_scored, mx.stack(zHs), mx.stack(zLs), active, halt_step
+
+    # -- host side -------------------------------------------------------------------------
+
+    def train_batch(self, x: mx.array, y: mx.array) -> dict:
+        """One step: ``x`` (grad_accum, batch, T, F), ``y`` (grad_accum, batch, 2).
+        Returns lazy arrays: reg_sum, q_sum, n_scored (sample-segments scored),
+        halt_step (grad_accum, batch) = the segment (1-based) where each sample halted."""
+        A, B = x.shape[0], x.shape[1]
+        S, d = self.model.seq, self.model.cfg.d_model
+        zH = mx.broadcast_to(self.model.buffers.H_init, (A, B, S, d))
+        zL = mx.broadcast_to(self.model.buffers.L_init, (A, B, S, d))
+        active = mx.ones((A, B), dtype=mx.bool_)
+        halt_step = mx.zeros((A, B), dtype=mx.int32)
+        reg = qs = n = mx.array(0.0)
+        for seg in range(self.M):
+            r, q, k, zH, zL, active, halt_step = self._step(x, y, zH, zL, active, halt_step, self._segs[seg])
+            reg, qs, n = reg + r, qs + q, n + k
+            mx.async_eval(self.state, reg, qs, n, zH, zL, active, halt_step)
+            if self.skip_halted and seg < self.M - 1 and not mx.any(active).item():
+                break  # every sample halted: the remaining segments would score nothing
+        return {"reg_sum": reg, "q_sum": qs, "n_scored": n, "halt_step": halt_step}
+
+    def snapshot(self) -> dict:
+        """References (MLX arrays are immutable) to everything a resume needs."""
+        return {
+            "weights": _flat(self.model.parameters()),
+            "optimizer": _flat(self.optimizer.state),
+            "rng_key": self.rng["key"],
+        }
+
+    def restore(self, weights: dict, optimizer: dict, rng_key) -> None:
+        try:
+            self.model.load_weights(list(weights.items()), strict=True)
+        except ValueError as exc:
+            raise RunError(f"saved state does not fit this model ({' '.join(str(exc).split())[:160]}).") from exc
+        cur = _flat(self.optimizer.state)
+        if set(cur) != set(optimizer) or any(cur[k].shape != optimizer[k].shape for k in cur):
+            raise RunError("saved optimizer state does not fit this model; start a new run.")
+        self.optimizer.state.update(tree_unflatten(list(optimizer.items())))
+        self.rng["key"] = rng_key
+
+    @property
+    def updates(self) -> int:
+        return int(self.optimizer.state["step"].item())
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+class _Fns:
+    """Per-model cache of compiled inference functions (a plain attribute, not a parameter)."""
+
+    def __init__(self):
+        self.all_segments = None
+
+
+def _infer_fn(model: HRM):
+    fns = getattr(model, "_finhrm_fns", None)
+    if fns is None:
+        fns = _Fns()
+        model._finhrm_fns = fns
+    if fns.all_segments is None:
+        M = model.cfg.halt_max_steps
+
+        @partial(mx.compile, inputs=model.state)
+        def all_segments(x):
+            x_emb = model.embed(x)
+            carry = model.initial_carry(x.shape[0])
+            preds, qh, qc = [], [], []
+            for _ in range(M):
+                carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
+                preds.append(pred); qh.append(q_halt); qc.append(q_cont)
+            return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
+
+        fns.all_segments = all_segments
+    return fns.all_segments
+
+
+def _bucket(m: int, batch_size: int) -> int:
+    """Fixed batch shapes: full batches, else the next power of two (few compiled shapes)."""
+    if m >= batch_size:
+        return batch_size
+    return min(batch_size, 1 << max(0, (m - 1).bit_length()))
+
+
+def _run_segments(model: HRM, x, batch_size: int):
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    cfg = model.cfg
+    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
+        raise UsageError(
+            f"inputs have shape {x.shape}; this model takes windows of shape "
+            f"(n, {cfg.seq_len}, {cfg.n_features})."
+        )
+    n, M = len(x), cfg.halt_max_steps
+    preds = np.zeros((M, n, 2), np.float32)
+    qh = np.zeros((M, n), np.float32)
+    qc = np.zeros((M, n), np.float32)
+    if n == 0:
+        return preds, qh, qc
+    was_training = model.training
+    model.eval()
+    fn = _infer_fn(model)
+    bs = max(1, int(batch_size))
+    try:
+        for start in range(0, n, bs):
+            chunk = x[start:start + bs]
+            m = len(chunk)
+            size = _bucket(m, bs)
+            if size != m:
+                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+            p, h, c = fn(mx.array(chunk))
+            mx.eval(p, h, c)
+            preds[:, start:start + m] = np.array(p)[:, :m]
+            qh[:, start:start + m] = np.array(h)[:, :m]
+            qc[:, start:start + m] = np.array(c)[:, :m]
+    finally:
+        model.train(was_training)
+    return preds, qh, qc
+
+
+def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """First segment (0-based) where sigmoid(q_halt) > sigmoid(q_continue); the last if never."""
+    halts = qh > qc
+    halts[-1] = True
+    return np.argmax(halts, axis=0)
+
+
+def segment_outputs(model: HRM, x, batch_size: int = 1024) -> dict:
+    """Per-segment outputs for ACT statistics: preds (M, n, 2) log ratios, q_halt and
+    q_continue probabilities (M, n) (``q_cont`` is the same array), halt_step (n,) 1-based."""
+    preds, qh, qc = _run_segments(model, x, batch_size)
+    return {"preds": preds, "q_halt": qh, "q_continue": qc, "q_cont": qc,
+            "halt_step": _halt_steps(qh, qc) + 1}
+
+
+def predict(model: HRM, x, *, act: bool = False, batch_size: int = 1024) -> np.ndarray:
+    """(n, 2) log ratios [high, low] to the close.  All segments by default; ``act=True``
+    stops each sample at its first segment whose Q head says halt."""
+    preds, qh, qc = _run_segments(model, x, batch_size)
+    if not act:
+        return preds[-1]
+    idx = _halt_steps(qh, qc)
+    return preds[idx, np.arange(preds.shape[1])]
+
+
+def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:
+    """MAE in price units of high and low (rows with known targets); None if no such rows."""
+    close = np.asarray(close, np.float64)
+    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
+    known = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(close)
+    if not known.any():
+        return None
+    p = np.asarray(pred, np.float64)[known]
+    c = close[known]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mh = float(np.mean(np.abs(c * np.exp(p[:, 0]) - nh[known])))
+        ml = float(np.mean(np.abs(c * np.exp(p[:, 1]) - nl[known])))
+    return mh, ml
+
+
+# ---------------------------------------------------------------------------------------------
+# the training loop
+
+
+def _check_split(d: dict | None, name: str, cfg: ModelConfig, prices: bool = False):
+    if d is None:
+        return None
+    x = np.asarray(d["x"], dtype=np.float32)
+    y = np.asarray(d["y"], dtype=np.float32)
+    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
+        raise DataError(
+            f"{name} windows have shape {x.shape}; the model expects (n, {cfg.seq_len}, {cfg.n_features}) "
+            "(--seq-len and the number of features must match)."
+        )
+    if y.shape != (len(x), 2):
+        raise DataError(f"{name} targets have shape {y.shape}; expected ({len(x)}, 2).")
+    out = {"x": x, "y": y}
+    if prices:
+        for k in ("close", "next_high", "next_low"):
+            if k in d and d[k] is not None:
+                out[k] = np.asarray(d[k], dtype=np.float64)
+    return out
+
+
+def _all_finite(flat: dict) -> bool:
+    return bool(mx.all(mx.stack([mx.all(mx.isfinite(v)) for v in flat.values()])).item())
+
+
+def _nonfinite_rows(a: np.ndarray) -> int:
+    return int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    train: dict,
+    val: dict | None,
+    *,
+    callback: Callback | None = None,
+    run=None,
+    resume: dict | None = None,
+    model: HRM | None = None,
+) -> dict:
+    """Train an HRM; returns the training summary (see module docstring for the method).
+
+    ``run``: a ``checkpoint.RunWriter`` or None.  ``resume``: ``checkpoint.load_state(...)``.
+    ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
+    by default one is built from ``model_cfg`` and ``train_cfg.seed``.
+    """
+    model_cfg.validate()
+    train_cfg.validate()
+    emit = callback or (lambda event, info: None)
+    tr = _check_split(train, "training", model_cfg)
+    va = _check_split(val, "validation", model_cfg, prices=True)
+    n_train = len(tr["x"])
+    B, A = train_cfg.batch_size, train_cfg.grad_accum
+    per_step = B * A
+    if n_train < per_step:
+        what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
+        raise DataError(
+            f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
+            "lower --batch-size or --seq-len, or use a longer history."
+        )
+    for arr, what in ((tr["x"], "inputs"), (tr["y"], "targets")):
+        if bad := _nonfinite_rows(arr):
+            raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
+    has_val = va is not None and len(va["x"]) > 0 and all(k in va for k in ("close", "next_high", "next_low"))
+
+    M = model_cfg.halt_max_steps
+    epochs = train_cfg.epochs
+    steps_per_epoch = n_train // per_step
+    total_steps = steps_per_epoch * epochs
+    T, F = model_cfg.seq_len, model_cfg.n_features
+
+    info = dict(resume["info"]) if resume else {}
+    if resume and info.get("stopped") in ("converged", "patience"):
+        raise UsageError(
+            f"{resume.get('path', 'this run')}: training already finished "
+            f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
+            "Evaluate it with `finhrm evaluate RUN` or train a new run."
+        )
+    if model is None:
+        model = build_model(model_cfg, train_cfg.seed)
+    if not resume:
+        model.set_target_stats(tr["y"])
+    trainer = Trainer(model, train_cfg, total_steps * M, seed=train_cfg.seed)
+    if resume:
+        trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"])
+    model.train()
+
+    np_rng = np.random.default_rng(train_cfg.seed)
+    if resume and info.get("np_rng"):
+        np_rng.bit_generator.state = info["np_rng"]
+    step = int(info.get("step", 0))
+    epoch = int(info.get("epoch", 0))                # completed epochs
+    epoch_batch = int(info.get("epoch_batch", 0))    # batches done in the current epoch
+    best_val = info.get("best_val_mae")
+    best_epoch = info.get("best_epoch")
+    bad_evals = int(info.get("bad_evals", 0))
+    history: list[dict] = list(info.get("history", []))
+    seconds_before = float(info.get("seconds", 0.0))
+    train_seconds_before = float(info.get("train_seconds", 0.0))
+    samples_before = int(info.get("samples", 0))
+    params = model.param_counts()
+    if run is not None:
+        from finhrm_cli import checkpoint
+
+        if "model" not in (checkpoint.read_json(run.path / checkpoint.CONFIG, default={}) or {}):
+            run.update_config({"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
+        if resume:
+            run.write_history(history)  # drop records written after the saved state
+    best_weights = _flat(model.parameters())  # references; the model ends holding the best
+
+    emit("start", {
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "n_train": n_train, "n_val": len(va["x"]) if va is not None else 0,
+        "params": params["trainable"], "param_counts": params, "step": step, "epoch": epoch,
+        "updates_per_step": M, "resumed": bool(resume),
+    })
+
+    t0 = time.perf_counter()
+    train_seconds = 0.0
+    samples = 0
+    epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
+    snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
+            "np_rng": epoch_rng_state}
+    # running sums since the last eval / last log, kept as lazy arrays (no sync per step)
+    acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
+    log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
+    stopped = None
+
+    def state_info(s: dict, extra: dict | None = None) -> dict:
+        out = {
+            "step": s["step"], "epoch": s["epoch"], "epoch_batch": s["epoch_batch"],
+            "np_rng": s["np_rng"], "best_val_mae": best_val, "best_epoch": best_epoch,
+            "bad_evals": bad_evals, "history": history,
+            "seconds": seconds_before + (time.perf_counter() - t0),
+            "train_seconds": train_seconds_before + train_seconds,
+            "samples": samples_before + samples, "steps_per_epoch": steps_per_epoch,
+            "updates": int(s["optimizer"]["step"].item()),
+        }
+        out.update(extra or {})
+        return out
+
+    def save_state(s: dict, extra: dict | None = None) -> None:
+        if run is not None:
+            if not _all_finite(s["weights"]):
+                nonfinite(f"(the weights at step {s['step']} are not finite)")
+            run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
+                           info=state_info(s, extra))
+
+    def summary(reason: str) -> dict:
+        tsec = train_seconds_before + train_seconds
+        return {
+            "best_epoch": best_epoch, "best_val_mae": best_val, "epochs_run": epoch, "steps": step,
+            "seconds": round(seconds_before + time.perf_counter() - t0, 3),
+            "train_samples_per_s": round((samples_before + samples) / tsec, 2) if tsec > 0 else None,
+            "stopped": reason, "history": history, "n_train": n_train, "params": params["trainable"],
+            "run": str(run.path) if run is not None else None,
+        }
+
+    def nonfinite(where: str) -> None:
+        nonlocal stopped
+        stopped = "nonfinite"
+        model.update(tree_unflatten(list(best_weights.items())))
+        emit("end", summary("nonfinite"))
+        kept = (f"the best weights so far (epoch {best_epoch}) are kept in {run.path}"
+                if run is not None and best_epoch is not None else "no weights were saved")
+        raise TrainingError(
+            f"training diverged: the loss became NaN or infinite {where}; {kept}. "
+            f"Lower --lr (now {train_cfg.lr:g}) or --grad-clip, or check the data for extreme rows."
+        )
+
+    def read_loss() -> float:
+        n = float(log_acc["n"].item())
+        return float(log_acc["reg"].item()) / n if n else float("nan")
+
+    def evaluate_now() -> None:
+        nonlocal best_val, best_epoch, bad_evals, best_weights, acc
+        n = float(acc["n"].item())
+        train_loss = float(acc["reg"].item()) / n if n else None
+        q_loss = float(acc["q"].item()) / n if n else None
+        halt_mean = float(acc["halt"].item()) / acc["hn"] if acc["hn"] else None
+        if train_loss is not None and not math.isfinite(train_loss):
+            nonfinite(f"before the evaluation at step {step}")
+        rec = {"epoch": epoch + 1, "step": step,
+               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
+        is_best = False
+        if has_val:
+            pred = predict(model, va["x"])
+            maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
+            if maes is not None:
+                mh, ml = maes
+                vm = (mh + ml) / 2
+                if not math.isfinite(vm):
+                    nonfinite(f"(validation predictions at step {step} are not finite)")
+                rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
+                is_best = best_val is None or vm < best_val
+        else:
+            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+            is_best = True  # no validation: the latest weights are the ones to keep
+        if is_best:
+            best_val = rec.get("val_mae")
+            best_epoch = rec["epoch"]
+            bad_evals = 0
+            best_weights = _flat(model.parameters())
+            if run is not None:
+                run.save_weights(model)
+        else:
+            bad_evals += 1
+        tsec = train_seconds_before + train_seconds
+        rec.update(best_val_mae=best_val, best_epoch=best_epoch, is_best=is_best,
+                   samples_per_s=round((samples_before + samples) / tsec, 2) if tsec > 0 else None,
+                   seconds=round(seconds_before + time.perf_counter() - t0, 3),
+                   lr=float(trainer.optimizer.learning_rate.item()))
+        history.append(rec)
+        if run is not None:
+            run.append_history(rec)
+        acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
+        emit("eval", dict(rec))
+
+    try:
+        while epoch < epochs and stopped is None:
+            # np_rng holds the state from the start of this epoch (also when resuming mid-epoch)
+            epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
+            perm = np_rng.permutation(n_train)
+            for bi in range(epoch_batch, steps_per_epoch):
+                tb = time.perf_counter()
+                idx = perm[bi * per_step:(bi + 1) * per_step]
+                xb = mx.array(tr["x"][idx].reshape(A, B, T, F))
+                yb = mx.array(tr["y"][idx].reshape(A, B, 2))
+                out = trainer.train_batch(xb, yb)
+                for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
+                    acc[k] = acc[k] + v
+                acc["halt"] = acc["halt"] + out["halt_step"].astype(mx.float32).sum()
+                acc["hn"] += per_step
+                log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
+                log_acc["n"] = log_acc["n"] + out["n_scored"]
+                step += 1
+                epoch_batch = bi + 1
+                samples += per_step
+                log_acc["samples"] += per_step
+                snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
+                        "np_rng": epoch_rng_state}
+                if step % LOG_EVERY == 0 or epoch_batch == steps_per_epoch:
+                    loss = read_loss()  # the one host sync, every LOG_EVERY steps
+                    train_seconds += time.perf_counter() - tb
+                    if not math.isfinite(loss):
+                        nonfinite(f"at step {step} (epoch {epoch + 1})")
+                    now = time.perf_counter()
+                    emit("step", {
+                        "step": step, "epoch": epoch + 1, "loss": loss,
+                        "lr": float(trainer.optimizer.learning_rate.item()),
+                        "samples_per_s": round(log_acc["samples"] / max(now - log_acc["t"], 1e-9), 2),
+                    })
+                    log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
+                else:
+                    train_seconds += time.perf_counter() - tb
+                if train_cfg.eval_every and step % train_cfg.eval_every == 0 and epoch_batch < steps_per_epoch:
+                    evaluate_now()
+                    model.train()
+                    if train_cfg.patience and bad_evals >= train_cfg.patience:
+                        stopped = "patience"
+                    save_state(snap, {"stopped": stopped})
+                    if stopped:
+                        break
+            if stopped is not None:
+                break
+            evaluate_now()  # end of epoch
+            model.train()
+            epoch += 1
+            epoch_batch = 0
+            snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": 0,
+                    "np_rng": copy.deepcopy(np_rng.bit_generator.state)}
+            if train_cfg.patience and bad_evals >= train_cfg.patience:
+                stopped = "patience"
+            save_state(snap, {"stopped": stopped or ("converged" if epoch >= epochs else None)})
+        stopped = stopped or "converged"
+    except KeyboardInterrupt:
+        if stopped is not None:
+            raise
+        if _all_finite(snap["weights"]):
+            save_state(snap)
+        model.update(tree_unflatten(list(best_weights.items())))
+        summ = summary("interrupted")
+        try:
+            emit("end", summ)
+        except Exception:  # noqa: BLE001  (the UI may be half torn down by Ctrl-C)
+            pass
+        raise TrainingInterrupted(run.path if run is not None else None, summ) from None
+    model.update(tree_unflatten(list(best_weights.items())))
+    mx.eval(model.parameters())
+    result = summary(stopped)
+    emit("end", dict(result))
+    return result
