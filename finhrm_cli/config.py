@@ -32,6 +32,9 @@ class FeatureConfig:
     val_frac: float = 0.15
     volume_window: int = 20    # trailing mean for relative volume
     feature_set: str = "hrm18"  # see data.FEATURE_SETS
+    # Divide the targets by the trailing volatility scale (mean log true range, 20 days) for
+    # training and multiply predictions back: one model then fits calm and wild markets alike.
+    scale_targets: bool = True
 
     def validate(self) -> None:
         if self.seq_len < 1:

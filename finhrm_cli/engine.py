@@ -404,7 +404,7 @@ def _check_split(d: dict | None, name: str, cfg: ModelConfig, prices: bool = Fal
         raise DataError(f"{name} targets have shape {y.shape}; expected ({len(x)}, 2).")
     out = {"x": x, "y": y}
     if prices:
-        for k in ("close", "next_high", "next_low"):
+        for k in ("close", "next_high", "next_low", "scale"):
             if k in d and d[k] is not None:
                 out[k] = np.asarray(d[k], dtype=np.float64)
     return out
@@ -576,6 +576,8 @@ def train(
         is_best = False
         if has_val:
             pred = predict(model, va["x"])
+            if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
+                pred = pred * va["scale"][:, None]
             maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
             if maes is not None:
                 mh, ml = maes

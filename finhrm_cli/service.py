@@ -73,11 +73,24 @@ def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, Tr
     return fcfg, mcfg, tcfg
 
 
-def _windows_dict(w, with_prices: bool = False) -> dict:
-    d = {"x": w.x, "y": w.y}
+def _scale(ds, w) -> np.ndarray:
+    """Per-window target scale: the volatility scale when the run scales targets, else 1."""
+    return np.asarray(w.scale, np.float64) if ds.fcfg.scale_targets else np.ones(len(w))
+
+
+def _windows_dict(ds, w, with_prices: bool = False) -> dict:
+    s = _scale(ds, w)
+    d = {"x": w.x, "y": (w.y / s[:, None]).astype(np.float32)}
     if with_prices:
-        d.update(close=w.close, next_high=w.next_high, next_low=w.next_low)
+        d.update(close=w.close, next_high=w.next_high, next_low=w.next_low, scale=s)
     return d
+
+
+def predict_log(model, ds, w, act: bool = False) -> np.ndarray:
+    """The model's forecast for windows ``w`` as log ratios to the close: (n, 2) [high, low]."""
+    from finhrm_cli import engine
+
+    return engine.predict(model, w.x, act=act) * _scale(ds, w)[:, None]
 
 
 # ------------------------------------------------------------------ train
@@ -147,7 +160,7 @@ def train(
         )
     try:
         summary = engine.train(
-            mcfg, tcfg, _windows_dict(tr), _windows_dict(va, with_prices=True),
+            mcfg, tcfg, _windows_dict(ds, tr), _windows_dict(ds, va, with_prices=True),
             callback=callback, run=run, resume=state,
         )
     except KeyboardInterrupt as exc:
@@ -180,11 +193,11 @@ def finalize_run(run_dir: Path, ds) -> dict:
 
     model, cfg = checkpoint.load_run(run_dir)
     va, te = ds.windows("val"), ds.windows("test")
-    pred_va = engine.predict(model, va.x)
+    pred_va = predict_log(model, ds, va)
     cfg["conformal"] = baselines.conformal_residuals(pred_va, va.y)
     checkpoint.RunWriter(run_dir).save_config(cfg)
     metrics = {}
-    for name, w, pred in (("val", va, pred_va), ("test", te, engine.predict(model, te.x) if len(te) else None)):
+    for name, w, pred in (("val", va, pred_va), ("test", te, predict_log(model, ds, te) if len(te) else None)):
         if pred is None or len(w) == 0:
             continue
         metrics[name] = score(ds, w, pred, cfg["conformal"], 0.8)
@@ -250,7 +263,7 @@ def predict(data_path: Path, run_ref: str | None, all_rows: bool = False, covera
         raise DataError(f"{data_path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
     if not all_rows:
         w = w.subset(np.array([len(w) - 1]))
-    pred = engine.predict(model, w.x, act=act)
+    pred = predict_log(model, ds, w, act=act)
     ph, pl = to_prices(pred, w.close)
     conformal = cfg.get("conformal")
     iv = baselines.intervals(pred, w.close, conformal, coverage) if conformal else None
@@ -318,7 +331,7 @@ def evaluate(run_ref: str | None, data_path: Path | None = None, split: str = "t
             notes.append("the validation split chose the best epoch and calibrated the intervals, so its scores flatter the model.")
     if len(w) == 0:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
-    pred = engine.predict(model, w.x, act=act)
+    pred = predict_log(model, ds, w, act=act)
     scored = score(ds, w, pred, cfg.get("conformal"), coverage)
     result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
@@ -374,12 +387,13 @@ def list_runs() -> dict:
     return {"root": str(cfgmod.runs_dir()), "runs": checkpoint.list_runs()}
 
 
-def act_stats(model, w, mcfg: dict) -> dict:
+def act_stats(model, ds, w) -> dict:
     """Per ACT step: MAE in price units, mean halting probabilities and where the Q head halts."""
     from finhrm_cli import engine
 
     seg = engine.segment_outputs(model, w.x)
-    preds, qh, qc = seg["preds"], np.asarray(seg["q_halt"]), np.asarray(seg["q_continue"])
+    preds = np.asarray(seg["preds"]) * _scale(ds, w)[None, :, None]
+    qh, qc = np.asarray(seg["q_halt"]), np.asarray(seg["q_continue"])
     m = preds.shape[0]
     known = np.isfinite(w.next_high) & np.isfinite(w.next_low)
     steps = []
@@ -448,5 +462,5 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         },
         "history": history,
         "metrics": metrics,
-        "act": {"on": act_on, **act_stats(model, w, cfg["model"])},
+        "act": {"on": act_on, **act_stats(model, ds, w)},
     }

@@ -393,20 +393,35 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
         return
     cov = result.get("coverage", 0.8)
     h = result.get("horizon", 1)
-    ahead = "next session" if h == 1 else f"{h} sessions ahead"
-    t = Table(title=f"Forecast for the {ahead} (interval {cov:.0%})", title_justify="left", title_style="bold")
-    for c in ("last date", "close", "pred high", "high interval", "pred low", "low interval", "high vs close", "low vs close"):
-        t.add_column(c, justify="right")
-    for r in rows[-200:]:
+    ahead = "the next session" if h == 1 else f"{h} sessions ahead"
+
+    def iv(lo, hi):
+        return "-" if lo is None else f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
+
+    if len(rows) == 1:
+        r = rows[0]
         c = r["close"]
-        hi_iv = f"{fmt_num(r['pred_high_lo'], 2)} .. {fmt_num(r['pred_high_hi'], 2)}" if r["pred_high_lo"] is not None else "-"
-        lo_iv = f"{fmt_num(r['pred_low_lo'], 2)} .. {fmt_num(r['pred_low_hi'], 2)}" if r["pred_low_lo"] is not None else "-"
-        t.add_row(r["date"], fmt_num(c, 2), Text(fmt_num(r["pred_high"], 2), style="green"), hi_iv,
-                  Text(fmt_num(r["pred_low"], 2), style="red"), lo_iv,
-                  f"{100 * (r['pred_high'] / c - 1):+.2f}%", f"{100 * (r['pred_low'] / c - 1):+.2f}%")
-    show(t)
-    if len(rows) > 200:
-        note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
+        t = Table(title=f"Forecast for {ahead} after {r['date']} (close {fmt_num(c, 2)})",
+                  title_justify="left", title_style="bold", box=None, pad_edge=False)
+        for col in ("", "forecast", "vs close", f"{cov:.0%} interval"):
+            t.add_column(col, justify="left" if not col else "right")
+        t.add_row(Text("high", style="green"), Text(fmt_num(r["pred_high"], 2), style="bold green"),
+                  f"{100 * (r['pred_high'] / c - 1):+.2f}%", iv(r["pred_high_lo"], r["pred_high_hi"]))
+        t.add_row(Text("low", style="red"), Text(fmt_num(r["pred_low"], 2), style="bold red"),
+                  f"{100 * (r['pred_low'] / c - 1):+.2f}%", iv(r["pred_low_lo"], r["pred_low_hi"]))
+        show(t)
+    else:
+        t = Table(title=f"Forecasts for {ahead} after each date ({cov:.0%} intervals)", title_justify="left",
+                  title_style="bold")
+        for col in ("date", "close", "high", "high interval", "low", "low interval"):
+            t.add_column(col, justify="right", no_wrap=True)
+        for r in rows[-200:]:
+            t.add_row(r["date"], fmt_num(r["close"], 2), Text(fmt_num(r["pred_high"], 2), style="green"),
+                      iv(r["pred_high_lo"], r["pred_high_hi"]), Text(fmt_num(r["pred_low"], 2), style="red"),
+                      iv(r["pred_low_lo"], r["pred_low_hi"]))
+        show(t)
+        if len(rows) > 200:
+            note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
     note(f"model: {result.get('run')}")
 
 
