@@ -154,14 +154,21 @@ def compare(
 # ------------------------------------------------------------------ conformal
 
 
-def conformal_residuals(pred_log: np.ndarray, y_log: np.ndarray) -> dict:
-    """Sorted validation residuals (actual - predicted, log space) for high and low."""
+def conformal_residuals(pred_log: np.ndarray, y_log: np.ndarray, scale: np.ndarray | None = None) -> dict:
+    """Sorted validation residuals (actual - predicted, log space) for high and low.
+
+    With ``scale`` (the per-row volatility scale), residuals are kept in units of it, so the
+    intervals widen in wild markets and narrow in calm ones (normalised conformal scores).
+    """
     pred_log = np.asarray(pred_log, np.float64)
     y_log = np.asarray(y_log, np.float64)
     ok = np.all(np.isfinite(y_log), axis=1)
     r = y_log[ok] - pred_log[ok]
+    if scale is not None:
+        r = r / np.asarray(scale, np.float64)[ok][:, None]
     return {
         "n": int(ok.sum()),
+        "units": "scale" if scale is not None else "log",
         "high": [round(float(v), 7) for v in np.sort(r[:, 0])],
         "low": [round(float(v), 7) for v in np.sort(r[:, 1])],
     }
@@ -188,15 +195,24 @@ def conformal_offsets(residuals: dict, coverage: float) -> dict[str, tuple[float
 
 
 def intervals(
-    pred_log: np.ndarray, close: np.ndarray, residuals: dict, coverage: float
+    pred_log: np.ndarray, close: np.ndarray, residuals: dict, coverage: float, scale: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Price intervals around a log-ratio forecast: high_lo, high_hi, low_lo, low_hi."""
+    """Price intervals around a log-ratio forecast: high_lo, high_hi, low_lo, low_hi.
+
+    Residuals stored in volatility-scale units need the rows' ``scale``.
+    """
     off = conformal_offsets(residuals, coverage)
     close = np.asarray(close, np.float64)
     p = np.asarray(pred_log, np.float64)
-    return {
-        "high_lo": close * np.exp(p[:, 0] + off["high"][0]),
-        "high_hi": close * np.exp(p[:, 0] + off["high"][1]),
-        "low_lo": close * np.exp(p[:, 1] + off["low"][0]),
-        "low_hi": close * np.exp(p[:, 1] + off["low"][1]),
-    }
+    s = np.ones(len(close))
+    if residuals.get("units") == "scale":
+        if scale is None:
+            raise ValueError("these residuals are in volatility-scale units; pass the rows' scale")
+        s = np.asarray(scale, np.float64)
+    with np.errstate(invalid="ignore"):  # an infinite offset times a scale stays infinite
+        return {
+            "high_lo": close * np.exp(p[:, 0] + off["high"][0] * s),
+            "high_hi": close * np.exp(p[:, 0] + off["high"][1] * s),
+            "low_lo": close * np.exp(p[:, 1] + off["low"][0] * s),
+            "low_hi": close * np.exp(p[:, 1] + off["low"][1] * s),
+        }

@@ -106,6 +106,8 @@ class TrainConfig:
 
 
 SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
+# command-line spellings accepted in a --config file too
+ALIASES = {"heads": "n_heads", "features": "feature_set"}
 
 
 def to_dict(obj: Any) -> dict:
@@ -137,6 +139,7 @@ def load_toml(path: Path) -> dict[str, dict]:
         if key in SECTIONS and isinstance(value, dict):
             for k, v in value.items():
                 k2 = k.replace("-", "_")
+                k2 = ALIASES.get(k2, k2)
                 if k2 not in known[key]:
                     raise UsageError(
                         f"{path}: unknown setting [{key}] {k}; known: {', '.join(sorted(known[key]))}."
@@ -144,6 +147,7 @@ def load_toml(path: Path) -> dict[str, dict]:
                 out[key][k2] = v
             continue
         k2 = key.replace("-", "_")
+        k2 = ALIASES.get(k2, k2)
         homes = [name for name, ks in known.items() if k2 in ks]
         if not homes:
             raise UsageError(f"{path}: unknown setting {key!r}; see `finhrm train --help` for the names.")

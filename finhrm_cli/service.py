@@ -194,7 +194,7 @@ def finalize_run(run_dir: Path, ds) -> dict:
     model, cfg = checkpoint.load_run(run_dir)
     va, te = ds.windows("val"), ds.windows("test")
     pred_va = predict_log(model, ds, va)
-    cfg["conformal"] = baselines.conformal_residuals(pred_va, va.y)
+    cfg["conformal"] = baselines.conformal_residuals(pred_va, va.y, _scale(ds, va))
     checkpoint.RunWriter(run_dir).save_config(cfg)
     metrics = {}
     for name, w, pred in (("val", va, pred_va), ("test", te, predict_log(model, ds, te) if len(te) else None)):
@@ -212,7 +212,7 @@ def score(ds, w, pred_log: np.ndarray, conformal: dict | None, coverage: float) 
         w = w.subset(np.nonzero(known)[0])
         pred_log = pred_log[known]
     ph, pl = to_prices(pred_log, w.close)
-    iv = baselines.intervals(pred_log, w.close, conformal, coverage) if conformal else None
+    iv = baselines.intervals(pred_log, w.close, conformal, coverage, _scale(ds, w)) if conformal else None
     frame = ds.frame
     res = baselines.compare(
         ph, pl, w,
@@ -266,7 +266,7 @@ def predict(data_path: Path, run_ref: str | None, all_rows: bool = False, covera
     pred = predict_log(model, ds, w, act=act)
     ph, pl = to_prices(pred, w.close)
     conformal = cfg.get("conformal")
-    iv = baselines.intervals(pred, w.close, conformal, coverage) if conformal else None
+    iv = baselines.intervals(pred, w.close, conformal, coverage, _scale(ds, w)) if conformal else None
     rows = []
     for i in range(len(w)):
         r = {
@@ -364,7 +364,7 @@ def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
     ax.plot(nd, ph, color="darkgreen", lw=0.9, ls="--", label="predicted high")
     ax.plot(nd, pl, color="darkred", lw=0.9, ls="--", label="predicted low")
     if conformal:
-        iv = baselines.intervals(pred_log, w.close, conformal, coverage)
+        iv = baselines.intervals(pred_log, w.close, conformal, coverage, w.scale if conformal.get("units") == "scale" else None)
         ax.fill_between(nd, iv["high_lo"], iv["high_hi"], color="tab:green", alpha=0.15, label=f"{coverage:.0%} interval (high)")
         ax.fill_between(nd, iv["low_lo"], iv["low_hi"], color="tab:red", alpha=0.15, label=f"{coverage:.0%} interval (low)")
     ax.set_title("finhrm: next-session high and low, predicted against actual")

@@ -1,0 +1,218 @@
+"""End to end through the command line: train, evaluate, predict and inspect a small run.
+
+One small model is trained once per session on the sample data (a few seconds), into a
+temporary FINHRM_HOME; the tests then drive the commands the way a user would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from finhrm_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_TV = ROOT / "sample_data" / "synthetic_tradingview.csv"
+SAMPLE_YAHOO = ROOT / "sample_data" / "synthetic_yahoo.csv"
+TINY = [
+    "--d-model", "32", "--heads", "2", "--h-layers", "1", "--l-layers", "1",
+    "--h-cycles", "1", "--l-cycles", "1", "--halt-max-steps", "2",
+    "--batch-size", "64", "--epochs", "3", "--patience", "3", "--lr", "3e-3",
+]
+
+
+def run_cli(args, home, input=None):
+    runner = CliRunner()
+    res = runner.invoke(app, [str(a) for a in args], env={"FINHRM_HOME": str(home), "NO_COLOR": "1"},
+                        catch_exceptions=False, input=input)
+    return res
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("finhrm_home")
+
+
+@pytest.fixture(scope="session")
+def trained(home):
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--json"], home)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    return summary
+
+
+def test_train_writes_a_complete_run(trained):
+    run = Path(trained["run"])
+    for name in ("model.safetensors", "config.json", "history.jsonl", "metrics.json", "state"):
+        assert (run / name).exists(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["features"]["seq_len"] == 10 and cfg["model"]["d_model"] == 32
+    assert len(cfg["feature_names"]) == 18 and cfg["source"]["fingerprint"]
+    assert cfg["conformal"]["n"] > 100
+    assert trained["train_samples_per_s"] > 0 and trained["best_epoch"] >= 1
+    m = trained["metrics"]["test"]["results"]
+    assert set(m) == {"finhrm", "persistence", "recent range"}
+    assert m["finhrm"]["range_valid"] == 1.0
+    hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+
+
+def test_runs_are_never_overwritten(home, trained, tmp_path):
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], home)
+    assert res.exit_code == 0, res.output
+    first = json.loads(res.stdout)["run"]
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], home)
+    second = json.loads(res.stdout)["run"]
+    assert first != second and Path(first).is_dir() and Path(second).is_dir()
+
+
+def test_predict_last_row_equals_its_row_in_all(home, trained):
+    one = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--format", "json"], home)
+    assert one.exit_code == 0, one.output
+    allr = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--all", "--format", "json"], home)
+    rows_one = json.loads(one.stdout)["rows"]
+    rows_all = json.loads(allr.stdout)["rows"]
+    assert len(rows_one) == 1 and len(rows_all) > 2000
+    assert rows_one[0] == rows_all[-1]
+    r = rows_one[0]
+    assert set(r) == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
+    assert r["date"] == "2025-02-27"
+    assert r["pred_high"] >= r["pred_low"]
+    assert r["pred_high_lo"] <= r["pred_high"] <= r["pred_high_hi"]
+    assert r["pred_low_lo"] <= r["pred_low"] <= r["pred_low_hi"]
+
+
+def test_predict_csv_output_file(home, trained, tmp_path):
+    out = tmp_path / "pred.csv"
+    res = run_cli(["predict", SAMPLE_TV, "--all", "--format", "csv", "-o", out], home)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert rows[0].keys() == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
+    assert all(float(r["pred_high"]) >= float(r["pred_low"]) for r in rows)
+
+
+def test_predict_is_scale_free(home, trained, tmp_path):
+    """The same series at 100x the price level gives 100x the forecast."""
+    import polars as pl
+
+    df = pl.read_csv(SAMPLE_YAHOO)
+    scaled = df.with_columns([pl.col(c) * 100 for c in ("Open", "High", "Low", "Close", "Adj Close")])
+    path = tmp_path / "x100.csv"
+    scaled.write_csv(path)
+    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, "--all", "-f", "json"], home).stdout)["rows"]
+    b = json.loads(run_cli(["predict", path, "--all", "-f", "json"], home).stdout)["rows"]
+    for key in ("pred_high", "pred_low", "pred_high_lo", "pred_low_hi"):
+        np.testing.assert_allclose([r[key] for r in b], [100 * r[key] for r in a], rtol=1e-5)
+
+
+def test_evaluate_reports_model_and_baselines(home, trained):
+    res = run_cli(["evaluate", trained["run"], "--json"], home)
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.stdout)
+    assert ev["split"] == "test"
+    stored = trained["metrics"]["test"]["results"]["finhrm"]
+    assert ev["results"]["finhrm"]["mae"] == pytest.approx(stored["mae"], rel=1e-9)
+    assert ev["results"]["persistence"]["skill"] == 1.0
+    # with a fresh file, rows inside the training period are left out and the output says so
+    fresh = run_cli(["evaluate", trained["run"], "--data", SAMPLE_YAHOO, "--json"], home)
+    fe = json.loads(fresh.stdout)
+    assert any("left out" in n for n in fe["notes"])
+    assert fe["first_date"] > trained["metrics"]["val"]["last_date"]
+
+
+def test_interval_coverage_near_requested(home, trained):
+    for cov in (0.8, 0.9):
+        ev = json.loads(run_cli(["evaluate", trained["run"], "--json", "--coverage", cov], home).stdout)
+        m = ev["results"]["finhrm"]
+        assert abs(m["coverage_high"] - cov) <= 0.05, m
+        assert abs(m["coverage_low"] - cov) <= 0.05, m
+
+
+def test_inspect_json_and_act_stats(home, trained):
+    res = run_cli(["inspect", trained["run"], "--json"], home)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    for key in ("run", "source", "splits", "feature_names", "model", "parameters", "training", "history", "metrics", "act"):
+        assert key in r, key
+    act = r["act"]
+    assert sum(act["halting_histogram"]) == act["samples"]
+    assert len(act["steps"]) == 2
+    # the per-step MAE at the last step equals evaluate's MAE on the same split
+    ev = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--json"], home).stdout)
+    assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
+    assert r["parameters"]["trainable"] > 0
+
+
+def test_inspect_list(home, trained):
+    r = json.loads(run_cli(["inspect", "--list", "--json"], home).stdout)
+    assert any(x["path"] == trained["run"] for x in r["runs"])
+
+
+def test_human_views_render(home, trained):
+    for args in (["evaluate"], ["inspect"], ["inspect", "--list"], ["predict", SAMPLE_TV]):
+        res = run_cli(args, home)
+        assert res.exit_code == 0, (args, res.output)
+        assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["predict", "missing.csv"], "missing.csv"),
+        (["evaluate", "no-such-run"], "no-such-run"),
+        (["inspect", "no-such-run"], "no-such-run"),
+        (["train", SAMPLE_TV, "--seq-len", "0"], "--seq-len"),
+        (["train", SAMPLE_TV, "--d-model", "30", "--heads", "4"], "--heads"),
+        (["train", SAMPLE_TV, "--batch-size", "100000"], "batch"),
+        (["train"], "DATA"),
+    ],
+)
+def test_user_errors_exit_2_in_one_line(home, trained, args, needle):
+    res = run_cli(args, home)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.output
+
+
+def test_corrupt_run_is_one_line(home, tmp_path):
+    bad = tmp_path / "badrun"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    res = run_cli(["inspect", bad], home)
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+
+
+def test_config_file_and_flags(home, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nd_model = 32\nheads = 2\n[train]\nepochs = 1\nbatch_size = 64\n")
+    res = run_cli(["train", SAMPLE_TV, "--config", cfg, "--h-layers", "1", "--l-layers", "1", "--h-cycles", "1",
+                   "--l-cycles", "1", "--halt-max-steps", "1", "--epochs", "1", "--json", "--out", tmp_path], home)
+    assert res.exit_code == 0, res.output
+    run = Path(json.loads(res.stdout)["run"])
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["d_model"] == 32 and saved["model"]["h_layers"] == 1  # file and flag
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nd_modle = 3\n")
+    res = run_cli(["train", SAMPLE_TV, "--config", bad], home)
+    assert res.exit_code == 2 and "d_modle" in res.output
+
+
+def test_module_entry_point_and_version():
+    out = subprocess.run([sys.executable, "-m", "finhrm_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("finhrm ")
+
+
+def test_option_typo_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "finhrm_cli", "train", "--epoch", "3", "x.csv"],
+                         capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    assert out.returncode == 2 and "--epochs" in out.stderr and "Traceback" not in out.stderr
