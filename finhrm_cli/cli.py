@@ -244,10 +244,11 @@ def evaluate(
     """Score a run against naive baselines: MAE, RMSE, MAPE, R², direction, interval coverage."""
     from finhrm_cli import service, ui
 
-    result = service.evaluate(
-        run, data_path=data_path, split=split.value, coverage=coverage, act=act,
-        walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), quiet=quiet or as_json,
-    )
+    with ui.TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
+        result = service.evaluate(
+            run, data_path=data_path, split=split.value, coverage=coverage, act=act,
+            walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
+        )
     if as_json:
         ui.print_json(result)
     else:

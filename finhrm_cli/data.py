@@ -991,6 +991,12 @@ class Dataset:
             scale=col("scale"),
         )
 
+    def head(self, n_rows: int, fcfg: FeatureConfig, normalizer: "Normalizer | None" = None) -> "Dataset":
+        """The first ``n_rows`` rows as a dataset of their own, split by ``fcfg`` and with a
+        normaliser fit on its own training rows (walk-forward folds)."""
+        return _finish(self.frame.head(n_rows), self.feature_names, self.source, fcfg, normalizer,
+                       self.dropped, self.source.path, 1)
+
     # ---- descriptions
     def summary(self) -> dict:
         """JSON-able description: source, usable rows and date range, splits, dropped rows, warnings."""

@@ -292,13 +292,11 @@ def predict(data_path: Path, run_ref: str | None, all_rows: bool = False, covera
 # ------------------------------------------------------------------ evaluate
 def evaluate(run_ref: str | None, data_path: Path | None = None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
-             date_col=None, col_map=None, quiet: bool = False) -> dict:
-    from finhrm_cli import engine
-
+             date_col=None, col_map=None, callback: Callback | None = None) -> dict:
     run_dir, model, cfg = _load(run_ref)
     notes: list[str] = []
     if walk_forward:
-        return _walk_forward(run_dir, cfg, walk_forward, coverage, quiet)
+        return _walk_forward(run_dir, cfg, walk_forward, coverage, callback)
     if data_path is not None:
         ds = _dataset_for_run(cfg, data_path, date_col, col_map)
         w = ds.windows("all")
@@ -378,8 +376,54 @@ def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
     return Path(path)
 
 
-def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, quiet: bool) -> dict:
-    raise UsageError("--walk-forward is not implemented yet.")
+def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: Callback | None) -> dict:
+    """K expanding-window folds over the run's data, each retrained with the run's settings.
+
+    The usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i (its last
+    15% validates: early stopping and the conformal residuals) and tests on block i+1, so
+    every test row lies after everything its model saw.
+    """
+    import dataclasses
+
+    from finhrm_cli import engine
+
+    fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
+    mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
+    tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
+    full = _dataset_for_run(cfg, run_dir / "data")
+    n = full.frame.height
+    block = n // (k + 1)
+    if block < 2 * (fcfg.seq_len + fcfg.horizon) + tcfg.batch_size:
+        raise DataError(
+            f"{cfg['source'].get('path')}: {n} usable rows are too few for {k} walk-forward folds "
+            f"({block} rows a block); use fewer folds."
+        )
+    folds = []
+    for i in range(1, k + 1):
+        n_i = block * (i + 1) if i < k else n
+        test_rows = n_i - block * i
+        fit_rows = n_i - test_rows
+        val_rows = max(int(round(0.15 * fit_rows)), fcfg.seq_len + fcfg.horizon + 1)
+        fcfg_i = dataclasses.replace(fcfg, train_frac=(fit_rows - val_rows) / n_i, val_frac=val_rows / n_i)
+        ds = full.head(n_i, fcfg_i)
+        tr, va, te = ds.windows("train"), ds.windows("val"), ds.windows("test")
+        if len(tr) < tcfg.batch_size or len(va) == 0 or len(te) == 0:
+            raise DataError(f"walk-forward fold {i}: too few windows ({len(tr)} train, {len(va)} val, {len(te)} test); use fewer folds.")
+        model = engine.build_model(dataclasses.replace(mcfg), tcfg.seed)
+        if callback:
+            callback("fold", {"fold": i, "folds": k})
+        engine.train(mcfg, tcfg, _windows_dict(ds, tr), _windows_dict(ds, va, with_prices=True),
+                     callback=callback, model=model)
+        conformal = baselines.conformal_residuals(predict_log(model, ds, va), va.y, _scale(ds, va))
+        scored = score(ds, te, predict_log(model, ds, te), conformal, coverage)
+        folds.append({"fold": i, "train_rows": fit_rows - val_rows, "val_rows": val_rows, **scored})
+    mean: dict[str, dict] = {}
+    for name in folds[0]["results"]:
+        keys = folds[0]["results"][name].keys()
+        mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds])) for key in keys if key != "n"}
+        mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
+    return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "folds": folds,
+            "mean": baselines.with_skill(mean)}
 
 
 # ------------------------------------------------------------------ inspect

@@ -157,13 +157,13 @@ class TrainProgress:
         self.quiet = quiet
         self.progress: Progress | None = None
         self.task = None
-        self.fields = {"loss": "-", "val": "-", "best": "-", "sps": "-", "epoch": "-"}
+        self.fields = {"loss": "-", "val": "-", "best": "-", "sps": "-", "epoch": "-", "label": "train"}
         self.price_unit = price_unit
 
     def __enter__(self):
         if not self.quiet:
             self.progress = Progress(
-                TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+                TextColumn("[bold]{task.fields[label]}[/] epoch {task.fields[epoch]}"),
                 BarColumn(bar_width=28),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
@@ -186,9 +186,13 @@ class TrainProgress:
     def __call__(self, event: str, info: dict) -> None:
         if self.progress is None:
             return
+        if event == "fold":
+            self.fields["label"] = f"fold {info['fold']}/{info['folds']}"
+            return
         if event == "start":
             self.task = self.progress.add_task(
-                "train", total=info.get("total_steps"), completed=info.get("step", 0), **self.fields
+                "train", total=info.get("total_steps"), completed=info.get("step", 0),
+                **{**self.fields, "epoch": str(info.get("epoch", 0) + 1)},
             )
             return
         if self.task is None:
