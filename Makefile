@@ -25,15 +25,21 @@ venv: $(STAMP)
 test: $(TSTAMP)
 	$(BIN)/python -m pytest -q
 
+# The whole pipeline on the bundled synthetic data, in a throw-away FINHRM_HOME.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	FINHRM_HOME=$(DEMO) $(BIN)/finhrm prepare sample_data/synthetic_tradingview.csv -o $(DEMO)/prepared
+	FINHRM_HOME=$(DEMO) $(BIN)/finhrm train $(DEMO)/prepared
+	FINHRM_HOME=$(DEMO) $(BIN)/finhrm evaluate
+	FINHRM_HOME=$(DEMO) $(BIN)/finhrm predict sample_data/synthetic_yahoo.csv
+	FINHRM_HOME=$(DEMO) $(BIN)/finhrm inspect
 
 sample: $(STAMP)
 	$(BIN)/python sample_data/generate.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_train.py --h-cycles 1 --l-cycles 1 --seq-len 5 --batch 8
 	$(BIN)/python benchmarks/bench_cli.py
 
 clean:

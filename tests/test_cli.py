@@ -216,3 +216,26 @@ def test_option_typo_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "finhrm_cli", "train", "--epoch", "3", "x.csv"],
                          capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
     assert out.returncode == 2 and "--epochs" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_walk_forward_folds(home, trained):
+    res = run_cli(["evaluate", trained["run"], "--walk-forward", "2", "--json"], home)
+    assert res.exit_code == 0, res.output
+    wf = json.loads(res.stdout)
+    assert [f["fold"] for f in wf["folds"]] == [1, 2]
+    # folds expand and each tests after what it trained on
+    assert wf["folds"][0]["train_rows"] < wf["folds"][1]["train_rows"]
+    assert wf["folds"][0]["last_date"] < wf["folds"][1]["first_date"]
+    maes = [f["results"]["finhrm"]["mae"] for f in wf["folds"]]
+    assert wf["mean"]["finhrm"]["mae"] == pytest.approx(np.mean(maes))
+
+
+def test_plot_needs_matplotlib_or_writes_png(home, trained, tmp_path):
+    out = tmp_path / "p.png"
+    res = run_cli(["evaluate", trained["run"], "--plot", out], home)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert res.exit_code == 2 and "matplotlib" in res.output
+    else:
+        assert res.exit_code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
