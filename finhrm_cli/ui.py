@@ -334,13 +334,19 @@ def _metrics_views(metrics: dict) -> list:
 
 
 def render_train(result: dict) -> None:
+    metrics = result.get("metrics", {})
     rows = [
         ("run", result.get("run")),
         ("best epoch", f"{result.get('best_epoch')} of {result.get('epochs_run')} ({result.get('stopped')})"),
         ("speed", f"{fmt_num(result.get('train_samples_per_s'), 0)} samples/s"),
         ("time", f"{fmt_num(result.get('seconds'), 1)} s"),
     ]
-    show(kv_table("Training finished", rows), *_metrics_views(result.get("metrics", {})))
+    val = (metrics.get("val") or {}).get("results", {})
+    if val:
+        m = next(iter(val.values()))
+        rows.append(("validation MAE", f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)})"))
+    test = {k: v for k, v in metrics.items() if k == "test"}
+    show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
          f"Next: finhrm predict DATA --model {result.get('name')}")
 
