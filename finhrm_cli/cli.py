@@ -230,7 +230,7 @@ class Split(str, Enum):
 @_guard
 def evaluate(
     run: RunArg = None,
-    data_path: Annotated[Optional[Path], typer.Option("--data", help="Score a fresh file instead of the run's own split.")] = None,
+    data_path: Annotated[Optional[list[Path]], typer.Option("--data", help="Score a fresh file instead of the run's own split (repeatable, one per ticker).")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
@@ -265,7 +265,7 @@ class Format(str, Enum):
 @app.command()
 @_guard
 def predict(
-    data_path: DataArg,
+    data_path: Annotated[list[Path], typer.Argument(metavar="DATA", help="One or more CSV/Parquet files (one per ticker), or a folder of them.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
@@ -275,7 +275,7 @@ def predict(
     date_col: DateCol = None,
     col: ColMap = None,
 ):
-    """Predict the next session's high and low after the last row of DATA."""
+    """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
     from finhrm_cli import service, ui
 
     result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,

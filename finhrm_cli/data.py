@@ -1119,6 +1119,78 @@ def from_bars(
     return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, source.path, min_windows)
 
 
+DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq")
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Data arguments -> the files (or prepared folders) they stand for.
+
+    A folder that is not a prepared dataset stands for the data files directly inside it,
+    in name order (several tickers at once).
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir() and not (p / PREPARED_META).exists():
+            found = sorted(
+                f for f in p.iterdir()
+                if (f.is_file() and f.name.lower().endswith(DATA_SUFFIXES) and not f.name.startswith("."))
+                or (f.is_dir() and (f / PREPARED_META).exists())
+            )
+            if not found:
+                raise DataError(
+                    f"{raw}: a folder with no data files (.csv, .csv.gz, .parquet) and not a prepared "
+                    "dataset; pass a file, or a folder holding one file per ticker."
+                )
+            out.extend(found)
+        else:
+            out.append(p if p.exists() else Path(raw))
+    return out
+
+
+def prepare_many(
+    paths,
+    fcfg: FeatureConfig,
+    date_col: str | None = None,
+    col_map: dict[str, str] | None = None,
+    normalizer: Normalizer | None = None,
+    min_windows: int = 1,
+) -> list[Dataset]:
+    """Several series (one per file) -> datasets that share one normaliser.
+
+    Each series is featurized and split chronologically on its own, so windows never mix
+    tickers.  Without a given normaliser, one is fit on the *training* rows of all series
+    pooled (the inputs are scale-free, so pooling is sound).  Series names are the file
+    names, made unique.
+    """
+    files = expand_inputs(paths)
+    dss = [prepare(f, fcfg, date_col=date_col, col_map=col_map, normalizer=normalizer, min_windows=min_windows)
+           for f in files]
+    seen: dict[str, int] = {}
+    for ds in dss:
+        name = ds.source.name
+        if name in seen:
+            seen[name] += 1
+            ds.source = dataclasses.replace(ds.source, name=f"{name}-{seen[name]}")
+        else:
+            seen[name] = 1
+    if normalizer is None and len(dss) > 1:
+        h = fcfg.horizon
+        rows = [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - h] for ds in dss]
+        pooled = Normalizer.fit(np.concatenate(rows))
+        for ds in dss:
+            ds.normalizer = pooled
+            ds._x = None
+    return dss
+
+
+def concat_windows(parts: list[Windows]) -> Windows:
+    """Windows of several series, one after the other (``end`` stays per series)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Windows(**{f.name: np.concatenate([getattr(w, f.name) for w in parts]) for f in dataclasses.fields(Windows)})
+
+
 def save_prepared(ds: Dataset, out_dir) -> Path:
     """Write ``features.parquet`` and ``meta.json`` (atomically) into ``out_dir``."""
     from finhrm_cli.fsutil import atomic_write_bytes, atomic_write_json

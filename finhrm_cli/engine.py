@@ -304,11 +304,15 @@ def _infer_fn(model: HRM):
     return fns.all_segments
 
 
+PREDICT_BATCH = 128
+
+
 def _bucket(m: int, batch_size: int) -> int:
-    """Fixed batch shapes: full batches, else the next power of two (few compiled shapes)."""
-    if m >= batch_size:
-        return batch_size
-    return min(batch_size, 1 << max(0, (m - 1).bit_length()))
+    """One fixed batch shape, the last chunk padded: compiled once, and a window's forecast
+    does not depend on how many others share its batch (BLAS picks its kernels by matrix
+    size, so a lone row and the same row inside a long backfill could otherwise differ in
+    the last bits)."""
+    return batch_size
 
 
 def _run_segments(model: HRM, x, batch_size: int):
@@ -353,7 +357,7 @@ def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
     return np.argmax(halts, axis=0)
 
 
-def segment_outputs(model: HRM, x, batch_size: int = 1024) -> dict:
+def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
     """Per-segment outputs for ACT statistics: preds (M, n, 2) log ratios, q_halt and
     q_continue probabilities (M, n) (``q_cont`` is the same array), halt_step (n,) 1-based."""
     preds, qh, qc = _run_segments(model, x, batch_size)
@@ -361,7 +365,7 @@ def segment_outputs(model: HRM, x, batch_size: int = 1024) -> dict:
             "halt_step": _halt_steps(qh, qc) + 1}
 
 
-def predict(model: HRM, x, *, act: bool = False, batch_size: int = 1024) -> np.ndarray:
+def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """(n, 2) log ratios [high, low] to the close.  All segments by default; ``act=True``
     stops each sample at its first segment whose Q head says halt."""
     preds, qh, qc = _run_segments(model, x, batch_size)

@@ -319,17 +319,35 @@ class Timer:
 
 
 # ---------------------------------------------------------------------------- command views
+def series_table(title: str, series: dict[str, dict]) -> Table:
+    """One line per ticker: rows, MAE of the model and the baselines, skill, coverage."""
+    t = Table(title=title, title_justify="left", title_style="bold")
+    for c in ("ticker", "rows", "MAE", "persistence", "recent range", "skill", "coverage"):
+        t.add_column(c, justify="left" if c == "ticker" else "right", no_wrap=True)
+    for name, sc in series.items():
+        r = sc["results"]
+        m = r.get("finhrm", {})
+        cov = [m.get("coverage_high"), m.get("coverage_low")]
+        t.add_row(name, fmt_num(sc.get("rows")), fmt_num(m.get("mae")), fmt_num(r["persistence"].get("mae")),
+                  fmt_num(r["recent range"].get("mae")), fmt_num(m.get("skill"), 3),
+                  fmt_pct(sum(cov) / 2) if None not in cov else "-")
+    return t
+
+
 def _metrics_views(metrics: dict) -> list:
     views = []
     for split, m in metrics.items():
         if not m or "results" not in m:
             continue
+        pooled = " (all series pooled)" if m.get("series") else ""
         views.append(
             metrics_table(
-                f"{split}: {m.get('rows', 0):,} rows, {m.get('first_date')} .. {m.get('last_date')}",
+                f"{split}{pooled}: {m.get('rows', 0):,} rows, {m.get('first_date')} .. {m.get('last_date')}",
                 m["results"],
             )
         )
+        if m.get("series"):
+            views.append(series_table(f"{split} per ticker", m["series"]))
     return views
 
 
@@ -362,8 +380,11 @@ def render_evaluate(result: dict) -> None:
                       fmt_num(r["finhrm"]["mae"]), fmt_num(r["persistence"]["mae"]), fmt_num(r["finhrm"].get("skill"), 3))
         show(t, metrics_table("Mean over folds", result["mean"]))
         return
-    title = f"{result.get('evaluated')}: {result.get('rows', 0):,} rows, {result.get('first_date')} .. {result.get('last_date')}"
+    pooled = " (all series pooled)" if result.get("series") else ""
+    title = f"{result.get('evaluated')}{pooled}: {result.get('rows', 0):,} rows, {result.get('first_date')} .. {result.get('last_date')}"
     show(metrics_table(title, result["results"]))
+    if result.get("series"):
+        show(series_table("per ticker", result["series"]))
     for n in result.get("notes", []):
         note(n)
     if result.get("plot"):
@@ -383,10 +404,11 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
         text = json.dumps({k: v for k, v in result.items()}, indent=2) + "\n"
     elif fmt == "csv":
         buf = io.StringIO()
-        wr = csv.DictWriter(buf, fieldnames=PRED_FIELDS, lineterminator="\n")
+        fields = (["ticker"] if rows and "ticker" in rows[0] else []) + PRED_FIELDS
+        wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         wr.writeheader()
         for r in rows:
-            wr.writerow({k: ("" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in PRED_FIELDS})
+            wr.writerow({k: ("" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
         text = buf.getvalue()
     else:
         text = None
@@ -421,15 +443,24 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
                   f"{100 * (r['pred_low'] / c - 1):+.2f}%", iv(r["pred_low_lo"], r["pred_low_hi"]))
         show(t)
     else:
-        t = Table(title=f"Forecasts for {ahead} after each date ({cov:.0%} intervals)", title_justify="left",
-                  title_style="bold")
-        for col in ("date", "close", "high", "high interval", "low", "low interval"):
-            t.add_column(col, justify="right", no_wrap=True)
+        multi = "ticker" in rows[0]
+        wide = out.width >= (112 if multi else 96)
+        t = Table(title=f"Forecasts for {ahead} after each date" + (f" ({cov:.0%} intervals)" if wide else ""),
+                  title_justify="left", title_style="bold")
+        cols = (["ticker"] if multi else []) + ["date", "close", "high"] + (["high interval"] if wide else []) \
+            + ["low"] + (["low interval"] if wide else [])
+        for col in cols:
+            t.add_column(col, justify="left" if col == "ticker" else "right", no_wrap=True)
         for r in rows[-200:]:
-            t.add_row(r["date"], fmt_num(r["close"], 2), Text(fmt_num(r["pred_high"], 2), style="green"),
-                      iv(r["pred_high_lo"], r["pred_high_hi"]), Text(fmt_num(r["pred_low"], 2), style="red"),
-                      iv(r["pred_low_lo"], r["pred_low_hi"]))
+            cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2),
+                                                       Text(fmt_num(r["pred_high"], 2), style="green")]
+            cells += [iv(r["pred_high_lo"], r["pred_high_hi"])] if wide else []
+            cells += [Text(fmt_num(r["pred_low"], 2), style="red")]
+            cells += [iv(r["pred_low_lo"], r["pred_low_hi"])] if wide else []
+            t.add_row(*cells)
         show(t)
+        if not wide:
+            note("intervals are left out at this terminal width; --format csv shows them.")
         if len(rows) > 200:
             note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
     note(f"model: {result.get('run')}")
