@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from finhrm_cli.config import ModelConfig, TrainConfig
-from finhrm_cli.model import HRM, fast_silu, swiglu_width, trunc_normal
+from finhrm_cli.model import (
+    HRM, Block, fast_exp, fast_rsqrt, fast_sigmoid, fast_silu, fast_softmax, rms_norm, swiglu,
+    swiglu_width, trunc_normal,
+)
 
 from finhrm_cli.blas import mlx_core
 
@@ -154,15 +157,55 @@ def test_q_head_init_and_init_scales():
     assert abs(t.std() - 1.0) < 0.03  # HRM's corrected std
 
 
-def test_swiglu_width_and_fast_silu():
+def test_swiglu_width_and_fast_elementwise_math():
     assert swiglu_width(128, 4.0) == 352  # round(341.33) = 341 -> 352
     assert swiglu_width(32, 4.0) == 96
-    x = mx.linspace(-30, 30, 20001)
-    ref = x * mx.sigmoid(x)
-    assert float(mx.abs(fast_silu(x) - ref).max()) < 1e-5
-    g = mx.grad(lambda v: fast_silu(v).sum())(x)
-    g_ref = mx.grad(lambda v: (v * mx.sigmoid(v)).sum())(x)
-    assert float(mx.abs(g - g_ref).max()) < 1e-5
+    x = mx.linspace(-40, 40, 40001)
+    sig = mx.sigmoid(x)
+    assert float(mx.abs(fast_sigmoid(x) - sig).max()) < 5e-7
+    assert float(mx.abs(fast_silu(x) - x * sig).max()) < 2e-5
+    u = mx.cos(x)
+    gx, gu = mx.grad(lambda a, b: (swiglu(a, b) * mx.sin(a)).sum(), argnums=(0, 1))(x, u)
+    rx, ru = mx.grad(lambda a, b: (a * mx.sigmoid(a) * b * mx.sin(a)).sum(), argnums=(0, 1))(x, u)
+    assert float(mx.abs(gx - rx).max()) < 1e-4 and float(mx.abs(gu - ru).max()) < 2e-5
+    e = mx.linspace(-80, 0, 10001)
+    assert float((mx.abs(fast_exp(e) - mx.exp(e)) / mx.exp(e)).max()) < 5e-6
+    v = mx.exp(mx.linspace(-20, 20, 10001))
+    assert float((mx.abs(fast_rsqrt(v) - mx.rsqrt(v)) * mx.sqrt(v)).max()) < 1e-6
+    s = mx.random.normal((3, 7, 5)) * 10
+    w = mx.random.normal((3, 7, 5))
+    assert float(mx.abs(fast_softmax(s) - mx.softmax(s, axis=-1)).max()) < 1e-6
+    g1 = mx.grad(lambda a: (fast_softmax(a) * w).sum())(s)
+    g2 = mx.grad(lambda a: (mx.softmax(a, axis=-1) * w).sum())(s)
+    assert float(mx.abs(g1 - g2).max()) < 1e-5
+    z = mx.random.normal((4, 6, 32)) * 3
+    wz = mx.random.normal((4, 6, 32))
+    assert float(mx.abs(rms_norm(z) - mx.fast.rms_norm(z, None, 1e-5)).max()) < 1e-5
+    g1 = mx.grad(lambda a: (rms_norm(a) * wz).sum())(z)
+    g2 = mx.grad(lambda a: (mx.fast.rms_norm(a, None, 1e-5) * wz).sum())(z)
+    assert float(mx.abs(g1 - g2).max()) < 1e-5
+
+
+def _reference_block(b, x):
+    """The block written plainly (per-head fused attention, libm SiLU, MLX's RMSNorm)."""
+    B, S, D = x.shape
+    H, hd = b.n_heads, b.head_dim
+    t = b.qkv(x).reshape(B, S, 3, H, hd).transpose(2, 0, 3, 1, 4)
+    y = mx.fast.scaled_dot_product_attention(t[0], t[1], t[2], scale=hd**-0.5)
+    x = mx.fast.rms_norm(x + b.o(y.transpose(0, 2, 1, 3).reshape(B, S, D)), None, 1e-5)
+    g, u = mx.split(b.gate_up(x), 2, axis=-1)
+    return mx.fast.rms_norm(x + b.down(nn.silu(g) * u), None, 1e-5)
+
+
+def test_fast_block_matches_the_plain_formulation():
+    mx.random.seed(4)
+    b = Block(64, 4, 4.0)
+    x = mx.random.normal((5, 7, 64))
+    w = mx.random.normal((5, 7, 64))
+    assert float(mx.abs(mx.compile(b)(x) - _reference_block(b, x)).max()) < 1e-5
+    g1 = nn.value_and_grad(b, lambda v: (b(v) * w).sum())(x)[1]
+    g2 = nn.value_and_grad(b, lambda v: (_reference_block(b, v) * w).sum())(x)[1]
+    assert _max_diff(g1, g2) < 1e-4
 
 
 def test_target_stats_make_zero_head_predict_the_mean():
