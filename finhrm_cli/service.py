@@ -330,7 +330,7 @@ def _dataset_for_run(cfg: dict, path: Path | str, date_col=None, col_map=None):
 
     fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
     ds = data.prepare(path, fcfg, date_col=date_col, col_map=col_map,
-                      normalizer=data.Normalizer.from_dict(cfg["normalizer"]), min_windows=1)
+                      normalizer=data.Normalizer.from_dict(cfg["normalizer"]), min_windows=0)
     if list(ds.feature_names) != list(cfg["feature_names"]):
         raise DataError(
             f"{path}: gives features {ds.feature_names}, but the model was trained on "
