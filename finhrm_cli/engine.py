@@ -471,6 +471,12 @@ def train(
             f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
             "Evaluate it with `finhrm evaluate RUN` or train a new run."
         )
+    if resume and info.get("steps_per_epoch") not in (None, steps_per_epoch):
+        raise UsageError(
+            f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
+            f"but this data and --batch-size give {steps_per_epoch}; resume with the run's own data and "
+            "settings, or train a new run."
+        )
     if model is None:
         model = build_model(model_cfg, train_cfg.seed)
     if not resume:
@@ -583,7 +589,10 @@ def train(
             if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
                 pred = pred * va["scale"][:, None]
             maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
-            if maes is not None:
+            if maes is None:  # no validation row has a known next session: keep the latest
+                rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+                is_best = True
+            else:
                 mh, ml = maes
                 vm = (mh + ml) / 2
                 if not math.isfinite(vm):

@@ -7,7 +7,7 @@ import pytest
 
 from finhrm_cli import checkpoint, engine
 from finhrm_cli.config import ModelConfig, TrainConfig
-from finhrm_cli.errors import DataError, TrainingError
+from finhrm_cli.errors import DataError, TrainingError, UsageError
 
 from finhrm_cli.blas import mlx_core
 
@@ -242,3 +242,23 @@ def test_nonfinite_loss_stops_and_keeps_the_best_weights(tmp_path, when):
     state = checkpoint.load_state(run.path)
     assert state["info"]["epoch"] == 1  # the last good state, not the poisoned one
     assert all(np.isfinite(np.array(v)).all() for v in state["weights"].values())
+
+
+def test_validation_without_known_targets_keeps_the_latest_weights(tmp_path):
+    tr, va = data(32, 1), data(8, 2)
+    va["next_high"] = np.full(8, np.nan)
+    run = checkpoint.RunWriter(tmp_path / "r")
+    s = engine.train(mcfg(), TrainConfig(batch_size=16, epochs=2), tr, va, run=run)
+    assert s["best_epoch"] == 2 and s["best_val_mae"] is None
+    assert (run.path / "model.safetensors").is_file()
+
+
+def test_resume_refuses_a_state_from_other_settings(tmp_path):
+    tr, va = data(64, 1), data(16, 2)
+    run = checkpoint.RunWriter(tmp_path / "r")
+    with pytest.raises(engine.TrainingInterrupted):
+        engine.train(mcfg(), TrainConfig(batch_size=16, epochs=3), tr, va, run=run,
+                     callback=Recorder(raise_at_step=4))
+    state = checkpoint.load_state(run.path)
+    with pytest.raises(UsageError, match="steps per epoch"):
+        engine.train(mcfg(), TrainConfig(batch_size=8, epochs=3), tr, va, run=run, resume=state)
