@@ -203,7 +203,10 @@ def train(
     settings = cfgmod.load_toml(config) if config else {k: {} for k in flags}
     for section, values in flags.items():
         settings[section].update({k: v for k, v in values.items() if v is not None})
-    with ui.TrainProgress(quiet=quiet or as_json) as progress:
+    from finhrm_cli import distributed
+
+    main_rank = distributed.is_main()  # under mlx.launch only rank 0 draws and prints
+    with ui.TrainProgress(quiet=quiet or as_json or not main_rank) as progress:
         result = service.train(
             data_paths or [],
             settings,
@@ -213,6 +216,8 @@ def train(
             col_map=_col_map(col),
             callback=progress,
         )
+    if not main_rank:
+        return
     if as_json:
         ui.print_json(result)
     else:

@@ -156,7 +156,15 @@ class Trainer:
         self.M = int(mcfg.halt_max_steps)
         self.explore = float(mcfg.halt_exploration)
         self.skip_halted = skip_halted
-        self.samples_per_step = train_cfg.batch_size * train_cfg.grad_accum
+        # Data parallel (finhrm_cli.distributed): each process holds batch_size / world
+        # samples of every global batch; the loss is a mean over the local samples and the
+        # gradients are averaged over processes inside the compiled step, which equals the
+        # single-process mean over the global batch.
+        from finhrm_cli import distributed
+
+        self.world, self.rank = distributed.size(), distributed.rank()
+        self.group = distributed.group() if self.world > 1 else None
+        self.samples_per_step = train_cfg.batch_size * train_cfg.grad_accum // self.world
         warmup = int(round(train_cfg.warmup_frac * total_updates))
         self.optimizer = optim.AdamW(
             learning_rate=lr_schedule(train_cfg.lr, total_updates, warmup),
@@ -209,6 +217,8 @@ class Trainer:
             zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont)
             reg_sum = reg_sum + reg_a
             q_sum = q_sum + q_a
+        if self.world > 1:
+            grads = nn.average_gradients(grads, group=self.group)
         if self.cfg.grad_clip and self.cfg.grad_clip > 0:
             grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
         self.optimizer.update(self.model, grads)
@@ -218,8 +228,11 @@ class Trainer:
         if self.M > 1 and self.explore > 0:
             key, k1, k2 = mx.random.split(self.rng["key"], 3)
             self.rng["key"] = key
-            explore = mx.random.uniform(shape=q_halt.shape, key=k1) < self.explore
-            min_halt = mx.where(explore, mx.random.randint(2, self.M + 1, q_halt.shape, key=k2), 0)
+            # drawn for the whole global batch and sliced, so N processes halt exactly as one would
+            A_, Bl = q_halt.shape
+            lo, hi = self.rank * Bl, (self.rank + 1) * Bl
+            explore = (mx.random.uniform(shape=(A_, Bl * self.world), key=k1) < self.explore)[:, lo:hi]
+            min_halt = mx.where(explore, mx.random.randint(2, self.M + 1, (A_, Bl * self.world), key=k2)[:, lo:hi], 0)
             halted = mx.logical_and(halted, steps >= min_halt)
         n_scored = active.astype(mx.float32).sum()
         halt_step = mx.where(mx.logical_and(active, halted), steps, halt_step)
@@ -243,9 +256,16 @@ class Trainer:
             r, q, k, zH, zL, active, halt_step = self._step(x, y, zH, zL, active, halt_step, self._segs[seg])
             reg, qs, n = reg + r, qs + q, n + k
             mx.async_eval(self.state, reg, qs, n, zH, zL, active, halt_step)
-            if self.skip_halted and seg < self.M - 1 and not mx.any(active).item():
-                break  # every sample halted: the remaining segments would score nothing
-        return {"reg_sum": reg, "q_sum": qs, "n_scored": n, "halt_step": halt_step}
+            if self.skip_halted and seg < self.M - 1:
+                alive = mx.any(active).astype(mx.float32)
+                if self.world > 1:  # every process must take the same branch
+                    alive = mx.distributed.all_sum(alive, group=self.group)
+                if not alive.item():
+                    break  # every sample halted: the remaining segments would score nothing
+        halt_sum = halt_step.astype(mx.float32).sum()
+        if self.world > 1:  # losses and counts over all processes
+            reg, qs, n, halt_sum = (mx.distributed.all_sum(v, group=self.group) for v in (reg, qs, n, halt_sum))
+        return {"reg_sum": reg, "q_sum": qs, "n_scored": n, "halt_step": halt_step, "halt_sum": halt_sum}
 
     def snapshot(self) -> dict:
         """References (MLX arrays are immutable) to everything a resume needs."""
@@ -447,6 +467,14 @@ def train(
     n_train = len(tr["x"])
     B, A = train_cfg.batch_size, train_cfg.grad_accum
     per_step = B * A
+    from finhrm_cli import distributed
+
+    world, rank = distributed.size(), distributed.rank()
+    if B % world:
+        raise UsageError(
+            f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
+        )
+    B_local = B // world
     if n_train < per_step:
         what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
         raise DataError(
@@ -629,13 +657,13 @@ def train(
             perm = np_rng.permutation(n_train)
             for bi in range(epoch_batch, steps_per_epoch):
                 tb = time.perf_counter()
-                idx = perm[bi * per_step:(bi + 1) * per_step]
-                xb = mx.array(tr["x"][idx].reshape(A, B, T, F))
-                yb = mx.array(tr["y"][idx].reshape(A, B, 2))
+                idx = perm[bi * per_step:(bi + 1) * per_step].reshape(A, B)[:, rank * B_local:(rank + 1) * B_local]
+                xb = mx.array(tr["x"][idx])
+                yb = mx.array(tr["y"][idx])
                 out = trainer.train_batch(xb, yb)
                 for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
                     acc[k] = acc[k] + v
-                acc["halt"] = acc["halt"] + out["halt_step"].astype(mx.float32).sum()
+                acc["halt"] = acc["halt"] + out["halt_sum"]
                 acc["hn"] += per_step
                 log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
                 log_acc["n"] = log_acc["n"] + out["n_scored"]

@@ -277,8 +277,9 @@ def train(
             f"training interrupted; progress saved in {run_dir}. "
             f"Resume with: finhrm train --resume {run_dir}"
         ) from exc
-    distributed.barrier()
-    result = finalize_run(run_dir, dss, write=distributed.is_main())
+    if not distributed.is_main():  # rank 0 scores and writes; the others are done
+        return {"run": str(run_dir), "rank": distributed.rank()}
+    result = finalize_run(run_dir, dss)
     result.update(
         run=str(run_dir),
         name=Path(run_dir).name,
@@ -298,7 +299,7 @@ class _Interrupted(KeyboardInterrupt):
         self.message = message
 
 
-def finalize_run(run_dir: Path, dss, write: bool = True) -> dict:
+def finalize_run(run_dir: Path, dss) -> dict:
     """Calibrate intervals on validation, score validation and test, write metrics.json."""
     model, cfg = checkpoint.load_run(run_dir)
     va = _parts(dss, "val")
@@ -311,9 +312,8 @@ def finalize_run(run_dir: Path, dss, write: bool = True) -> dict:
     te = [(ds, w) for ds, w in _parts(dss, "test") if len(w)]
     if te:
         metrics["test"] = score_parts(te, _predict_parts(model, te), cfg["conformal"], 0.8)
-    if write:
-        checkpoint.RunWriter(run_dir).save_config(cfg)
-        checkpoint.RunWriter(run_dir).save_metrics(metrics)
+    checkpoint.RunWriter(run_dir).save_config(cfg)
+    checkpoint.RunWriter(run_dir).save_metrics(metrics)
     return {"metrics": metrics}
 
 
