@@ -270,7 +270,7 @@ def line_chart(series: dict[str, Sequence[float]], height: int = 8, width: int =
     span = hi - lo or 1.0
     lines = [Text() for _ in range(height)]
     n = max(len(v) for v in clean.values())
-    cols = min(width, n)
+    cols = min(width, n * max(1, min(4, width // n)))  # few points: each gets several columns
     for ci, (name, vals) in enumerate(clean.items()):
         colour = colours[ci % len(colours)]
         m = len(vals)
@@ -514,7 +514,10 @@ def render_inspect(r: dict) -> None:
     if hist:
         series = {"train loss": [h.get("train_loss") for h in hist]}
         val = {"val MAE": [h.get("val_mae") for h in hist]}
-        show(line_chart(series, title="train loss per epoch"), line_chart(val, title="validation MAE per epoch (price units)"))
+        from rich.columns import Columns
+
+        show(Columns([line_chart(series, width=36, title="train loss per epoch"),
+                      line_chart(val, width=36, title="validation MAE per epoch (price units)")]))
     show(*_metrics_views(r.get("metrics") or {}))
     act = r.get("act") or {}
     if act:
