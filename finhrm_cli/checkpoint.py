@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from finhrm_cli import config as cfgmod
+from finhrm_cli.fsutil import json_default
 from finhrm_cli.errors import RunError
 from finhrm_cli.fsutil import atomic_write_text
 
@@ -48,23 +49,8 @@ def _root(root) -> Path:
     return Path(root).expanduser() if root is not None else cfgmod.runs_dir()
 
 
-def _json_default(o: Any):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _dumps(obj: Any, indent: int | None = 2) -> str:
-    return json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
+    return json.dumps(obj, indent=indent, default=json_default, allow_nan=True)
 
 
 def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] | None = None) -> Path:

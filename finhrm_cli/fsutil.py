@@ -44,5 +44,18 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+def json_default(o: Any):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, allow_nan: bool = True) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=allow_nan) + "\n")

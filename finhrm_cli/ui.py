@@ -46,21 +46,10 @@ def note(message: str) -> None:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout, nothing else (no colour, no wrapping)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    from finhrm_cli.fsutil import json_default
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
     sys.stdout.flush()
-
-
-def _json_default(o: Any):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(o)
 
 
 def fmt_num(x: Any, digits: int = 4) -> str:
