@@ -56,7 +56,7 @@ def test_train_writes_a_complete_run(trained):
         assert (run / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["features"]["seq_len"] == 10 and cfg["model"]["d_model"] == 32
-    assert len(cfg["feature_names"]) == 18 and cfg["source"]["fingerprint"]
+    assert len(cfg["feature_names"]) == 30 and cfg["source"]["fingerprint"]
     assert cfg["conformal"]["n"] > 100
     assert trained["train_samples_per_s"] > 0 and trained["best_epoch"] >= 1
     m = trained["metrics"]["test"]["results"]
