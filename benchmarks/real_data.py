@@ -22,7 +22,6 @@ import argparse
 import csv
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -140,7 +139,7 @@ def main() -> None:
     maes = np.array([r["mae"] for r in runs])
     print(f"\n{path.name}: {len(fit)} fit rows up to {dates[cut - 1]}, {len(test)} test forecasts "
           f"{dates[test[0]]} .. {dates[test[-1]]}\n")
-    print(f"| model | test MAE | ratio to persistence |\n|---|---|---|")
+    print("| model | test MAE | ratio to persistence |\n|---|---|---|")
     for name, v in rows.items():
         print(f"| {name} | {v:.3f} | {v / pers:.3f} |")
     for r in runs:

@@ -54,7 +54,7 @@ import copy
 import math
 import time
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -490,7 +490,6 @@ def train(
     epochs = train_cfg.epochs
     steps_per_epoch = n_train // per_step
     total_steps = steps_per_epoch * epochs
-    T, F = model_cfg.seq_len, model_cfg.n_features
 
     info = dict(resume["info"]) if resume else {}
     if resume and info.get("stopped") in ("converged", "patience"):

@@ -7,8 +7,6 @@ work here makes every command usable from Python and testable without a terminal
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -176,11 +174,6 @@ def _concat_w(ws):
     from finhrm_cli import data
 
     return data.concat_windows(ws)
-
-
-def score(ds, w, pred_log: np.ndarray, conformal: dict | None, coverage: float) -> dict:
-    """Model against the baselines on windows ``w`` of one series (known targets only)."""
-    return score_parts([(ds, w)], [pred_log], conformal, coverage)
 
 
 # ------------------------------------------------------------------ train
