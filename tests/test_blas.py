@@ -1,0 +1,49 @@
+"""The optimized BLAS loaded ahead of MLX: it is used, and its matmul agrees with numpy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finhrm_cli.blas import info, mlx_core
+
+PROBE = (
+    "import json, warnings\n"
+    "with warnings.catch_warnings(record=True) as w:\n"
+    "    warnings.simplefilter('always')\n"
+    "    from finhrm_cli import blas; st = blas.ensure()\n"
+    "import mlx.core as mx\n"
+    "print(json.dumps({'kind': st['kind'], 'warnings': [str(x.message) for x in w]}))\n"
+)
+
+
+def test_loaded_matmul_agrees_with_numpy():
+    mx = mlx_core()
+    rng = np.random.default_rng(0)
+    for m, k, n in ((64, 128, 384), (640, 128, 128), (3, 5, 7)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        got = np.array(mx.array(a) @ mx.array(b))
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS swap is Linux-only")
+def test_an_optimized_blas_is_loaded_on_linux():
+    assert info()["kind"] in ("mkl", "openblas", "custom"), info()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS swap is Linux-only")
+def test_missing_blas_warns_once_with_the_fix():
+    env = {**os.environ, "FINHRM_BLAS": "/nonexistent/libcblas.so"}
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True)
+    res = json.loads(out.stdout)
+    assert res["kind"] == "reference"
+    assert len(res["warnings"]) == 1 and "pip install mkl" in res["warnings"][0]
+    off = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         env={**os.environ, "FINHRM_BLAS": "none"}, check=True)
+    assert json.loads(off.stdout) == {"kind": "reference", "warnings": []}
