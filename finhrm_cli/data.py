@@ -83,8 +83,8 @@ ALIASES: dict[str, list[str]] = {
     "open": ["open", "o", "openprice", "priceopen"],
     "high": ["high", "h", "highprice", "pricehigh"],
     "low": ["low", "l", "lowprice", "pricelow"],
-    "close": ["close", "c", "closeprice", "priceclose", "last", "lastprice"],
-    "volume": ["volume", "vol", "v"],
+    "close": ["close", "c", "closeprice", "priceclose", "last", "lastprice", "closelast", "price"],
+    "volume": ["volume", "vol", "v", "tickvol", "realvol", "tickvolume"],
     "ema7": ["ema7"],
     "rsi": ["rsi", "rsi14"],
     "rsi_ma": ["rsibasedma", "rsima"],
@@ -96,7 +96,7 @@ for _k in range(1, N_PREV + 1):
 
 def _norm(name: str) -> str:
     """Header key: lower case, without spaces, underscores, hyphens, quotes or a BOM."""
-    return re.sub(r"[\s_\-\"'\ufeff]+", "", str(name)).lower()
+    return re.sub(r"[\s_\-\"'\ufeff<>./]+", "", str(name)).lower()
 
 
 # --------------------------------------------------------------------------- source
@@ -411,12 +411,35 @@ def _number_hint(value: str, sep: str) -> str:
     return "fix the cell or delete the row"
 
 
+_SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9}
+
+
+def _lenient_numbers(s: pl.Series, canon: str) -> pl.Series:
+    """Numbers as broker and portal exports write them: a leading currency symbol
+    ($123.45, Nasdaq), unambiguous thousands separators (1,234.50 or 1,234,567) and, for
+    volume only, K/M/B suffixes (1.21M, Investing.com).  Anything else stays null and is
+    reported by the caller."""
+    t = s.str.replace(r"^[$€£¥]\s*", "")
+    t = pl.Series(s.name, [
+        v.replace(",", "") if v is not None and re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+\.\d+|[+-]?\d{1,3}(,\d{3}){2,}", v) else v
+        for v in t.to_list()
+    ], dtype=pl.String)
+    out = t.cast(pl.Float64, strict=False)
+    if canon == "volume":
+        m = t.str.extract(r"^([+-]?\d+(?:\.\d+)?)\s*([KMBkmb])$", 1).cast(pl.Float64, strict=False)
+        unit = t.str.extract(r"^[+-]?\d+(?:\.\d+)?\s*([KMBkmb])$", 1).str.to_uppercase().replace_strict(_SUFFIX, default=None, return_dtype=pl.Float64)
+        out = out.fill_null(m * unit)
+    return out
+
+
 def _parse_numbers(raw: _Raw, header: str, canon: str, shown: str, allow_blank: bool) -> np.ndarray:
     s = raw.frame[header]
     where = raw.where
     if s.dtype == pl.String:
         stripped = s.str.strip_chars()
         values = stripped.cast(pl.Float64, strict=False)
+        if values.null_count() > stripped.is_null().sum():
+            values = _lenient_numbers(stripped, canon)
         blank = (stripped.is_null() | (stripped == "")).to_numpy()
         bad = (values.is_null().to_numpy() & ~blank)
         i = _first(bad)

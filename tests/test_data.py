@@ -467,3 +467,36 @@ def test_fsutil_atomic(tmp_path):
     atomic_write_json(p, {"x": 1})
     assert json.loads(p.read_text()) == {"x": 1}
     assert [q.name for q in p.parent.iterdir()] == ["b.txt"]
+
+
+def test_portal_export_shapes(tmp_path, series):
+    """MetaTrader (<DATE> headers, YYYY.MM.DD, tabs), Investing.com (Price, 1.21M volume,
+    "Mon DD, YYYY", quoted, newest first) and Nasdaq (Close/Last, $ prices, MM/DD/YYYY)
+    give the same features as a plain file."""
+    d = series
+    fcfg = FeatureConfig(seq_len=5)
+    ref = data.prepare(_write(tmp_path / "plain.csv", ["date", "open", "high", "low", "close", "volume"], _plain(d)), fcfg)
+    days = [np.datetime64(x, "D").astype(object) for x in d["date"]]
+    n = len(days)
+    mt = [[day.strftime("%Y.%m.%d"), *(_fmt(d[c][i]) for c in ("open", "high", "low", "close")), _fmt(d["volume"][i])]
+          for i, day in enumerate(days)]
+    f_mt = _write(tmp_path / "mt.csv", ["<DATE>", "<OPEN>", "<HIGH>", "<LOW>", "<CLOSE>", "<TICKVOL>"], mt, sep="\t")
+    inv = [[day.strftime("%b %d, %Y"), _fmt(d["close"][i]), *(_fmt(d[c][i]) for c in ("open", "high", "low")),
+            f'{d["volume"][i] / 1e3:.3f}K', "0.1%"] for i, day in enumerate(days)][::-1]
+    f_inv = _write(tmp_path / "inv.csv", ["Date", "Price", "Open", "High", "Low", "Vol.", "Change %"], inv)
+    nas = [[day.strftime("%m/%d/%Y"), f'${d["close"][i]:.6f}', _fmt(d["volume"][i]),
+            *(f'${d[c][i]:.6f}' for c in ("open", "high", "low"))] for i, day in enumerate(days)]
+    f_nas = _write(tmp_path / "nas.csv", ["Date", "Close/Last", "Volume", "Open", "High", "Low"], nas)
+    for f in (f_mt, f_inv, f_nas):
+        ds = data.prepare(f, fcfg)
+        assert ds.frame.height == ref.frame.height and ds.source.n_rows == n, f
+        np.testing.assert_allclose(ds.features(), ref.features(), atol=1e-5, err_msg=str(f))
+
+
+@pytest.mark.parametrize("cell", ["1,234", "12,5", "1.2M"])
+def test_ambiguous_numbers_in_price_columns_are_errors(tmp_path, series, cell):
+    rows = _plain(series)
+    rows[3][4] = cell
+    f = _write(tmp_path / "amb.csv", ["date", "open", "high", "low", "close", "volume"], rows)
+    with pytest.raises(DataError, match="line 5.*is not a number"):
+        data.prepare(f, FeatureConfig(seq_len=5))
