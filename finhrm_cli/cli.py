@@ -102,6 +102,13 @@ CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, he
 ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sample where its ACT Q head says halt, instead of running every segment.")]
 
 
+def _show(result: dict, as_json: bool, render) -> None:
+    """One JSON document on stdout with --json, else the command's rich view."""
+    from finhrm_cli import ui
+
+    ui.print_json(result) if as_json else render(result)
+
+
 def _col_map(items: list[str] | None) -> dict[str, str]:
     from finhrm_cli import data
 
@@ -136,10 +143,7 @@ def prepare(
 
     fcfg = _feature_cfg(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set)
     summary = service.prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
-    if as_json:
-        ui.print_json(summary)
-    else:
-        ui.prepare_summary(summary)
+    _show(summary, as_json, ui.prepare_summary)
 
 
 # ------------------------------------------------------------------ train
@@ -218,10 +222,7 @@ def train(
         )
     if not main_rank:
         return
-    if as_json:
-        ui.print_json(result)
-    else:
-        ui.render_train(result)
+    _show(result, as_json, ui.render_train)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -254,10 +255,7 @@ def evaluate(
             run, data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
         )
-    if as_json:
-        ui.print_json(result)
-    else:
-        ui.render_evaluate(result)
+    _show(result, as_json, ui.render_evaluate)
 
 
 # ------------------------------------------------------------------ predict
@@ -304,16 +302,10 @@ def inspect(
 
     if list_runs:
         result = service.list_runs()
-        if as_json:
-            ui.print_json(result)
-        else:
-            ui.render_list(result)
+        _show(result, as_json, ui.render_list)
         return
     result = service.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
-    if as_json:
-        ui.print_json(result)
-    else:
-        ui.render_inspect(result)
+    _show(result, as_json, ui.render_inspect)
 
 
 def main() -> None:

@@ -46,15 +46,6 @@ def all_sum(x):
     return mlx_core().distributed.all_sum(x, group=group())
 
 
-def barrier() -> None:
-    if size() == 1:
-        return
-    from finhrm_cli.blas import mlx_core
-
-    mx = mlx_core()
-    mx.eval(all_sum(mx.array(1.0)))
-
-
 def broadcast_path(path: Path | None) -> Path:
     """Rank 0's path, on every rank."""
     if size() == 1:

@@ -155,9 +155,11 @@ def _summary_of(w, res, coverage, conformal) -> dict:
 
 def score_parts(parts, preds, conformal: dict | None, coverage: float) -> dict:
     """Model against the baselines, pooled over all parts, and per series when there are several."""
+    from finhrm_cli import data
+
     arrays = [_arrays(ds, w, p, conformal, coverage) for (ds, w), p in zip(parts, preds)]
     pooled = {
-        "w": _concat_w([a["w"] for a in arrays]),
+        "w": data.concat_windows([a["w"] for a in arrays]),
         **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
         "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
     }
@@ -168,12 +170,6 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float) -> dict:
             for (ds, _), a in zip(parts, arrays)
         }
     return out
-
-
-def _concat_w(ws):
-    from finhrm_cli import data
-
-    return data.concat_windows(ws)
 
 
 # ------------------------------------------------------------------ train

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console, Group
@@ -296,15 +295,6 @@ def histogram(counts: Sequence[int], labels: Sequence[str], width: int = 40, tit
         bar = "█" * (int(round(width * c / top)) if top else 0)
         t.add_row(str(lab), f"{c:,}", Text(bar, style="cyan"))
     return t
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 # ---------------------------------------------------------------------------- command views
