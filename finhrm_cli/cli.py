@@ -272,6 +272,7 @@ def predict(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json (as in the other commands).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
     coverage: CoverageOpt = 0.8,
     act: ActOpt = False,
@@ -283,7 +284,7 @@ def predict(
 
     result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                              date_col=date_col, col_map=_col_map(col))
-    ui.render_predict(result, fmt.value, output)
+    ui.render_predict(result, "json" if as_json else fmt.value, output)
 
 
 # ------------------------------------------------------------------ inspect

@@ -86,6 +86,8 @@ def test_predict_last_row_equals_its_row_in_all(home, trained):
     r = rows_one[0]
     assert set(r) == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
     assert r["date"] == "2025-02-27"
+    alias = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--json"], home)
+    assert json.loads(alias.stdout)["rows"] == rows_one
     assert r["pred_high"] >= r["pred_low"]
     assert r["pred_high_lo"] <= r["pred_high"] <= r["pred_high_hi"]
     assert r["pred_low_lo"] <= r["pred_low"] <= r["pred_low_hi"]
