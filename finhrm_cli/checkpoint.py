@@ -148,13 +148,14 @@ class RunWriter:
     def save_metrics(self, metrics: dict) -> Path:
         return atomic_write_text(self.path / METRICS, _dumps(metrics) + "\n")
 
-    def save_state(self, *, weights: dict, optimizer: dict, rng_key, info: dict) -> Path:
+    def save_state(self, *, weights: dict, optimizer: dict, rng_key, info: dict, ema: dict | None = None) -> Path:
         """Everything ``--resume`` needs: current weights and optimizer state (flat dicts of
         arrays), the rng key and the JSON bookkeeping ``info`` (step, epoch, best so far,
         numpy rng state, history).  One safetensors file holds all of it (the JSON in its
         metadata), so a crash can never pair new arrays with old bookkeeping."""
         arrays = {f"model/{k}": v for k, v in weights.items()}
         arrays.update({f"optimizer/{k}": v for k, v in optimizer.items()})
+        arrays.update({f"ema/{k}": v for k, v in (ema or {}).items()})
         arrays["rng/key"] = rng_key
         sdir = self.path / STATE_DIR
         atomic_save_safetensors(sdir / STATE_ARRAYS, arrays, {_STATE_META_KEY: _dumps(info, indent=None)})
@@ -365,7 +366,8 @@ def load_run(path) -> tuple[Any, dict]:
 
 def load_state(path) -> dict:
     """The resumable state of a run (``path`` is the run or its state folder):
-    {"info": dict, "weights": {name: array}, "optimizer": {name: array}, "rng_key": array}."""
+    {"info": dict, "weights": {name: array}, "optimizer": {name: array}, "rng_key": array,
+    "ema": {name: array} (empty when the run does not average weights)}."""
     mx = _mx()
     path = Path(path)
     sdir = path if (path / STATE_ARRAYS).exists() else path / STATE_DIR
@@ -375,7 +377,8 @@ def load_state(path) -> dict:
     try:
         arrays, meta = mx.load(str(f), return_metadata=True)
         info = json.loads(meta[_STATE_META_KEY]) if _STATE_META_KEY in meta else read_json(sdir / STATE_JSON)
-        out = {"info": info, "weights": {}, "optimizer": {}, "rng_key": arrays["rng/key"], "path": str(sdir)}
+        out = {"info": info, "weights": {}, "optimizer": {}, "rng_key": arrays["rng/key"], "path": str(sdir),
+               "ema": {}}
     except RunError:
         raise
     except Exception as exc:
@@ -383,6 +386,6 @@ def load_state(path) -> dict:
         raise RunError(f"{f}: cannot read the training state ({detail}); it is corrupt, start a new run.") from exc
     for k, v in arrays.items():
         group, _, name = k.partition("/")
-        if group in ("model", "optimizer"):
-            out["weights" if group == "model" else "optimizer"][name] = v
+        if group in ("model", "optimizer", "ema"):
+            out[{"model": "weights"}.get(group, group)][name] = v
     return out

@@ -94,6 +94,12 @@ class TrainConfig:
     huber_delta: float = 1.0   # in units of the normalised target
     seed: int = 0
     eval_every: int = 0        # steps between validations; 0 = once per epoch
+    # Exponential moving average of the weights, updated after every step (decay
+    # min(ema, (1+n)/(10+n)) at step n); validation, early stopping and the saved model use
+    # the average.  Chosen on validation MAE: it takes the noise out of the epoch-to-epoch
+    # curve, so early stopping no longer picks a lucky or unlucky epoch.  0 turns it off.
+    ema: float = 0.95
+
 
     def validate(self) -> None:
         if self.loss not in ("huber", "mse", "mae"):
@@ -103,6 +109,8 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
         if self.lr <= 0:
             raise UsageError(f"--lr must be positive (got {self.lr}).")
+        if not 0.0 <= self.ema < 1.0:
+            raise UsageError(f"--ema must lie in [0, 1) (got {self.ema}); 0 turns averaging off.")
         if self.patience < 0:
             raise UsageError(f"--patience must be 0 or more (got {self.patience}).")
 

@@ -44,6 +44,13 @@ low) + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue)).  W
 ``halt_max_steps == 1`` there is no extra pass and no q_continue loss (as in HRM) and the halt
 target is 1.
 
+**Weight averaging** (``TrainConfig.ema``, not in HRM): after every step the trainable
+weights are folded into an exponential moving average with decay ``min(ema, (1+n)/(10+n))``
+at step ``n`` (the warm-up keeps the random initialisation from lingering; on a few thousand
+windows it is the binding term, so the average spans roughly the last tenth of the steps).
+Validation, early stopping and the saved model use the average; the optimiser keeps
+stepping the raw weights, and both are in the resumable state.
+
 Evaluation and prediction run all segments; ``act=True`` keeps, per sample, the prediction
 of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise).
 """
@@ -535,6 +542,23 @@ def train(
         if resume:
             run.write_history(history)  # drop records written after the saved state
     best_weights = _flat(model.parameters())  # references; the model ends holding the best
+    # Weight averaging (TrainConfig.ema): an exponential moving average of the trainable
+    # weights, with TF-style warm-up of the decay; evaluation and the kept model use it.
+    ema_decay = float(train_cfg.ema)
+    ema: dict | None = None
+    if ema_decay > 0:
+        ema = dict(resume.get("ema") or {}) if resume else {}
+        if not ema:
+            ema = _flat(model.trainable_parameters())
+        elif set(ema) != set(_flat(model.trainable_parameters())):
+            raise RunError("saved weight average does not fit this model; start a new run.")
+
+    def update_ema(n_steps: int) -> None:
+        nonlocal ema
+        d = min(ema_decay, (1.0 + n_steps) / (10.0 + n_steps))
+        cur = _flat(model.trainable_parameters())
+        ema = {k: d * v + (1.0 - d) * cur[k] for k, v in ema.items()}
+        mx.async_eval(list(ema.values()))
 
     emit("start", {
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
@@ -548,7 +572,7 @@ def train(
     samples = 0
     epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
     snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-            "np_rng": epoch_rng_state}
+            "np_rng": epoch_rng_state, "ema": ema}
     # running sums since the last eval / last log, kept as lazy arrays (no sync per step)
     acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
     log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
@@ -572,7 +596,7 @@ def train(
             if not _all_finite(s["weights"]):
                 nonfinite(f"(the weights at step {s['step']} are not finite)")
             run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                           info=state_info(s, extra))
+                           info=state_info(s, extra), ema=s.get("ema"))
 
     def summary(reason: str) -> dict:
         tsec = train_seconds_before + train_seconds
@@ -611,6 +635,10 @@ def train(
         rec = {"epoch": epoch + 1, "step": step,
                "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
         is_best = False
+        raw = None
+        if ema is not None:  # evaluate (and keep) the averaged weights
+            raw = _flat(model.trainable_parameters())
+            model.update(tree_unflatten(list(ema.items())))
         if has_val:
             pred = predict(model, va["x"])
             if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
@@ -638,6 +666,8 @@ def train(
                 run.save_weights(model)
         else:
             bad_evals += 1
+        if raw is not None:  # back to the raw weights to go on training
+            model.update(tree_unflatten(list(raw.items())))
         tsec = train_seconds_before + train_seconds
         rec.update(best_val_mae=best_val, best_epoch=best_epoch, is_best=is_best,
                    samples_per_s=round((samples_before + samples) / tsec, 2) if tsec > 0 else None,
@@ -660,6 +690,8 @@ def train(
                 xb = mx.array(tr["x"][idx])
                 yb = mx.array(tr["y"][idx])
                 out = trainer.train_batch(xb, yb)
+                if ema is not None:
+                    update_ema(step)
                 for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
                     acc[k] = acc[k] + v
                 acc["halt"] = acc["halt"] + out["halt_sum"]
@@ -671,7 +703,7 @@ def train(
                 samples += per_step
                 log_acc["samples"] += per_step
                 snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-                        "np_rng": epoch_rng_state}
+                        "np_rng": epoch_rng_state, "ema": ema}
                 if step % LOG_EVERY == 0 or epoch_batch == steps_per_epoch:
                     loss = read_loss()  # the one host sync, every LOG_EVERY steps
                     train_seconds += time.perf_counter() - tb
@@ -701,7 +733,7 @@ def train(
             epoch += 1
             epoch_batch = 0
             snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": 0,
-                    "np_rng": copy.deepcopy(np_rng.bit_generator.state)}
+                    "np_rng": copy.deepcopy(np_rng.bit_generator.state), "ema": ema}
             if train_cfg.patience and bad_evals >= train_cfg.patience:
                 stopped = "patience"
             save_state(snap, {"stopped": stopped or ("converged" if epoch >= epochs else None)})

@@ -178,9 +178,10 @@ def test_grad_accum_trains():
 # -------------------------------------------------------------------------------- faults
 
 
-def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path, ema):
     tr, va = data(96, 1), data(24, 2)
-    tc = TrainConfig(batch_size=16, epochs=3, seed=11)   # 6 steps per epoch, 18 in all
+    tc = TrainConfig(batch_size=16, epochs=3, seed=11, ema=ema)   # 6 steps per epoch, 18 in all
     # reference: straight through
     ref_model = engine.build_model(mcfg(), 11)
     ref = engine.train(mcfg(), tc, tr, va, model=ref_model,
@@ -194,6 +195,7 @@ def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path)
     assert rec.of("end")[0]["stopped"] == "interrupted"
     state = checkpoint.load_state(run.path)
     assert state["info"]["step"] == 10 and state["info"]["epoch"] == 1 and state["info"]["epoch_batch"] == 4
+    assert bool(state["ema"]) == (ema > 0)
 
     # the restored trainer holds exactly the saved optimizer state
     model = engine.build_model(mcfg(), 0)
@@ -219,6 +221,32 @@ def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path)
     # a finished run has nothing left to resume
     with pytest.raises(Exception, match="already finished"):
         engine.train(mcfg(), tc, tr, va, run=run, resume=checkpoint.load_state(run.path))
+
+
+def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path):
+    tr = data(96, 1)
+    run = checkpoint.RunWriter(tmp_path / "r")
+    model = engine.build_model(mcfg(), 3)
+    engine.train(mcfg(), TrainConfig(batch_size=16, epochs=2, seed=3, ema=0.8), tr, None, run=run, model=model)
+    state = checkpoint.load_state(run.path)
+    saved = {k: np.array(v) for k, v in mx.load(str(run.path / checkpoint.WEIGHTS)).items()}
+    raw = {k: np.array(v) for k, v in state["weights"].items()}
+    avg = {k: np.array(v) for k, v in state["ema"].items()}
+    assert avg and set(avg) < set(saved)                  # trainable weights only, no buffers
+    moved = 0
+    for k, v in avg.items():
+        np.testing.assert_array_equal(saved[k], v, err_msg=k)   # the kept model is the average
+        assert np.all(np.isfinite(v))
+        moved += not np.allclose(v, raw[k])
+    assert moved > len(avg) // 2                          # ... and not the last raw weights
+    final = weights(model)
+    for k, v in avg.items():
+        np.testing.assert_array_equal(final[k], v, err_msg=k)
+
+
+def test_ema_out_of_range_is_a_usage_error():
+    with pytest.raises(UsageError, match="--ema"):
+        TrainConfig(ema=1.0).validate()
 
 
 @pytest.mark.parametrize("when", [("step", 10), ("eval", 2)])
