@@ -65,7 +65,7 @@ def ridge_fit_predict(x_tr, y_tr, x_te, alpha=1.0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv", type=Path, default=None, help="another daily OHLCV file (default: GOOG.csv)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="finhrm seeds to train (none: baselines only)")
     ap.add_argument("--test-frac", type=float, default=0.2)
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     ap.add_argument("train_args", nargs="*", help="extra flags for finhrm train (after --)")
@@ -144,12 +144,14 @@ def main() -> None:
         print(f"| {name} | {v:.3f} | {v / pers:.3f} |")
     for r in runs:
         print(f"| finhrm (defaults, seed {r['seed']}) | {r['mae']:.3f} | {r['mae'] / pers:.3f} |")
-    print(f"| finhrm mean ± sd over {len(runs)} seeds | {maes.mean():.3f} ± {maes.std(ddof=1) if len(maes) > 1 else 0:.3f} "
-          f"| {maes.mean() / pers:.3f} |")
-    print(f"\ntraining time per seed: {np.mean([r['seconds'] for r in runs]):.0f} s")
+    if runs:
+        print(f"| finhrm mean ± sd over {len(runs)} seeds | {maes.mean():.3f} ± {maes.std(ddof=1) if len(maes) > 1 else 0:.3f} "
+              f"| {maes.mean() / pers:.3f} |")
+        print(f"\ntraining time per seed: {np.mean([r['seconds'] for r in runs]):.0f} s")
     if args.json:
         print(json.dumps({"file": str(path), "baselines": rows, "runs": runs,
-                          "ratio_mean": float(maes.mean() / pers), "ratio_max": float(maes.max() / pers)}))
+                          "ratio_mean": float(maes.mean() / pers) if runs else None,
+                          "ratio_max": float(maes.max() / pers) if runs else None}))
 
 
 if __name__ == "__main__":
