@@ -187,7 +187,7 @@ def train(
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation MAE. [default: 6]", rich_help_panel=_T)] = None,
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per optimizer step. [default: 1]", rich_help_panel=_T)] = None,
     ema: Annotated[Optional[float], typer.Option("--ema", help="Average the weights (exponential moving average with this decay per step); validation and the saved model use the average. 0 turns it off. [default: 0.95]", rich_help_panel=_T)] = None,
-    loss: Annotated[Optional[Loss], typer.Option("--loss", help="Regression loss. [default: huber]", rich_help_panel=_T)] = None,
+    loss: Annotated[Optional[Loss], typer.Option("--loss", help="Regression loss: mae (the score is MAE), huber or mse. [default: mae]", rich_help_panel=_T)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same weights. [default: 0]", rich_help_panel=_T)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
