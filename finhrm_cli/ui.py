@@ -483,7 +483,12 @@ def render_inspect(r: dict) -> None:
     for k, v in params.items():
         pt.add_row(f"params: {k}", f"{v:,}")
     show(pt)
+    tc = r.get("train") or {}
+    settings = ", ".join(f"{label} {tc[k]}" for k, label in (
+        ("loss", "loss"), ("lr", "lr"), ("batch_size", "batch"), ("weight_decay", "weight decay"),
+        ("ema", "ema"), ("patience", "patience"), ("seed", "seed")) if k in tc)
     show(kv_table("Training", [
+        ("settings", settings or "-"),
         ("epochs", f"{train.get('epochs')} (best {train.get('best_epoch')})"),
         ("best val MAE", fmt_num(train.get("best_val_mae"))),
         ("time", f"{fmt_num(train.get('seconds'), 1)} s"),

@@ -164,6 +164,8 @@ def test_human_views_render(home, trained):
         res = run_cli(args, home)
         assert res.exit_code == 0, (args, res.output)
         assert "Traceback" not in res.output
+        if args == ["inspect"]:  # the training settings are shown, not just the outcome
+            assert "settings" in res.output and "ema" in res.output and "loss" in res.output
 
 
 @pytest.mark.parametrize(
@@ -175,6 +177,7 @@ def test_human_views_render(home, trained):
         (["train", SAMPLE_TV, "--seq-len", "0"], "--seq-len"),
         (["train", SAMPLE_TV, "--d-model", "30", "--heads", "4"], "--heads"),
         (["train", SAMPLE_TV, "--batch-size", "100000"], "batch"),
+        (["train", SAMPLE_TV, "--ema", "1.5"], "--ema"),
         (["train"], "DATA"),
     ],
 )
