@@ -14,6 +14,10 @@ inside the PyPI package ``backtesting``; install it with ``pip install backtesti
 Prints a table and, with ``--json``, one JSON line.  Usage::
 
     python benchmarks/real_data.py [--seeds 0 1 2] [--csv PATH] [-- extra finhrm train flags]
+
+Other real files used in the README: ``arch/data/sp500/sp500.csv.gz`` and
+``arch/data/nasdaq/nasdaq.csv.gz`` from the PyPI package ``arch`` (``pip download --no-deps
+arch`` and unzip the wheel).  ``--seeds`` with no value prints the baselines only.
 """
 
 from __future__ import annotations
