@@ -186,6 +186,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs at most. [default: 30]", rich_help_panel=_T)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation MAE. [default: 6]", rich_help_panel=_T)] = None,
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per optimizer step. [default: 1]", rich_help_panel=_T)] = None,
+    min_delta: Annotated[Optional[float], typer.Option("--min-delta", help="Relative drop in validation MAE that counts as better for early stopping. [default: 0.002]", rich_help_panel=_T)] = None,
     ema: Annotated[Optional[float], typer.Option("--ema", help="Average the weights (exponential moving average with this decay per step); validation and the saved model use the average. 0 turns it off. [default: 0.95]", rich_help_panel=_T)] = None,
     loss: Annotated[Optional[Loss], typer.Option("--loss", help="Regression loss: mae (the score is MAE), huber or mse. [default: mae]", rich_help_panel=_T)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same weights. [default: 0]", rich_help_panel=_T)] = None,
@@ -201,7 +202,7 @@ def train(
         "model": dict(d_model=d_model, n_heads=heads, h_layers=h_layers, l_layers=l_layers, h_cycles=h_cycles,
                       l_cycles=l_cycles, halt_max_steps=halt_max_steps, halt_exploration=halt_exploration),
         "train": dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                      grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema),
+                      grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema, min_delta=min_delta),
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")

@@ -96,6 +96,11 @@ class TrainConfig:
     huber_delta: float = 1.0   # in units of the normalised target
     seed: int = 0
     eval_every: int = 0        # steps between validations; 0 = once per epoch
+    # An evaluation counts as better (kept, resets patience) only when it lowers the best
+    # validation MAE by more than this fraction.  With the L1 loss and weight averaging the
+    # validation curve is flat, and 0.05% gains kept runs going for 20+ epochs: 0.2% cut
+    # training time by 15-25% (GOOG, sample) for at most 0.2% of validation MAE.
+    min_delta: float = 0.002
     # Exponential moving average of the weights, updated after every step (decay
     # min(ema, (1+n)/(10+n)) at step n); validation, early stopping and the saved model use
     # the average.  Chosen on validation MAE: it takes the noise out of the epoch-to-epoch
@@ -113,6 +118,8 @@ class TrainConfig:
             raise UsageError(f"--lr must be positive (got {self.lr}).")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"--ema must lie in [0, 1) (got {self.ema}); 0 turns averaging off.")
+        if not 0.0 <= self.min_delta < 1.0:
+            raise UsageError(f"--min-delta must lie in [0, 1) (got {self.min_delta}).")
         if self.patience < 0:
             raise UsageError(f"--patience must be 0 or more (got {self.patience}).")
 

@@ -653,7 +653,7 @@ def train(
                 if not math.isfinite(vm):
                     nonfinite(f"(validation predictions at step {step} are not finite)")
                 rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
-                is_best = best_val is None or vm < best_val
+                is_best = best_val is None or vm < best_val * (1.0 - train_cfg.min_delta)
         else:
             rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
             is_best = True  # no validation: the latest weights are the ones to keep

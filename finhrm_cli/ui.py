@@ -486,7 +486,7 @@ def render_inspect(r: dict) -> None:
     tc = r.get("train") or {}
     settings = ", ".join(f"{label} {tc[k]}" for k, label in (
         ("loss", "loss"), ("lr", "lr"), ("batch_size", "batch"), ("weight_decay", "weight decay"),
-        ("ema", "ema"), ("patience", "patience"), ("seed", "seed")) if k in tc)
+        ("ema", "ema"), ("patience", "patience"), ("min_delta", "min delta"), ("seed", "seed")) if k in tc)
     show(kv_table("Training", [
         ("settings", settings or "-"),
         ("epochs", f"{train.get('epochs')} (best {train.get('best_epoch')})"),

@@ -244,9 +244,22 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path):
         np.testing.assert_array_equal(final[k], v, err_msg=k)
 
 
+def test_min_delta_ignores_small_gains():
+    """With a huge min_delta no later epoch counts as better: epoch 1 is kept and patience stops."""
+    tr, va = data(96, 1), data(24, 2)
+    base = dict(batch_size=16, epochs=6, patience=2, seed=5)
+    plain = engine.train(mcfg(), TrainConfig(**base, min_delta=0.0), tr, va)
+    assert plain["best_epoch"] > 1  # this data keeps improving, so the test has teeth
+    strict = engine.train(mcfg(), TrainConfig(**base, min_delta=0.9), tr, va)
+    assert strict["best_epoch"] == 1 and strict["stopped"] == "patience" and strict["epochs_run"] == 3
+    assert strict["best_val_mae"] == pytest.approx(plain["history"][0]["val_mae"], rel=1e-6)
+
+
 def test_ema_out_of_range_is_a_usage_error():
     with pytest.raises(UsageError, match="--ema"):
         TrainConfig(ema=1.0).validate()
+    with pytest.raises(UsageError, match="--min-delta"):
+        TrainConfig(min_delta=-0.1).validate()
 
 
 @pytest.mark.parametrize("when", [("step", 10), ("eval", 2)])
