@@ -616,7 +616,9 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     if not parts:
         raise DataError(f"{act_on}: no rows with a known next session to compute ACT stats on.")
     evals = [h for h in history if h.get("val_mae") is not None]
-    best = min(evals, key=lambda h: h["val_mae"]) if evals else {}
+    # the kept epoch (min-delta may keep an earlier one than the lowest validation MAE)
+    kept = [h for h in evals if h.get("is_best")]
+    best = kept[-1] if kept else (min(evals, key=lambda h: h["val_mae"]) if evals else {})
     last = history[-1] if history else {}
     return {
         "run": str(run_dir),

@@ -155,7 +155,7 @@ class TrainProgress:
                 BarColumn(bar_width=28),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
-                TextColumn("val MAE {task.fields[val]} (best {task.fields[best]})"),
+                TextColumn("val MAE {task.fields[val]} (kept {task.fields[best]})"),
                 TextColumn("{task.fields[sps]} samples/s"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),

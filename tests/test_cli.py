@@ -152,6 +152,8 @@ def test_inspect_json_and_act_stats(home, trained):
     ev = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--json"], home).stdout)
     assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
     assert r["parameters"]["trainable"] > 0
+    # inspect reports the epoch training kept (not merely the lowest validation MAE)
+    assert r["training"]["best_epoch"] == trained["best_epoch"]
 
 
 def test_inspect_list(home, trained):
