@@ -107,7 +107,6 @@ class TrainConfig:
     # curve, so early stopping no longer picks a lucky or unlucky epoch.  0 turns it off.
     ema: float = 0.95
 
-
     def validate(self) -> None:
         if self.loss not in ("huber", "mse", "mae"):
             raise UsageError(f"--loss must be huber, mse or mae (got {self.loss!r}).")

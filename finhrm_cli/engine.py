@@ -183,6 +183,8 @@ class Trainer:
         self._loss_grad = nn.value_and_grad(model, self._loss)
         self._step = partial(mx.compile, inputs=self.state, outputs=self.state)(self._segment_step)
         self._segs = [mx.array(s, dtype=mx.int32) for s in range(self.M)]
+        # weight average (module docstring): None when TrainConfig.ema is 0
+        self.ema = _flat(model.trainable_parameters()) if train_cfg.ema > 0 else None
 
     # -- pieces traced into the compiled step ----------------------------------------------
 
@@ -274,15 +276,25 @@ class Trainer:
             reg, qs, n, halt_sum = (mx.distributed.all_sum(v, group=self.group) for v in (reg, qs, n, halt_sum))
         return {"reg_sum": reg, "q_sum": qs, "n_scored": n, "halt_step": halt_step, "halt_sum": halt_sum}
 
+    def update_average(self, n_steps: int) -> None:
+        """Fold the current weights into the average after step ``n_steps`` (0-based)."""
+        if self.ema is None:
+            return
+        d = min(self.cfg.ema, (1.0 + n_steps) / (10.0 + n_steps))
+        cur = _flat(self.model.trainable_parameters())
+        self.ema = {k: d * v + (1.0 - d) * cur[k] for k, v in self.ema.items()}
+        mx.async_eval(list(self.ema.values()))
+
     def snapshot(self) -> dict:
         """References (MLX arrays are immutable) to everything a resume needs."""
         return {
             "weights": _flat(self.model.parameters()),
             "optimizer": _flat(self.optimizer.state),
             "rng_key": self.rng["key"],
+            "ema": self.ema,
         }
 
-    def restore(self, weights: dict, optimizer: dict, rng_key) -> None:
+    def restore(self, weights: dict, optimizer: dict, rng_key, ema: dict | None = None) -> None:
         try:
             self.model.load_weights(list(weights.items()), strict=True)
         except ValueError as exc:
@@ -292,6 +304,10 @@ class Trainer:
             raise RunError("saved optimizer state does not fit this model; start a new run.")
         self.optimizer.state.update(tree_unflatten(list(optimizer.items())))
         self.rng["key"] = rng_key
+        if self.ema is not None:  # a state saved without averaging starts it from the weights
+            if ema and set(ema) != set(self.ema):
+                raise RunError("saved weight average does not fit this model; start a new run.")
+            self.ema = dict(ema) if ema else _flat(self.model.trainable_parameters())
 
     @property
     def updates(self) -> int:
@@ -517,7 +533,7 @@ def train(
         model.set_target_stats(tr["y"])
     trainer = Trainer(model, train_cfg, total_steps * M, seed=train_cfg.seed)
     if resume:
-        trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"])
+        trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
     model.train()
 
     np_rng = np.random.default_rng(train_cfg.seed)
@@ -542,23 +558,6 @@ def train(
         if resume:
             run.write_history(history)  # drop records written after the saved state
     best_weights = _flat(model.parameters())  # references; the model ends holding the best
-    # Weight averaging (TrainConfig.ema): an exponential moving average of the trainable
-    # weights, with TF-style warm-up of the decay; evaluation and the kept model use it.
-    ema_decay = float(train_cfg.ema)
-    ema: dict | None = None
-    if ema_decay > 0:
-        ema = dict(resume.get("ema") or {}) if resume else {}
-        if not ema:
-            ema = _flat(model.trainable_parameters())
-        elif set(ema) != set(_flat(model.trainable_parameters())):
-            raise RunError("saved weight average does not fit this model; start a new run.")
-
-    def update_ema(n_steps: int) -> None:
-        nonlocal ema
-        d = min(ema_decay, (1.0 + n_steps) / (10.0 + n_steps))
-        cur = _flat(model.trainable_parameters())
-        ema = {k: d * v + (1.0 - d) * cur[k] for k, v in ema.items()}
-        mx.async_eval(list(ema.values()))
 
     emit("start", {
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
@@ -572,7 +571,7 @@ def train(
     samples = 0
     epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
     snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-            "np_rng": epoch_rng_state, "ema": ema}
+            "np_rng": epoch_rng_state}
     # running sums since the last eval / last log, kept as lazy arrays (no sync per step)
     acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
     log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
@@ -596,7 +595,7 @@ def train(
             if not _all_finite(s["weights"]):
                 nonfinite(f"(the weights at step {s['step']} are not finite)")
             run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                           info=state_info(s, extra), ema=s.get("ema"))
+                           info=state_info(s, extra), ema=s["ema"])
 
     def summary(reason: str) -> dict:
         tsec = train_seconds_before + train_seconds
@@ -636,9 +635,9 @@ def train(
                "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
         is_best = False
         raw = None
-        if ema is not None:  # evaluate (and keep) the averaged weights
+        if trainer.ema is not None:  # evaluate (and keep) the averaged weights
             raw = _flat(model.trainable_parameters())
-            model.update(tree_unflatten(list(ema.items())))
+            model.update(tree_unflatten(list(trainer.ema.items())))
         if has_val:
             pred = predict(model, va["x"])
             if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
@@ -690,8 +689,7 @@ def train(
                 xb = mx.array(tr["x"][idx])
                 yb = mx.array(tr["y"][idx])
                 out = trainer.train_batch(xb, yb)
-                if ema is not None:
-                    update_ema(step)
+                trainer.update_average(step)
                 for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
                     acc[k] = acc[k] + v
                 acc["halt"] = acc["halt"] + out["halt_sum"]
@@ -703,7 +701,7 @@ def train(
                 samples += per_step
                 log_acc["samples"] += per_step
                 snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-                        "np_rng": epoch_rng_state, "ema": ema}
+                        "np_rng": epoch_rng_state}
                 if step % LOG_EVERY == 0 or epoch_batch == steps_per_epoch:
                     loss = read_loss()  # the one host sync, every LOG_EVERY steps
                     train_seconds += time.perf_counter() - tb
@@ -733,7 +731,7 @@ def train(
             epoch += 1
             epoch_batch = 0
             snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": 0,
-                    "np_rng": copy.deepcopy(np_rng.bit_generator.state), "ema": ema}
+                    "np_rng": copy.deepcopy(np_rng.bit_generator.state)}
             if train_cfg.patience and bad_evals >= train_cfg.patience:
                 stopped = "patience"
             save_state(snap, {"stopped": stopped or ("converged" if epoch >= epochs else None)})

@@ -615,10 +615,6 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     parts = [(ds, w) for ds, w in parts if len(w)]
     if not parts:
         raise DataError(f"{act_on}: no rows with a known next session to compute ACT stats on.")
-    evals = [h for h in history if h.get("val_mae") is not None]
-    # the kept epoch (min-delta may keep an earlier one than the lowest validation MAE)
-    kept = [h for h in evals if h.get("is_best")]
-    best = kept[-1] if kept else (min(evals, key=lambda h: h["val_mae"]) if evals else {})
     last = history[-1] if history else {}
     return {
         "run": str(run_dir),
@@ -634,8 +630,10 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "parameters": model.param_counts(),
         "training": {
             "epochs": last.get("epoch"),
-            "best_epoch": best.get("epoch"),
-            "best_val_mae": best.get("val_mae"),
+            # every record carries the epoch training kept so far (min-delta may keep an
+            # earlier one than the lowest validation MAE)
+            "best_epoch": last.get("best_epoch"),
+            "best_val_mae": last.get("best_val_mae"),
             "seconds": last.get("seconds"),
             "samples_per_s": last.get("samples_per_s"),
         },
