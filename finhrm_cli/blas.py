@@ -9,6 +9,17 @@ run before the first ``import mlx``; every finhrm module that needs MLX imports 
 Search order: ``$FINHRM_BLAS`` (a path, or ``none`` to opt out), Intel MKL installed from
 PyPI with finhrm (``lib/libmkl_rt.so*`` under the environment prefix), then a system
 OpenBLAS.  On macOS nothing is done: MLX uses Accelerate and Metal there.
+
+**Kernel cache.**  MLX's CPU backend compiles each fused kernel of an ``mx.compile``'d
+function with the system C++ compiler on first use and caches the shared object under
+``std::filesystem::temp_directory_path() / "mlx" / VERSION / "cpu"``, that is under
+``$TMPDIR`` (``/tmp`` by default).  A fresh container, a CI job or a reboot that clears the
+temp folder pays the compiler again (about 130 kernels for training, 30-90 s on 2 cores).
+``kernel_cache()`` points ``TMPDIR`` at finhrm's own cache folder before MLX is imported
+(``$FINHRM_CACHE``, else the platform's user cache folder, e.g. ``~/.cache/finhrm``), so
+only the very first run on a machine compiles.  ``FINHRM_CACHE=tmp`` keeps the system
+temp folder.  finhrm's own temporary files are made beside their targets, never in
+``$TMPDIR``, so nothing else moves.
 """
 
 from __future__ import annotations
@@ -93,13 +104,43 @@ def ensure() -> dict:
     return dict(_STATE)
 
 
+def kernel_cache() -> str | None:
+    """Point MLX's compiled-kernel cache at finhrm's cache folder (see the module notes).
+
+    Returns the folder used, or None when the system temp folder is kept (opted out, or the
+    cache folder cannot be created or written).  Never raises."""
+    if "kernel_cache" in _STATE:
+        return _STATE["kernel_cache"]
+    _STATE["kernel_cache"] = None
+    choice = os.environ.get("FINHRM_CACHE", "").strip()
+    if choice.lower() in ("tmp", "none", "off", "0"):
+        return None
+    try:
+        if choice:
+            root = Path(choice).expanduser()
+        else:
+            import platformdirs
+
+            root = Path(platformdirs.user_cache_path("finhrm", appauthor=False))
+        folder = root / "kernels"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return None
+    except (OSError, ValueError):
+        return None
+    os.environ["TMPDIR"] = str(folder)
+    _STATE["kernel_cache"] = str(folder)
+    return str(folder)
+
+
 def info() -> dict:
     return dict(_STATE)
 
 
 def mlx_core():
-    """``import mlx.core`` after loading the fast BLAS."""
+    """``import mlx.core`` after loading the fast BLAS and pointing the kernel cache."""
     ensure()
+    kernel_cache()
     import mlx.core as mx
 
     return mx

@@ -47,3 +47,41 @@ def test_missing_blas_warns_once_with_the_fix():
     off = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                          env={**os.environ, "FINHRM_BLAS": "none"}, check=True)
     assert json.loads(off.stdout) == {"kind": "reference", "warnings": []}
+
+
+KERNEL_PROBE = (
+    "import json, os\n"
+    "from finhrm_cli.blas import mlx_core, info\n"
+    "mx = mlx_core()\n"
+    "f = mx.compile(lambda a, b: mx.exp(a) * b + 0.25)\n"
+    "mx.eval(f(mx.ones(8), mx.ones(8)))\n"
+    "print(json.dumps({'cache': info().get('kernel_cache'), 'tmpdir': os.environ.get('TMPDIR')}))\n"
+)
+
+
+def test_compiled_kernels_are_cached_in_finhrms_cache_folder(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FINHRM_CACHE": str(cache), "TMPDIR": str(tmp_path / "systmp")}
+    (tmp_path / "systmp").mkdir()
+    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
+    res = json.loads(out.stdout)
+    assert res["cache"] == str(cache / "kernels") == res["tmpdir"]
+    built = list((cache / "kernels").rglob("*.so"))
+    assert built, "the compiled kernel did not land in finhrm's cache folder"
+    assert not list((tmp_path / "systmp").rglob("*.so"))
+
+
+def test_kernel_cache_opt_out_keeps_the_system_temp_folder(tmp_path):
+    env = {**os.environ, "FINHRM_CACHE": "tmp", "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
+    res = json.loads(out.stdout)
+    assert res == {"cache": None, "tmpdir": str(tmp_path)}
+    assert list(tmp_path.rglob("*.so"))
+
+
+def test_unwritable_cache_folder_falls_back_quietly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    env = {**os.environ, "FINHRM_CACHE": str(blocker / "sub"), "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
+    assert json.loads(out.stdout)["cache"] is None
