@@ -1,0 +1,190 @@
+"""Helpers the commands share: versions, price conversion, a run's data, windows and scoring.
+
+A "part" is one series' dataset with some of its windows, ``(ds, w)``; ``_xy`` stacks parts
+into the arrays the engine trains on, ``_predict_parts`` and ``score_parts`` predict and
+score them against the naive baselines.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from finhrm_cli import __version__, baselines, checkpoint
+from finhrm_cli import config as cfgmod
+from finhrm_cli.config import FeatureConfig
+from finhrm_cli.errors import DataError, RunError
+
+Callback = Callable[[str, dict], None]
+
+
+def _versions() -> dict:
+    import mlx.core as mx  # already loaded (through blas) by the time we get here
+
+    from finhrm_cli import blas
+
+    return {
+        "finhrm": __version__,
+        "mlx": getattr(mx, "__version__", "?"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "blas": blas.info().get("kind"),
+    }
+
+
+def _iso(d: Any) -> str:
+    return str(np.datetime64(d, "D"))
+
+
+def to_prices(pred_log: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    close = np.asarray(close, np.float64)
+    p = np.asarray(pred_log, np.float64)
+    return close * np.exp(p[:, 0]), close * np.exp(p[:, 1])
+
+
+
+def _scale(ds, w) -> np.ndarray:
+    """Per-window target scale: the volatility scale when the run scales targets, else 1."""
+    return np.asarray(w.scale, np.float64) if ds.fcfg.scale_targets else np.ones(len(w))
+
+
+def _windows_dict(ds, w, with_prices: bool = False) -> dict:
+    s = _scale(ds, w)
+    d = {"x": w.x, "y": (w.y / s[:, None]).astype(np.float32)}
+    if with_prices:
+        d.update(close=w.close, next_high=w.next_high, next_low=w.next_low, scale=s)
+    return d
+
+
+# ------------------------------------------------------------------ series and windows
+# A "part" is one series' dataset with some of its windows: (ds, w).  Several tickers are
+# several parts; the model sees their windows one after the other and never mixed.
+
+
+def _parts(dss, split: str) -> list[tuple[Any, Any]]:
+    return [(ds, ds.windows(split)) for ds in dss]
+
+
+def _xy(parts, with_prices: bool = False) -> dict:
+    ds_list = [_windows_dict(ds, w, with_prices) for ds, w in parts]
+    return {k: np.concatenate([d[k] for d in ds_list]) for k in ds_list[0]}
+
+
+def _predict_parts(model, parts, act: bool = False) -> list[np.ndarray]:
+    """One prediction pass over all parts' windows, split back per part (log ratios)."""
+    from finhrm_cli import engine
+
+    sizes = [len(w) for _, w in parts]
+    if sum(sizes) == 0:
+        return [np.zeros((0, 2)) for _ in parts]
+    x = np.concatenate([w.x for _, w in parts])
+    raw = engine.predict(model, x, act=act)
+    out, i = [], 0
+    for (ds, w), n in zip(parts, sizes):
+        out.append(raw[i:i + n] * _scale(ds, w)[:, None])
+        i += n
+    return out
+
+
+def _known(w, pred):
+    keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)
+    if keep.all():
+        return w, pred
+    idx = np.nonzero(keep)[0]
+    return w.subset(idx), pred[idx]
+
+
+def _arrays(ds, w, pred_log, conformal, coverage) -> dict:
+    """Forecasts, actuals and baselines of one part in price units (known targets only)."""
+    w, pred_log = _known(w, pred_log)
+    ph, pl = to_prices(pred_log, w.close)
+    iv = baselines.intervals(pred_log, w.close, conformal, coverage, _scale(ds, w)) if conformal else None
+    f = ds.frame
+    rh, rl = baselines.recent_range(f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
+                                    w.end, ds.fcfg.horizon)
+    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl}
+
+
+def _results(a: dict) -> dict:
+    w = a["w"]
+    res = {
+        "finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"]),
+        "persistence": baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close),
+        "recent range": baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close),
+    }
+    return baselines.with_skill(res)
+
+
+def _summary_of(w, res, coverage, conformal) -> dict:
+    return {
+        "rows": int(len(w)),
+        "first_date": _iso(w.dates.min()) if len(w) else None,
+        "last_date": _iso(w.dates.max()) if len(w) else None,
+        "coverage_target": coverage if conformal else None,
+        "results": res,
+    }
+
+
+def score_parts(parts, preds, conformal: dict | None, coverage: float) -> dict:
+    """Model against the baselines, pooled over all parts, and per series when there are several."""
+    from finhrm_cli import data
+
+    arrays = [_arrays(ds, w, p, conformal, coverage) for (ds, w), p in zip(parts, preds)]
+    pooled = {
+        "w": data.concat_windows([a["w"] for a in arrays]),
+        **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
+        "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
+    }
+    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal)
+    if len(parts) > 1:
+        out["series"] = {
+            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal)
+            for (ds, _), a in zip(parts, arrays)
+        }
+    return out
+
+
+
+# ------------------------------------------------------------------ loading a run and data
+def _load(run_ref: str | None):
+    run_dir = checkpoint.resolve_run(run_ref)
+    model, cfg = checkpoint.load_run(run_dir)
+    return run_dir, model, cfg
+
+
+def _dataset_for_run(cfg: dict, path: Path | str, date_col=None, col_map=None):
+    """Features of ``path`` built with the run's settings and its stored normalizer."""
+    from finhrm_cli import data
+
+    fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
+    ds = data.prepare(path, fcfg, date_col=date_col, col_map=col_map,
+                      normalizer=data.Normalizer.from_dict(cfg["normalizer"]), min_windows=0)
+    if list(ds.feature_names) != list(cfg["feature_names"]):
+        raise DataError(
+            f"{path}: gives features {ds.feature_names}, but the model was trained on "
+            f"{cfg['feature_names']}; use a file with the same columns."
+        )
+    return ds
+
+
+def _datasets_for_run(cfg: dict, paths, date_col=None, col_map=None) -> list:
+    from finhrm_cli import data
+
+    return [_dataset_for_run(cfg, p, date_col, col_map) for p in data.expand_inputs(paths)]
+
+
+def run_datasets(run_dir: Path, cfg: dict) -> list:
+    """The series a run was trained on, from its own prepared copies."""
+    base = Path(run_dir) / "data"
+    if (base / "meta.json").exists():
+        return [_dataset_for_run(cfg, base)]
+    names = [s["name"] for s in cfg.get("series") or []]
+    if not names or not all((base / n / "meta.json").exists() for n in names):
+        raise RunError(f"{run_dir}: the run's data folder is missing or incomplete; train the run again.")
+    dss = [_dataset_for_run(cfg, base / n) for n in names]
+    for ds, n in zip(dss, names):
+        ds.source = __import__("dataclasses").replace(ds.source, name=n)
+    return dss

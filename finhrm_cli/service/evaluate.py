@@ -1,0 +1,182 @@
+"""``finhrm evaluate``: score a run against the baselines on a split or new data,
+with walk-forward retraining (``--walk-forward``) and a PNG chart (``--plot``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from finhrm_cli import baselines
+from finhrm_cli import config as cfgmod
+from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
+from finhrm_cli.errors import DataError, UsageError
+from finhrm_cli.service._shared import (
+    Callback, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
+    score_parts, to_prices,
+)
+
+
+def _cutoff_for(cfg: dict, name: str):
+    """Last validation date of the series ``name`` (or of the latest series when unknown)."""
+    series = cfg.get("series") or [{"name": cfg.get("source", {}).get("name"), "splits": cfg.get("splits", {})}]
+    dates = {s["name"]: s["splits"].get("val", {}).get("last_date") for s in series}
+    d = dates.get(name) or max((v for v in dates.values() if v), default=None)
+    return np.datetime64(d) if d else None
+
+
+def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
+             act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
+             date_col=None, col_map=None, callback: Callback | None = None) -> dict:
+    run_dir, model, cfg = _load(run_ref)
+    notes: list[str] = []
+    if walk_forward:
+        return _walk_forward(run_dir, cfg, walk_forward, coverage, callback)
+    if data_path:
+        paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
+        parts = []
+        for ds in _datasets_for_run(cfg, paths, date_col, col_map):
+            w = ds.windows("all")
+            cutoff = _cutoff_for(cfg, ds.source.name)
+            if cutoff is not None:
+                keep = np.nonzero(w.dates > cutoff)[0]
+                left_out = len(w) - len(keep)
+                if left_out:
+                    notes.append(
+                        f"{ds.source.name}: {left_out} rows up to {_iso(cutoff)} lie inside the run's training and "
+                        "validation period and were left out."
+                    )
+                w = w.subset(keep)
+            w = w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])
+            parts.append((ds, w))
+        where = ", ".join(str(p) for p in paths)
+    else:
+        parts = []
+        for ds in run_datasets(run_dir, cfg):
+            if split == "all":
+                ends = np.concatenate([ds.window_ends(s) for s in ("train", "val", "test")])
+                w = ds.windows("all")
+                w = w.subset(np.nonzero(np.isin(w.end, ends))[0])
+            else:
+                w = ds.windows(split)
+            parts.append((ds, w))
+        names = [ds.source.name for ds, _ in parts]
+        where = f"{split} split of {', '.join(names)}"
+        if split in ("val", "all"):
+            notes.append("the validation split chose the best epoch and calibrated the intervals, so its scores flatter the model.")
+    parts = [(ds, w) for ds, w in parts if len(w)]
+    if not parts:
+        raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
+    preds = _predict_parts(model, parts, act=act)
+    scored = score_parts(parts, preds, cfg.get("conformal"), coverage)
+    result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
+              "notes": notes, **scored}
+    if plot is not None:
+        ds, w = parts[0]
+        result["plot"] = str(_plot(plot, w, preds[0], cfg.get("conformal"), coverage))
+        if len(parts) > 1:
+            notes.append(f"the plot shows the first series, {ds.source.name}.")
+    return result
+
+
+def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UsageError(
+            "--plot needs matplotlib, which is not installed; install it with `pip install 'finhrm[plot]'` "
+            "(or `pip install matplotlib`)."
+        ) from exc
+    from finhrm_cli.fsutil import atomic_write_bytes
+
+    import io
+
+    ph, pl = to_prices(pred_log, w.close)
+    dates = w.dates.astype("datetime64[D]")
+    nd = dates + np.timedelta64(1, "D")  # forecast is for the next session; plotted one day on
+    fig, ax = plt.subplots(figsize=(12, 5), dpi=110)
+    ax.plot(nd, w.next_high, color="tab:green", lw=0.9, label="actual high")
+    ax.plot(nd, w.next_low, color="tab:red", lw=0.9, label="actual low")
+    ax.plot(nd, ph, color="darkgreen", lw=0.9, ls="--", label="predicted high")
+    ax.plot(nd, pl, color="darkred", lw=0.9, ls="--", label="predicted low")
+    if conformal:
+        iv = baselines.intervals(pred_log, w.close, conformal, coverage, w.scale if conformal.get("units") == "scale" else None)
+        ax.fill_between(nd, iv["high_lo"], iv["high_hi"], color="tab:green", alpha=0.15, label=f"{coverage:.0%} interval (high)")
+        ax.fill_between(nd, iv["low_lo"], iv["low_hi"], color="tab:red", alpha=0.15, label=f"{coverage:.0%} interval (low)")
+    ax.set_title("finhrm: next-session high and low, predicted against actual")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: Callback | None) -> dict:
+    """K expanding-window folds over the run's data, each retrained with the run's settings.
+
+    Each series' usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i
+    (their last 15% validate: early stopping and the conformal residuals) and tests on block
+    i+1, so every test row lies after everything its model saw.  The normaliser is refit on
+    each fold's training rows.
+    """
+    import dataclasses
+
+    from finhrm_cli import data, engine
+
+    fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
+    mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
+    tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
+    fulls = run_datasets(run_dir, cfg)
+    for full in fulls:
+        block = full.frame.height // (k + 1)
+        if block < 2 * (fcfg.seq_len + fcfg.horizon) + 2:
+            raise DataError(
+                f"{full.source.name}: {full.frame.height} usable rows are too few for {k} walk-forward folds "
+                f"({block} rows a block); use fewer folds."
+            )
+    folds = []
+    for i in range(1, k + 1):
+        dss, fit_total, val_total = [], 0, 0
+        for full in fulls:
+            n = full.frame.height
+            block = n // (k + 1)
+            n_i = block * (i + 1) if i < k else n
+            fit_rows = block * i
+            val_rows = max(int(round(0.15 * fit_rows)), fcfg.seq_len + fcfg.horizon + 1)
+            fcfg_i = dataclasses.replace(fcfg, train_frac=(fit_rows - val_rows) / n_i, val_frac=val_rows / n_i)
+            dss.append(full.head(n_i, fcfg_i))
+            fit_total += fit_rows - val_rows
+            val_total += val_rows
+        if len(dss) > 1:  # one normaliser pooled over the fold's training rows, as in training
+            h = fcfg.horizon
+            pooled = data.Normalizer.fit(np.concatenate(
+                [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - h] for ds in dss]))
+            for ds in dss:
+                ds.normalizer, ds._x = pooled, None
+        tr, va, te = _parts(dss, "train"), _parts(dss, "val"), _parts(dss, "test")
+        n_tr = sum(len(w) for _, w in tr)
+        if n_tr < tcfg.batch_size * tcfg.grad_accum or not any(len(w) for _, w in va) or not any(len(w) for _, w in te):
+            raise DataError(f"walk-forward fold {i}: too few windows ({n_tr} to train on); use fewer folds.")
+        model = engine.build_model(dataclasses.replace(mcfg), tcfg.seed)
+        if callback:
+            callback("fold", {"fold": i, "folds": k})
+        engine.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
+        pv = _predict_parts(model, va)
+        conformal = baselines.conformal_residuals(
+            np.concatenate(pv), np.concatenate([w.y for _, w in va]), np.concatenate([_scale(d, w) for d, w in va]))
+        te = [(d, w) for d, w in te if len(w)]
+        scored = score_parts(te, _predict_parts(model, te), conformal, coverage)
+        folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
+    mean: dict[str, dict] = {}
+    for name in folds[0]["results"]:
+        keys = folds[0]["results"][name].keys()
+        mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds])) for key in keys if key != "n"}
+        mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
+    return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "folds": folds,
+            "mean": baselines.with_skill(mean)}
