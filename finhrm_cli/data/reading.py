@@ -538,6 +538,74 @@ def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
 
 # --------------------------------------------------------------------------- read_bars
 
+def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray:
+    """Row order that sorts the bars by date (with a warning if the file was not in date
+    order); duplicate dates fail, naming both lines."""
+    # Duplicate dates: name both lines.
+    order = np.arange(n)
+    day = dates.cast(pl.Int32).to_numpy()
+    srt = np.argsort(day, kind="stable")
+    dup = np.flatnonzero(np.diff(day[srt]) == 0)
+    if dup.size:
+        a, b = sorted((int(srt[dup[0]]), int(srt[dup[0] + 1])))
+        raise _fail(
+            shown,
+            f"{raw.where(a)} and {raw.where(b)} have the same date {dates[a]}; daily bars need one row per day "
+            "(intraday data is not aggregated), so delete the duplicate.",
+        )
+    if np.any(np.diff(day) < 0):
+        i = int(np.flatnonzero(np.diff(day) < 0)[0]) + 1
+        if np.all(np.diff(day) < 0):
+            warnings.append("rows were newest-first; sorted them oldest-first.")
+        else:
+            warnings.append(f"rows were not in date order ({raw.where(i)} goes back in time); sorted them by date.")
+        order = srt
+    return order
+
+
+def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str) -> None:
+    """Price sanity, in chronological order: prices above 0 and low <= close <= high."""
+    for canon in PRICE_COLS:
+        i = _first(cols[canon] <= 0)
+        if i is not None:
+            raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
+    hi, lo, cl = cols["high"], cols["low"], cols["close"]
+    tol = OHLC_RTOL * np.maximum(np.abs(hi), np.abs(lo))
+    i = _first(hi < lo - tol)
+    if i is not None:
+        raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
+    i = _first((cl < lo - tol) | (cl > hi + tol))
+    if i is not None:
+        raise _fail(shown, f"{where(i)}: close {cl[i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping['close']!r}); fix or delete the row.")
+
+
+def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mapping: dict[str, str], where, shown: str) -> None:
+    """Indicator columns: blanks allowed only at the start (the export's warm-up); price-like
+    ones above 0, RSI and its mean within 0..100."""
+    for canon in indicators:
+        v = cols[canon]
+        blank = np.isnan(v)
+        start = _first(~blank)
+        if start is None:
+            raise _fail(shown, f"column {mapping[canon]!r} is blank on every row; fill it or delete the column so finhrm computes it.")
+        i = _first(blank[start:])
+        if i is not None:
+            raise _fail(
+                shown,
+                f"{where(start + i)}: blank cell in column {mapping[canon]!r} after its warm-up; fill it, delete the row, "
+                "or delete the column so finhrm computes it.",
+            )
+        valid = v[start:]
+        if canon in PRICE_LIKE_INDICATORS:
+            j = _first(valid <= 0)
+            if j is not None:
+                raise _fail(shown, f"{where(start + j)}: non-positive value {valid[j]:g} in column {mapping[canon]!r}; fix it or delete the column.")
+        else:
+            j = _first((valid < -1e-6) | (valid > 100 + 1e-6))
+            if j is not None:
+                raise _fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
+
+
 def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None) -> tuple[pl.DataFrame, Source]:
     """Read and validate a bars file.
 
@@ -573,66 +641,14 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         cols[canon] = _parse_numbers(raw, mapping[canon], canon, shown, allow_blank=True)
     dates = _parse_dates(raw, mapping["date"], shown)
 
-    # Duplicate dates: name both lines.
-    order = np.arange(n)
-    day = dates.cast(pl.Int32).to_numpy()
-    srt = np.argsort(day, kind="stable")
-    dup = np.flatnonzero(np.diff(day[srt]) == 0)
-    if dup.size:
-        a, b = sorted((int(srt[dup[0]]), int(srt[dup[0] + 1])))
-        raise _fail(
-            shown,
-            f"{raw.where(a)} and {raw.where(b)} have the same date {dates[a]}; daily bars need one row per day "
-            "(intraday data is not aggregated), so delete the duplicate.",
-        )
-    if np.any(np.diff(day) < 0):
-        i = int(np.flatnonzero(np.diff(day) < 0)[0]) + 1
-        if np.all(np.diff(day) < 0):
-            warnings.append("rows were newest-first; sorted them oldest-first.")
-        else:
-            warnings.append(f"rows were not in date order ({raw.where(i)} goes back in time); sorted them by date.")
-        order = srt
+    # Sort by date, then check prices and indicators in chronological order.
+    order = _date_order(raw, dates, n, shown, warnings)
     where = lambda i: raw.where(int(order[i]))  # noqa: E731  (index in sorted order -> file location)
     cols = {k: v[order] for k, v in cols.items()}
     dates = dates.gather(order)
 
-    # Price sanity, in chronological order.
-    for canon in PRICE_COLS:
-        i = _first(cols[canon] <= 0)
-        if i is not None:
-            raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
-    hi, lo, cl = cols["high"], cols["low"], cols["close"]
-    tol = OHLC_RTOL * np.maximum(np.abs(hi), np.abs(lo))
-    i = _first(hi < lo - tol)
-    if i is not None:
-        raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
-    i = _first((cl < lo - tol) | (cl > hi + tol))
-    if i is not None:
-        raise _fail(shown, f"{where(i)}: close {cl[i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping['close']!r}); fix or delete the row.")
-
-    # Indicator columns: blanks allowed only at the start (the export's warm-up).
-    for canon in indicators:
-        v = cols[canon]
-        blank = np.isnan(v)
-        start = _first(~blank)
-        if start is None:
-            raise _fail(shown, f"column {mapping[canon]!r} is blank on every row; fill it or delete the column so finhrm computes it.")
-        i = _first(blank[start:])
-        if i is not None:
-            raise _fail(
-                shown,
-                f"{where(start + i)}: blank cell in column {mapping[canon]!r} after its warm-up; fill it, delete the row, "
-                "or delete the column so finhrm computes it.",
-            )
-        valid = v[start:]
-        if canon in PRICE_LIKE_INDICATORS:
-            j = _first(valid <= 0)
-            if j is not None:
-                raise _fail(shown, f"{where(start + j)}: non-positive value {valid[j]:g} in column {mapping[canon]!r}; fix it or delete the column.")
-        else:
-            j = _first((valid < -1e-6) | (valid > 100 + 1e-6))
-            if j is not None:
-                raise _fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
+    _check_prices(cols, mapping, where, shown)
+    _check_indicators(cols, indicators, mapping, where, shown)
 
     bars = pl.DataFrame(
         {"date": dates, **{k: pl.Series(k, cols[k], dtype=pl.Float64, nan_to_null=True) for k in cols}}
