@@ -1,0 +1,205 @@
+"""Features and targets as polars expressions.
+
+The feature sets (``HRM18``, ``FEATURE_SETS``), the indicators a file may lack (EMA 7,
+Wilder RSI and its mean, the previous days' extremes), the scale-free inputs, the extra
+features of the "extended" set, the volatility scale (``_scale_expr``) and the targets,
+all put together by ``build_features`` in one lazy query.  Everything at row t reads
+rows <= t only (targets aside).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from finhrm_cli.config import FeatureConfig
+from finhrm_cli.data.reading import INDICATOR_COLS, N_PREV, _first
+from finhrm_cli.errors import DataError
+
+# --------------------------------------------------------------------------- feature sets
+
+HRM18: list[str] = [
+    "open", "high", "low", "close", "ema7", "volume", "rsi", "rsi_ma",
+    "prev1_high", "prev1_low", "prev2_high", "prev2_low", "prev3_high", "prev3_low",
+    "prev4_high", "prev4_low", "prev5_high", "prev5_low",
+]
+# "extended": the 18 inputs plus what a careful user would add for a next-day range
+# forecast: today's true range and its 5- and 20-day means (the volatility regime),
+# multi-day returns, the overnight gap, the distance to the 20-day extremes, realised
+# volatility and the day of the week.  All of them read rows <= t only.
+EXTENDED_EXTRA: list[str] = [
+    "true_range", "atr_5", "atr_20", "ret_1", "ret_5", "ret_20", "gap",
+    "hi_20", "lo_20", "vol_20", "dow_sin", "dow_cos",
+]
+FEATURE_SETS: dict[str, list[str]] = {"hrm18": HRM18, "extended": HRM18 + EXTENDED_EXTRA}
+
+FEATURE_PREFIX = "f_"   # feature columns in Dataset.frame are "f_<name>"; raw prices keep their names
+RAW_COLUMNS = ["date", "open", "high", "low", "close", "volume", "next_high", "next_low", "scale"]
+SCALE_N = 20            # trailing days of the volatility scale
+SCALE_FLOOR = 1e-4
+TARGET_COLUMNS = ["target_high", "target_low"]
+
+EMA_ALPHA = 2.0 / 8.0   # EMA 7
+RSI_N = 14
+RSI_MA_N = 14
+VOLUME_FLOOR = 1e-3     # relative volume is clipped here before the log (a zero-volume day)
+
+
+def feature_columns(names: list[str]) -> list[str]:
+    """Column names in ``Dataset.frame`` for the given feature names."""
+    return [FEATURE_PREFIX + n for n in names]
+
+
+# --------------------------------------------------------------------------- features
+
+def _wilder(x: pl.Expr, idx: pl.Expr, n: int) -> pl.Expr:
+    """Wilder's smoothing of ``x`` (x[0] is null: a diff): the first value, at row n, is the
+    simple mean of x[1..n]; then avg_t = (avg_{t-1} * (n-1) + x_t) / n."""
+    seeded = pl.when(idx == n).then(x.rolling_mean(n)).when(idx > n).then(x).otherwise(None)
+    return seeded.ewm_mean(alpha=1.0 / n, adjust=False)
+
+
+def _indicator_exprs(present: set[str]) -> list[pl.Expr]:
+    """Expressions for ema7 / rsi / rsi_ma / prevK_* the bars lack (as given otherwise)."""
+    idx = pl.col("_i")
+    out = []
+    if "ema7" not in present:
+        out.append(pl.col("close").ewm_mean(alpha=EMA_ALPHA, adjust=False).alias("ema7"))
+    if "rsi" not in present:
+        delta = pl.col("close").diff()
+        gain = _wilder(delta.clip(lower_bound=0.0), idx, RSI_N)
+        loss = _wilder((-delta).clip(lower_bound=0.0), idx, RSI_N)
+        rsi = pl.when(loss == 0.0).then(pl.lit(100.0)).otherwise(100.0 - 100.0 / (1.0 + gain / loss))
+        out.append(pl.when(gain.is_null()).then(None).otherwise(rsi).alias("rsi"))
+    for k in range(1, N_PREV + 1):
+        for s in ("high", "low"):
+            if f"prev{k}_{s}" not in present:
+                out.append(pl.col(s).shift(k).alias(f"prev{k}_{s}"))
+    return out
+
+
+def _true_range() -> pl.Expr:
+    """log(max(high, prev close) / min(low, prev close)); log(high / low) on the first row."""
+    pc = pl.col("close").shift(1)
+    hi = pl.max_horizontal(pl.col("high"), pc)
+    lo = pl.min_horizontal(pl.col("low"), pc)
+    return (hi / lo).log()
+
+
+def _scale_expr() -> pl.Expr:
+    """The volatility scale of day t: mean log true range over the last SCALE_N days.
+
+    Targets are divided by it for training (and predictions multiplied back), so the model
+    works on a homoscedastic problem: a 2% range means something else in a calm and in a
+    wild market.  Only rows <= t are read; early rows use the days there are.
+    """
+    return _true_range().rolling_mean(SCALE_N, min_samples=1).clip(lower_bound=SCALE_FLOOR).alias("scale")
+
+
+def _extra_feature(name: str) -> pl.Expr | None:
+    lc = pl.col("close").log()
+    if name == "true_range":
+        return _true_range()
+    if name in ("atr_5", "atr_20"):
+        return _true_range().rolling_mean(int(name[4:])).log()
+    if name.startswith("ret_"):
+        return lc - lc.shift(int(name[4:]))
+    if name == "gap":
+        return (pl.col("open") / pl.col("close").shift(1)).log()
+    if name == "hi_20":
+        return (pl.col("high").rolling_max(20) / pl.col("close")).log()
+    if name == "lo_20":
+        return (pl.col("low").rolling_min(20) / pl.col("close")).log()
+    if name == "vol_20":
+        return (lc - lc.shift(1)).rolling_std(20)
+    if name in ("dow_sin", "dow_cos"):
+        ang = pl.col("date").dt.weekday().cast(pl.Float64) * (2 * math.pi / 7)
+        return ang.sin() if name == "dow_sin" else ang.cos()
+    return None
+
+
+def _feature_exprs(names: list[str], has_volume: bool, volume_window: int) -> list[pl.Expr]:
+    exprs = []
+    for name in names:
+        extra = _extra_feature(name)
+        if extra is not None:
+            e = extra
+        elif name in ("open", "high", "low", "close", "ema7") or name.startswith("prev"):
+            e = (pl.col(name) / pl.col("close")).log()
+        elif name == "volume":
+            if has_volume:
+                mean = pl.col("volume").rolling_mean(volume_window)
+                ratio = (pl.col("volume") / mean).clip(lower_bound=VOLUME_FLOOR)
+                e = pl.when(mean.is_null()).then(None).when(mean > 0).then(ratio.log()).otherwise(0.0)
+            else:
+                e = pl.lit(0.0)
+        elif name in ("rsi", "rsi_ma"):
+            e = pl.col(name) / 100.0
+        else:
+            raise DataError(f"feature {name!r} has no definition in finhrm_cli/data/features.py; pick another --feature-set.")
+        exprs.append(e.cast(pl.Float64).alias(FEATURE_PREFIX + name))
+    return exprs
+
+
+def _target_exprs(h: int) -> list[pl.Expr]:
+    return [
+        pl.col("high").shift(-h).alias("next_high"),
+        pl.col("low").shift(-h).alias("next_low"),
+        (pl.col("high").shift(-h) / pl.col("close")).log().alias("target_high"),
+        (pl.col("low").shift(-h) / pl.col("close")).log().alias("target_low"),
+    ]
+
+
+def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Bars -> (frame, dropped).
+
+    ``frame``: one row per usable day (leading warm-up rows dropped) with the raw columns
+    (date, open, high, low, close, volume, next_high, next_low), the targets
+    (target_high, target_low; null for the last ``horizon`` rows) and one ``f_<name>``
+    column per feature of ``fcfg.feature_set``.  ``dropped``: reason -> rows.
+    Everything at row t depends on rows <= t only (targets aside).
+    """
+    if fcfg.feature_set not in FEATURE_SETS:
+        raise DataError(f"unknown feature set {fcfg.feature_set!r}; use one of {', '.join(FEATURE_SETS)}.")
+    names = FEATURE_SETS[fcfg.feature_set]
+    present = {c for c in INDICATOR_COLS if c in bars.columns}
+    if "volume" not in bars.columns:
+        bars = bars.with_columns(pl.lit(None, dtype=pl.Float64).alias("volume"))
+    has_volume = bars.height > 0 and bars["volume"].null_count() < bars.height
+    fcols = feature_columns(names)
+    lf = (
+        bars.lazy()
+        .with_row_index("_i")
+        .with_columns(pl.col(["open", "high", "low", "close", "volume"]).cast(pl.Float64))
+        .with_columns(
+            pl.any_horizontal([pl.col(c).is_null() for c in sorted(present)] or [pl.lit(False)]).alias("_file_blank")
+        )
+        .with_columns(_indicator_exprs(present))
+    )
+    if "rsi_ma" not in present:
+        lf = lf.with_columns(pl.col("rsi").rolling_mean(RSI_MA_N).alias("rsi_ma"))
+    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window) + _target_exprs(fcfg.horizon) + [_scale_expr()])
+    lf = lf.with_columns(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in fcols]).alias("_ok"))
+    full = lf.select(["date"] + RAW_COLUMNS[1:] + TARGET_COLUMNS + fcols + ["_file_blank", "_ok"]).collect()
+
+    ok = full["_ok"].to_numpy()
+    lead = _first(ok)
+    lead = full.height if lead is None else lead
+    frame = full.slice(lead)
+    bad = _first(~frame["_ok"].to_numpy())
+    if bad is not None:
+        row = frame.row(bad, named=True)
+        missing = [c[len(FEATURE_PREFIX):] for c in fcols if row[c] is None or not math.isfinite(row[c])]
+        raise DataError(
+            f"the bars of {row['date']} give no value for {', '.join(missing)} after the warm-up; "
+            "fill the gap in the file or delete the row."
+        )
+    file_blank = full["_file_blank"].to_numpy()[:lead]
+    n_file = int(_first(~file_blank) if _first(~file_blank) is not None else lead)
+    dropped: dict[str, int] = {}
+    if n_file:
+        dropped["warm-up blanks in the file's indicator columns"] = n_file
+    if lead - n_file:
+        dropped["indicator warm-up"] = lead - n_file
+    return frame.drop(["_file_blank", "_ok"]), dropped

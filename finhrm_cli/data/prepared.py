@@ -1,0 +1,162 @@
+"""From data files (or prepared folders) to datasets, and prepared folders on disk.
+
+``prepare`` (one file or prepared folder), ``from_bars`` (bars in memory),
+``prepare_many`` (several series sharing one normaliser), ``save_prepared`` and the
+matching loader ``_load_prepared`` (``features.parquet`` + ``meta.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from finhrm_cli.config import FeatureConfig
+from finhrm_cli.data.dataset import Dataset, Normalizer, _finish
+from finhrm_cli.data.features import FEATURE_SETS, RAW_COLUMNS, _target_exprs, build_features, feature_columns
+from finhrm_cli.data.reading import (
+    PREPARED_FORMAT,
+    PREPARED_FRAME,
+    PREPARED_META,
+    Source,
+    _fail,
+    expand_inputs,
+    read_bars,
+)
+from finhrm_cli.errors import DataError
+
+
+def prepare(
+    path,
+    fcfg: FeatureConfig,
+    date_col: str | None = None,
+    col_map: dict[str, str] | None = None,
+    normalizer: Normalizer | None = None,
+    min_windows: int = 1,
+) -> Dataset:
+    """Data file or prepared folder -> Dataset.
+
+    ``normalizer`` (from a trained run) is used unchanged; otherwise it is fit on the
+    training rows.  ``min_windows``: every split (val only if val_frac > 0) must hold at
+    least this many windows; 0 = only require one full window (enough for predict).
+    """
+    fcfg.validate()
+    shown = str(path)
+    p = Path(path).expanduser()
+    if p.is_dir() and (p / PREPARED_META).exists():
+        return _load_prepared(p, shown, fcfg, normalizer, min_windows)
+    bars, source = read_bars(path, date_col=date_col, col_map=col_map)
+    try:
+        frame, dropped = build_features(bars, fcfg)
+        return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
+    except DataError as exc:
+        if exc.message.startswith(shown):
+            raise
+        raise DataError(f"{shown}: {exc.message}") from None
+
+
+def from_bars(
+    bars: pl.DataFrame,
+    fcfg: FeatureConfig,
+    source: Source | None = None,
+    normalizer: Normalizer | None = None,
+    min_windows: int = 1,
+) -> Dataset:
+    """Dataset from bars already in memory (the frame ``read_bars`` returns); for tests and library use."""
+    fcfg.validate()
+    if source is None:
+        source = Source(path="<memory>", name="memory", shape="generic", columns={}, fingerprint="", n_rows=bars.height)
+    frame, dropped = build_features(bars, fcfg)
+    return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, source.path, min_windows)
+
+
+def prepare_many(
+    paths,
+    fcfg: FeatureConfig,
+    date_col: str | None = None,
+    col_map: dict[str, str] | None = None,
+    normalizer: Normalizer | None = None,
+    min_windows: int = 1,
+) -> list[Dataset]:
+    """Several series (one per file) -> datasets that share one normaliser.
+
+    Each series is featurized and split chronologically on its own, so windows never mix
+    tickers.  Without a given normaliser, one is fit on the *training* rows of all series
+    pooled (the inputs are scale-free, so pooling is sound).  Series names are the file
+    names, made unique.
+    """
+    files = expand_inputs(paths)
+    dss = [prepare(f, fcfg, date_col=date_col, col_map=col_map, normalizer=normalizer, min_windows=min_windows)
+           for f in files]
+    seen: dict[str, int] = {}
+    for ds in dss:
+        name = ds.source.name
+        if name in seen:
+            seen[name] += 1
+            ds.source = dataclasses.replace(ds.source, name=f"{name}-{seen[name]}")
+        else:
+            seen[name] = 1
+    if normalizer is None and len(dss) > 1:
+        h = fcfg.horizon
+        rows = [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - h] for ds in dss]
+        pooled = Normalizer.fit(np.concatenate(rows))
+        for ds in dss:
+            ds.normalizer = pooled
+            ds._x = None
+    return dss
+
+
+def save_prepared(ds: Dataset, out_dir) -> Path:
+    """Write ``features.parquet`` and ``meta.json`` (atomically) into ``out_dir``."""
+    from finhrm_cli.fsutil import atomic_write_bytes, atomic_write_json
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; pick another output folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        ds.frame.write_parquet(buf)
+        atomic_write_bytes(out / PREPARED_FRAME, buf.getvalue())
+        atomic_write_json(out / PREPARED_META, ds.meta(), allow_nan=False)
+    except PermissionError:
+        raise DataError(f"{out}: cannot write there (permission denied); pick another output folder.") from None
+    return out
+
+
+def _load_prepared(p: Path, shown: str, fcfg: FeatureConfig, normalizer, min_windows) -> Dataset:
+    try:
+        meta = json.loads((p / PREPARED_META).read_text(encoding="utf-8"))
+        if meta.get("format") != PREPARED_FORMAT:
+            raise ValueError("not a finhrm prepared folder")
+        frame = pl.read_parquet(p / PREPARED_FRAME)
+        stored = FeatureConfig(**{k: v for k, v in meta["features"].items() if k in {f.name for f in dataclasses.fields(FeatureConfig)}})
+        names = list(meta["feature_names"])
+        source = Source.from_dict(meta["source"])
+        dropped = {str(k): int(v) for k, v in meta.get("dropped", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _fail(shown, f"is not a valid prepared folder ({exc}); run `finhrm prepare FILE -o {shown}` again.") from None
+    except Exception as exc:  # corrupt parquet
+        raise _fail(shown, f"has an unreadable {PREPARED_FRAME} ({str(exc).splitlines()[0][:100]}); run `finhrm prepare` again.") from None
+    missing = [c for c in RAW_COLUMNS + feature_columns(names) if c not in frame.columns]
+    if missing:
+        raise _fail(shown, f"{PREPARED_FRAME} lacks columns {', '.join(missing)}; run `finhrm prepare` again.")
+    for attr in ("volume_window", "feature_set"):
+        if getattr(fcfg, attr) != getattr(stored, attr):
+            raise _fail(
+                shown,
+                f"was prepared with {attr}={getattr(stored, attr)!r}, not {getattr(fcfg, attr)!r}; "
+                "pass the original data file instead, or prepare again with the new setting.",
+            )
+    if fcfg.horizon != stored.horizon:
+        frame = frame.with_columns(_target_exprs(fcfg.horizon))
+    origin = source.shape
+    source = dataclasses.replace(
+        source, path=shown, shape="prepared",
+        notes=list(source.notes) + [f"loaded from a prepared folder (made from a {origin} file {meta['source'].get('path')})."],
+    )
+    return _finish(frame, names, source, fcfg, normalizer, dropped, shown, min_windows)
