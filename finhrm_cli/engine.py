@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction for the HRM (MLX + numpy; never prints).
+"""Training of the HRM: loss, compiled train step and the training loop (MLX + numpy; never prints).
 
 Progress goes to ``callback(event, info)`` with events ``start``, ``step`` (every
 ``LOG_EVERY`` steps), ``eval`` and ``end``.
@@ -51,8 +51,10 @@ windows it is the binding term, so the average spans roughly the last tenth of t
 Validation, early stopping and the saved model use the average; the optimiser keeps
 stepping the raw weights, and both are in the resumable state.
 
-Evaluation and prediction run all segments; ``act=True`` keeps, per sample, the prediction
-of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise).
+Evaluation and prediction run all segments (``finhrm_cli.inference``, whose ``predict``,
+``segment_outputs`` and ``price_mae`` are re-exported here); ``act=True`` keeps, per sample,
+the prediction of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last
+otherwise).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten, tree_map, tree_unflatten  # noqa: E402
 
 from finhrm_cli.model import HRM  # noqa: E402
+from finhrm_cli.inference import PREDICT_BATCH, predict, price_mae, segment_outputs  # noqa: E402,F401
 
 HALT_REL_TOL = 0.05
 HALT_ABS_TOL = 0.02
@@ -315,125 +318,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------
-# inference
-
-
-class _Fns:
-    """Per-model cache of compiled inference functions (a plain attribute, not a parameter)."""
-
-    def __init__(self):
-        self.all_segments = None
-
-
-def _infer_fn(model: HRM):
-    fns = getattr(model, "_finhrm_fns", None)
-    if fns is None:
-        fns = _Fns()
-        model._finhrm_fns = fns
-    if fns.all_segments is None:
-        M = model.cfg.halt_max_steps
-
-        @partial(mx.compile, inputs=model.state)
-        def all_segments(x):
-            x_emb = model.embed(x)
-            carry = model.initial_carry(x.shape[0])
-            preds, qh, qc = [], [], []
-            for _ in range(M):
-                carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
-                preds.append(pred); qh.append(q_halt); qc.append(q_cont)
-            return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
-
-        fns.all_segments = all_segments
-    return fns.all_segments
-
-
-PREDICT_BATCH = 128
-
-
-def _bucket(m: int, batch_size: int) -> int:
-    """One fixed batch shape, the last chunk padded: compiled once, and a window's forecast
-    does not depend on how many others share its batch (BLAS picks its kernels by matrix
-    size, so a lone row and the same row inside a long backfill could otherwise differ in
-    the last bits)."""
-    return batch_size
-
-
-def _run_segments(model: HRM, x, batch_size: int):
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    cfg = model.cfg
-    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
-        raise UsageError(
-            f"inputs have shape {x.shape}; this model takes windows of shape "
-            f"(n, {cfg.seq_len}, {cfg.n_features})."
-        )
-    n, M = len(x), cfg.halt_max_steps
-    preds = np.zeros((M, n, 2), np.float32)
-    qh = np.zeros((M, n), np.float32)
-    qc = np.zeros((M, n), np.float32)
-    if n == 0:
-        return preds, qh, qc
-    was_training = model.training
-    model.eval()
-    fn = _infer_fn(model)
-    bs = max(1, int(batch_size))
-    try:
-        for start in range(0, n, bs):
-            chunk = x[start:start + bs]
-            m = len(chunk)
-            size = _bucket(m, bs)
-            if size != m:
-                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
-            p, h, c = fn(mx.array(chunk))
-            mx.eval(p, h, c)
-            preds[:, start:start + m] = np.array(p)[:, :m]
-            qh[:, start:start + m] = np.array(h)[:, :m]
-            qc[:, start:start + m] = np.array(c)[:, :m]
-    finally:
-        model.train(was_training)
-    return preds, qh, qc
-
-
-def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
-    """First segment (0-based) where sigmoid(q_halt) > sigmoid(q_continue); the last if never."""
-    halts = qh > qc
-    halts[-1] = True
-    return np.argmax(halts, axis=0)
-
-
-def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
-    """Per-segment outputs for ACT statistics: preds (M, n, 2) log ratios, q_halt and
-    q_continue probabilities (M, n) (``q_cont`` is the same array), halt_step (n,) 1-based."""
-    preds, qh, qc = _run_segments(model, x, batch_size)
-    return {"preds": preds, "q_halt": qh, "q_continue": qc, "q_cont": qc,
-            "halt_step": _halt_steps(qh, qc) + 1}
-
-
-def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """(n, 2) log ratios [high, low] to the close.  All segments by default; ``act=True``
-    stops each sample at its first segment whose Q head says halt."""
-    preds, qh, qc = _run_segments(model, x, batch_size)
-    if not act:
-        return preds[-1]
-    idx = _halt_steps(qh, qc)
-    return preds[idx, np.arange(preds.shape[1])]
-
-
-def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:
-    """MAE in price units of high and low (rows with known targets); None if no such rows."""
-    close = np.asarray(close, np.float64)
-    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
-    known = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(close)
-    if not known.any():
-        return None
-    p = np.asarray(pred, np.float64)[known]
-    c = close[known]
-    with np.errstate(over="ignore", invalid="ignore"):
-        mh = float(np.mean(np.abs(c * np.exp(p[:, 0]) - nh[known])))
-        ml = float(np.mean(np.abs(c * np.exp(p[:, 1]) - nl[known])))
-    return mh, ml
-
-
-# ---------------------------------------------------------------------------------------------
 # the training loop
 
 
@@ -465,6 +349,327 @@ def _nonfinite_rows(a: np.ndarray) -> int:
     return int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
 
 
+def _zero_acc() -> dict:  # running sums since the last validation, lazy (no host sync per step)
+    return {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
+
+
+def _zero_log() -> dict:  # running sums since the last "step" event
+    return {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
+
+
+class _Fit:
+    """One call of ``train``: its state, and each step of the schedule as a method.
+
+    ``__init__`` checks the inputs, builds the model and ``Trainer``, restores a saved state;
+    ``start`` announces the run; ``run_epoch`` = ``train_step`` per batch (``log`` every
+    ``LOG_EVERY``), ``validate`` + ``checkpoint``; ``finish`` or ``interrupted`` end it."""
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, train: dict, val: dict | None,
+                 emit: Callback, run, resume: dict | None, model: HRM | None):
+        model_cfg.validate()
+        train_cfg.validate()
+        self.model_cfg, self.cfg, self.emit, self.run = model_cfg, train_cfg, emit, run
+        self.tr = _check_split(train, "training", model_cfg)
+        va = self.va = _check_split(val, "validation", model_cfg, prices=True)
+        self._check_sizes()
+        self.has_val = va is not None and len(va["x"]) > 0 and all(k in va for k in ("close", "next_high", "next_low"))
+        self.epochs = train_cfg.epochs
+        self.steps_per_epoch = self.n_train // self.per_step
+        self.total_steps = self.steps_per_epoch * self.epochs
+        self.resumed = bool(resume)
+        info = dict(resume["info"]) if resume else {}
+        self._check_resume(resume or {}, info)
+        if model is None:
+            model = build_model(model_cfg, train_cfg.seed)
+        if not resume:
+            model.set_target_stats(self.tr["y"])
+        self.model = model
+        self.M = model_cfg.halt_max_steps
+        self.trainer = Trainer(model, train_cfg, self.total_steps * self.M, seed=train_cfg.seed)
+        if resume:
+            self.trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
+        model.train()
+        self._restore_counters(info)
+
+    def _check_sizes(self) -> None:
+        """Batch size against the number of processes and of training windows; finite data."""
+        from finhrm_cli import distributed
+
+        B, A = self.cfg.batch_size, self.cfg.grad_accum
+        self.n_train = n_train = len(self.tr["x"])
+        self.per_step = per_step = B * A
+        world, self.rank = distributed.size(), distributed.rank()
+        if B % world:
+            raise UsageError(
+                f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
+            )
+        self.B_local = B // world
+        if n_train < per_step:
+            what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
+            raise DataError(
+                f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
+                "lower --batch-size or --seq-len, or use a longer history."
+            )
+        for arr, what in ((self.tr["x"], "inputs"), (self.tr["y"], "targets")):
+            if bad := _nonfinite_rows(arr):
+                raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
+
+    def _check_resume(self, resume: dict, info: dict) -> None:
+        """A saved state must be unfinished and fit this data and batch size (no-op if none)."""
+        if info.get("stopped") in ("converged", "patience"):
+            raise UsageError(
+                f"{resume.get('path', 'this run')}: training already finished "
+                f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
+                "Evaluate it with `finhrm evaluate RUN` or train a new run."
+            )
+        if info.get("steps_per_epoch") not in (None, self.steps_per_epoch):
+            raise UsageError(
+                f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
+                f"but this data and --batch-size give {self.steps_per_epoch}; resume with the run's own data and "
+                "settings, or train a new run."
+            )
+
+    def _restore_counters(self, info: dict) -> None:
+        """Counters, history and the shuffling RNG: fresh, or as saved in ``info``."""
+        self.np_rng = np.random.default_rng(self.cfg.seed)
+        if self.resumed and info.get("np_rng"):
+            self.np_rng.bit_generator.state = info["np_rng"]
+        self.step = int(info.get("step", 0))
+        self.epoch = int(info.get("epoch", 0))                # completed epochs
+        self.epoch_batch = int(info.get("epoch_batch", 0))    # batches done in the current epoch
+        self.best_val = info.get("best_val_mae")
+        self.best_epoch = info.get("best_epoch")
+        self.bad_evals = int(info.get("bad_evals", 0))
+        self.history: list[dict] = list(info.get("history", []))
+        self.seconds_before = float(info.get("seconds", 0.0))
+        self.train_seconds_before = float(info.get("train_seconds", 0.0))
+        self.samples_before = int(info.get("samples", 0))
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record the settings in the run, emit ``start`` and start the clocks."""
+        run, model = self.run, self.model
+        self.params = model.param_counts()
+        if run is not None:
+            from finhrm_cli import checkpoint
+
+            if "model" not in (checkpoint.read_json(run.path / checkpoint.CONFIG, default={}) or {}):
+                run.update_config({"model": to_dict(self.model_cfg), "train": to_dict(self.cfg)})
+            if self.resumed:
+                run.write_history(self.history)  # drop records written after the saved state
+        self.best_weights = _flat(model.parameters())  # references; the model ends holding the best
+        self.emit("start", {
+            "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+            "n_train": self.n_train, "n_val": len(self.va["x"]) if self.va is not None else 0,
+            "params": self.params["trainable"], "param_counts": self.params, "step": self.step,
+            "epoch": self.epoch, "updates_per_step": self.M, "resumed": self.resumed,
+        })
+        self.t0 = time.perf_counter()
+        self.train_seconds = 0.0
+        self.samples = 0
+        self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
+        self.snap = self._snapshot(self.epoch_rng_state)
+        self.acc, self.log_acc, self.stopped = _zero_acc(), _zero_log(), None
+
+    def run_epoch(self) -> None:
+        """One shuffled pass over the training windows (from ``epoch_batch`` when resuming
+        mid-epoch), validating every ``eval_every`` steps and at the end, with a checkpoint
+        after each validation."""
+        # np_rng holds the state from the start of this epoch (also when resuming mid-epoch)
+        self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
+        perm = self.np_rng.permutation(self.n_train)
+        every = self.cfg.eval_every
+        for bi in range(self.epoch_batch, self.steps_per_epoch):
+            self.train_step(perm, bi)
+            if every and self.step % every == 0 and self.epoch_batch < self.steps_per_epoch:
+                self.validate()
+                self.checkpoint(self.snap, {"stopped": self.stopped})
+                if self.stopped:
+                    return
+        self.validate()  # end of epoch
+        self.epoch += 1
+        self.epoch_batch = 0
+        self.snap = self._snapshot(copy.deepcopy(self.np_rng.bit_generator.state))
+        done = "converged" if self.epoch >= self.epochs else None
+        self.checkpoint(self.snap, {"stopped": self.stopped or done})
+
+    def train_step(self, perm: np.ndarray, bi: int) -> None:
+        """Batch ``bi`` of the permutation ``perm``: one ``Trainer`` step, the average, the sums."""
+        tb = time.perf_counter()
+        B, A, per_step = self.cfg.batch_size, self.cfg.grad_accum, self.per_step
+        lo, hi = self.rank * self.B_local, (self.rank + 1) * self.B_local
+        idx = perm[bi * per_step:(bi + 1) * per_step].reshape(A, B)[:, lo:hi]
+        out = self.trainer.train_batch(mx.array(self.tr["x"][idx]), mx.array(self.tr["y"][idx]))
+        self.trainer.update_average(self.step)
+        acc, log_acc = self.acc, self.log_acc  # lazy sums
+        for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
+            acc[k] = acc[k] + v
+        acc["halt"] = acc["halt"] + out["halt_sum"]
+        acc["hn"] += per_step
+        log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
+        log_acc["n"] = log_acc["n"] + out["n_scored"]
+        self.step += 1
+        self.epoch_batch = bi + 1
+        self.samples += per_step
+        log_acc["samples"] += per_step
+        self.snap = self._snapshot(self.epoch_rng_state)
+        if self.step % LOG_EVERY == 0 or self.epoch_batch == self.steps_per_epoch:
+            self.log(tb)
+        else:
+            self.train_seconds += time.perf_counter() - tb
+
+    def log(self, tb: float) -> None:
+        """Read the loss back (the one host sync, every ``LOG_EVERY`` steps); emit ``step``."""
+        n = float(self.log_acc["n"].item())
+        loss = float(self.log_acc["reg"].item()) / n if n else float("nan")
+        self.train_seconds += time.perf_counter() - tb
+        if not math.isfinite(loss):
+            self.nonfinite(f"at step {self.step} (epoch {self.epoch + 1})")
+        self.emit("step", {
+            "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+            "lr": float(self.trainer.optimizer.learning_rate.item()),
+            "samples_per_s": round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
+        })
+        self.log_acc = _zero_log()
+
+    def validate(self) -> None:
+        """Score the (averaged) weights on the validation windows, keep them if best, append
+        the history record, emit ``eval``; out of patience sets ``stopped``."""
+        acc, step, trainer, model = self.acc, self.step, self.trainer, self.model
+        n = float(acc["n"].item())
+        train_loss = float(acc["reg"].item()) / n if n else None
+        q_loss = float(acc["q"].item()) / n if n else None
+        halt_mean = float(acc["halt"].item()) / acc["hn"] if acc["hn"] else None
+        if train_loss is not None and not math.isfinite(train_loss):
+            self.nonfinite(f"before the evaluation at step {step}")
+        rec = {"epoch": self.epoch + 1, "step": step,
+               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
+        raw = None
+        if trainer.ema is not None:  # evaluate (and keep) the averaged weights
+            raw = _flat(model.trainable_parameters())
+            model.update(tree_unflatten(list(trainer.ema.items())))
+        is_best = self._score(rec)
+        if is_best:
+            self.best_val = rec.get("val_mae")
+            self.best_epoch = rec["epoch"]
+            self.bad_evals = 0
+            self.best_weights = _flat(model.parameters())
+            if self.run is not None:
+                self.run.save_weights(model)
+        else:
+            self.bad_evals += 1
+        if raw is not None:  # back to the raw weights to go on training
+            model.update(tree_unflatten(list(raw.items())))
+        rec.update(best_val_mae=self.best_val, best_epoch=self.best_epoch, is_best=is_best,
+                   samples_per_s=self._samples_per_s(), seconds=self._seconds(),
+                   lr=float(trainer.optimizer.learning_rate.item()))
+        self.history.append(rec)
+        if self.run is not None:
+            self.run.append_history(rec)
+        self.acc = _zero_acc()
+        self.emit("eval", dict(rec))
+        model.train()
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            self.stopped = "patience"
+
+    def _score(self, rec: dict) -> bool:
+        """Validation MAE of the model's current weights into ``rec``; True if they are the
+        ones to keep (better by ``min_delta``, or nothing to score them on)."""
+        va = self.va
+        if not self.has_val:
+            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+            return True  # no validation: the latest weights are the ones to keep
+        pred = predict(self.model, va["x"])
+        if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
+            pred = pred * va["scale"][:, None]
+        maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
+        if maes is None:  # no validation row has a known next session: keep the latest
+            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+            return True
+        mh, ml = maes
+        vm = (mh + ml) / 2
+        if not math.isfinite(vm):
+            self.nonfinite(f"(validation predictions at step {self.step} are not finite)")
+        rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
+        return self.best_val is None or vm < self.best_val * (1.0 - self.cfg.min_delta)
+
+    def checkpoint(self, s: dict, extra: dict | None = None) -> None:
+        """Save the resumable state of snapshot ``s`` into the run (if any)."""
+        if self.run is not None:
+            if not _all_finite(s["weights"]):
+                self.nonfinite(f"(the weights at step {s['step']} are not finite)")
+            self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
+                                info=self._state_info(s, extra), ema=s["ema"])
+
+    def finish(self) -> dict:
+        """The model takes the best weights; emit ``end``; the summary."""
+        self.stopped = self.stopped or "converged"
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        mx.eval(self.model.parameters())
+        result = self.summary(self.stopped)
+        self.emit("end", dict(result))
+        return result
+
+    def interrupted(self) -> None:
+        """Ctrl-C: save the last finished step, keep the best weights, raise TrainingInterrupted."""
+        if _all_finite(self.snap["weights"]):
+            self.checkpoint(self.snap)
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        summ = self.summary("interrupted")
+        try:
+            self.emit("end", summ)
+        except Exception:  # noqa: BLE001  (the UI may be half torn down by Ctrl-C)
+            pass
+        raise TrainingInterrupted(self.run.path if self.run is not None else None, summ) from None
+
+    def nonfinite(self, where: str) -> None:
+        """The loss or weights went NaN/inf: keep the best weights, emit ``end``, raise."""
+        self.stopped = "nonfinite"
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        self.emit("end", self.summary("nonfinite"))
+        kept = (f"the best weights so far (epoch {self.best_epoch}) are kept in {self.run.path}"
+                if self.run is not None and self.best_epoch is not None else "no weights were saved")
+        raise TrainingError(
+            f"training diverged: the loss became NaN or infinite {where}; {kept}. "
+            f"Lower --lr (now {self.cfg.lr:g}) or --grad-clip, or check the data for extreme rows."
+        )
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _snapshot(self, np_rng_state: dict) -> dict:
+        return {**self.trainer.snapshot(), "step": self.step, "epoch": self.epoch,
+                "epoch_batch": self.epoch_batch, "np_rng": np_rng_state}
+
+    def _seconds(self) -> float:
+        return round(self.seconds_before + time.perf_counter() - self.t0, 3)
+
+    def _samples_per_s(self) -> float | None:
+        tsec = self.train_seconds_before + self.train_seconds
+        return round((self.samples_before + self.samples) / tsec, 2) if tsec > 0 else None
+
+    def _state_info(self, s: dict, extra: dict | None = None) -> dict:
+        out = {
+            "step": s["step"], "epoch": s["epoch"], "epoch_batch": s["epoch_batch"],
+            "np_rng": s["np_rng"], "best_val_mae": self.best_val, "best_epoch": self.best_epoch,
+            "bad_evals": self.bad_evals, "history": self.history,
+            "seconds": self.seconds_before + (time.perf_counter() - self.t0),
+            "train_seconds": self.train_seconds_before + self.train_seconds,
+            "samples": self.samples_before + self.samples, "steps_per_epoch": self.steps_per_epoch,
+            "updates": int(s["optimizer"]["step"].item()),
+        }
+        out.update(extra or {})
+        return out
+
+    def summary(self, reason: str) -> dict:
+        return {
+            "best_epoch": self.best_epoch, "best_val_mae": self.best_val, "epochs_run": self.epoch,
+            "steps": self.step, "seconds": self._seconds(), "train_samples_per_s": self._samples_per_s(),
+            "stopped": reason, "history": self.history, "n_train": self.n_train,
+            "params": self.params["trainable"], "run": str(self.run.path) if self.run is not None else None,
+        }
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -482,274 +687,13 @@ def train(
     ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
     by default one is built from ``model_cfg`` and ``train_cfg.seed``.
     """
-    model_cfg.validate()
-    train_cfg.validate()
-    emit = callback or (lambda event, info: None)
-    tr = _check_split(train, "training", model_cfg)
-    va = _check_split(val, "validation", model_cfg, prices=True)
-    n_train = len(tr["x"])
-    B, A = train_cfg.batch_size, train_cfg.grad_accum
-    per_step = B * A
-    from finhrm_cli import distributed
-
-    world, rank = distributed.size(), distributed.rank()
-    if B % world:
-        raise UsageError(
-            f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
-        )
-    B_local = B // world
-    if n_train < per_step:
-        what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
-        raise DataError(
-            f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
-            "lower --batch-size or --seq-len, or use a longer history."
-        )
-    for arr, what in ((tr["x"], "inputs"), (tr["y"], "targets")):
-        if bad := _nonfinite_rows(arr):
-            raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
-    has_val = va is not None and len(va["x"]) > 0 and all(k in va for k in ("close", "next_high", "next_low"))
-
-    M = model_cfg.halt_max_steps
-    epochs = train_cfg.epochs
-    steps_per_epoch = n_train // per_step
-    total_steps = steps_per_epoch * epochs
-
-    info = dict(resume["info"]) if resume else {}
-    if resume and info.get("stopped") in ("converged", "patience"):
-        raise UsageError(
-            f"{resume.get('path', 'this run')}: training already finished "
-            f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
-            "Evaluate it with `finhrm evaluate RUN` or train a new run."
-        )
-    if resume and info.get("steps_per_epoch") not in (None, steps_per_epoch):
-        raise UsageError(
-            f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
-            f"but this data and --batch-size give {steps_per_epoch}; resume with the run's own data and "
-            "settings, or train a new run."
-        )
-    if model is None:
-        model = build_model(model_cfg, train_cfg.seed)
-    if not resume:
-        model.set_target_stats(tr["y"])
-    trainer = Trainer(model, train_cfg, total_steps * M, seed=train_cfg.seed)
-    if resume:
-        trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
-    model.train()
-
-    np_rng = np.random.default_rng(train_cfg.seed)
-    if resume and info.get("np_rng"):
-        np_rng.bit_generator.state = info["np_rng"]
-    step = int(info.get("step", 0))
-    epoch = int(info.get("epoch", 0))                # completed epochs
-    epoch_batch = int(info.get("epoch_batch", 0))    # batches done in the current epoch
-    best_val = info.get("best_val_mae")
-    best_epoch = info.get("best_epoch")
-    bad_evals = int(info.get("bad_evals", 0))
-    history: list[dict] = list(info.get("history", []))
-    seconds_before = float(info.get("seconds", 0.0))
-    train_seconds_before = float(info.get("train_seconds", 0.0))
-    samples_before = int(info.get("samples", 0))
-    params = model.param_counts()
-    if run is not None:
-        from finhrm_cli import checkpoint
-
-        if "model" not in (checkpoint.read_json(run.path / checkpoint.CONFIG, default={}) or {}):
-            run.update_config({"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
-        if resume:
-            run.write_history(history)  # drop records written after the saved state
-    best_weights = _flat(model.parameters())  # references; the model ends holding the best
-
-    emit("start", {
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-        "n_train": n_train, "n_val": len(va["x"]) if va is not None else 0,
-        "params": params["trainable"], "param_counts": params, "step": step, "epoch": epoch,
-        "updates_per_step": M, "resumed": bool(resume),
-    })
-
-    t0 = time.perf_counter()
-    train_seconds = 0.0
-    samples = 0
-    epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
-    snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-            "np_rng": epoch_rng_state}
-    # running sums since the last eval / last log, kept as lazy arrays (no sync per step)
-    acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
-    log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
-    stopped = None
-
-    def state_info(s: dict, extra: dict | None = None) -> dict:
-        out = {
-            "step": s["step"], "epoch": s["epoch"], "epoch_batch": s["epoch_batch"],
-            "np_rng": s["np_rng"], "best_val_mae": best_val, "best_epoch": best_epoch,
-            "bad_evals": bad_evals, "history": history,
-            "seconds": seconds_before + (time.perf_counter() - t0),
-            "train_seconds": train_seconds_before + train_seconds,
-            "samples": samples_before + samples, "steps_per_epoch": steps_per_epoch,
-            "updates": int(s["optimizer"]["step"].item()),
-        }
-        out.update(extra or {})
-        return out
-
-    def save_state(s: dict, extra: dict | None = None) -> None:
-        if run is not None:
-            if not _all_finite(s["weights"]):
-                nonfinite(f"(the weights at step {s['step']} are not finite)")
-            run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                           info=state_info(s, extra), ema=s["ema"])
-
-    def summary(reason: str) -> dict:
-        tsec = train_seconds_before + train_seconds
-        return {
-            "best_epoch": best_epoch, "best_val_mae": best_val, "epochs_run": epoch, "steps": step,
-            "seconds": round(seconds_before + time.perf_counter() - t0, 3),
-            "train_samples_per_s": round((samples_before + samples) / tsec, 2) if tsec > 0 else None,
-            "stopped": reason, "history": history, "n_train": n_train, "params": params["trainable"],
-            "run": str(run.path) if run is not None else None,
-        }
-
-    def nonfinite(where: str) -> None:
-        nonlocal stopped
-        stopped = "nonfinite"
-        model.update(tree_unflatten(list(best_weights.items())))
-        emit("end", summary("nonfinite"))
-        kept = (f"the best weights so far (epoch {best_epoch}) are kept in {run.path}"
-                if run is not None and best_epoch is not None else "no weights were saved")
-        raise TrainingError(
-            f"training diverged: the loss became NaN or infinite {where}; {kept}. "
-            f"Lower --lr (now {train_cfg.lr:g}) or --grad-clip, or check the data for extreme rows."
-        )
-
-    def read_loss() -> float:
-        n = float(log_acc["n"].item())
-        return float(log_acc["reg"].item()) / n if n else float("nan")
-
-    def evaluate_now() -> None:
-        nonlocal best_val, best_epoch, bad_evals, best_weights, acc
-        n = float(acc["n"].item())
-        train_loss = float(acc["reg"].item()) / n if n else None
-        q_loss = float(acc["q"].item()) / n if n else None
-        halt_mean = float(acc["halt"].item()) / acc["hn"] if acc["hn"] else None
-        if train_loss is not None and not math.isfinite(train_loss):
-            nonfinite(f"before the evaluation at step {step}")
-        rec = {"epoch": epoch + 1, "step": step,
-               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
-        is_best = False
-        raw = None
-        if trainer.ema is not None:  # evaluate (and keep) the averaged weights
-            raw = _flat(model.trainable_parameters())
-            model.update(tree_unflatten(list(trainer.ema.items())))
-        if has_val:
-            pred = predict(model, va["x"])
-            if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
-                pred = pred * va["scale"][:, None]
-            maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
-            if maes is None:  # no validation row has a known next session: keep the latest
-                rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
-                is_best = True
-            else:
-                mh, ml = maes
-                vm = (mh + ml) / 2
-                if not math.isfinite(vm):
-                    nonfinite(f"(validation predictions at step {step} are not finite)")
-                rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
-                is_best = best_val is None or vm < best_val * (1.0 - train_cfg.min_delta)
-        else:
-            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
-            is_best = True  # no validation: the latest weights are the ones to keep
-        if is_best:
-            best_val = rec.get("val_mae")
-            best_epoch = rec["epoch"]
-            bad_evals = 0
-            best_weights = _flat(model.parameters())
-            if run is not None:
-                run.save_weights(model)
-        else:
-            bad_evals += 1
-        if raw is not None:  # back to the raw weights to go on training
-            model.update(tree_unflatten(list(raw.items())))
-        tsec = train_seconds_before + train_seconds
-        rec.update(best_val_mae=best_val, best_epoch=best_epoch, is_best=is_best,
-                   samples_per_s=round((samples_before + samples) / tsec, 2) if tsec > 0 else None,
-                   seconds=round(seconds_before + time.perf_counter() - t0, 3),
-                   lr=float(trainer.optimizer.learning_rate.item()))
-        history.append(rec)
-        if run is not None:
-            run.append_history(rec)
-        acc = {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
-        emit("eval", dict(rec))
-
+    fit = _Fit(model_cfg, train_cfg, train, val, callback or (lambda event, info: None), run, resume, model)
+    fit.start()
     try:
-        while epoch < epochs and stopped is None:
-            # np_rng holds the state from the start of this epoch (also when resuming mid-epoch)
-            epoch_rng_state = copy.deepcopy(np_rng.bit_generator.state)
-            perm = np_rng.permutation(n_train)
-            for bi in range(epoch_batch, steps_per_epoch):
-                tb = time.perf_counter()
-                idx = perm[bi * per_step:(bi + 1) * per_step].reshape(A, B)[:, rank * B_local:(rank + 1) * B_local]
-                xb = mx.array(tr["x"][idx])
-                yb = mx.array(tr["y"][idx])
-                out = trainer.train_batch(xb, yb)
-                trainer.update_average(step)
-                for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
-                    acc[k] = acc[k] + v
-                acc["halt"] = acc["halt"] + out["halt_sum"]
-                acc["hn"] += per_step
-                log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
-                log_acc["n"] = log_acc["n"] + out["n_scored"]
-                step += 1
-                epoch_batch = bi + 1
-                samples += per_step
-                log_acc["samples"] += per_step
-                snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": epoch_batch,
-                        "np_rng": epoch_rng_state}
-                if step % LOG_EVERY == 0 or epoch_batch == steps_per_epoch:
-                    loss = read_loss()  # the one host sync, every LOG_EVERY steps
-                    train_seconds += time.perf_counter() - tb
-                    if not math.isfinite(loss):
-                        nonfinite(f"at step {step} (epoch {epoch + 1})")
-                    now = time.perf_counter()
-                    emit("step", {
-                        "step": step, "epoch": epoch + 1, "loss": loss,
-                        "lr": float(trainer.optimizer.learning_rate.item()),
-                        "samples_per_s": round(log_acc["samples"] / max(now - log_acc["t"], 1e-9), 2),
-                    })
-                    log_acc = {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
-                else:
-                    train_seconds += time.perf_counter() - tb
-                if train_cfg.eval_every and step % train_cfg.eval_every == 0 and epoch_batch < steps_per_epoch:
-                    evaluate_now()
-                    model.train()
-                    if train_cfg.patience and bad_evals >= train_cfg.patience:
-                        stopped = "patience"
-                    save_state(snap, {"stopped": stopped})
-                    if stopped:
-                        break
-            if stopped is not None:
-                break
-            evaluate_now()  # end of epoch
-            model.train()
-            epoch += 1
-            epoch_batch = 0
-            snap = {**trainer.snapshot(), "step": step, "epoch": epoch, "epoch_batch": 0,
-                    "np_rng": copy.deepcopy(np_rng.bit_generator.state)}
-            if train_cfg.patience and bad_evals >= train_cfg.patience:
-                stopped = "patience"
-            save_state(snap, {"stopped": stopped or ("converged" if epoch >= epochs else None)})
-        stopped = stopped or "converged"
+        while fit.epoch < fit.epochs and fit.stopped is None:
+            fit.run_epoch()
     except KeyboardInterrupt:
-        if stopped is not None:
+        if fit.stopped is not None:
             raise
-        if _all_finite(snap["weights"]):
-            save_state(snap)
-        model.update(tree_unflatten(list(best_weights.items())))
-        summ = summary("interrupted")
-        try:
-            emit("end", summ)
-        except Exception:  # noqa: BLE001  (the UI may be half torn down by Ctrl-C)
-            pass
-        raise TrainingInterrupted(run.path if run is not None else None, summ) from None
-    model.update(tree_unflatten(list(best_weights.items())))
-    mx.eval(model.parameters())
-    result = summary(stopped)
-    emit("end", dict(result))
-    return result
+        fit.interrupted()
+    return fit.finish()

@@ -1,0 +1,136 @@
+"""Inference with a trained HRM: all segments per window, ACT halting, price MAE (MLX + numpy).
+
+Every segment runs; ``predict(act=True)`` keeps, per sample, the prediction of the first
+segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
+``segment_outputs`` returns every segment's prediction and Q probabilities for ACT
+statistics.  The compiled forward pass is cached on the model.  ``finhrm_cli.engine``
+re-exports ``predict``, ``segment_outputs`` and ``price_mae``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from finhrm_cli.blas import mlx_core
+from finhrm_cli.errors import UsageError
+
+mx = mlx_core()
+
+from finhrm_cli.model import HRM  # noqa: E402
+
+
+class _Fns:
+    """Per-model cache of compiled inference functions (a plain attribute, not a parameter)."""
+
+    def __init__(self):
+        self.all_segments = None
+
+
+def _infer_fn(model: HRM):
+    fns = getattr(model, "_finhrm_fns", None)
+    if fns is None:
+        fns = _Fns()
+        model._finhrm_fns = fns
+    if fns.all_segments is None:
+        M = model.cfg.halt_max_steps
+
+        @partial(mx.compile, inputs=model.state)
+        def all_segments(x):
+            x_emb = model.embed(x)
+            carry = model.initial_carry(x.shape[0])
+            preds, qh, qc = [], [], []
+            for _ in range(M):
+                carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
+                preds.append(pred); qh.append(q_halt); qc.append(q_cont)
+            return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
+
+        fns.all_segments = all_segments
+    return fns.all_segments
+
+
+PREDICT_BATCH = 128
+
+
+def _bucket(m: int, batch_size: int) -> int:
+    """One fixed batch shape, the last chunk padded: compiled once, and a window's forecast
+    does not depend on how many others share its batch (BLAS picks its kernels by matrix
+    size, so a lone row and the same row inside a long backfill could otherwise differ in
+    the last bits)."""
+    return batch_size
+
+
+def _run_segments(model: HRM, x, batch_size: int):
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    cfg = model.cfg
+    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
+        raise UsageError(
+            f"inputs have shape {x.shape}; this model takes windows of shape "
+            f"(n, {cfg.seq_len}, {cfg.n_features})."
+        )
+    n, M = len(x), cfg.halt_max_steps
+    preds = np.zeros((M, n, 2), np.float32)
+    qh = np.zeros((M, n), np.float32)
+    qc = np.zeros((M, n), np.float32)
+    if n == 0:
+        return preds, qh, qc
+    was_training = model.training
+    model.eval()
+    fn = _infer_fn(model)
+    bs = max(1, int(batch_size))
+    try:
+        for start in range(0, n, bs):
+            chunk = x[start:start + bs]
+            m = len(chunk)
+            size = _bucket(m, bs)
+            if size != m:
+                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+            p, h, c = fn(mx.array(chunk))
+            mx.eval(p, h, c)
+            preds[:, start:start + m] = np.array(p)[:, :m]
+            qh[:, start:start + m] = np.array(h)[:, :m]
+            qc[:, start:start + m] = np.array(c)[:, :m]
+    finally:
+        model.train(was_training)
+    return preds, qh, qc
+
+
+def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """First segment (0-based) where sigmoid(q_halt) > sigmoid(q_continue); the last if never."""
+    halts = qh > qc
+    halts[-1] = True
+    return np.argmax(halts, axis=0)
+
+
+def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
+    """Per-segment outputs for ACT statistics: preds (M, n, 2) log ratios, q_halt and
+    q_continue probabilities (M, n) (``q_cont`` is the same array), halt_step (n,) 1-based."""
+    preds, qh, qc = _run_segments(model, x, batch_size)
+    return {"preds": preds, "q_halt": qh, "q_continue": qc, "q_cont": qc,
+            "halt_step": _halt_steps(qh, qc) + 1}
+
+
+def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """(n, 2) log ratios [high, low] to the close.  All segments by default; ``act=True``
+    stops each sample at its first segment whose Q head says halt."""
+    preds, qh, qc = _run_segments(model, x, batch_size)
+    if not act:
+        return preds[-1]
+    idx = _halt_steps(qh, qc)
+    return preds[idx, np.arange(preds.shape[1])]
+
+
+def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:
+    """MAE in price units of high and low (rows with known targets); None if no such rows."""
+    close = np.asarray(close, np.float64)
+    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
+    known = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(close)
+    if not known.any():
+        return None
+    p = np.asarray(pred, np.float64)[known]
+    c = close[known]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mh = float(np.mean(np.abs(c * np.exp(p[:, 0]) - nh[known])))
+        ml = float(np.mean(np.abs(c * np.exp(p[:, 1]) - nl[known])))
+    return mh, ml
