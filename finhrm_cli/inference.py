@@ -3,13 +3,27 @@
 Every segment runs; ``predict(act=True)`` keeps, per sample, the prediction of the first
 segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
 ``segment_outputs`` returns every segment's prediction and Q probabilities for ACT
-statistics.  The compiled forward pass is cached on the model.  ``finhrm_cli.engine``
-re-exports ``predict``, ``segment_outputs`` and ``price_mae``.
+statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
+``price_mae``.
+
+**Not compiled, on purpose.**  ``mx.compile`` fuses the elementwise work into kernels that
+MLX's CPU backend builds with the system C++ compiler on first use: about 24 kernels for this
+forward pass, 15-30 s on a fresh machine.  For inference it buys nothing measurable: 512
+windows at batch 128 took 6.9-7.3 CPU-s uncompiled against 7.3-7.5 compiled (d 128, default
+model, interleaved runs), and the outputs are bit-identical.  So predict, evaluate, inspect
+and validation during training run the plain graph, and a first ``finhrm predict`` on a new
+machine compiles nothing.  Training keeps its compiled step (see ``engine``).
+
+**Batch shapes.**  Windows go through in chunks of ``batch_size`` (128); the last chunk is
+padded to the smallest of 8, 32 or ``batch_size`` that holds it, so the one-window forecast
+of ``finhrm predict`` costs an 8-row batch, not a 128-row one (0.15-0.3 CPU-s against
+1.2-1.7).  A window's forecast must not depend on which chunk it lands in: BLAS kernels are
+chosen by matrix size, and a single row (M = seq_len + 1 tokens) takes a different path and
+differs in the last bits, which is why nothing smaller than 8 windows is run.  The CLI test
+that compares ``predict``'s row with the same row of ``predict --all`` guards this.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import numpy as np
 
@@ -21,43 +35,32 @@ mx = mlx_core()
 from finhrm_cli.model import HRM  # noqa: E402
 
 
-class _Fns:
-    """Per-model cache of compiled inference functions (a plain attribute, not a parameter)."""
-
-    def __init__(self):
-        self.all_segments = None
-
-
 def _infer_fn(model: HRM):
-    fns = getattr(model, "_finhrm_fns", None)
-    if fns is None:
-        fns = _Fns()
-        model._finhrm_fns = fns
-    if fns.all_segments is None:
-        M = model.cfg.halt_max_steps
+    """Every segment's prediction and Q probabilities for a batch of windows (uncompiled)."""
+    M = model.cfg.halt_max_steps
 
-        @partial(mx.compile, inputs=model.state)
-        def all_segments(x):
-            x_emb = model.embed(x)
-            carry = model.initial_carry(x.shape[0])
-            preds, qh, qc = [], [], []
-            for _ in range(M):
-                carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
-                preds.append(pred); qh.append(q_halt); qc.append(q_cont)
-            return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
+    def all_segments(x):
+        x_emb = model.embed(x)
+        carry = model.initial_carry(x.shape[0])
+        preds, qh, qc = [], [], []
+        for _ in range(M):
+            carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
+            preds.append(pred); qh.append(q_halt); qc.append(q_cont)
+        return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
 
-        fns.all_segments = all_segments
-    return fns.all_segments
+    return all_segments
 
 
 PREDICT_BATCH = 128
+_SMALL_BATCHES = (8, 32)
 
 
 def _bucket(m: int, batch_size: int) -> int:
-    """One fixed batch shape, the last chunk padded: compiled once, and a window's forecast
-    does not depend on how many others share its batch (BLAS picks its kernels by matrix
-    size, so a lone row and the same row inside a long backfill could otherwise differ in
-    the last bits)."""
+    """The padded size of a chunk of ``m`` windows: the smallest of 8, 32 and ``batch_size``
+    that holds it (see the module notes on why never fewer than 8)."""
+    for size in _SMALL_BATCHES:
+        if m <= size < batch_size:
+            return size
     return batch_size
 
 

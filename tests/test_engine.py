@@ -169,6 +169,19 @@ def test_predict_is_independent_of_batching():
     assert (full[:, 0] >= full[:, 1]).all()
 
 
+def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
+    from finhrm_cli import inference
+
+    assert [inference._bucket(m, 128) for m in (1, 8, 9, 32, 33, 128)] == [8, 8, 32, 32, 128, 128]
+    assert inference._bucket(3, 4) == 4       # a batch smaller than the buckets is used as given
+    model = engine.build_model(mcfg(d_model=64, n_heads=4), 0)
+    x = data(150)["x"]
+    full = engine.predict(model, x)           # chunks of 128, the last one padded to 32
+    for i in (0, 77, 149):                    # each alone: padded to 8
+        np.testing.assert_array_equal(engine.predict(model, x[i:i + 1])[0], full[i])
+    np.testing.assert_array_equal(engine.predict(model, x[:20]), full[:20])
+
+
 def test_grad_accum_trains():
     tr, va = data(64, 1), data(16, 2)
     s = engine.train(mcfg(), TrainConfig(batch_size=8, grad_accum=2, epochs=1), tr, va)
