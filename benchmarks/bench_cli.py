@@ -6,7 +6,10 @@
   ``--model RUN`` is given.
 
 Each command runs ``--repeat`` times after one warm-up; prints one JSON line with the
-median and best wall seconds.  Usage: ``python benchmarks/bench_cli.py [--model RUN]``.
+median and best wall seconds.  ``predict_cold`` runs each repetition with an empty kernel
+cache (a fresh ``FINHRM_CACHE`` folder, as on a new machine or container; see
+``finhrm_cli/blas.py``); ``predict`` is warm (the cache kept).  Usage:
+``python benchmarks/bench_cli.py [--model RUN]``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ def finhrm_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "finhrm_cli"]
 
 
-def timed(cmd: list[str], env: dict, repeat: int) -> dict:
+def timed(cmd: list[str], env: dict, repeat: int, cold_root: Path | None = None) -> dict:
     subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm the file cache
     times = []
-    for _ in range(repeat):
+    for i in range(repeat):
+        run_env = env if cold_root is None else {**env, "FINHRM_CACHE": str(cold_root / f"cold{i}")}
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, env=env, capture_output=True)
+        out = subprocess.run(cmd, env=run_env, capture_output=True)
         times.append(time.perf_counter() - t0)
         if out.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed: {out.stderr.decode()[-1000:]}")
@@ -50,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     exe = finhrm_exe()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "FINHRM_HOME": tmp, "NO_COLOR": "1"}
+        env = {**os.environ, "FINHRM_HOME": tmp, "NO_COLOR": "1", "FINHRM_CACHE": str(Path(tmp) / "cache")}
         lines = SAMPLE.read_text().splitlines()
         data = Path(tmp) / "bars.csv"
         data.write_text("\n".join([lines[0], *lines[-args.rows:]]) + "\n")
@@ -63,6 +67,7 @@ def main() -> None:
             model = json.loads(out.stdout)["run"]
         res = {
             "help": timed([*exe, "--help"], env, args.repeat),
+            "predict_cold": timed([*exe, "predict", str(data), "--model", model], env, args.repeat, Path(tmp)),
             "predict": timed([*exe, "predict", str(data), "--model", model], env, args.repeat),
             "rows": args.rows,
         }

@@ -338,7 +338,7 @@ class HRM(nn.Module):
         ab = mx.clip(self.head(s_tok), -HEAD_CLIP, HEAD_CLIP)  # 1e4 sd: never a real forecast
         b = self.buffers
         mid = b.c_mid + b.scale * ab[:, 0]
-        half = b.scale * nn.softplus(ab[:, 1] + b.b0)
+        half = b.scale * mx.logaddexp(ab[:, 1] + b.b0, 0.0)  # softplus; nn.softplus is mx.compile-d (a JIT kernel)
         pred = mx.stack([mid + half, mid - half], axis=-1)
         q = self.q_head(s_tok)
         return pred, q[:, 0], q[:, 1]
