@@ -7,16 +7,45 @@ early halting (worst case).  Inference = a forward through all segments.  Prints
 
     python benchmarks/bench_train.py                       # default: d128, 2+2 layers, 2x2 cycles
     python benchmarks/bench_train.py --h-cycles 1 --l-cycles 1 --seq-len 5 --batch 8
+    python benchmarks/bench_train.py --busy                # with one core kept busy by another process
+
+``--busy N`` starts N background processes that keep a core busy each (a single-threaded
+numpy loop, like another job on the machine) for the whole measurement, and stops them at
+the end.  ``benchmarks/side_by_side.py`` runs this and the PyTorch reference alternately,
+quiet and busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+BUSY_LOOP = (
+    "import numpy as np\n"
+    "a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)\n"
+    "while True:\n"
+    "    b = np.tanh(a @ a.T * 1e-3) + np.exp(-a * a)\n"
+)
+
+
+@contextlib.contextmanager
+def busy(n: int):
+    """N single-threaded CPU hogs running for the duration of the block."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env) for _ in range(n)]
+    try:
+        time.sleep(0.5 if n else 0)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def main() -> None:
@@ -29,8 +58,13 @@ def main() -> None:
     a("--infer-batch", type=int, default=256); a("--steps", type=int, default=30)
     a("--warmup", type=int, default=5); a("--threads", type=int, default=2)
     a("--grad-accum", type=int, default=1)
+    a("--busy", type=int, nargs="?", const=1, default=0, help="keep N other cores busy meanwhile (default 1)")
     args = p.parse_args()
+    with busy(args.busy):
+        run(args)
 
+
+def run(args) -> None:
     # BLAS threads must be set before MKL/MLX load
     for var in ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -90,7 +124,7 @@ def main() -> None:
         "h_cycles": args.h_cycles, "l_cycles": args.l_cycles,
         "halt_max_steps": args.halt_max_steps, "seq_len": T, "features": F, "batch": B,
         "grad_accum": A, "infer_batch": args.infer_batch, "steps": args.steps, "warmup": args.warmup,
-        "threads": args.threads,
+        "threads": args.threads, "busy": args.busy,
     }))
 
 
