@@ -71,6 +71,11 @@ LIMITS: dict[str, tuple[float, float]] = {
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000
+# Block passes in one forecast, halt_max_steps * h_cycles * (l_cycles * l_layers + h_layers):
+# inference compiles them unrolled, at about 75 ms and 0.3 MB each (2-core CPU; 48 passes for
+# the default model, 384 for the HRM paper's 16 segments of 2x2 cycles and 4 layers).  The
+# per-key bounds alone allow 32 * 16 * (16 * 32 + 32) passes: hours and gigabytes.
+MAX_BLOCK_PASSES = 1024
 
 
 def flag_label(name: str) -> str:
@@ -153,6 +158,14 @@ class ModelConfig:
             raise UsageError(
                 f"{label('d_model')} ({self.d_model}) must be divisible by {label('n_heads')} ({self.n_heads}); "
                 "pick, for example, --heads 4 with --d-model 128."
+            )
+        passes = self.halt_max_steps * self.h_cycles * (self.l_cycles * self.l_layers + self.h_layers)
+        if passes > MAX_BLOCK_PASSES:
+            raise UsageError(
+                f"{label('halt_max_steps')} {self.halt_max_steps} x {label('h_cycles')} {self.h_cycles} x "
+                f"({label('l_cycles')} {self.l_cycles} x {label('l_layers')} {self.l_layers} + "
+                f"{label('h_layers')} {self.h_layers}) = {passes} block passes per forecast, above the limit "
+                f"of {MAX_BLOCK_PASSES}; lower the steps, cycles or layers."
             )
         if (n := self.approx_params()) > MAX_PARAMS:
             raise UsageError(

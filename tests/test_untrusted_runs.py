@@ -85,6 +85,7 @@ BAD_FLAGS = [
     (["--h-cycles", "10000000"], "--h-cycles"),
     (["--halt-max-steps", "1000000"], "--halt-max-steps"),
     (["--seq-len", "100000"], "--seq-len"),
+    (["--halt-max-steps", "32", "--h-cycles", "16", "--l-cycles", "16"], "block passes"),
 ]
 
 
@@ -120,6 +121,8 @@ CRAFTED = [
     ("halt_max_steps", lambda c: c["model"].update(halt_max_steps=10**6), "model.halt_max_steps"),
     ("h_cycles", lambda c: c["model"].update(h_cycles=10**7), "model.h_cycles"),
     ("h_layers", lambda c: c["model"].update(h_layers=10**6), "model.h_layers"),
+    # each within its bound, together 8,704 block passes per forecast (minutes to compile, GBs)
+    ("passes", lambda c: c["model"].update(halt_max_steps=32, h_cycles=16, l_cycles=16), "block passes"),
     ("d_model_2_31", lambda c: c["model"].update(d_model=2**31), "model.d_model"),
     ("d_model_text", lambda c: c["model"].update(d_model="32"), "model.d_model"),
     ("no_features", lambda c: c.pop("features"), "'features'"),
