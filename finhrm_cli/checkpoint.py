@@ -210,7 +210,7 @@ def read_json(path, default: Any = ...) -> Any:
         raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit int
         raise RunError(f"{path}: not valid JSON ({exc}); the file is corrupt, train a new run.") from exc
 
 
@@ -245,7 +245,7 @@ def read_history(run_dir, warnings: list[str] | None = None) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             rec = None
         if isinstance(rec, dict):
             out.append(rec)

@@ -86,6 +86,12 @@ def flag_label(name: str) -> str:
 Label = Callable[[str], str]
 
 
+def _got(v: Any) -> str:
+    """A value as shown in an error: its repr, cut short (a crafted file may hold megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
 def _check_fields(obj, label: Label) -> None:
     """Type and range of every field of a settings dataclass, against ``LIMITS``."""
     for f in fields(obj):
@@ -93,23 +99,23 @@ def _check_fields(obj, label: Label) -> None:
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         if kind == "int":
             if isinstance(v, bool) or not isinstance(v, int):
-                raise UsageError(f"{label(f.name)} must be a whole number (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must be a whole number (got {_got(v)}).")
         elif kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise UsageError(f"{label(f.name)} must be a number (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must be a number (got {_got(v)}).")
             if not math.isfinite(v):
-                raise UsageError(f"{label(f.name)} must be a finite number (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must be a finite number (got {_got(v)}).")
         elif kind == "bool":
             if not isinstance(v, bool):
-                raise UsageError(f"{label(f.name)} must be true or false (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must be true or false (got {_got(v)}).")
         elif kind == "str":
             if not isinstance(v, str):
-                raise UsageError(f"{label(f.name)} must be text (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must be text (got {_got(v)}).")
             continue
         if f.name in LIMITS:
             lo, hi = LIMITS[f.name]
             if not lo <= v <= hi:
-                raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {v!r}).")
+                raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {_got(v)}).")
 
 
 @dataclass
@@ -210,7 +216,7 @@ class TrainConfig:
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
         if self.loss not in ("huber", "mse", "mae"):
-            raise UsageError(f"{label('loss')} must be huber, mse or mae (got {self.loss!r}).")
+            raise UsageError(f"{label('loss')} must be huber, mse or mae (got {_got(self.loss)}).")
         if self.lr <= 0:
             raise UsageError(f"{label('lr')} must be positive (got {self.lr}).")
         if self.huber_delta <= 0:
@@ -247,7 +253,7 @@ def load_toml(path: Path) -> dict[str, dict]:
         raise UsageError(f"{path}: config file not found; pass an existing .toml file to --config.")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError, huge ints
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file or drop --config.") from exc
     out: dict[str, dict] = {name: {} for name in SECTIONS}
     known = {name: {f.name for f in fields(cls)} for name, cls in SECTIONS.items()}
@@ -325,7 +331,7 @@ def _check_splits(splits: Any, key: str) -> None:
             raise UsageError(f"{key}.{name} must be an object")
         for k in ("first_date", "last_date"):
             if not _iso_date(s.get(k)):
-                raise UsageError(f"{key}.{name}.{k} must be a date (YYYY-MM-DD), got {s.get(k)!r}")
+                raise UsageError(f"{key}.{name}.{k} must be a date (YYYY-MM-DD), got {_got(s.get(k))}")
 
 
 # What the commands need from a run's config.json; a run written by the engine alone (as a
@@ -389,12 +395,12 @@ def _validate_run_config(cfg: Any, required: tuple[str, ...]) -> None:
         if not isinstance(conf, dict):
             raise UsageError("conformal must be an object or null")
         if conf.get("units", "log") not in ("log", "scale"):
-            raise UsageError(f"conformal.units must be 'log' or 'scale' (got {conf.get('units')!r})")
+            raise UsageError(f"conformal.units must be 'log' or 'scale' (got {_got(conf.get('units'))})")
         for k in ("high", "low"):
             if not _numbers(conf.get(k)):
                 raise UsageError(f"conformal.{k} must be a list of finite numbers")
         if "n" in conf and (isinstance(conf["n"], bool) or not isinstance(conf["n"], int) or conf["n"] < 0):
-            raise UsageError(f"conformal.n must be a count (got {conf['n']!r})")
+            raise UsageError(f"conformal.n must be a count (got {_got(conf['n'])})")
     src = cfg.get("source")
     if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
         raise UsageError("source must be an object with a text name")
@@ -410,9 +416,9 @@ def _validate_run_config(cfg: Any, required: tuple[str, ...]) -> None:
                 raise UsageError(f"series[{i}] must be an object")
             why = _safe_name_error(s.get("name"))
             if why:
-                raise UsageError(f"series[{i}].name {s.get('name')!r} {why}")
+                raise UsageError(f"series[{i}].name {_got(s.get('name'))} {why}")
             if s["name"] in seen:
-                raise UsageError(f"series[{i}].name {s['name']!r} appears twice")
+                raise UsageError(f"series[{i}].name {_got(s['name'])} appears twice")
             seen.add(s["name"])
             if s.get("splits") is not None:
                 _check_splits(s["splits"], f"series[{i}].splits")

@@ -157,6 +157,13 @@ def test_config_that_is_not_an_object(home, run):
     one_line_error(cli(["inspect", run], home), "config.json")
     (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     one_line_error(cli(["inspect", run], home), "config.json")
+    (run / "config.json").write_text('{"model": {"d_model": ' + "9" * 5000 + "}}")
+    one_line_error(cli(["inspect", run], home), "config.json")
+
+
+def test_huge_value_gives_a_short_line(home, run):
+    edit_config(run, lambda c: c["model"].update(d_model="x" * 1_000_000))
+    assert len(one_line_error(cli(["inspect", run], home), "model.d_model")) < 400
 
 
 def test_unknown_keys_and_missing_optional_ones_still_load(home, run):
