@@ -16,6 +16,7 @@ Ctrl-C leaves the old file or the new one, never half a file.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -53,9 +54,10 @@ def _dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, default=json_default, allow_nan=True)
 
 
-def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] | None = None,
+                            before_rename=None) -> Path:
     """``mx.save_safetensors`` to a temp name ending in .safetensors next to ``path``,
-    fsync, then ``os.replace``."""
+    fsync, ``before_rename(temp path)`` if given, then ``os.replace``."""
     mx = _mx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,8 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -117,11 +121,37 @@ class RunWriter:
         return f"RunWriter({str(self.path)!r})"
 
     def save_weights(self, model) -> Path:
-        """All parameters, frozen buffers included, to model.safetensors."""
+        """All parameters, frozen buffers included, to model.safetensors, and its sha256 to
+        config.json (``load_run`` checks it).
+
+        The weights are rewritten at every better epoch, so the digest must describe whatever
+        file is on disk if training dies at any instant.  Two atomic config writes bracket the
+        rename: first config.json accepts the old digest and the new one (``weights_sha256_next``),
+        then the file is renamed into place, then only the new digest stays.  Whichever of the
+        old or new file a crash leaves, config.json accepts it.  Without a config.json (the
+        engine used as a library) the weights are written alone."""
         from mlx.utils import tree_flatten
 
         arrays = dict(tree_flatten(model.parameters()))
-        return atomic_save_safetensors(self.path / WEIGHTS, arrays, {"format": "finhrm-hrm"})
+        digest: dict = {}
+
+        def before_rename(tmp: Path) -> None:
+            if not (self.path / CONFIG).is_file():
+                return
+            digest["new"] = file_sha256(tmp)
+            cfg = read_json(self.path / CONFIG, default={}) or {}
+            if not cfg.get("weights_sha256") and (self.path / WEIGHTS).is_file():
+                cfg["weights_sha256"] = file_sha256(self.path / WEIGHTS)  # a run made before digests
+            cfg["weights_sha256_next"] = digest["new"]
+            self.save_config(cfg)
+
+        out = atomic_save_safetensors(self.path / WEIGHTS, arrays, {"format": "finhrm-hrm"}, before_rename)
+        if digest:
+            cfg = read_json(self.path / CONFIG, default={}) or {}
+            cfg["weights_sha256"] = digest["new"]
+            cfg.pop("weights_sha256_next", None)
+            self.save_config(cfg)
+        return out
 
     def save_config(self, cfg: dict) -> Path:
         return atomic_write_text(self.path / CONFIG, _dumps(cfg) + "\n")
@@ -180,33 +210,50 @@ def read_json(path, default: Any = ...) -> Any:
         raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit int
         raise RunError(f"{path}: not valid JSON ({exc}); the file is corrupt, train a new run.") from exc
 
 
-def read_config(run_dir) -> dict:
+def read_config(run_dir, required: tuple[str, ...] = ("model",)) -> dict:
+    """config.json of a run, checked by ``config.validate_run_config`` (types, bounds, names);
+    ``required`` lists the keys that must be there (``config.RUN_KEYS`` for the commands)."""
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / CONFIG, default=None)
     if cfg is None:
         raise RunError(f"{run_dir}: not a finhrm run (no {CONFIG}); pass a run folder made by `finhrm train`.")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise RunError(f"{run_dir / CONFIG}: has no model section; it is not a finhrm run config.")
-    return cfg
+    return cfgmod.validate_run_config(cfg, run_dir / CONFIG, required)
 
 
-def read_history(run_dir) -> list[dict]:
+def read_history(run_dir, warnings: list[str] | None = None) -> list[dict]:
+    """The records of history.jsonl.  A line that is not a JSON object (damaged, foreign or
+    edited) is skipped, never fatal; with ``warnings``, one message per file says how many."""
     p = Path(run_dir) / HISTORY
-    if not p.exists():
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    except OSError as exc:
+        if warnings is not None:
+            warnings.append(f"{p}: cannot read ({exc.strerror}); the training curve is left out.")
+        return []
+    out, bad, first = [], 0, None
+    for i, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a foreign or damaged line never blocks reading the rest
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            rec = None
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            bad += 1
+            first = first or i
+    if bad and warnings is not None:
+        warnings.append(f"{p}: skipped {bad} line(s) that are not JSON objects (first: line {first}).")
     return out
 
 
@@ -217,7 +264,7 @@ def _created_ts(run_dir: Path) -> float:
         created = cfg.get("created") if isinstance(cfg, dict) else None
         if created:
             return _dt.datetime.fromisoformat(str(created)).timestamp()
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError, OverflowError):
         pass
     try:
         return cfg_path.stat().st_mtime
@@ -311,11 +358,13 @@ def list_runs(root=None) -> list[dict]:
             best = _best_val_mae(p)
         except RunError:
             best = None
+        created = cfg.get("created")
         out.append({
             "name": p.name,
             "path": str(p),
-            "data": data,
-            "created": cfg.get("created") or _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds"),
+            "data": data if isinstance(data, str) else None,
+            "created": created if isinstance(created, str) and created else
+            _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds"),
             "size": _dir_size(p),
             "best_val_mae": best,
             "has_weights": (p / WEIGHTS).is_file(),
@@ -327,12 +376,31 @@ def list_runs(root=None) -> list[dict]:
     return out
 
 
-def load_weights(model, path) -> None:
-    """Load ``path`` into ``model`` strictly (every array, right shapes, finite)."""
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
+    """Load ``path`` into ``model`` strictly (every array, right shapes, finite).  With
+    ``sha256`` (the digests config.json accepts), the file's own digest must be one of them."""
     mx = _mx()
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no weights file; the run has not finished an epoch yet (resume it or train again).")
+    if sha256:
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
+        if digest not in sha256:
+            raise RunError(
+                f"{path.name} in {path.parent} does not match its checksum: the file is corrupted; "
+                "retrain or restore it."
+            )
     try:
         weights = mx.load(str(path))
         if not isinstance(weights, dict):
@@ -346,20 +414,22 @@ def load_weights(model, path) -> None:
         raise RunError(f"{path}: weights contain NaN or infinity ({bad[0]}); train the run again.")
 
 
-def load_run(path) -> tuple[Any, dict]:
-    """Rebuild the model from config.json and load model.safetensors.  -> (model, config)."""
+def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
+    """Rebuild the model from config.json (checked, see ``read_config``) and load
+    model.safetensors, checking it against the digest config.json records (runs made before
+    the digest existed load unchecked).  -> (model, config)."""
     from finhrm_cli.config import ModelConfig
     from finhrm_cli.errors import UsageError
     from finhrm_cli.model import HRM
 
     run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
-    cfg = read_config(run_dir)
+    cfg = read_config(run_dir, required)
     try:
         mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
         model = HRM(mcfg)
     except (TypeError, ValueError, UsageError) as exc:
         raise RunError(f"{run_dir / CONFIG}: the model section is invalid ({exc}).") from exc
-    load_weights(model, run_dir / WEIGHTS)
+    load_weights(model, run_dir / WEIGHTS, tuple(cfg[k] for k in cfgmod.WEIGHTS_HASH_KEYS if cfg.get(k)))
     model.eval()
     return model, cfg
 

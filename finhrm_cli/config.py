@@ -10,18 +10,112 @@ Three groups travel together into every run's ``config.json``:
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from finhrm_cli.errors import UsageError
+from finhrm_cli.errors import RunError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds.  Every setting, whether it comes from a flag, a --config file or a run's config.json,
+# is type-checked and must lie within these (inclusive) limits.  They sit far beyond any model
+# that makes sense for daily bars on one machine (the defaults are 10-100x inside them), so they
+# never get in a real user's way; they turn a typo such as `--d-model 100000` or a crafted
+# config.json (`h_cycles` 10**7) into one clear line instead of a segfault in MLX or gigabytes of
+# memory.  Checks that are not plain ranges (open ends, divisibility) follow in ``validate``.
+LIMITS: dict[str, tuple[float, float]] = {
+    # features
+    "seq_len": (1, 1024),            # days per window (also the model's positions)
+    "horizon": (1, 256),
+    "train_frac": (0.0, 1.0),
+    "val_frac": (0.0, 1.0),
+    "volume_window": (1, 1024),
+    # model
+    "n_features": (1, 1024),
+    "d_model": (1, 4096),
+    "n_heads": (1, 256),
+    "h_layers": (1, 32),
+    "l_layers": (1, 32),
+    "h_cycles": (1, 16),
+    "l_cycles": (1, 16),
+    "expansion": (0.25, 16.0),
+    "halt_max_steps": (1, 32),
+    "halt_exploration": (0.0, 1.0),
+    "n_out": (2, 2),                 # the head predicts high and low
+    # training
+    "batch_size": (1, 65536),
+    "lr": (0.0, 10.0),               # and above 0, see TrainConfig.validate
+    "weight_decay": (0.0, 10.0),
+    "epochs": (1, 100_000),
+    "patience": (0, 100_000),
+    "grad_accum": (1, 1024),
+    "grad_clip": (0.0, 1e6),         # 0 turns clipping off
+    "warmup_frac": (0.0, 1.0),
+    "huber_delta": (0.0, 1e6),       # and above 0
+    "seed": (0, 2**32 - 1),
+    "eval_every": (0, 10**9),
+    "min_delta": (0.0, 1.0),
+    "ema": (0.0, 1.0),
+}
+# The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
+# with the optimizer state) a model is a typo, not a choice.
+MAX_PARAMS = 250_000_000
+# Block passes in one forecast, halt_max_steps * h_cycles * (l_cycles * l_layers + h_layers):
+# inference compiles them unrolled, at about 75 ms and 0.3 MB each (2-core CPU; 48 passes for
+# the default model, 384 for the HRM paper's 16 segments of 2x2 cycles and 4 layers).  The
+# per-key bounds alone allow 32 * 16 * (16 * 32 + 32) passes: hours and gigabytes.
+MAX_BLOCK_PASSES = 1024
+
+
+def flag_label(name: str) -> str:
+    """How the command line spells a setting: n_heads -> --heads, feature_set -> --features."""
+    return "--" + {"n_heads": "heads", "feature_set": "features"}.get(name, name).replace("_", "-")
+
+
+Label = Callable[[str], str]
+
+
+def _got(v: Any) -> str:
+    """A value as shown in an error: its repr, cut short (a crafted file may hold megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_fields(obj, label: Label) -> None:
+    """Type and range of every field of a settings dataclass, against ``LIMITS``."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise UsageError(f"{label(f.name)} must be a whole number (got {_got(v)}).")
+        elif kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UsageError(f"{label(f.name)} must be a number (got {_got(v)}).")
+            if not math.isfinite(v):
+                raise UsageError(f"{label(f.name)} must be a finite number (got {_got(v)}).")
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise UsageError(f"{label(f.name)} must be true or false (got {_got(v)}).")
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise UsageError(f"{label(f.name)} must be text (got {_got(v)}).")
+            continue
+        if f.name in LIMITS:
+            lo, hi = LIMITS[f.name]
+            if not lo <= v <= hi:
+                raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {_got(v)}).")
 
 
 @dataclass
@@ -38,16 +132,13 @@ class FeatureConfig:
     # training and multiply predictions back: one model then fits calm and wild markets alike.
     scale_targets: bool = True
 
-    def validate(self) -> None:
-        if self.seq_len < 1:
-            raise UsageError(f"--seq-len must be at least 1 (got {self.seq_len}).")
-        if self.horizon < 1:
-            raise UsageError(f"--horizon must be at least 1 (got {self.horizon}).")
+    def validate(self, label: Label = flag_label) -> None:
+        _check_fields(self, label)
         if not (0 < self.train_frac < 1) or not (0 <= self.val_frac < 1):
-            raise UsageError("--train-frac must lie in (0, 1) and --val-frac in [0, 1).")
+            raise UsageError(f"{label('train_frac')} must lie in (0, 1) and {label('val_frac')} in [0, 1).")
         if self.train_frac + self.val_frac >= 1.0 + 1e-9:
             raise UsageError(
-                f"--train-frac ({self.train_frac}) + --val-frac ({self.val_frac}) must be below 1 "
+                f"{label('train_frac')} ({self.train_frac}) + {label('val_frac')} ({self.val_frac}) must be below 1 "
                 "so the test split gets rows; lower one of them."
             )
 
@@ -67,17 +158,32 @@ class ModelConfig:
     halt_exploration: float = 0.1
     n_out: int = 2
 
-    def validate(self) -> None:
-        for name in ("d_model", "n_heads", "h_layers", "l_layers", "h_cycles", "l_cycles", "halt_max_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
+    def validate(self, label: Label = flag_label) -> None:
+        _check_fields(self, label)
         if self.d_model % self.n_heads:
             raise UsageError(
-                f"--d-model ({self.d_model}) must be divisible by --heads ({self.n_heads}); "
+                f"{label('d_model')} ({self.d_model}) must be divisible by {label('n_heads')} ({self.n_heads}); "
                 "pick, for example, --heads 4 with --d-model 128."
             )
-        if not 0.0 <= self.halt_exploration <= 1.0:
-            raise UsageError(f"--halt-exploration must lie in [0, 1] (got {self.halt_exploration}).")
+        passes = self.halt_max_steps * self.h_cycles * (self.l_cycles * self.l_layers + self.h_layers)
+        if passes > MAX_BLOCK_PASSES:
+            raise UsageError(
+                f"{label('halt_max_steps')} {self.halt_max_steps} x {label('h_cycles')} {self.h_cycles} x "
+                f"({label('l_cycles')} {self.l_cycles} x {label('l_layers')} {self.l_layers} + "
+                f"{label('h_layers')} {self.h_layers}) = {passes} block passes per forecast, above the limit "
+                f"of {MAX_BLOCK_PASSES}; lower the steps, cycles or layers."
+            )
+        if (n := self.approx_params()) > MAX_PARAMS:
+            raise UsageError(
+                f"this model would have about {n / 1e6:,.0f} million parameters, above the limit of "
+                f"{MAX_PARAMS / 1e6:,.0f} million; lower {label('d_model')} or the layers."
+            )
+
+    def approx_params(self) -> int:
+        """Parameters of the blocks (attention 4*d^2, SwiGLU 3*d*width), within a few percent."""
+        d = self.d_model
+        width = -(-int(round(self.expansion * d * 2 / 3)) // 16) * 16
+        return (self.h_layers + self.l_layers) * (4 * d * d + 3 * d * width) + d * (self.n_features + self.seq_len + 8)
 
 
 @dataclass
@@ -107,20 +213,18 @@ class TrainConfig:
     # curve, so early stopping no longer picks a lucky or unlucky epoch.  0 turns it off.
     ema: float = 0.95
 
-    def validate(self) -> None:
+    def validate(self, label: Label = flag_label) -> None:
+        _check_fields(self, label)
         if self.loss not in ("huber", "mse", "mae"):
-            raise UsageError(f"--loss must be huber, mse or mae (got {self.loss!r}).")
-        for name in ("batch_size", "epochs", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
+            raise UsageError(f"{label('loss')} must be huber, mse or mae (got {_got(self.loss)}).")
         if self.lr <= 0:
-            raise UsageError(f"--lr must be positive (got {self.lr}).")
-        if not 0.0 <= self.ema < 1.0:
-            raise UsageError(f"--ema must lie in [0, 1) (got {self.ema}); 0 turns averaging off.")
-        if not 0.0 <= self.min_delta < 1.0:
-            raise UsageError(f"--min-delta must lie in [0, 1) (got {self.min_delta}).")
-        if self.patience < 0:
-            raise UsageError(f"--patience must be 0 or more (got {self.patience}).")
+            raise UsageError(f"{label('lr')} must be positive (got {self.lr}).")
+        if self.huber_delta <= 0:
+            raise UsageError(f"{label('huber_delta')} must be positive (got {self.huber_delta}).")
+        if self.ema >= 1.0:
+            raise UsageError(f"{label('ema')} must lie in [0, 1) (got {self.ema}); 0 turns averaging off.")
+        if self.min_delta >= 1.0:
+            raise UsageError(f"{label('min_delta')} must lie in [0, 1) (got {self.min_delta}).")
 
 
 SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
@@ -149,7 +253,7 @@ def load_toml(path: Path) -> dict[str, dict]:
         raise UsageError(f"{path}: config file not found; pass an existing .toml file to --config.")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError, huge ints
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file or drop --config.") from exc
     out: dict[str, dict] = {name: {} for name in SECTIONS}
     known = {name: {f.name for f in fields(cls)} for name, cls in SECTIONS.items()}
@@ -186,3 +290,148 @@ def finhrm_home() -> Path:
 
 def runs_dir() -> Path:
     return finhrm_home() / "runs"
+
+
+# ---------------------------------------------------------------------------------------------
+# a run's config.json, checked once when the run is read
+
+
+def _safe_name_error(name: Any) -> str | None:
+    """Why ``name`` cannot be a folder name inside a run (None when it can)."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty name"
+    if len(name) > 200 or name in (".", "..") or name.startswith(".") or name != name.strip():
+        return "must be a plain folder name (no leading dot or space, at most 200 characters)"
+    if re.search(r"[/\\\x00-\x1f\x7f:]", name) or os.sep in name or (os.altsep and os.altsep in name):
+        return "must not contain a path separator or control characters"
+    return None
+
+
+def _numbers(v: Any, n: int | None = None) -> bool:
+    """A list of finite numbers (of length ``n`` when given)."""
+    return (isinstance(v, list) and (n is None or len(v) == n)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+
+
+def _iso_date(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        _dt.date.fromisoformat(str(v)[:10])
+        return isinstance(v, str)
+    except ValueError:
+        return False
+
+
+def _check_splits(splits: Any, key: str) -> None:
+    if not isinstance(splits, dict):
+        raise UsageError(f"{key} must be an object")
+    for name, s in splits.items():
+        if not isinstance(s, dict):
+            raise UsageError(f"{key}.{name} must be an object")
+        for k in ("first_date", "last_date"):
+            if not _iso_date(s.get(k)):
+                raise UsageError(f"{key}.{name}.{k} must be a date (YYYY-MM-DD), got {_got(s.get(k))}")
+
+
+# What the commands need from a run's config.json; a run written by the engine alone (as a
+# library) holds only "model" and "train", and ``checkpoint.load_run`` accepts that.
+RUN_KEYS = ("model", "features", "train", "feature_names", "normalizer")
+
+
+def validate_run_config(cfg: Any, path: Path, required: tuple[str, ...] = ("model",)) -> dict:
+    """Check a run's config.json (``path``) before anything uses it: the ``required`` keys are
+    there, every key the commands read has the right type, every setting lies within
+    ``LIMITS``, the shapes agree with each other, every series name is a plain folder name.
+    A problem is one ``RunError`` line naming the file and the key.  Returns ``cfg``; unknown
+    keys are left alone (forward compatible)."""
+    try:
+        _validate_run_config(cfg, required)
+    except UsageError as exc:
+        raise RunError(
+            f"{path}: {str(exc).rstrip('.')}; the file is damaged or was edited by hand, "
+            "restore it or train a new run."
+        ) from None
+    return cfg
+
+
+def _validate_run_config(cfg: Any, required: tuple[str, ...]) -> None:
+    if not isinstance(cfg, dict):
+        raise UsageError("is not a JSON object")
+    for key in required:
+        if cfg.get(key) is None:
+            raise UsageError(f"the key {key!r} is missing")
+    sections = {}
+    for key, cls in (("features", FeatureConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        if cfg.get(key) is None:
+            continue
+        if not isinstance(cfg[key], dict):
+            raise UsageError(f"{key} must be an object")
+        obj = from_dict(cls, cfg[key])
+        obj.validate(label=lambda name, key=key: f"{key}.{name}")
+        sections[key] = obj
+    fcfg, mcfg = sections.get("features"), sections.get("model")
+    if fcfg and mcfg and mcfg.seq_len != fcfg.seq_len:
+        raise UsageError(f"model.seq_len ({mcfg.seq_len}) differs from features.seq_len ({fcfg.seq_len})")
+    n = mcfg.n_features if mcfg else None
+    names = cfg.get("feature_names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise UsageError("feature_names must be a list of names")
+        if n is not None and len(names) != n:
+            raise UsageError(f"feature_names has {len(names)} names but model.n_features is {n}")
+    norm = cfg.get("normalizer")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            raise UsageError("normalizer must be an object")
+        for k in ("mean", "std"):
+            if not _numbers(norm.get(k), n):
+                raise UsageError(f"normalizer.{k} must be a list of finite numbers"
+                                 + (f", {n} of them (model.n_features)" if n else ""))
+        if len(norm["mean"]) != len(norm["std"]) or any(x <= 0 for x in norm["std"]):
+            raise UsageError("normalizer.std must be positive, one per mean")
+    conf = cfg.get("conformal")
+    if conf is not None:
+        if not isinstance(conf, dict):
+            raise UsageError("conformal must be an object or null")
+        if conf.get("units", "log") not in ("log", "scale"):
+            raise UsageError(f"conformal.units must be 'log' or 'scale' (got {_got(conf.get('units'))})")
+        for k in ("high", "low"):
+            if not _numbers(conf.get(k)):
+                raise UsageError(f"conformal.{k} must be a list of finite numbers")
+        if "n" in conf and (isinstance(conf["n"], bool) or not isinstance(conf["n"], int) or conf["n"] < 0):
+            raise UsageError(f"conformal.n must be a count (got {_got(conf['n'])})")
+    src = cfg.get("source")
+    if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
+        raise UsageError("source must be an object with a text name")
+    if cfg.get("splits") is not None:
+        _check_splits(cfg["splits"], "splits")
+    series = cfg.get("series")
+    if series is not None:
+        if not isinstance(series, list):
+            raise UsageError("series must be a list")
+        seen = set()
+        for i, s in enumerate(series):
+            if not isinstance(s, dict):
+                raise UsageError(f"series[{i}] must be an object")
+            why = _safe_name_error(s.get("name"))
+            if why:
+                raise UsageError(f"series[{i}].name {_got(s.get('name'))} {why}")
+            if s["name"] in seen:
+                raise UsageError(f"series[{i}].name {_got(s['name'])} appears twice")
+            seen.add(s["name"])
+            if s.get("splits") is not None:
+                _check_splits(s["splits"], f"series[{i}].splits")
+    for k in ("created",):
+        if cfg.get(k) is not None and not isinstance(cfg[k], str):
+            raise UsageError(f"{k} must be text")
+    if cfg.get("versions") is not None and not isinstance(cfg["versions"], dict):
+        raise UsageError("versions must be an object")
+    for k in WEIGHTS_HASH_KEYS:
+        v = cfg.get(k)
+        if v is not None and not (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)):
+            raise UsageError(f"{k} must be a sha256 digest (64 hex digits)")
+
+
+# model.safetensors' sha256, and the one of the weights being written (see RunWriter.save_weights)
+WEIGHTS_HASH_KEYS = ("weights_sha256", "weights_sha256_next")

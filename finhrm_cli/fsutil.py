@@ -57,5 +57,30 @@ def json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def finite_json(o: Any) -> Any:
+    """``o`` with every NaN or infinite number replaced by None (JSON has no such numbers: a bare
+    ``Infinity`` breaks strict parsers), numpy values made plain; for ``allow_nan=False`` dumps."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_json(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return finite_json(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def dumps_strict(obj: Any, indent: int | None = 2) -> str:
+    """JSON for people and programs to read: non-finite numbers become null, never ``Infinity``."""
+    return json.dumps(finite_json(obj), indent=indent, default=json_default, allow_nan=False)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, allow_nan: bool = True) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=allow_nan) + "\n")

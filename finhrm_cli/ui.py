@@ -7,7 +7,6 @@ by rich itself.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Any, Iterable, Sequence
@@ -45,9 +44,9 @@ def note(message: str) -> None:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout, nothing else (no colour, no wrapping)."""
-    from finhrm_cli.fsutil import json_default
+    from finhrm_cli.fsutil import dumps_strict
 
-    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
+    sys.stdout.write(dumps_strict(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -242,6 +241,11 @@ def metrics_table(title: str, results: dict[str, dict]) -> Table:
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
+def _finite(v: Any) -> bool:
+    """A real, finite number (history.jsonl is read as found: a hand-edited value may be text)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def line_chart(series: dict[str, Sequence[float]], height: int = 8, width: int = 60, title: str = "") -> Panel:
     """A small terminal chart: one row of block characters per level, one column per point.
 
@@ -249,7 +253,7 @@ def line_chart(series: dict[str, Sequence[float]], height: int = 8, width: int =
     ``width`` columns.
     """
     colours = ["cyan", "magenta", "green", "yellow"]
-    clean = {k: [float(v) for v in vs if v is not None and math.isfinite(float(v))] for k, vs in series.items()}
+    clean = {k: [float(v) for v in vs if _finite(v)] for k, vs in series.items()}
     clean = {k: v for k, v in clean.items() if v}
     if not clean:
         return Panel(Text("no data"), title=title)
@@ -380,14 +384,17 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
 
     rows = result["rows"]
     if fmt == "json":
-        text = json.dumps({k: v for k, v in result.items()}, indent=2) + "\n"
+        from finhrm_cli.fsutil import dumps_strict
+
+        text = dumps_strict(result) + "\n"
     elif fmt == "csv":
         buf = io.StringIO()
         fields = (["ticker"] if rows and "ticker" in rows[0] else []) + PRED_FIELDS
         wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         wr.writeheader()
         for r in rows:
-            wr.writerow({k: ("" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
+            wr.writerow({k: ("" if r[k] is None or (isinstance(r[k], float) and not math.isfinite(r[k]))
+                             else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
         text = buf.getvalue()
     else:
         text = None
@@ -460,6 +467,8 @@ def render_list(result: dict) -> None:
 
 
 def render_inspect(r: dict) -> None:
+    for w in r.get("warnings") or []:
+        warn(w)
     src = r.get("source") or {}
     splits = r.get("splits") or {}
     model = r.get("model") or {}

@@ -151,7 +151,7 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float) -> dict:
 # ------------------------------------------------------------------ loading a run and data
 def _load(run_ref: str | None):
     run_dir = checkpoint.resolve_run(run_ref)
-    model, cfg = checkpoint.load_run(run_dir)
+    model, cfg = checkpoint.load_run(run_dir, required=cfgmod.RUN_KEYS)
     return run_dir, model, cfg
 
 
@@ -182,9 +182,19 @@ def run_datasets(run_dir: Path, cfg: dict) -> list:
     if (base / "meta.json").exists():
         return [_dataset_for_run(cfg, base)]
     names = [s["name"] for s in cfg.get("series") or []]
-    if not names or not all((base / n / "meta.json").exists() for n in names):
+    # config.json checked every name (plain folder names); a symlink could still lead out
+    folders = [base / n for n in names]
+    for n, folder in zip(names, folders):
+        try:
+            inside = folder.resolve().is_relative_to(base.resolve())
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise RunError(f"{folder}: the series {n!r} lies outside the run's data folder {base}; "
+                           "the run is damaged or was edited by hand, train it again.")
+    if not names or not all((f / "meta.json").exists() for f in folders):
         raise RunError(f"{run_dir}: the run's data folder is missing or incomplete; train the run again.")
-    dss = [_dataset_for_run(cfg, base / n) for n in names]
+    dss = [_dataset_for_run(cfg, f) for f in folders]
     for ds, n in zip(dss, names):
         ds.source = __import__("dataclasses").replace(ds.source, name=n)
     return dss

@@ -19,8 +19,8 @@ from finhrm_cli.service._shared import (
 
 def _cutoff_for(cfg: dict, name: str):
     """Last validation date of the series ``name`` (or of the latest series when unknown)."""
-    series = cfg.get("series") or [{"name": cfg.get("source", {}).get("name"), "splits": cfg.get("splits", {})}]
-    dates = {s["name"]: s["splits"].get("val", {}).get("last_date") for s in series}
+    series = cfg.get("series") or [{"name": (cfg.get("source") or {}).get("name"), "splits": cfg.get("splits")}]
+    dates = {s["name"]: ((s.get("splits") or {}).get("val") or {}).get("last_date") for s in series}
     d = dates.get(name) or max((v for v in dates.values() if v), default=None)
     return np.datetime64(d) if d else None
 

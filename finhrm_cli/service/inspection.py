@@ -56,8 +56,12 @@ def act_stats(model, parts) -> dict:
 
 def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None) -> dict:
     run_dir, model, cfg = _load(run_ref)
+    warnings: list[str] = []
     metrics = checkpoint.read_json(run_dir / "metrics.json", default={})
-    history = checkpoint.read_history(run_dir)
+    if not isinstance(metrics, dict):
+        warnings.append(f"{run_dir / 'metrics.json'}: not a JSON object; the final metrics are left out.")
+        metrics = {}
+    history = checkpoint.read_history(run_dir, warnings)
     if data_path is not None:
         parts = []
         for ds in _datasets_for_run(cfg, [data_path], date_col, col_map):
@@ -96,4 +100,5 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "metrics": metrics,
         "series": [x["name"] for x in cfg.get("series") or []],
         "act": {"on": act_on, **act_stats(model, parts)},
+        "warnings": warnings,
     }

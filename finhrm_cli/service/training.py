@@ -67,7 +67,7 @@ def train(
     t0 = time.perf_counter()
     if resume is not None:
         run_dir = checkpoint.resolve_run(resume)
-        cfg = checkpoint.read_config(run_dir)
+        cfg = checkpoint.read_config(run_dir, required=cfgmod.RUN_KEYS)
         fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
         mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
         tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])

@@ -1,0 +1,354 @@
+"""Run folders and flags are untrusted input (issue 15, the read side).
+
+A crafted or damaged config.json, history.jsonl or model.safetensors, and a bad flag, each end
+in one line on stderr and exit 2 (or a warning), never "internal error", a hang or a run folder
+left behind.  One tiny run is trained per module; each test tampers with its own copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from finhrm_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data" / "synthetic_tradingview.csv"
+TINY = ["--d-model", "32", "--heads", "2", "--h-layers", "1", "--l-layers", "1", "--h-cycles", "1",
+        "--l-cycles", "1", "--halt-max-steps", "2", "--batch-size", "64", "--epochs", "1"]
+
+
+def cli(args, home):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"FINHRM_HOME": str(home), "NO_COLOR": "1"},
+                              catch_exceptions=False)
+
+
+def one_line_error(res, *needles) -> str:
+    """Exit 2, exactly one non-blank line, no traceback and no 'internal error'."""
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1, res.output
+    assert "internal error" not in res.output and "Traceback" not in res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def trained(home, tmp_path_factory):
+    short = tmp_path_factory.mktemp("data") / "short.csv"  # 600 days: a quick epoch
+    short.write_text("".join(SAMPLE.read_text().splitlines(keepends=True)[:601]))
+    res = cli(["train", short, *TINY, "--json", "-q"], home)
+    assert res.exit_code == 0, res.output
+    return Path(json.loads(res.stdout)["run"])
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A private copy of the trained run to tamper with."""
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+def edit_config(run: Path, fn) -> None:
+    p = run / "config.json"
+    cfg = json.loads(p.read_text())
+    fn(cfg)
+    p.write_text(json.dumps(cfg))
+
+
+def commands(run: Path):
+    return [["predict", SAMPLE, "--model", run], ["evaluate", run], ["inspect", run]]
+
+
+# ------------------------------------------------------------------ case 8: flags
+
+
+BAD_FLAGS = [
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "100000000000000000000"], "--seed"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--weight-decay", "nan"], "--weight-decay"),
+    (["--epochs", "1000000000000"], "--epochs"),
+    (["--d-model", "100000"], "--d-model"),
+    (["--d-model", "4096", "--heads", "4"], "parameters"),
+    (["--h-cycles", "10000000"], "--h-cycles"),
+    (["--halt-max-steps", "1000000"], "--halt-max-steps"),
+    (["--seq-len", "100000"], "--seq-len"),
+    (["--halt-max-steps", "32", "--h-cycles", "16", "--l-cycles", "16"], "block passes"),
+]
+
+
+@pytest.mark.parametrize("flags,needle", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flag_is_one_line_and_leaves_no_run_folder(home, tmp_path, flags, needle):
+    out = tmp_path / "runs"
+    res = cli(["train", SAMPLE, *flags, "--out", out], home)
+    one_line_error(res, needle)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unparseable_numbers_are_usage_errors(home, tmp_path):
+    for flags in (["--seed", "1e20"], ["--epochs", "1e12"]):
+        res = cli(["train", SAMPLE, *flags, "--out", tmp_path / "runs"], home)
+        assert res.exit_code == 2 and "internal error" not in res.output and flags[0] in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_file_values_are_type_checked(home, tmp_path):
+    toml = tmp_path / "c.toml"
+    for body, needle in (('[model]\nd_model = "wide"\n', "--d-model"), ("[train]\nlr = nan\n", "--lr"),
+                         ("[train]\nepochs = 1.5\n", "--epochs")):
+        toml.write_text(body)
+        res = cli(["train", SAMPLE, "--config", toml, "--out", tmp_path / "runs"], home)
+        one_line_error(res, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ cases 5 and 10: config.json
+
+
+CRAFTED = [
+    ("halt_max_steps", lambda c: c["model"].update(halt_max_steps=10**6), "model.halt_max_steps"),
+    ("h_cycles", lambda c: c["model"].update(h_cycles=10**7), "model.h_cycles"),
+    ("h_layers", lambda c: c["model"].update(h_layers=10**6), "model.h_layers"),
+    # each within its bound, together 8,704 block passes per forecast (minutes to compile, GBs)
+    ("passes", lambda c: c["model"].update(halt_max_steps=32, h_cycles=16, l_cycles=16), "block passes"),
+    ("d_model_2_31", lambda c: c["model"].update(d_model=2**31), "model.d_model"),
+    ("d_model_text", lambda c: c["model"].update(d_model="32"), "model.d_model"),
+    ("no_features", lambda c: c.pop("features"), "'features'"),
+    ("no_normalizer", lambda c: c.pop("normalizer"), "'normalizer'"),
+    ("no_feature_names", lambda c: c.pop("feature_names"), "'feature_names'"),
+    ("no_train", lambda c: c.pop("train"), "'train'"),
+    ("feature_names_short", lambda c: c["feature_names"].pop(), "feature_names"),
+    ("feature_names_text", lambda c: c.update(feature_names="close"), "feature_names"),
+    ("normalizer_nan", lambda c: c["normalizer"]["std"].__setitem__(0, "NaN"), "normalizer.std"),
+    ("normalizer_list", lambda c: c.update(normalizer=[1, 2]), "normalizer"),
+    ("conformal_text", lambda c: c.update(conformal="wide"), "conformal"),
+    ("conformal_values", lambda c: c["conformal"].update(high=["a"]), "conformal.high"),
+    ("series_text", lambda c: c.update(series="AAA"), "series"),
+    ("series_no_name", lambda c: c.update(series=[{"nom": "AAA"}]), "series[0].name"),
+    ("seq_len_mismatch", lambda c: c["features"].update(seq_len=20), "seq_len"),
+    ("splits_bad_date", lambda c: c["splits"]["val"].update(last_date="soon"), "splits.val.last_date"),
+    ("features_list", lambda c: c.update(features=[1]), "features"),
+    ("seed_negative", lambda c: c["train"].update(seed=-5), "train.seed"),
+]
+
+
+@pytest.mark.parametrize("edit,key", [(e, k) for _, e, k in CRAFTED], ids=[n for n, _, _ in CRAFTED])
+def test_crafted_config_is_one_line_naming_file_and_key(home, run, edit, key):
+    edit_config(run, edit)
+    for args in commands(run):
+        one_line_error(cli(args, home), "config.json", key)
+    one_line_error(cli(["train", "--resume", run], home), "config.json", key)
+
+
+def test_config_that_is_not_an_object(home, run):
+    (run / "config.json").write_text("[1, 2]")
+    one_line_error(cli(["inspect", run], home), "config.json")
+    (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    one_line_error(cli(["inspect", run], home), "config.json")
+    (run / "config.json").write_text('{"model": {"d_model": ' + "9" * 5000 + "}}")
+    one_line_error(cli(["inspect", run], home), "config.json")
+
+
+def test_huge_value_gives_a_short_line(home, run):
+    edit_config(run, lambda c: c["model"].update(d_model="x" * 1_000_000))
+    assert len(one_line_error(cli(["inspect", run], home), "model.d_model")) < 400
+
+
+def test_unknown_keys_and_missing_optional_ones_still_load(home, run):
+    edit_config(run, lambda c: (c.update(future_key={"x": 1}), c.pop("versions"), c.pop("source")))
+    assert cli(["evaluate", run, "--json"], home).exit_code == 0
+
+
+# ------------------------------------------------------------------ case 6: names never leave the run
+
+
+def _as_series_run(run: Path) -> None:
+    """Turn the one-series run into the multi-series layout: data/<name>/ per series."""
+    data = run / "data"
+    tmp = run / "AAA"
+    data.rename(tmp)
+    data.mkdir()
+    tmp.rename(data / "AAA")
+    edit_config(run, lambda c: c.update(series=[{**c["series"][0], "name": "AAA"}]))
+
+
+def test_series_layout_evaluates(home, run):
+    _as_series_run(run)
+    res = cli(["evaluate", run, "--json"], home)
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("name", ["/elsewhere", "../..", "..", ".", "a/b", "a\\b", "", ".hidden", "x\x00y", 7])
+def test_series_name_never_becomes_a_path(home, run, tmp_path, name):
+    _as_series_run(run)
+    # a foreign dataset where the crafted name would lead
+    shutil.copytree(run / "data" / "AAA", tmp_path / "elsewhere")
+    edit_config(run, lambda c: c["series"][0].update(name=name))
+    for args in commands(run)[1:]:
+        one_line_error(cli(args, home), "config.json", "series[0].name")
+
+
+def test_series_folder_symlinked_outside_is_refused(home, run, tmp_path):
+    _as_series_run(run)
+    shutil.move(run / "data" / "AAA", tmp_path / "foreign")
+    (run / "data" / "AAA").symlink_to(tmp_path / "foreign", target_is_directory=True)
+    for args in commands(run)[1:]:
+        one_line_error(cli(args, home), "outside")
+
+
+# ------------------------------------------------------------------ case 11: history.jsonl
+
+
+def test_damaged_history_lines_are_skipped_with_a_warning(home, run):
+    good = [ln for ln in (run / "history.jsonl").read_text().splitlines() if ln.strip()]
+    junk = ["[1,2]", "garbage{", "42", '"text"', "null", '{"epoch": "one", "train_loss": "abc", "val_mae": [1]}']
+    (run / "history.jsonl").write_text("\n".join(junk[:3] + good + junk[3:]) + "\n")
+    res = cli(["inspect", run], home)
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "history.jsonl" in res.output and "5 line" in res.output
+    as_json = json.loads(cli(["inspect", run, "--json"], home).stdout)
+    assert len(as_json["history"]) == len(good) + 1 and any("history.jsonl" in w for w in as_json["warnings"])
+
+
+def test_damaged_history_never_breaks_the_run_list(home, run):
+    (run / "history.jsonl").write_text("[1,2]\n{\"val_mae\": \"x\"}\n\x00\xff\n")
+    edit_config(run, lambda c: c.update(created=12345))
+    (run / "metrics.json").unlink()  # the best validation MAE then comes from the history
+    runs_home = run.parent / "listhome"
+    (runs_home / "runs").mkdir(parents=True)
+    shutil.move(run, runs_home / "runs" / "r1")
+    res = cli(["inspect", "--list"], runs_home)
+    assert res.exit_code == 0 and "r1" in res.output, res.output
+    listed = json.loads(cli(["inspect", "--list", "--json"], runs_home).stdout)["runs"]
+    assert [r["name"] for r in listed] == ["r1"] and listed[0]["best_val_mae"] is None
+
+
+# ------------------------------------------------------------------ case 12: strict JSON
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise AssertionError(f"bare {name} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_never_prints_infinity(home, run):
+    # too few calibration residuals for 99% coverage: the interval is unbounded
+    edit_config(run, lambda c: c.update(conformal={"n": 3, "units": c["conformal"]["units"],
+                                                    "high": [-0.1, 0.0, 0.1], "low": [-0.1, 0.0, 0.1]}))
+    ev = cli(["evaluate", run, "--coverage", "0.99", "--json"], home)
+    assert ev.exit_code == 0, ev.output
+    _strict(ev.stdout)
+    for args in (["--json"], ["-f", "json"]):
+        res = cli(["predict", SAMPLE, "--model", run, "--coverage", "0.99", *args], home)
+        assert res.exit_code == 0, res.output
+        row = _strict(res.stdout)["rows"][0]
+        # the upper ends are unbounded (null); the lower ones are exp(-inf) = 0
+        assert row["pred_high_hi"] is None and row["pred_low_hi"] is None and row["pred_high"] > 0
+    res = cli(["predict", SAMPLE, "--model", run, "--coverage", "0.99", "-f", "csv"], home)
+    assert "inf" not in res.stdout.lower()
+
+
+# ------------------------------------------------------------------ case 16: weights checksum
+
+
+def test_trained_run_records_the_weights_digest(trained):
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["weights_sha256"] == hashlib.sha256((trained / "model.safetensors").read_bytes()).hexdigest()
+    assert "weights_sha256_next" not in cfg
+
+
+def test_flipped_bit_in_weights_is_caught(home, run):
+    w = run / "model.safetensors"
+    raw = bytearray(w.read_bytes())
+    raw[-100] ^= 0x01  # inside the last tensor's data: the file still parses
+    w.write_bytes(bytes(raw))
+    for args in commands(run):
+        one_line_error(cli(args, home), "model.safetensors in", "does not match its checksum", "retrain or restore")
+
+
+def test_run_without_digest_still_loads(home, run):
+    edit_config(run, lambda c: c.pop("weights_sha256"))
+    assert cli(["predict", SAMPLE, "--model", run], home).exit_code == 0
+
+
+def _small_run(tmp_path):
+    from finhrm_cli import checkpoint, engine
+    from finhrm_cli.config import ModelConfig, to_dict
+
+    m = ModelConfig(n_features=3, seq_len=4, d_model=16, n_heads=2, h_layers=1, l_layers=1,
+                    h_cycles=1, l_cycles=1, halt_max_steps=1)
+    writer = checkpoint.RunWriter(tmp_path / "r")
+    writer.save_config({"model": to_dict(m)})
+    writer.save_weights(engine.build_model(m, 0))
+    return checkpoint, engine, m, writer
+
+
+def test_a_crash_while_weights_are_replaced_leaves_a_loadable_run(tmp_path, monkeypatch):
+    import os
+
+    checkpoint, engine, m, writer = _small_run(tmp_path)
+    old = (writer.path / "model.safetensors").read_bytes()
+    checkpoint.load_run(writer.path)
+
+    # crash just before the rename: the old file stays, config.json accepts it
+    real_replace = os.replace
+
+    def boom(src, dst):
+        if Path(dst).name == "model.safetensors":
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save_weights(engine.build_model(m, 1))
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    assert (writer.path / "model.safetensors").read_bytes() == old
+    assert json.loads((writer.path / "config.json").read_text()).get("weights_sha256_next")
+    checkpoint.load_run(writer.path)
+
+    # crash after the rename, before config.json drops the old digest: the new file loads
+    real_save = checkpoint.RunWriter.save_config
+    calls = []
+
+    def second_fails(self, cfg):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(self, cfg)
+
+    monkeypatch.setattr(checkpoint.RunWriter, "save_config", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save_weights(engine.build_model(m, 2))
+    monkeypatch.setattr(checkpoint.RunWriter, "save_config", real_save)
+    assert (writer.path / "model.safetensors").read_bytes() != old
+    checkpoint.load_run(writer.path)
+    # and a file that is neither digest is refused
+    (writer.path / "model.safetensors").write_bytes(old[:-1] + bytes([old[-1] ^ 1]))
+    with pytest.raises(checkpoint.RunError, match="does not match its checksum"):
+        checkpoint.load_run(writer.path)
+
+
+def test_digest_added_when_an_old_run_is_resumed(tmp_path):
+    checkpoint, engine, m, writer = _small_run(tmp_path)
+    cfg = json.loads((writer.path / "config.json").read_text())
+    cfg.pop("weights_sha256")
+    (writer.path / "config.json").write_text(json.dumps(cfg))
+    writer.save_weights(engine.build_model(m, 3))
+    cfg = json.loads((writer.path / "config.json").read_text())
+    assert cfg["weights_sha256"] == checkpoint.file_sha256(writer.path / "model.safetensors")
