@@ -334,6 +334,42 @@ def test_parquet_bad_row(tmp_path):
     assert "row 21" in error(path)
 
 
+def _mixed_float_parquet(path, close_from, nudge=0.0):
+    """Parquet as polars writes it from mixed arrays: float64 open/high/low, float32 close
+    taken from ``close_from`` (high on even rows, low on odd ones) times ``1 + nudge``."""
+    import numpy as np
+    import polars as pl
+
+    d = synthetic_ohlcv(150, 4)
+    src = np.where(np.arange(150) % 2 == 0, d["high"], d["low"]) if close_from == "extremes" else d["close"]
+    close = (src * (1 + nudge)).astype(np.float32)
+    pl.DataFrame({
+        "date": pl.Series(d["date"]).cast(pl.Date), "open": d["open"], "high": d["high"], "low": d["low"],
+        "close": pl.Series(close, dtype=pl.Float32), "volume": d["volume"],
+    }).write_parquet(path)
+    schema = pl.read_parquet_schema(path)
+    assert schema["close"] == pl.Float32 and schema["high"] == pl.Float64
+    # the float32 rounding really does put close outside [low, high] on some rows
+    return path, np.sum(close.astype(np.float64) > d["high"]) + np.sum(close.astype(np.float64) < d["low"])
+
+
+def test_parquet_mixed_float32_and_float64_loads(tmp_path):
+    path, n_outside = _mixed_float_parquet(tmp_path / "mixed.parquet", "extremes")
+    assert n_outside > 10
+    import polars as pl
+
+    ds = data.prepare(path, FCFG)
+    bars, _ = data.read_bars(path)
+    assert all(bars[c].dtype == pl.Float64 for c in ("open", "high", "low", "close"))
+    assert ds.frame.height > 0
+
+
+def test_parquet_float32_close_far_outside_still_fails(tmp_path):
+    # the float32 allowance is ~1e-7 relative, not a licence: 1e-5 outside is still an error
+    path, _ = _mixed_float_parquet(tmp_path / "mixed.parquet", "extremes", nudge=1e-5)
+    assert "lies outside" in error(path)
+
+
 def test_bad_feature_config_is_a_usage_error(tmp_path):
     from finhrm_cli.errors import UsageError
 

@@ -386,14 +386,15 @@ def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[
     return order
 
 
-def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str) -> None:
-    """Price sanity, in chronological order: prices above 0 and low <= close <= high."""
+def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str, rtol: float = OHLC_RTOL) -> None:
+    """Price sanity, in chronological order: prices above 0 and low <= close <= high, up to
+    a relative ``rtol`` (the columns' representation error: float32 ones are coarse)."""
     for canon in PRICE_COLS:
         i = _first(cols[canon] <= 0)
         if i is not None:
             raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
     hi, lo, cl = cols["high"], cols["low"], cols["close"]
-    tol = OHLC_RTOL * np.maximum(np.abs(hi), np.abs(lo))
+    tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
     i = _first(hi < lo - tol)
     if i is not None:
         raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
@@ -470,7 +471,10 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     cols = {k: v[order] for k, v in cols.items()}
     dates = dates.gather(order)
 
-    _check_prices(cols, mapping, where, shown)
+    # Prices are float64 now; a float32 column (Parquet) carries its rounding error along,
+    # so "close == high" in float32 may read as close > high by ~6e-8: allow twice that.
+    rtol = OHLC_RTOL + 2 * max(rel_precision(raw.frame[mapping[c]]) for c in PRICE_COLS)
+    _check_prices(cols, mapping, where, shown, rtol)
     _check_indicators(cols, indicators, mapping, where, shown)
 
     bars = pl.DataFrame(
