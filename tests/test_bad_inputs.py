@@ -334,6 +334,57 @@ def test_parquet_bad_row(tmp_path):
     assert "row 21" in error(path)
 
 
+# --------------------------------------------------------------------------- suspicious data (warnings)
+
+def _shift_dates(body, at: int, days: int):
+    import datetime as dt
+
+    for r in body[at:]:
+        r[0] = str(dt.date.fromisoformat(r[0]) + dt.timedelta(days=days))
+    return body
+
+
+def _scale_prices(body, at: int, factor: float):
+    for r in body[at:]:
+        r[1:5] = [f"{float(v) * factor:.6f}" for v in r[1:5]]
+    return body
+
+
+def test_normal_series_gets_no_warning(tmp_path):
+    body = _shift_dates(rows(), 100, 25)  # a 4-week break (a long holiday) is normal
+    _, src = data.read_bars(write(tmp_path / "ok.csv", body=body))
+    assert src.warnings == []
+
+
+def test_multi_year_gap_warns_naming_the_dates(tmp_path):
+    body = _shift_dates(rows(), 75, 3 * 365)
+    _, src = data.read_bars(write(tmp_path / "gap.csv", body=body))
+    [w] = [w for w in src.warnings if "gap" in w]
+    assert body[74][0] in w and body[75][0] in w and "3.0 years" in w, w
+    assert len(src.warnings) == 1
+
+
+def test_split_like_move_warns_naming_date_and_ratio(tmp_path):
+    body = _scale_prices(rows(), 80, 0.5)  # an unadjusted 2-for-1 split
+    _, src = data.read_bars(write(tmp_path / "split.csv", body=body))
+    [w] = src.warnings
+    assert body[80][0] in w and "ratio 0.5" in w and "split-adjusted" in w, w
+    assert body[79][0] not in w  # the day of the move, not the day before
+
+
+def test_cli_prepare_shows_each_warning_on_one_line(tmp_path):
+    body = _scale_prices(_shift_dates(rows(), 40, 800), 100, 3.0)
+    path = write(tmp_path / "odd.csv", body=body)
+    env = {k: v for k, v in os.environ.items() if k != "FINHRM_DEBUG"}
+    env.update(FINHRM_HOME=str(tmp_path / "home"), NO_COLOR="1", COLUMNS="80")
+    proc = subprocess.run([sys.executable, "-m", "finhrm_cli", "prepare", str(path), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 2 and "2.2 years" in warned[0] and "ratio 3.0" in warned[1], proc.stderr
+    assert sum(1 for ln in proc.stderr.splitlines() if ln.strip()) == 2, proc.stderr
+
+
 def _mixed_float_parquet(path, close_from, nudge=0.0):
     """Parquet as polars writes it from mixed arrays: float64 open/high/low, float32 close
     taken from ``close_from`` (high on even rows, low on odd ones) times ``1 + nudge``."""

@@ -430,6 +430,41 @@ def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mappin
                 raise _fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
 
 
+GAP_DAYS = 30           # a longer gap between consecutive sessions gets a warning
+JUMP_RATIO = 1.5        # a one-day close ratio >= this (or <= 1 - 0.5) gets a warning
+
+
+def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: int = 3) -> None:
+    """Warnings (not errors: the data may be right) for long gaps between sessions and
+    one-day moves of 50% or more in close, in chronological rows; each kind on one line,
+    naming the dates (the longest gaps and the first moves, then how many more)."""
+    iso = lambda d: str(np.datetime64(int(d), "D"))  # noqa: E731
+    gap = np.diff(day)
+    big = np.flatnonzero(gap > GAP_DAYS)
+    if big.size:
+        longest = big[np.argsort(-gap[big], kind="stable")][:show]
+        spans = ", ".join(
+            f"{iso(day[i])} to {iso(day[i + 1])} ({gap[i] / 365.25:.1f} years)" if gap[i] >= 365
+            else f"{iso(day[i])} to {iso(day[i + 1])} ({gap[i]} days)" for i in longest
+        )
+        more = f" and {big.size - show} more" if big.size > show else ""
+        warnings.append(
+            f"{big.size} gap{'s' if big.size > 1 else ''} of more than {GAP_DAYS} days between sessions: {spans}{more}; "
+            "check the file is one continuous series (missing history, or two series joined?)."
+        )
+    ratio = close[1:] / close[:-1]
+    jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 2.0 - JUMP_RATIO))
+    if jump.size:
+        moves = ", ".join(
+            f"{iso(day[i + 1])} ({close[i]:g} to {close[i + 1]:g}, ratio {ratio[i]:.2f})" for i in jump[:show]
+        )
+        more = f" and {jump.size - show} more" if jump.size > show else ""
+        warnings.append(
+            f"close moves 50% or more in one day on {moves}{more}: a likely unadjusted split or a bad print; "
+            "use split-adjusted prices."
+        )
+
+
 def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None) -> tuple[pl.DataFrame, Source]:
     """Read and validate a bars file.
 
@@ -476,6 +511,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     rtol = OHLC_RTOL + 2 * max(rel_precision(raw.frame[mapping[c]]) for c in PRICE_COLS)
     _check_prices(cols, mapping, where, shown, rtol)
     _check_indicators(cols, indicators, mapping, where, shown)
+    _suspicious(dates.cast(pl.Int32).to_numpy(), cols["close"], warnings)
 
     bars = pl.DataFrame(
         {"date": dates, **{k: pl.Series(k, cols[k], dtype=pl.Float64, nan_to_null=True) for k in cols}}
