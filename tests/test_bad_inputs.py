@@ -78,10 +78,11 @@ def test_missing_file_names_neighbours(tmp_path):
 def test_unreadable_file(tmp_path, monkeypatch):
     path = write(tmp_path / "locked.csv")
 
-    def deny(self):
+    def deny(self, *args, **kw):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)  # big files are streamed, not read whole
     assert "permission denied" in error(path)
 
 
@@ -332,6 +333,96 @@ def test_parquet_bad_row(tmp_path):
     path = tmp_path / "p.parquet"
     pl.DataFrame({k: (pl.Series(k, v).cast(pl.Date) if k == "date" else v) for k, v in d.items()}).write_parquet(path)
     assert "row 21" in error(path)
+
+
+# --------------------------------------------------------------------------- big files: the block reader
+
+def _variant(tmp_path, kind: str) -> Path:
+    lines = [",".join(HEADER + ["note"])] + [",".join(r + [f"row {i}"]) for i, r in enumerate(rows())]
+    if kind == "blank_lines":
+        lines[30:30] = ["", "  "]
+        lines += ["", ""]
+    elif kind == "quoted":
+        lines = [",".join(f'"{c}"' for c in ln.split(",")) for ln in lines]
+    elif kind == "quoted_line_break":  # a record over two lines: the in-memory path takes over
+        lines[40] = lines[40].replace("row 39", '"row\n39"')
+    elif kind == "spaces":
+        lines = [", ".join(ln.split(",")) for ln in lines]
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / f"{kind}.csv"
+    raw = text.encode()
+    if kind == "crlf":
+        raw = raw.replace(b"\n", b"\r\n")
+    if kind == "bom":
+        raw = b"\xef\xbb\xbf" + raw
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["plain", "crlf", "bom", "blank_lines", "quoted", "quoted_line_break", "spaces"])
+def test_block_reader_matches_the_in_memory_reader(tmp_path, monkeypatch, kind):
+    from finhrm_cli.data import files
+
+    path = _variant(tmp_path, kind)
+    fast_calls = []
+    real = files._load_csv_fast
+    monkeypatch.setattr(files, "BLOCK", 700)  # ~10 rows a block: many block boundaries
+    monkeypatch.setattr(files, "_load_csv_fast", lambda *a: fast_calls.append(real(*a)) or fast_calls[-1])
+    bars, src = data.read_bars(path)
+    monkeypatch.setattr(files, "_load_csv_fast", lambda *a: None)
+    ref, ref_src = data.read_bars(path)
+    assert bars.equals(ref) and src == ref_src
+    assert bars.height == 150
+    assert (fast_calls[0] is not None) == (kind != "quoted_line_break")
+
+
+@pytest.mark.parametrize("where, cell, line, words", [
+    (100, "", 102 + 2, "blank cell"),                 # read by the fast path: line count past blank lines
+    (100, "12,5", 102 + 2, "decimal mark"),            # the in-memory path words it
+    (140, "abc", 142 + 2, "not a number"),
+])
+def test_block_reader_errors_name_the_line(tmp_path, monkeypatch, where, cell, line, words):
+    from finhrm_cli.data import files
+
+    monkeypatch.setattr(files, "BLOCK", 700)
+    body = rows()
+    body[where][HEADER.index("close")] = f'"{cell}"' if "," in cell else cell
+    path = tmp_path / "b.csv"
+    path.write_text("\n".join([",".join(HEADER), *(",".join(r) for r in body[:20]), "", "",
+                               *(",".join(r) for r in body[20:])]) + "\n")
+    msg = error(path)
+    assert f"line {line}" in msg and words in msg, msg
+
+
+def test_block_reader_ragged_line_in_a_late_block(tmp_path, monkeypatch):
+    from finhrm_cli.data import files
+
+    monkeypatch.setattr(files, "BLOCK", 700)
+    body = rows()
+    body[130].append("7")
+    msg = error(write(tmp_path / "r.csv", body=body))
+    assert "line 132" in msg and "fields" in msg
+
+
+def test_gzip_is_streamed_through_a_temp_file_that_is_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    good = tmp_path / "g.csv.gz"
+    good.write_bytes(gzip.compress(write(tmp_path / "g.csv").read_bytes()))
+    bars, src = data.read_bars(good)
+    assert bars.height == 150 and src.fingerprint == __import__("hashlib").sha256(good.read_bytes()).hexdigest()
+    bad = tmp_path / "t.csv.gz"
+    bad.write_bytes(good.read_bytes()[:80])
+    assert "gzip" in error(bad)
+    body = rows()
+    body[7][HEADER.index("close")] = "x"
+    worse = tmp_path / "w.csv.gz"
+    worse.write_bytes(gzip.compress(write(tmp_path / "w.csv", body=body).read_bytes()))
+    assert "line 9" in error(worse)
+    assert list(scratch.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- suspicious data (warnings)

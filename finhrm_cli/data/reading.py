@@ -1,9 +1,11 @@
 """Reading bars files and their dialects (polars + numpy).
 
-Everything between a path and a validated bars frame: the file's bytes (gzip, Parquet,
-UTF-8/UTF-16 text, CSV separator sniffing), header matching (aliases, ``--date-col``,
-``--col``), cell parsing (numbers as portals write them, dates in many formats, unix
-times), the :class:`Source` record, ``read_bars``, ``parse_col_map`` and ``expand_inputs``.
+Everything between a path and a validated bars frame: header matching (aliases,
+``--date-col``, ``--col``), the checks (dates, prices, indicators, suspicious data), the
+:class:`Source` record, ``read_bars``, ``parse_col_map`` and ``expand_inputs``.  The
+file's bytes (gzip, Parquet, UTF-8/UTF-16 text, CSV separator sniffing) are ``files``'
+job, cell parsing (numbers as portals write them, dates in many formats, unix times)
+``values``'.
 It also names the files of a prepared folder, which ``read_bars`` and ``expand_inputs``
 recognise (``prepared`` writes and loads them).
 
@@ -13,20 +15,15 @@ Line numbers in messages are 1-based lines of the file with the header as line 1
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import hashlib
-import io
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
 
+from finhrm_cli.data.files import _Raw, open_data
 from finhrm_cli.data.values import _fail, _first, parse_dates, parse_numbers, rel_precision  # noqa: F401  (_fail, _first: re-exported)
 from finhrm_cli.errors import DataError
 
@@ -129,17 +126,9 @@ def _canon_key(key: str) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- raw reading
+# --------------------------------------------------------------------------- the file
 
-@dataclass
-class _Raw:
-    frame: pl.DataFrame         # as read: strings for CSV, typed for Parquet
-    where: Callable[[int], str]  # row index -> "line N" / "row N"
-    kind: str                   # "csv" | "parquet"
-    separator: str = ","
-
-
-def _read_file_bytes(path: Path, shown: str) -> bytes:
+def _check_path(path: Path, shown: str) -> None:
     if not path.exists():
         hint = ""
         parent = path.parent if str(path.parent) else Path(".")
@@ -154,133 +143,6 @@ def _read_file_bytes(path: Path, shown: str) -> bytes:
             f"is a folder but not a prepared dataset (no {PREPARED_META}); pass a CSV or Parquet "
             "file, or a folder written by `finhrm prepare -o`.",
         )
-    try:
-        return path.read_bytes()
-    except PermissionError:
-        raise _fail(shown, "cannot be read (permission denied); fix its permissions (chmod u+r) or copy it.") from None
-    except OSError as exc:
-        raise _fail(shown, f"cannot be read ({exc.strerror or exc}); check the file.") from None
-
-
-def _decode_text(data: bytes, shown: str) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise _fail(shown, "is not valid UTF-16 text; save it as CSV UTF-8.") from None
-    if data.startswith(b"PK\x03\x04"):
-        raise _fail(shown, "is a ZIP archive or Excel workbook, not a CSV; unzip it or export the sheet as CSV.")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise _fail(shown, f"line {line}: contains NUL bytes, so it is binary, not a CSV; export the data as CSV (UTF-8).")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise _fail(
-            shown,
-            f"line {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as CSV UTF-8 "
-            "(or convert it, e.g. iconv -f latin1 -t utf-8).",
-        ) from None
-
-
-def _split_header(line: str, sep: str) -> list[str]:
-    return next(csv.reader([line], delimiter=sep))
-
-
-def _sniff_separator(header: str) -> str:
-    unquoted = re.sub(r'"[^"]*"', "", header)
-    counts = {sep: unquoted.count(sep) for sep in (",", ";", "\t")}
-    best = max(counts, key=lambda s: counts[s])
-    return best if counts[best] > 0 else ","
-
-
-def _read_raw(path: Path, shown: str) -> tuple[_Raw, bytes]:
-    data = _read_file_bytes(path, shown)
-    if not data.strip():
-        raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data_plain = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
-        if not data_plain.strip():
-            raise _fail(shown, "is empty once decompressed; export the bars again.")
-    else:
-        data_plain = data
-    if data_plain[:4] == b"PAR1":
-        return _read_parquet(data_plain, shown), data
-    if path.suffix.lower() == ".parquet":
-        raise _fail(shown, "has a .parquet suffix but is not a Parquet file; re-export it or rename it.")
-    return _read_csv_text(_decode_text(data_plain, shown), shown), data
-
-
-def _read_parquet(data: bytes, shown: str) -> _Raw:
-    try:
-        frame = pl.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # polars raises several types for corrupt files
-        raise _fail(shown, f"is not a readable Parquet file ({str(exc).splitlines()[0][:120]}); re-export it.") from None
-    if frame.width == 0:
-        raise _fail(shown, "is a Parquet file without columns; re-export it.")
-    if frame.height == 0:
-        raise _fail(shown, "has columns but no data rows; export the bars again.")
-    return _Raw(frame, lambda i: f"row {i + 1}", "parquet")
-
-
-def _read_csv_text(text: str, shown: str) -> _Raw:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    head = next((i for i, ln in enumerate(lines) if ln.strip()), None)
-    if head is None:
-        raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
-    sep = _sniff_separator(lines[head])
-    header = _split_header(lines[head], sep)
-    if len(header) < 2:
-        raise _fail(
-            shown,
-            f"line {head + 1}: found a single column ({lines[head].strip()[:60]!r}); expected comma-, semicolon- "
-            "or tab-separated columns such as date,open,high,low,close; export the data as CSV.",
-        )
-    body = "\n".join(lines[head:])
-    try:
-        frame = pl.read_csv(
-            io.BytesIO(body.encode("utf-8")),
-            separator=sep,
-            infer_schema=False,
-            has_header=True,
-            truncate_ragged_lines=False,
-        )
-    except Exception as exc:  # ragged rows and the like: find the line ourselves
-        bad = _find_ragged_line(lines, head, sep, len(header))
-        if bad is not None:
-            raise _fail(
-                shown,
-                f"line {bad[0]}: has {bad[1]} fields but the header has {len(header)}; "
-                "fix that row (a stray separator or an unquoted comma in a number?).",
-            ) from None
-        raise _fail(shown, f"cannot be parsed as CSV ({str(exc).splitlines()[0][:120]}); check the file.") from None
-    if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
-    # Blank lines come back as all-null rows: drop them but keep their line numbers.
-    first_line = head + 2  # 1-based line of data row 0
-    blank = pl.all_horizontal(
-        [pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in frame.columns]
-    )
-    frame = frame.with_row_index("_i").filter(~blank)
-    if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
-    line_of = (frame["_i"].to_numpy().astype(np.int64) + first_line)
-    frame = frame.drop("_i")
-    return _Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep)
-
-
-def _find_ragged_line(lines: list[str], head: int, sep: str, width: int):
-    reader = csv.reader(lines[head + 1:], delimiter=sep)
-    for offset, row in enumerate(reader):
-        if row and len(row) > width:
-            return head + 2 + offset, len(row)
-    return None
 
 
 # --------------------------------------------------------------------------- column mapping
@@ -361,11 +223,11 @@ def _detect_shape(headers: list[str], mapping: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- read_bars
 
-def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray:
+def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray | None:
     """Row order that sorts the bars by date (with a warning if the file was not in date
     order); duplicate dates fail, naming both lines."""
-    # Duplicate dates: name both lines.
-    order = np.arange(n)
+    # Duplicate dates: name both lines.  None: the rows are in date order already.
+    order = None
     day = dates.cast(pl.Int32).to_numpy()
     srt = np.argsort(day, kind="stable")
     dup = np.flatnonzero(np.diff(day[srt]) == 0)
@@ -465,6 +327,28 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
         )
 
 
+def _parse_columns(raw: _Raw, mapping: dict[str, str], shown: str, warnings: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Price, volume and indicator columns as float64 arrays in file order (volume NaN if absent)."""
+    def numbers(canon: str, allow_blank: bool) -> np.ndarray:
+        h = mapping[canon]
+        return parse_numbers(raw.frame[h], raw.where, h, canon, shown, allow_blank, raw.separator)
+
+    cols = {canon: numbers(canon, False) for canon in PRICE_COLS}
+    if "volume" in mapping:
+        vol = numbers("volume", False)
+        i = _first(vol < 0)
+        if i is not None:
+            raise _fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
+        cols["volume"] = vol
+    else:
+        cols["volume"] = np.full(raw.frame.height, np.nan)
+        warnings.append("no volume column: the volume input is set to 0.")
+    indicators = [c for c in INDICATOR_COLS if c in mapping]
+    for canon in indicators:
+        cols[canon] = numbers(canon, True)
+    return cols, indicators
+
+
 def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None) -> tuple[pl.DataFrame, Source]:
     """Read and validate a bars file.
 
@@ -474,37 +358,29 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     """
     shown = str(path)
     p = Path(path).expanduser()
-    raw, data = _read_raw(p, shown)
-    headers = [str(c) for c in raw.frame.columns]
-    mapping, warnings = _match_columns(headers, date_col, col_map, shown)
+    _check_path(p, shown)
+    with open_data(p, shown) as f:
+        headers = [str(c) for c in f.headers]
+        mapping, warnings = _match_columns(headers, date_col, col_map, shown)
+        raw = f.load(mapping["date"], [mapping[c] for c in CANONICAL if c in mapping and c != "date"])
+        fingerprint = f.fingerprint
     shape = _detect_shape(headers, mapping)
     notes: list[str] = []
     if shape == "yahoo":
         notes.append("Yahoo file: prices use Close (not Adj Close) so open/high/low/close stay consistent.")
-
-    cols: dict[str, np.ndarray] = {}
-    for canon in PRICE_COLS:
-        cols[canon] = parse_numbers(raw.frame[mapping[canon]], raw.where, mapping[canon], canon, shown, False, raw.separator)
+    cols, indicators = _parse_columns(raw, mapping, shown, warnings)
     n = raw.frame.height
-    if "volume" in mapping:
-        vol = parse_numbers(raw.frame[mapping["volume"]], raw.where, mapping["volume"], "volume", shown, False, raw.separator)
-        i = _first(vol < 0)
-        if i is not None:
-            raise _fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
-        cols["volume"] = vol
-    else:
-        cols["volume"] = np.full(n, np.nan)
-        warnings.append("no volume column: the volume input is set to 0.")
-    indicators = [c for c in INDICATOR_COLS if c in mapping]
-    for canon in indicators:
-        cols[canon] = parse_numbers(raw.frame[mapping[canon]], raw.where, mapping[canon], canon, shown, True, raw.separator)
-    dates = parse_dates(raw.frame[mapping["date"]], raw.where, mapping["date"], shown)
+    dates = parse_dates(raw.frame[mapping["date"]], raw.where, mapping["date"], shown, stripped=raw.clean)
+    if mapping["date"] not in [mapping[c] for c in mapping if c != "date"]:
+        raw.frame = raw.frame.drop(mapping["date"])  # the text of a big file's dates is large
 
     # Sort by date, then check prices and indicators in chronological order.
     order = _date_order(raw, dates, n, shown, warnings)
-    where = lambda i: raw.where(int(order[i]))  # noqa: E731  (index in sorted order -> file location)
-    cols = {k: v[order] for k, v in cols.items()}
-    dates = dates.gather(order)
+    where = raw.where
+    if order is not None:
+        where = lambda i: raw.where(int(order[i]))  # noqa: E731  (index in sorted order -> file location)
+        cols = {k: v[order] for k, v in cols.items()}
+        dates = dates.gather(order)
 
     # Prices are float64 now; a float32 column (Parquet) carries its rounding error along,
     # so "close == high" in float32 may read as close > high by ~6e-8: allow twice that.
@@ -522,7 +398,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         name=_stem(p),
         shape=shape,
         columns=columns,
-        fingerprint=hashlib.sha256(data).hexdigest(),
+        fingerprint=fingerprint,
         n_rows=n,
         warnings=warnings,
         notes=notes,

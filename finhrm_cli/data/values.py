@@ -86,9 +86,7 @@ def parse_numbers(s: pl.Series, where, header: str, canon: str, shown: str, allo
     else:
         raise _fail(shown, f"column {header!r} holds {s.dtype}, not numbers; fix the column type or pass --col.")
     if blank.any():
-        out = np.where(blank, np.nan, out)
-    elif not out.flags.writeable:
-        out = out.copy()
+        out = np.where(blank, np.nan, out)  # (else: possibly a read-only view of the column: no copy)
     if not allow_blank:
         i = _first(blank)
         if i is not None:
@@ -139,8 +137,9 @@ def _epoch_to_dates(values: np.ndarray, header: str, where, shown) -> pl.Series:
     return pl.Series("date", days, dtype=pl.Int32).cast(pl.Date)
 
 
-def parse_dates(s: pl.Series, where, header: str, shown: str) -> pl.Series:
-    """One column -> Date (a date, a datetime, unix seconds or milliseconds, or text)."""
+def parse_dates(s: pl.Series, where, header: str, shown: str, stripped: bool = False) -> pl.Series:
+    """One column -> Date (a date, a datetime, unix seconds or milliseconds, or text;
+    ``stripped``: text without surrounding spaces already)."""
     if s.dtype == pl.Date:
         out = s
     elif isinstance(s.dtype, pl.Datetime):
@@ -151,7 +150,7 @@ def parse_dates(s: pl.Series, where, header: str, shown: str) -> pl.Series:
             raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
         return _epoch_to_dates(s.cast(pl.Float64).to_numpy(), header, where, shown)
     elif s.dtype == pl.String:
-        out = _parse_date_strings(s.str.strip_chars(), header, where, shown)
+        out = _parse_date_strings(s if stripped else s.str.strip_chars(), header, where, shown)
     else:
         raise _fail(shown, f"column {header!r} holds {s.dtype}, not dates; {_DATE_FIX}.")
     i = _first(out.is_null().to_numpy())
