@@ -422,7 +422,31 @@ def test_gzip_is_streamed_through_a_temp_file_that_is_removed(tmp_path, monkeypa
     worse = tmp_path / "w.csv.gz"
     worse.write_bytes(gzip.compress(write(tmp_path / "w.csv", body=body).read_bytes()))
     assert "line 9" in error(worse)
+    header_only = tmp_path / "h.csv.gz"
+    header_only.write_bytes(gzip.compress(b"date,open,high,low,close\n\n"))
+    assert "no data rows" in error(header_only)
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("ending, fast", [(b"\r\n", True), (b"\r", False)])
+def test_line_ends_across_streaming_chunks(tmp_path, monkeypatch, ending, fast):
+    # \r\n split between two chunks of the streaming look is still \r\n (fast path);
+    # old Mac \r line ends go to the in-memory reader; both read the same bars
+    from finhrm_cli.data import files
+
+    raw = write(tmp_path / "x.csv").read_bytes().replace(b"\n", ending)
+    # a chunk size (header still inside the first chunk) with a boundary right after a \r
+    size = next(c for c in range(64, 400) if any(raw[k - 1:k] == b"\r" for k in range(c, len(raw), c)))
+    monkeypatch.setattr(files, "CHUNK", size)
+    path = tmp_path / "e.csv"
+    path.write_bytes(raw)
+    used = []
+    real = files._load_csv_fast
+    monkeypatch.setattr(files, "_load_csv_fast", lambda *a: used.append(1) or real(*a))
+    bars, _ = data.read_bars(path)
+    assert bool(used) == fast
+    ref, _ = data.read_bars(tmp_path / "x.csv")
+    assert bars.equals(ref)
 
 
 # --------------------------------------------------------------------------- suspicious data (warnings)

@@ -58,14 +58,19 @@ class _TextCheck:
         self.utf8 = codecs.getincrementaldecoder("utf-8")()
         self.fast = True
         self.nonblank = False
+        self._cr = False  # the last chunk ended with \r
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
         if not self.nonblank and chunk.strip():
             self.nonblank = True
-        if not self.fast:
+        if not self.fast or not chunk:
             return
-        if b"\x00" in chunk or chunk.count(b"\r") != chunk.count(b"\r\n"):
-            self.fast = False  # binary, or old Mac line ends (or a \r\n across chunks: harmless)
+        lone_cr = chunk.count(b"\r") - chunk.count(b"\r\n") - chunk.endswith(b"\r")
+        if (self._cr and not chunk.startswith(b"\n")) or (final and chunk.endswith(b"\r")):
+            lone_cr += 1
+        self._cr = chunk.endswith(b"\r")
+        if b"\x00" in chunk or lone_cr:
+            self.fast = False  # binary, or old Mac line ends
             return
         try:
             self.utf8.decode(chunk, final)
@@ -106,7 +111,17 @@ def _look(path: Path, shown: str) -> tuple[str, Path | None, bytes, _TextCheck]:
 
 def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
     """Decompress to a temporary file (removed by ``DataFile.close``), feeding the check."""
-    fd, name = tempfile.mkstemp(prefix="finhrm-", suffix=".plain")
+    def no_room(exc: OSError):
+        return _fail(
+            shown,
+            f"cannot be decompressed to {tempfile.gettempdir()} ({exc.strerror or exc}); free some space there "
+            "(or set TMPDIR), or decompress the file yourself.",
+        )
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="finhrm-", suffix=".plain")
+    except OSError as exc:
+        raise no_room(exc) from None
     tmp = Path(name)
     head = b""
     try:
@@ -123,13 +138,12 @@ def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
         raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.filename is None and not isinstance(exc, PermissionError):
+        if exc.errno is None:  # a format error, not the system's
             raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
-        raise _fail(
-            shown,
-            f"cannot be decompressed to {tempfile.gettempdir()} ({exc.strerror or exc}); free some space there "
-            "(or set TMPDIR), or decompress the file yourself.",
-        ) from None
+        raise no_room(exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if not check.nonblank:
         tmp.unlink(missing_ok=True)
         raise _fail(shown, "is empty once decompressed; export the bars again.")
@@ -144,18 +158,24 @@ class DataFile:
     def __init__(self, path: Path, shown: str):
         self.shown = shown
         self.fingerprint, self._tmp, head, check = _look(path, shown)
+        try:
+            self._open(path, shown, head, check)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: Path, shown: str, head: bytes, check: _TextCheck) -> None:
         self.plain = self._tmp or path
-        self.compressed = self._tmp is not None
         self._raw: _Raw | None = None
         self.separator = ","
+        if not check.nonblank:
+            raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
         if head[:4] == b"PAR1":
             self.kind = "parquet"
             self.headers = _parquet_headers(self.plain, shown)
             return
         if path.suffix.lower() == ".parquet":
             raise _fail(shown, "has a .parquet suffix but is not a Parquet file; re-export it or rename it.")
-        if not check.nonblank:
-            raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
         self.kind = "csv"
         self._header = _fast_header(head, check)
         if self._header is not None:
