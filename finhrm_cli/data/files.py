@@ -3,10 +3,12 @@
 ``open_data(path, shown)`` looks at the file once, streaming: its sha256 fingerprint, gzip
 (decompressed to a temporary file, never into memory), Parquet, and whether the text is
 plain UTF-8 with ``\\n`` or ``\\r\\n`` line ends.  It returns a :class:`DataFile` with the
-header names; ``DataFile.load(wanted)`` then reads only the wanted columns:
+header names; ``DataFile.load(dates, numbers)`` then keeps only the columns read_bars needs:
 
-- fast path (plain UTF-8 CSV, Parquet): polars reads the file from its path, in batches;
-  number columns are parsed to float64 on the way in, so the text never sits in memory.
+- fast path (plain UTF-8 CSV, Parquet): a CSV is parsed by polars in blocks of about 8 MB
+  (whole lines, the header line prepended to each), its number columns to float64 on the
+  way in, so neither the text nor a frame of strings is ever whole in memory; Parquet is
+  read from its path, only the needed columns.
 - compatibility path (UTF-16, old Mac line ends, blank lines before the header, and any
   file the fast path cannot read cleanly): the whole text in memory, every cell a string,
   as finhrm always read files.  It is the path that builds the one-line error naming the
@@ -153,7 +155,7 @@ def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
 # --------------------------------------------------------------------------- the file
 
 class DataFile:
-    """An opened bars file: ``headers``, ``fingerprint`` and ``load(wanted)``."""
+    """An opened bars file: ``headers``, ``fingerprint`` and ``load(dates, numbers)``."""
 
     def __init__(self, path: Path, shown: str):
         self.shown = shown
