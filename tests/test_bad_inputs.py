@@ -404,6 +404,26 @@ def test_block_reader_ragged_line_in_a_late_block(tmp_path, monkeypatch):
     assert "line 132" in msg and "fields" in msg
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_clean_csv_is_never_read_whole(tmp_path, monkeypatch, gz):
+    # the fast path streams: no read_bytes of the file (or of its decompressed copy)
+    from finhrm_cli.data import files
+
+    path = write(tmp_path / "c.csv")
+    if gz:
+        path = tmp_path / "c.csv.gz"
+        path.write_bytes(gzip.compress(write(tmp_path / "c.csv").read_bytes()))
+    ref, _ = data.read_bars(path)
+
+    def whole(self):
+        raise AssertionError(f"read whole: {self}")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    monkeypatch.setattr(files, "BLOCK", 1000)
+    bars, _ = data.read_bars(path)
+    assert bars.equals(ref)
+
+
 def test_gzip_is_streamed_through_a_temp_file_that_is_removed(tmp_path, monkeypatch):
     import tempfile
 
