@@ -197,6 +197,15 @@ def test_normalizer_uses_training_rows_only():
     assert not np.array_equal(ds.normalizer.mean, ds3.normalizer.mean)
 
 
+@pytest.mark.parametrize("feature_set", ["hrm18", "extended"])
+def test_normalizer_fit_by_column_equals_the_2d_fit_bit_for_bit(feature_set):
+    # _finish fits column by column (no 2-D copy of a big frame): same numbers as before
+    ds = data.from_bars(bars_df(synthetic_ohlcv(700, 3)), FeatureConfig(feature_set=feature_set))
+    tr, h = ds.splits["train"], ds.fcfg.horizon
+    ref = Normalizer.fit(ds.features()[tr["start"]: tr["end"] - h])
+    assert np.array_equal(ds.normalizer.mean, ref.mean) and np.array_equal(ds.normalizer.std, ref.std)
+
+
 def test_normalizer_zero_std_roundtrip():
     x = np.c_[np.arange(10.0), np.zeros(10)]
     nz = Normalizer.fit(x)

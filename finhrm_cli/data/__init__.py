@@ -1,14 +1,17 @@
 """Daily bars in, model-ready numpy windows out (polars + numpy only).
 
-Pipeline: ``read_bars`` (detect the file's shape, read every cell as text, validate with
+Pipeline: ``read_bars`` (detect the file's shape, read only the columns it needs, validate with
 one-line errors naming file, line and column) -> ``build_features`` (one lazy polars
 query: indicators the file lacks, scale-free inputs, targets) -> chronological splits ->
 ``Normalizer`` fit on training rows only -> ``Dataset.windows`` (numpy stride tricks).
 
 One job per module (each imports only the ones above it):
 
-- ``reading``: files and their dialects: gzip, Parquet, CSV sniffing, header matching,
-  number and date parsing, ``Source``, ``read_bars``, ``parse_col_map``, ``expand_inputs``.
+- ``values``: number and date parsing of one column (``parse_numbers``, ``parse_dates``).
+- ``files``: a file's bytes and dialects: gzip, Parquet, UTF-8/UTF-16, CSV sniffing; big
+  CSV files are read block by block, never whole in memory (``open_data``).
+- ``reading``: header matching, the checks and warnings, ``Source``, ``read_bars``,
+  ``parse_col_map``, ``expand_inputs``.
 - ``features``: features and targets as polars expressions: ``HRM18``, ``FEATURE_SETS``,
   indicators, the volatility scale, ``build_features``.
 - ``dataset``: splits, ``Normalizer``, ``Windows``, ``Dataset``, ``concat_windows``.

@@ -38,6 +38,18 @@ class Normalizer:
         std = np.where(std < 1e-12, 1.0, std)
         return cls(mean=mean, std=std)
 
+    @classmethod
+    def fit_frame(cls, frame: pl.DataFrame, columns: list[str], start: int, stop: int) -> "Normalizer":
+        """``fit`` on rows ``start:stop`` of ``columns``, one column at a time (no 2-D copy of
+        a big frame; the same numbers, as numpy reduces each contiguous column alike)."""
+        if stop <= start or not columns:
+            raise DataError("no training rows to fit the normaliser on; use a longer history.")
+        part = frame.slice(start, stop - start)
+        cols = [np.asarray(part[c].to_numpy(), dtype=np.float64) for c in columns]
+        mean = np.array([v.mean() for v in cols])
+        std = np.array([v.std() for v in cols])
+        return cls(mean=mean, std=np.where(std < 1e-12, 1.0, std))
+
     def transform(self, x2d: np.ndarray) -> np.ndarray:
         x = np.asarray(x2d, dtype=np.float64)
         return ((x - self.mean) / self.std).astype(np.float32)
@@ -148,7 +160,7 @@ class Dataset:
     # ---- arrays
     def features(self) -> np.ndarray:
         """(n_rows, F) float64 un-normalised features of every row of ``frame``."""
-        return self.frame.select(feature_columns(self.feature_names)).to_numpy().astype(np.float64)
+        return self.frame.select(feature_columns(self.feature_names)).to_numpy().astype(np.float64, copy=False)
 
     def _normalized(self) -> np.ndarray:
         if self._x is None:
@@ -272,8 +284,7 @@ def _finish(frame, names, source, fcfg, normalizer, dropped, shown, min_windows)
                  normalizer=normalizer, splits=splits, dropped=dict(dropped))
     if normalizer is None:
         sp = splits["train"]
-        fit_rows = ds.features()[sp["start"]: sp["end"] - fcfg.horizon]
-        ds.normalizer = Normalizer.fit(fit_rows)
+        ds.normalizer = Normalizer.fit_frame(frame, feature_columns(names), sp["start"], sp["end"] - fcfg.horizon)
     elif ds.normalizer.mean.shape[0] != len(names):
         raise DataError(
             f"{shown}: the normaliser has {ds.normalizer.mean.shape[0]} features but feature set "

@@ -8,7 +8,6 @@ matching loader ``_load_prepared`` (``features.parquet`` + ``meta.json``).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -112,20 +111,45 @@ def prepare_many(
 
 def save_prepared(ds: Dataset, out_dir) -> Path:
     """Write ``features.parquet`` and ``meta.json`` (atomically) into ``out_dir``."""
-    from finhrm_cli.fsutil import atomic_write_bytes, atomic_write_json
+    from finhrm_cli.fsutil import atomic_write_json
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; pick another output folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        ds.frame.write_parquet(buf)
-        atomic_write_bytes(out / PREPARED_FRAME, buf.getvalue())
+        _write_parquet_atomic(ds.frame, out / PREPARED_FRAME)
         atomic_write_json(out / PREPARED_META, ds.meta(), allow_nan=False)
     except PermissionError:
         raise DataError(f"{out}: cannot write there (permission denied); pick another output folder.") from None
     return out
+
+
+def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """``frame`` to ``path`` through a temp file next to it (fsync, rename), as
+    ``fsutil.atomic_write_bytes`` does, but with no copy of the file's bytes in memory."""
+    import os
+    import tempfile
+
+    from finhrm_cli.fsutil import _umask
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        frame.write_parquet(tmp)  # polars writes a path natively, in pieces
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _load_prepared(p: Path, shown: str, fcfg: FeatureConfig, normalizer, min_windows) -> Dataset:

@@ -1,9 +1,11 @@
 """Reading bars files and their dialects (polars + numpy).
 
-Everything between a path and a validated bars frame: the file's bytes (gzip, Parquet,
-UTF-8/UTF-16 text, CSV separator sniffing), header matching (aliases, ``--date-col``,
-``--col``), cell parsing (numbers as portals write them, dates in many formats, unix
-times), the :class:`Source` record, ``read_bars``, ``parse_col_map`` and ``expand_inputs``.
+Everything between a path and a validated bars frame: header matching (aliases,
+``--date-col``, ``--col``), the checks (dates, prices, indicators, suspicious data), the
+:class:`Source` record, ``read_bars``, ``parse_col_map`` and ``expand_inputs``.  The
+file's bytes (gzip, Parquet, UTF-8/UTF-16 text, CSV separator sniffing) are ``files``'
+job, cell parsing (numbers as portals write them, dates in many formats, unix times)
+``values``'.
 It also names the files of a prepared folder, which ``read_bars`` and ``expand_inputs``
 recognise (``prepared`` writes and loads them).
 
@@ -13,20 +15,16 @@ Line numbers in messages are 1-based lines of the file with the header as line 1
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import hashlib
-import io
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
 
+from finhrm_cli.data.files import _Raw, open_data
+from finhrm_cli.data.values import _fail, _first, parse_dates, parse_numbers, rel_precision  # noqa: F401  (_fail, _first: re-exported)
 from finhrm_cli.errors import DataError
 
 N_PREV = 5              # prev1_high .. prev5_low: the previous days' extremes an export may carry
@@ -128,21 +126,9 @@ def _canon_key(key: str) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- raw reading
+# --------------------------------------------------------------------------- the file
 
-@dataclass
-class _Raw:
-    frame: pl.DataFrame         # as read: strings for CSV, typed for Parquet
-    where: Callable[[int], str]  # row index -> "line N" / "row N"
-    kind: str                   # "csv" | "parquet"
-    separator: str = ","
-
-
-def _fail(path, msg: str) -> DataError:
-    return DataError(f"{path}: {msg}")
-
-
-def _read_file_bytes(path: Path, shown: str) -> bytes:
+def _check_path(path: Path, shown: str) -> None:
     if not path.exists():
         hint = ""
         parent = path.parent if str(path.parent) else Path(".")
@@ -157,133 +143,6 @@ def _read_file_bytes(path: Path, shown: str) -> bytes:
             f"is a folder but not a prepared dataset (no {PREPARED_META}); pass a CSV or Parquet "
             "file, or a folder written by `finhrm prepare -o`.",
         )
-    try:
-        return path.read_bytes()
-    except PermissionError:
-        raise _fail(shown, "cannot be read (permission denied); fix its permissions (chmod u+r) or copy it.") from None
-    except OSError as exc:
-        raise _fail(shown, f"cannot be read ({exc.strerror or exc}); check the file.") from None
-
-
-def _decode_text(data: bytes, shown: str) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise _fail(shown, "is not valid UTF-16 text; save it as CSV UTF-8.") from None
-    if data.startswith(b"PK\x03\x04"):
-        raise _fail(shown, "is a ZIP archive or Excel workbook, not a CSV; unzip it or export the sheet as CSV.")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise _fail(shown, f"line {line}: contains NUL bytes, so it is binary, not a CSV; export the data as CSV (UTF-8).")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise _fail(
-            shown,
-            f"line {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as CSV UTF-8 "
-            "(or convert it, e.g. iconv -f latin1 -t utf-8).",
-        ) from None
-
-
-def _split_header(line: str, sep: str) -> list[str]:
-    return next(csv.reader([line], delimiter=sep))
-
-
-def _sniff_separator(header: str) -> str:
-    unquoted = re.sub(r'"[^"]*"', "", header)
-    counts = {sep: unquoted.count(sep) for sep in (",", ";", "\t")}
-    best = max(counts, key=lambda s: counts[s])
-    return best if counts[best] > 0 else ","
-
-
-def _read_raw(path: Path, shown: str) -> tuple[_Raw, bytes]:
-    data = _read_file_bytes(path, shown)
-    if not data.strip():
-        raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data_plain = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
-        if not data_plain.strip():
-            raise _fail(shown, "is empty once decompressed; export the bars again.")
-    else:
-        data_plain = data
-    if data_plain[:4] == b"PAR1":
-        return _read_parquet(data_plain, shown), data
-    if path.suffix.lower() == ".parquet":
-        raise _fail(shown, "has a .parquet suffix but is not a Parquet file; re-export it or rename it.")
-    return _read_csv_text(_decode_text(data_plain, shown), shown), data
-
-
-def _read_parquet(data: bytes, shown: str) -> _Raw:
-    try:
-        frame = pl.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # polars raises several types for corrupt files
-        raise _fail(shown, f"is not a readable Parquet file ({str(exc).splitlines()[0][:120]}); re-export it.") from None
-    if frame.width == 0:
-        raise _fail(shown, "is a Parquet file without columns; re-export it.")
-    if frame.height == 0:
-        raise _fail(shown, "has columns but no data rows; export the bars again.")
-    return _Raw(frame, lambda i: f"row {i + 1}", "parquet")
-
-
-def _read_csv_text(text: str, shown: str) -> _Raw:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    head = next((i for i, ln in enumerate(lines) if ln.strip()), None)
-    if head is None:
-        raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
-    sep = _sniff_separator(lines[head])
-    header = _split_header(lines[head], sep)
-    if len(header) < 2:
-        raise _fail(
-            shown,
-            f"line {head + 1}: found a single column ({lines[head].strip()[:60]!r}); expected comma-, semicolon- "
-            "or tab-separated columns such as date,open,high,low,close; export the data as CSV.",
-        )
-    body = "\n".join(lines[head:])
-    try:
-        frame = pl.read_csv(
-            io.BytesIO(body.encode("utf-8")),
-            separator=sep,
-            infer_schema=False,
-            has_header=True,
-            truncate_ragged_lines=False,
-        )
-    except Exception as exc:  # ragged rows and the like: find the line ourselves
-        bad = _find_ragged_line(lines, head, sep, len(header))
-        if bad is not None:
-            raise _fail(
-                shown,
-                f"line {bad[0]}: has {bad[1]} fields but the header has {len(header)}; "
-                "fix that row (a stray separator or an unquoted comma in a number?).",
-            ) from None
-        raise _fail(shown, f"cannot be parsed as CSV ({str(exc).splitlines()[0][:120]}); check the file.") from None
-    if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
-    # Blank lines come back as all-null rows: drop them but keep their line numbers.
-    first_line = head + 2  # 1-based line of data row 0
-    blank = pl.all_horizontal(
-        [pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in frame.columns]
-    )
-    frame = frame.with_row_index("_i").filter(~blank)
-    if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
-    line_of = (frame["_i"].to_numpy().astype(np.int64) + first_line)
-    frame = frame.drop("_i")
-    return _Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep)
-
-
-def _find_ragged_line(lines: list[str], head: int, sep: str, width: int):
-    reader = csv.reader(lines[head + 1:], delimiter=sep)
-    for offset, row in enumerate(reader):
-        if row and len(row) > width:
-            return head + 2 + offset, len(row)
-    return None
 
 
 # --------------------------------------------------------------------------- column mapping
@@ -362,187 +221,13 @@ def _detect_shape(headers: list[str], mapping: dict[str, str]) -> str:
     return "generic"
 
 
-# --------------------------------------------------------------------------- cell parsing
-
-def _first(mask: np.ndarray) -> int | None:
-    idx = np.flatnonzero(mask)
-    return int(idx[0]) if idx.size else None
-
-
-def _number_hint(value: str, sep: str) -> str:
-    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", value):
-        return "remove the thousands separators (plain numbers like 1234.5)"
-    if re.fullmatch(r"[+-]?\d+,\d+", value):
-        return "use a dot as the decimal mark (1234.5, not 1234,5)"
-    if re.match(r"^[$€£¥]", value):
-        return "remove the currency symbol"
-    return "fix the cell or delete the row"
-
-
-_SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9}
-
-
-def _lenient_numbers(s: pl.Series, canon: str) -> pl.Series:
-    """Numbers as broker and portal exports write them: a leading currency symbol
-    ($123.45, Nasdaq), unambiguous thousands separators (1,234.50 or 1,234,567) and, for
-    volume only, K/M/B suffixes (1.21M, Investing.com).  Anything else stays null and is
-    reported by the caller."""
-    t = s.str.replace(r"^[$€£¥]\s*", "")
-    t = pl.Series(s.name, [
-        v.replace(",", "") if v is not None and re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+\.\d+|[+-]?\d{1,3}(,\d{3}){2,}", v) else v
-        for v in t.to_list()
-    ], dtype=pl.String)
-    out = t.cast(pl.Float64, strict=False)
-    if canon == "volume":
-        m = t.str.extract(r"^([+-]?\d+(?:\.\d+)?)\s*([KMBkmb])$", 1).cast(pl.Float64, strict=False)
-        unit = t.str.extract(r"^[+-]?\d+(?:\.\d+)?\s*([KMBkmb])$", 1).str.to_uppercase().replace_strict(_SUFFIX, default=None, return_dtype=pl.Float64)
-        out = out.fill_null(m * unit)
-    return out
-
-
-def _parse_numbers(raw: _Raw, header: str, canon: str, shown: str, allow_blank: bool) -> np.ndarray:
-    s = raw.frame[header]
-    where = raw.where
-    if s.dtype == pl.String:
-        stripped = s.str.strip_chars()
-        values = stripped.cast(pl.Float64, strict=False)
-        if values.null_count() > stripped.is_null().sum():
-            values = _lenient_numbers(stripped, canon)
-        blank = (stripped.is_null() | (stripped == "")).to_numpy()
-        bad = (values.is_null().to_numpy() & ~blank)
-        i = _first(bad)
-        if i is not None:
-            v = stripped[i]
-            raise _fail(
-                shown,
-                f"{where(i)}: {v!r} in column {header!r} is not a number; {_number_hint(v, raw.separator)}.",
-            )
-        out = values.to_numpy().astype(np.float64)
-    elif s.dtype.is_numeric():
-        out = s.cast(pl.Float64).to_numpy().astype(np.float64)
-        blank = s.is_null().to_numpy()
-    else:
-        raise _fail(shown, f"column {header!r} holds {s.dtype}, not numbers; fix the column type or pass --col.")
-    out = np.where(blank, np.nan, out)
-    if not allow_blank:
-        i = _first(blank)
-        if i is not None:
-            fix = "fill the cell or delete the row" if canon != "volume" else (
-                "fill it, delete the row, or remove the volume column if the data has no volume"
-            )
-            raise _fail(shown, f"{where(i)}: blank cell in column {header!r}; {fix}.")
-    i = _first(~blank & ~np.isfinite(out))
-    if i is not None:
-        kind = "NaN" if np.isnan(out[i]) else "infinity"
-        raise _fail(shown, f"{where(i)}: {kind} in column {header!r}; replace it with a number or delete the row.")
-    return out
-
-
-_TIME_TAIL = re.compile(
-    r"[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([AaPp][Mm])?\s*([zZ]|(UTC|GMT)?[+-]\d{2}:?\d{2}|UTC|GMT)?$"
-)
-_ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}")
-_DATE_FORMATS = [
-    "%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d",
-    "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%m.%d.%Y", "%d-%m-%Y", "%m-%d-%Y",
-    "%d %b %Y", "%d-%b-%Y", "%b %d, %Y", "%b %d %Y", "%d %B %Y", "%B %d, %Y", "%B %d %Y",
-]
-_DATE_FIX = "use ISO dates (YYYY-MM-DD), or pass --date-col NAME if this is not the date column"
-_EPOCH_S = (-2_208_988_800, 4_102_444_800)  # 1900-01-01 .. 2100-01-01
-
-
-def _human_format(fmt: str) -> str:
-    for code, text in (("%d", "DD"), ("%m", "MM"), ("%Y", "YYYY"), ("%b", "Mon"), ("%B", "Month")):
-        fmt = fmt.replace(code, text)
-    return fmt
-
-
-def _epoch_to_dates(values: np.ndarray, header: str, where, shown) -> pl.Series:
-    lo, hi = _EPOCH_S
-    if np.all((values >= lo) & (values < hi)):
-        secs = values
-    elif np.all((values >= lo * 1000) & (values < hi * 1000)):
-        secs = values / 1000.0
-    else:
-        i = _first(~((values >= lo * 1000) & (values < hi * 1000)))
-        raise _fail(
-            shown,
-            f"{where(i)}: {values[i]:.0f} in column {header!r} is not a unix time in seconds or milliseconds "
-            f"between 1900 and 2100; {_DATE_FIX}.",
-        )
-    days = np.floor(secs / 86400.0).astype(np.int32)
-    return pl.Series("date", days, dtype=pl.Int32).cast(pl.Date)
-
-
-def _parse_dates(raw: _Raw, header: str, shown: str) -> pl.Series:
-    s = raw.frame[header]
-    where = raw.where
-    if s.dtype == pl.Date:
-        out = s
-    elif isinstance(s.dtype, pl.Datetime):
-        out = s.dt.date()
-    elif s.dtype.is_numeric():
-        i = _first(s.is_null().to_numpy())
-        if i is not None:
-            raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
-        return _epoch_to_dates(s.cast(pl.Float64).to_numpy(), header, where, shown)
-    elif s.dtype == pl.String:
-        out = _parse_date_strings(s.str.strip_chars(), header, where, shown)
-    else:
-        raise _fail(shown, f"column {header!r} holds {s.dtype}, not dates; {_DATE_FIX}.")
-    i = _first(out.is_null().to_numpy())
-    if i is not None:
-        raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
-    return out.rename("date")
-
-
-def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
-    blank = (s.is_null() | (s == "")).to_numpy()
-    i = _first(blank)
-    if i is not None:
-        raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
-    vals = s.to_list()
-    if all(re.fullmatch(r"[+-]?\d+(\.\d*)?", v) for v in vals):
-        if all(len(v) == 8 for v in vals):
-            compact = s.str.strptime(pl.Date, "%Y%m%d", strict=False)
-            if compact.null_count() == 0 and compact.dt.year().is_between(1900, 2100).all():
-                return compact
-        return _epoch_to_dates(s.cast(pl.Float64).to_numpy(), header, where, shown)
-    if all(_ISO.match(v) for v in vals):
-        out = s.str.extract(r"^(\d{4}-\d{1,2}-\d{1,2})", 1).str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-        i = _first(out.is_null().to_numpy())
-        if i is not None:
-            raise _fail(shown, f"{where(i)}: cannot read the date {vals[i]!r} in column {header!r}; {_DATE_FIX}.")
-        return out
-    bare = s.str.replace(_TIME_TAIL.pattern, "")
-    results = []
-    for fmt in _DATE_FORMATS:
-        parsed = bare.str.strptime(pl.Date, fmt, strict=False)
-        results.append((len(parsed) - parsed.null_count(), fmt, parsed))
-    best = max(r[0] for r in results)
-    winners = [r for r in results if r[0] == best]
-    if best == 0:
-        raise _fail(shown, f"{where(0)}: cannot read the date {vals[0]!r} in column {header!r}; {_DATE_FIX}.")
-    if len(winners) > 1 and any(not w[2].equals(winners[0][2]) for w in winners[1:]):
-        fmts = " or ".join(_human_format(w[1]) for w in winners[:2])
-        raise _fail(
-            shown,
-            f"dates in column {header!r} like {vals[0]!r} are ambiguous ({fmts}: day or month first?); {_DATE_FIX}.",
-        )
-    parsed = winners[0][2]
-    i = _first(parsed.is_null().to_numpy())
-    if i is not None:
-        raise _fail(shown, f"{where(i)}: cannot read the date {vals[i]!r} in column {header!r}; {_DATE_FIX}.")
-    return parsed
-
-
 # --------------------------------------------------------------------------- read_bars
 
-def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray:
+def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray | None:
     """Row order that sorts the bars by date (with a warning if the file was not in date
     order); duplicate dates fail, naming both lines."""
-    # Duplicate dates: name both lines.
-    order = np.arange(n)
+    # Duplicate dates: name both lines.  None: the rows are in date order already.
+    order = None
     day = dates.cast(pl.Int32).to_numpy()
     srt = np.argsort(day, kind="stable")
     dup = np.flatnonzero(np.diff(day[srt]) == 0)
@@ -563,14 +248,15 @@ def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[
     return order
 
 
-def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str) -> None:
-    """Price sanity, in chronological order: prices above 0 and low <= close <= high."""
+def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str, rtol: float = OHLC_RTOL) -> None:
+    """Price sanity, in chronological order: prices above 0 and low <= close <= high, up to
+    a relative ``rtol`` (the columns' representation error: float32 ones are coarse)."""
     for canon in PRICE_COLS:
         i = _first(cols[canon] <= 0)
         if i is not None:
             raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
     hi, lo, cl = cols["high"], cols["low"], cols["close"]
-    tol = OHLC_RTOL * np.maximum(np.abs(hi), np.abs(lo))
+    tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
     i = _first(hi < lo - tol)
     if i is not None:
         raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
@@ -606,6 +292,63 @@ def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mappin
                 raise _fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
 
 
+GAP_DAYS = 30           # a longer gap between consecutive sessions gets a warning
+JUMP_RATIO = 1.5        # a one-day close ratio >= this (or <= 1 - 0.5) gets a warning
+
+
+def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: int = 3) -> None:
+    """Warnings (not errors: the data may be right) for long gaps between sessions and
+    one-day moves of 50% or more in close, in chronological rows; each kind on one line,
+    naming the dates (the longest gaps and the first moves, then how many more)."""
+    iso = lambda d: str(np.datetime64(int(d), "D"))  # noqa: E731
+    gap = np.diff(day)
+    big = np.flatnonzero(gap > GAP_DAYS)
+    if big.size:
+        longest = big[np.argsort(-gap[big], kind="stable")][:show]
+        spans = ", ".join(
+            f"{iso(day[i])} to {iso(day[i + 1])} ({gap[i] / 365.25:.1f} years)" if gap[i] >= 365
+            else f"{iso(day[i])} to {iso(day[i + 1])} ({gap[i]} days)" for i in longest
+        )
+        more = f" and {big.size - show} more" if big.size > show else ""
+        warnings.append(
+            f"{big.size} gap{'s' if big.size > 1 else ''} of more than {GAP_DAYS} days between sessions: {spans}{more}; "
+            "check the file is one continuous series (missing history, or two series joined?)."
+        )
+    ratio = close[1:] / close[:-1]
+    jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 2.0 - JUMP_RATIO))
+    if jump.size:
+        moves = ", ".join(
+            f"{iso(day[i + 1])} ({close[i]:g} to {close[i + 1]:g}, ratio {ratio[i]:.2f})" for i in jump[:show]
+        )
+        more = f" and {jump.size - show} more" if jump.size > show else ""
+        warnings.append(
+            f"close moves 50% or more in one day on {moves}{more}: a likely unadjusted split or a bad print; "
+            "use split-adjusted prices."
+        )
+
+
+def _parse_columns(raw: _Raw, mapping: dict[str, str], shown: str, warnings: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Price, volume and indicator columns as float64 arrays in file order (volume NaN if absent)."""
+    def numbers(canon: str, allow_blank: bool) -> np.ndarray:
+        h = mapping[canon]
+        return parse_numbers(raw.frame[h], raw.where, h, canon, shown, allow_blank, raw.separator)
+
+    cols = {canon: numbers(canon, False) for canon in PRICE_COLS}
+    if "volume" in mapping:
+        vol = numbers("volume", False)
+        i = _first(vol < 0)
+        if i is not None:
+            raise _fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
+        cols["volume"] = vol
+    else:
+        cols["volume"] = np.full(raw.frame.height, np.nan)
+        warnings.append("no volume column: the volume input is set to 0.")
+    indicators = [c for c in INDICATOR_COLS if c in mapping]
+    for canon in indicators:
+        cols[canon] = numbers(canon, True)
+    return cols, indicators
+
+
 def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None) -> tuple[pl.DataFrame, Source]:
     """Read and validate a bars file.
 
@@ -615,40 +358,36 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     """
     shown = str(path)
     p = Path(path).expanduser()
-    raw, data = _read_raw(p, shown)
-    headers = [str(c) for c in raw.frame.columns]
-    mapping, warnings = _match_columns(headers, date_col, col_map, shown)
+    _check_path(p, shown)
+    with open_data(p, shown) as f:
+        headers = [str(c) for c in f.headers]
+        mapping, warnings = _match_columns(headers, date_col, col_map, shown)
+        raw = f.load(mapping["date"], [mapping[c] for c in CANONICAL if c in mapping and c != "date"])
+        fingerprint = f.fingerprint
     shape = _detect_shape(headers, mapping)
     notes: list[str] = []
     if shape == "yahoo":
         notes.append("Yahoo file: prices use Close (not Adj Close) so open/high/low/close stay consistent.")
-
-    cols: dict[str, np.ndarray] = {}
-    for canon in PRICE_COLS:
-        cols[canon] = _parse_numbers(raw, mapping[canon], canon, shown, allow_blank=False)
+    cols, indicators = _parse_columns(raw, mapping, shown, warnings)
     n = raw.frame.height
-    if "volume" in mapping:
-        vol = _parse_numbers(raw, mapping["volume"], "volume", shown, allow_blank=False)
-        i = _first(vol < 0)
-        if i is not None:
-            raise _fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
-        cols["volume"] = vol
-    else:
-        cols["volume"] = np.full(n, np.nan)
-        warnings.append("no volume column: the volume input is set to 0.")
-    indicators = [c for c in INDICATOR_COLS if c in mapping]
-    for canon in indicators:
-        cols[canon] = _parse_numbers(raw, mapping[canon], canon, shown, allow_blank=True)
-    dates = _parse_dates(raw, mapping["date"], shown)
+    dates = parse_dates(raw.frame[mapping["date"]], raw.where, mapping["date"], shown, stripped=raw.clean)
+    if mapping["date"] not in [mapping[c] for c in mapping if c != "date"]:
+        raw.frame = raw.frame.drop(mapping["date"])  # the text of a big file's dates is large
 
     # Sort by date, then check prices and indicators in chronological order.
     order = _date_order(raw, dates, n, shown, warnings)
-    where = lambda i: raw.where(int(order[i]))  # noqa: E731  (index in sorted order -> file location)
-    cols = {k: v[order] for k, v in cols.items()}
-    dates = dates.gather(order)
+    where = raw.where
+    if order is not None:
+        where = lambda i: raw.where(int(order[i]))  # noqa: E731  (index in sorted order -> file location)
+        cols = {k: v[order] for k, v in cols.items()}
+        dates = dates.gather(order)
 
-    _check_prices(cols, mapping, where, shown)
+    # Prices are float64 now; a float32 column (Parquet) carries its rounding error along,
+    # so "close == high" in float32 may read as close > high by ~6e-8: allow twice that.
+    rtol = OHLC_RTOL + 2 * max(rel_precision(raw.frame[mapping[c]]) for c in PRICE_COLS)
+    _check_prices(cols, mapping, where, shown, rtol)
     _check_indicators(cols, indicators, mapping, where, shown)
+    _suspicious(dates.cast(pl.Int32).to_numpy(), cols["close"], warnings)
 
     bars = pl.DataFrame(
         {"date": dates, **{k: pl.Series(k, cols[k], dtype=pl.Float64, nan_to_null=True) for k in cols}}
@@ -659,7 +398,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         name=_stem(p),
         shape=shape,
         columns=columns,
-        fingerprint=hashlib.sha256(data).hexdigest(),
+        fingerprint=fingerprint,
         n_rows=n,
         warnings=warnings,
         notes=notes,
