@@ -47,6 +47,11 @@ monthly series).  Usage::
 
     python benchmarks/real_data.py [--series goog sp500 nasdaq] [--csv PATH ...]
                                    [--seeds [0 1 2]] [--json] [-- extra finhrm train flags]
+    python benchmarks/real_data.py --series goog sp500 --runs RUN_GOOG RUN_SP500   # score existing runs
+
+Each finhrm run is also scored for its interval coverage on the test rows (``--coverage``,
+default 80%), once with the static split-conformal intervals and once with the adaptive ones
+(``predict --intervals split|adaptive``).
 """
 
 from __future__ import annotations
@@ -180,7 +185,6 @@ def anchors(path: Path, test_frac: float) -> dict:
 
 def finhrm_runs(path: Path, a: dict, seeds: list[int], train_args: list[str], coverage: float) -> list[dict]:
     train_frac, val_frac = a["fit_frac"] * 0.85, a["fit_frac"] * 0.15
-    test, dates, nh, nl = a["test"], a["dates"], a["nh"][a["test"]], a["nl"][a["test"]]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
@@ -189,21 +193,32 @@ def finhrm_runs(path: Path, a: dict, seeds: list[int], train_args: list[str], co
                                         f"{val_frac:.10f}", "--seed", str(seed), "--out", tmp, "--json", "--quiet",
                                         *train_args))
             seconds = time.perf_counter() - t0
-            out = finhrm("predict", str(path), "--model", summary["run"], "--all", "--format", "csv",
-                         "--coverage", str(coverage))
-            pred = {r["date"]: r for r in csv.DictReader(out.splitlines())}
-
-            def col(name):
-                return np.array([float(pred[str(d)][name] or "nan") for d in dates[test]])
-
-            run = {"seed": seed, "mae": a["mae"](col("pred_high"), col("pred_low")), "seconds": round(seconds, 1),
-                   "best_epoch": summary.get("best_epoch"), "train_samples_per_s": summary.get("train_samples_per_s")}
-            if "pred_high_lo" in pred[str(dates[test[0]])]:
-                run["coverage_high"] = float(np.mean((nh >= col("pred_high_lo")) & (nh <= col("pred_high_hi"))))
-                run["coverage_low"] = float(np.mean((nl >= col("pred_low_lo")) & (nl <= col("pred_low_hi"))))
+            run = {"seed": seed, "seconds": round(seconds, 1), "best_epoch": summary.get("best_epoch"),
+                   "train_samples_per_s": summary.get("train_samples_per_s"), "coverage": {}}
+            run.update(score_run(summary["run"], path, a, coverage))
             runs.append(run)
             print(f"{path.name} seed {seed}: MAE {run['mae']:.3f} ({seconds:.0f} s)", file=sys.stderr)
     return runs
+
+
+def score_run(run_dir: str, path: Path, a: dict, coverage: float) -> dict:
+    """Test MAE of one run, and the coverage of its split and adaptive conformal intervals."""
+    test, dates, nh, nl = a["test"], a["dates"], a["nh"][a["test"]], a["nl"][a["test"]]
+    out = {"coverage": {}}
+    for method in ("split", "adaptive"):
+        text = finhrm("predict", str(path), "--model", run_dir, "--all", "--format", "csv", "--coverage",
+                      str(coverage), "--intervals", method)
+        pred = {r["date"]: r for r in csv.DictReader(text.splitlines())}
+
+        def col(name):
+            return np.array([float(pred[str(d)][name] or "nan") for d in dates[test]])
+
+        out["mae"] = a["mae"](col("pred_high"), col("pred_low"))
+        out["coverage"][method] = {
+            "high": float(np.mean((nh >= col("pred_high_lo")) & (nh <= col("pred_high_hi")))),
+            "low": float(np.mean((nl >= col("pred_low_lo")) & (nl <= col("pred_low_hi")))),
+        }
+    return out
 
 
 def report(name: str, path: Path, a: dict, runs: list[dict]) -> dict:
@@ -217,7 +232,7 @@ def report(name: str, path: Path, a: dict, runs: list[dict]) -> dict:
     for k, v in rows.items():
         print(f"| {k}{' (best anchor)' if k == best else ''} | {v:.4g} | {v / pers:.3f} | {v / rows[best]:.3f} |")
     for r in runs:
-        print(f"| finhrm seed {r['seed']} | {r['mae']:.4g} | {r['mae'] / pers:.3f} | {r['mae'] / rows[best]:.3f} |")
+        print(f"| finhrm {'seed ' + str(r['seed']) if 'seed' in r else Path(r['run']).name} | {r['mae']:.4g} | {r['mae'] / pers:.3f} | {r['mae'] / rows[best]:.3f} |")
     out = {"series": name, "file": str(path), "test_rows": int(len(test)), "first_test": str(dates[test[0]]),
            "anchors": rows, "best_anchor": best, "runs": runs}
     if runs:
@@ -225,10 +240,11 @@ def report(name: str, path: Path, a: dict, runs: list[dict]) -> dict:
         sd = maes.std(ddof=1) if len(maes) > 1 else 0.0
         print(f"| finhrm mean ± sd over {len(runs)} seeds | {maes.mean():.4g} ± {sd:.2g} | {maes.mean() / pers:.3f} "
               f"| {maes.mean() / rows[best]:.3f} |")
-        print(f"\ntraining time per seed: {np.mean([r['seconds'] for r in runs]):.0f} s")
-        if "coverage_high" in runs[0]:
-            cov = [(r["coverage_high"] + r["coverage_low"]) / 2 for r in runs]
-            print(f"interval coverage on the test rows (mean of high and low): {', '.join(f'{c:.3f}' for c in cov)}")
+        if "seconds" in runs[0]:
+            print(f"\ntraining time per seed: {np.mean([r['seconds'] for r in runs]):.0f} s")
+        for method in runs[0]["coverage"]:
+            cov = [f"{r['coverage'][method]['high']:.3f} / {r['coverage'][method]['low']:.3f}" for r in runs]
+            print(f"{method} conformal intervals, coverage of the test rows (high / low): {', '.join(cov)}")
         out.update(ratio_mean=float(maes.mean() / pers), ratio_max=float(maes.max() / pers),
                    ratio_to_best_mean=float(maes.mean() / rows[best]), ratio_to_best_max=float(maes.max() / rows[best]))
     return out
@@ -242,6 +258,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="finhrm seeds to train (none: anchors only)")
     ap.add_argument("--test-frac", type=float, default=0.2)
     ap.add_argument("--coverage", type=float, default=0.8, help="interval coverage scored on the test rows")
+    ap.add_argument("--runs", nargs="+", default=None,
+                    help="score these finhrm runs (one per series, trained on the same split) instead of training")
     ap.add_argument("--json", action="store_true", help="print one JSON line at the end")
     ap.add_argument("train_args", nargs="*", help="extra flags for finhrm train (after --)")
     args = ap.parse_args()
@@ -250,7 +268,10 @@ def main() -> None:
     results = []
     for name, path in todo:
         a = anchors(path, args.test_frac)
-        runs = finhrm_runs(path, a, args.seeds, args.train_args, args.coverage)
+        if args.runs:
+            runs = [{"run": args.runs[len(results)], **score_run(args.runs[len(results)], path, a, args.coverage)}]
+        else:
+            runs = finhrm_runs(path, a, args.seeds, args.train_args, args.coverage)
         results.append(report(name, path, a, runs))
     if len(results) > 1:
         print("\n| series | persistence MAE | best anchor | best anchor / persistence | finhrm / persistence | "

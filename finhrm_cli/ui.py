@@ -220,7 +220,7 @@ METRIC_ROWS = [
     ("interval coverage high", "coverage_high", fmt_pct),
     ("interval coverage low", "coverage_low", fmt_pct),
     ("skill (MAE / persistence)", "skill", lambda v: fmt_num(v, 3)),
-    ("p, finhrm = this (DM)", "dm_p", lambda v: fmt_p(v)),
+    ("p (DM test vs finhrm)", "dm_p", lambda v: fmt_p(v)),
 ]
 
 
