@@ -35,7 +35,7 @@ Series (``--series NAME ...``; any other file with ``--csv PATH``, repeatable):
   beyond 20% (largest: 18% on 2008-04-18), no gap longer than the 5-day New Year and
   Hurricane Sandy closures.
 * ``sp500``: S&P 500 index daily bars 1999-01-04 .. 2018-12-31 (5,031 sessions),
-  ``arch/data/sp500/sp500.csv.gz`` inside the PyPI package ``arch``.  An index: nothing to
+  ``arch/data/sp500/sp500.csv.gz`` inside the PyPI package ``arch`` (in the bench extra too).  An index: nothing to
   adjust (Adj Close equals Close).  Largest one-day move 11.6% (2008-10-13); the longest gap
   is the 7-day closure after 2001-09-11.
 * ``nasdaq``: NASDAQ Composite daily bars, same dates, ``arch/data/nasdaq/nasdaq.csv.gz``
