@@ -216,3 +216,143 @@ def intervals(
             "low_lo": close * np.exp(p[:, 1] + off["low"][0] * s),
             "low_hi": close * np.exp(p[:, 1] + off["low"][1] * s),
         }
+
+
+# ------------------------------------------------------------------ Diebold-Mariano
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with integer ``df`` degrees of freedom (no scipy).
+
+    Exact finite series in theta = atan(|t| / sqrt(df)) (Abramowitz & Stegun 26.7.3-4):
+    A(t|df) = P(|T| < |t|) is a sum of at most df/2 terms in cos(theta)^2.
+    """
+    if not math.isfinite(t):
+        return 0.0 if not math.isnan(t) else float("nan")
+    df = int(df)
+    if df < 1:
+        return float("nan")
+    th = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(th), math.cos(th) ** 2
+    if df % 2 == 1:
+        total, term = 0.0, 1.0
+        if df > 1:
+            total = 1.0
+            for k in range(1, (df - 3) // 2 + 1):  # term_k = term_{k-1} * (2k)/(2k+1) * c2
+                term *= (2 * k) / (2 * k + 1) * c2
+                total += term
+        a = 2.0 / math.pi * (th + (s * math.cos(th) * total if df > 1 else 0.0))
+    else:
+        total, term = 1.0, 1.0
+        for k in range(1, (df - 2) // 2 + 1):  # term_k = term_{k-1} * (2k-1)/(2k) * c2
+            term *= (2 * k - 1) / (2 * k) * c2
+            total += term
+        a = s * total
+    return float(min(1.0, max(0.0, 1.0 - a)))
+
+
+def diebold_mariano(err_model: np.ndarray, err_base: np.ndarray, horizon: int = 1) -> dict:
+    """Diebold-Mariano test of equal mean absolute error on the same rows.
+
+    ``err_model`` and ``err_base`` are forecast errors, shape (n,) or (n, k) (k targets,
+    e.g. high and low, averaged per row).  Loss differential
+    ``d_t = mean_k |e_model| - mean_k |e_base|``; negative mean = the model is better.
+    Long-run variance: Newey-West (Bartlett weights ``1 - j/h``) over lags ``j < h``, the
+    overlap of ``h``-step forecasts; ``DM = mean(d) / sqrt(V / n)``.  The Harvey-Leybourne-
+    Newbold correction ``sqrt((n + 1 - 2h + h(h-1)/n) / n)`` is applied and the two-sided
+    p-value read from Student's t with ``n - 1`` degrees of freedom (exact series, no scipy).
+    Returns {"stat", "p", "n", "mean_diff"}; p is nan when d has no variance or n < 2.
+    """
+    em = np.abs(np.asarray(err_model, np.float64))
+    eb = np.abs(np.asarray(err_base, np.float64))
+    if em.shape != eb.shape:
+        raise ValueError("the model's and the baseline's errors must be on the same rows")
+    d = (em.reshape(len(em), -1).mean(axis=1) - eb.reshape(len(eb), -1).mean(axis=1)) if em.size else em
+    d = d[np.isfinite(d)]
+    n, h = len(d), max(1, int(horizon))
+    out = {"stat": float("nan"), "p": float("nan"), "n": int(n), "mean_diff": float(d.mean()) if n else float("nan")}
+    if n < 2:
+        return out
+    dc = d - d.mean()
+    v = float(dc @ dc) / n
+    for j in range(1, min(h, n)):
+        v += 2.0 * (1.0 - j / h) * float(dc[j:] @ dc[:-j]) / n
+    if not v > 0:
+        return out
+    stat = d.mean() / math.sqrt(v / n)
+    stat *= math.sqrt(max(n + 1 - 2 * h + h * (h - 1) / n, 0.0) / n)
+    out.update(stat=float(stat), p=t_two_sided_p(stat, n - 1))
+    return out
+
+
+# ------------------------------------------------------------------ adaptive conformal
+
+
+def adaptive_intervals(
+    pred_log: np.ndarray,
+    y_log: np.ndarray,
+    close: np.ndarray,
+    residuals: dict,
+    coverage: float,
+    scale: np.ndarray | None = None,
+    end: np.ndarray | None = None,
+    horizon: int = 1,
+    gamma: float = 0.005,
+    update: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Adaptive conformal inference (Gibbs & Candès 2021) over rows in time order.
+
+    Each target (high, low) keeps a miscoverage level ``alpha_t``, starting at
+    ``1 - coverage``.  Row t's interval is the split-conformal interval of the validation
+    ``residuals`` at coverage ``1 - alpha_t``; once row s's outcome is known (at the close of
+    day ``s + horizon``), ``alpha <- alpha + gamma * (1 - coverage - miss_s)``: misses widen
+    later intervals, hits narrow them.  Row t reads only the outcomes of rows s with
+    ``end_s + horizon <= end_t`` (``end``: the rows' day index, default 0..n-1), so its own
+    outcome, and anything after it, never shapes its interval.  ``alpha_t <= 0`` gives an
+    unbounded interval, ``alpha_t >= 1`` the point forecast.  ``update`` (bool per row,
+    default all) marks rows whose outcomes may update alpha (e.g. only rows after the
+    training period); rows with unknown outcomes (nan) never update.
+    Returns (intervals like ``intervals()``, {"alpha_high", "alpha_low": final levels}).
+    """
+    p = np.asarray(pred_log, np.float64)
+    y = np.asarray(y_log, np.float64)
+    close = np.asarray(close, np.float64)
+    n = len(p)
+    end = np.arange(n) if end is None else np.asarray(end, np.int64)
+    upd = np.ones(n, bool) if update is None else np.asarray(update, bool)
+    if residuals.get("units") == "scale":
+        if scale is None:
+            raise ValueError("these residuals are in volatility-scale units; pass the rows' scale")
+        s = np.asarray(scale, np.float64)
+    else:
+        s = np.ones(n)
+    target = 1.0 - coverage
+    out = {}
+    final = {}
+    for j, key in enumerate(("high", "low")):
+        r = np.asarray(residuals[key], np.float64)
+        m = len(r)
+        lo_off = np.empty(n)
+        hi_off = np.empty(n)
+        alpha = target
+        nxt = 0  # next row whose outcome is not yet folded into alpha
+        for t in range(n):
+            while nxt < t and end[nxt] + horizon <= end[t]:
+                if upd[nxt] and np.isfinite(y[nxt, j]):
+                    miss = not (lo_off[nxt] <= (y[nxt, j] - p[nxt, j]) / s[nxt] <= hi_off[nxt])
+                    alpha += gamma * (target - miss)
+                nxt += 1
+            if m == 0 or alpha <= 0:
+                lo_off[t], hi_off[t] = -math.inf, math.inf
+            elif alpha >= 1:
+                lo_off[t] = hi_off[t] = 0.0
+            else:
+                k_lo = int(math.floor((m + 1) * alpha / 2))
+                k_hi = int(math.ceil((m + 1) * (1 - alpha / 2)))
+                lo_off[t] = r[k_lo - 1] if k_lo >= 1 else -math.inf
+                hi_off[t] = r[k_hi - 1] if k_hi <= m else math.inf
+        final[f"alpha_{key}"] = float(alpha)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[f"{key}_lo"] = close * np.exp(p[:, j] + lo_off * s)
+            out[f"{key}_hi"] = close * np.exp(p[:, j] + hi_off * s)
+    return out, final

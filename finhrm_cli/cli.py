@@ -99,6 +99,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
 RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
 CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, help="Prediction interval coverage.")]
+
+
+class Intervals(str, Enum):
+    adaptive = "adaptive"
+    split = "split"
+
+
+IntervalsOpt = Annotated[Intervals, typer.Option(
+    "--intervals",
+    help="adaptive: conformal intervals that learn from each outcome after the training period "
+    "(adaptive conformal inference); split: the fixed validation residuals.")]
 ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sample where its ACT Q head says halt, instead of running every segment.")]
 
 
@@ -243,6 +254,7 @@ def evaluate(
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
     coverage: CoverageOpt = 0.8,
+    intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = False,
     date_col: DateCol = None,
     col: ColMap = None,
@@ -256,6 +268,7 @@ def evaluate(
         result = service.evaluate(
             run, data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
+            intervals=intervals.value,
         )
     _show(result, as_json, ui.render_evaluate)
 
@@ -277,6 +290,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json (as in the other commands).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
     coverage: CoverageOpt = 0.8,
+    intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = False,
     date_col: DateCol = None,
     col: ColMap = None,
@@ -285,7 +299,7 @@ def predict(
     from finhrm_cli import service, ui
 
     result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
-                             date_col=date_col, col_map=_col_map(col))
+                             date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
     ui.render_predict(result, "json" if as_json else fmt.value, output)
 
 

@@ -220,7 +220,15 @@ METRIC_ROWS = [
     ("interval coverage high", "coverage_high", fmt_pct),
     ("interval coverage low", "coverage_low", fmt_pct),
     ("skill (MAE / persistence)", "skill", lambda v: fmt_num(v, 3)),
+    ("p (DM test vs finhrm)", "dm_p", lambda v: fmt_p(v)),
 ]
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: three decimals, '<0.001' below that, '-' when there is none."""
+    if p is None or not isinstance(p, (int, float)) or p != p:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def metrics_table(title: str, results: dict[str, dict]) -> Table:
@@ -305,7 +313,7 @@ def histogram(counts: Sequence[int], labels: Sequence[str], width: int = 40, tit
 def series_table(title: str, series: dict[str, dict]) -> Table:
     """One line per ticker: rows, MAE of the model and the baselines, skill, coverage."""
     t = Table(title=title, title_justify="left", title_style="bold")
-    for c in ("ticker", "rows", "MAE", "persistence", "recent range", "skill", "coverage"):
+    for c in ("ticker", "rows", "MAE", "persistence", "recent range", "skill", "p (DM)", "coverage"):
         t.add_column(c, justify="left" if c == "ticker" else "right", no_wrap=True)
     for name, sc in series.items():
         r = sc["results"]
@@ -313,7 +321,7 @@ def series_table(title: str, series: dict[str, dict]) -> Table:
         cov = [m.get("coverage_high"), m.get("coverage_low")]
         t.add_row(name, fmt_num(sc.get("rows")), fmt_num(m.get("mae")), fmt_num(r["persistence"].get("mae")),
                   fmt_num(r["recent range"].get("mae")), fmt_num(m.get("skill"), 3),
-                  fmt_pct(sum(cov) / 2) if None not in cov else "-")
+                  fmt_p(r["persistence"].get("dm_p")), fmt_pct(sum(cov) / 2) if None not in cov else "-")
     return t
 
 
@@ -355,12 +363,13 @@ def render_train(result: dict) -> None:
 def render_evaluate(result: dict) -> None:
     if "folds" in result:
         t = Table(title="Walk-forward folds", title_justify="left", title_style="bold")
-        for c in ("fold", "train rows", "test from", "test to", "MAE", "persistence MAE", "skill"):
+        for c in ("fold", "train rows", "test from", "test to", "MAE", "persistence MAE", "skill", "p (DM)"):
             t.add_column(c, justify="right")
         for f in result["folds"]:
             r = f["results"]
             t.add_row(str(f["fold"]), fmt_num(f.get("train_rows")), str(f.get("first_date")), str(f.get("last_date")),
-                      fmt_num(r["finhrm"]["mae"]), fmt_num(r["persistence"]["mae"]), fmt_num(r["finhrm"].get("skill"), 3))
+                      fmt_num(r["finhrm"]["mae"]), fmt_num(r["persistence"]["mae"]), fmt_num(r["finhrm"].get("skill"), 3),
+                      fmt_p(r["persistence"].get("dm_p")))
         show(t, metrics_table("Mean over folds", result["mean"]))
         return
     pooled = " (all series pooled)" if result.get("series") else ""
@@ -368,6 +377,11 @@ def render_evaluate(result: dict) -> None:
     show(metrics_table(title, result["results"]))
     if result.get("series"):
         show(series_table("per ticker", result["series"]))
+    note("p (DM): Diebold-Mariano test that finhrm and the baseline have the same MAE on these rows; "
+         "below 0.05 the difference is unlikely to be luck.")
+    if result.get("intervals"):
+        note(f"intervals: {result['intervals']} conformal"
+             + (" (they learn from each outcome after the training period)" if result["intervals"] == "adaptive" else ""))
     for n in result.get("notes", []):
         note(n)
     if result.get("plot"):

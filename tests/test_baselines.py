@@ -82,3 +82,162 @@ def test_conformal_with_few_residuals_is_unbounded_not_wrong():
     res = {"n": 3, "high": [-0.01, 0.0, 0.01], "low": [-0.01, 0.0, 0.01]}
     off = baselines.conformal_offsets(res, 0.9)
     assert off["high"] == (-math.inf, math.inf)
+
+
+# ------------------------------------------------------------------ Diebold-Mariano
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 7.0])
+def test_t_p_value_matches_closed_forms(t):
+    # df=1 (Cauchy): P(|T| >= t) = 1 - 2 atan(t) / pi; df=2: 1 - t / sqrt(t^2 + 2)
+    assert baselines.t_two_sided_p(t, 1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, abs=1e-12)
+    assert baselines.t_two_sided_p(-t, 2) == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-12)
+    # many degrees of freedom: the normal tail
+    assert baselines.t_two_sided_p(t, 4001) == pytest.approx(math.erfc(t / math.sqrt(2)), abs=2e-4)
+    # odd and even df bracket each other monotonically: more df, thinner tails
+    if t > 0:
+        assert baselines.t_two_sided_p(t, 5) > baselines.t_two_sided_p(t, 6) > baselines.t_two_sided_p(t, 30)
+
+
+def _dm_by_hand(e1, e2, h):
+    n = len(e1)
+    d = [abs(a) - abs(b) for a, b in zip(e1, e2)]
+    mean = sum(d) / n
+    def gamma(j):
+        s = 0.0
+        for t in range(j, n):
+            s += (d[t] - mean) * (d[t - j] - mean)
+        return s / n
+    v = gamma(0)
+    for j in range(1, h):
+        v += 2 * (1 - j / h) * gamma(j)
+    dm = mean / math.sqrt(v / n)
+    return dm * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+
+
+@pytest.mark.parametrize("h", [1, 2, 3])
+def test_diebold_mariano_matches_a_hand_computation(h):
+    e1 = [0.5, -1.0, 0.2, 0.1, -0.3, 0.8, -0.2, 0.4, 0.05, -0.6]
+    e2 = [1.0, -0.7, 0.9, -0.4, 0.6, 1.1, -0.9, 0.3, 0.5, -1.2]
+    res = baselines.diebold_mariano(np.array(e1), np.array(e2), horizon=h)
+    want = _dm_by_hand(e1, e2, h)
+    assert res["stat"] == pytest.approx(want, rel=1e-12)
+    assert res["n"] == 10
+    assert res["mean_diff"] == pytest.approx(np.mean(np.abs(e1)) - np.mean(np.abs(e2)))
+    assert res["p"] == pytest.approx(baselines.t_two_sided_p(want, 9), rel=1e-12)
+    assert res["stat"] < 0  # the first forecast's errors are smaller
+
+
+def test_diebold_mariano_averages_high_and_low_per_row():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 2)), rng.normal(size=(50, 2))
+    res = baselines.diebold_mariano(a, b)
+    d1 = np.abs(a).mean(1)
+    d2 = np.abs(b).mean(1)
+    assert res["stat"] == pytest.approx(_dm_by_hand(list(d1), list(d2), 1), rel=1e-12)
+
+
+def test_diebold_mariano_tells_a_real_difference_from_noise():
+    rng = np.random.default_rng(1)
+    n = 600
+    base = rng.normal(size=n)
+    better = 0.8 * base + 0.1 * rng.normal(size=n)      # clearly smaller errors
+    assert baselines.diebold_mariano(better, base)["p"] < 1e-6
+    ps = [baselines.diebold_mariano(rng.normal(size=n), rng.normal(size=n))["p"] for _ in range(200)]
+    assert 0.01 < np.mean(np.array(ps) < 0.05) < 0.12    # size close to the nominal 5%
+    # identical errors: no variance, no verdict
+    assert math.isnan(baselines.diebold_mariano(base, base)["p"])
+
+
+def test_diebold_mariano_hac_widens_for_overlapping_errors():
+    # h-step forecasts overlap: a moving sum of shocks makes d autocorrelated, and the HAC
+    # variance (lag h-1) is larger than the naive one, so |DM| shrinks
+    rng = np.random.default_rng(2)
+    shocks = rng.normal(size=(800 + 4, 2))
+    e = np.stack([np.convolve(shocks[:, k], np.ones(5), "valid") for k in range(2)], 1)
+    base = e[:, 1]
+    model = e[:, 0] * 0.97
+    s1 = baselines.diebold_mariano(model, base, horizon=1)["stat"]
+    s5 = baselines.diebold_mariano(model, base, horizon=5)["stat"]
+    assert abs(s5) < abs(s1)
+
+
+# ------------------------------------------------------------------ adaptive conformal
+
+
+def _hetero(n_cal=500, n=2000, seed=0):
+    """Validation residuals at sigma 1, then a sequence whose noise doubles, then calms."""
+    rng = np.random.default_rng(seed)
+    cal = rng.normal(size=(n_cal, 2))
+    res = {"n": n_cal, "units": "log", "high": sorted(cal[:, 0]), "low": sorted(cal[:, 1])}
+    sigma = np.where(np.arange(n) < n // 2, 2.0, 0.6)
+    pred = np.zeros((n, 2))
+    y = rng.normal(size=(n, 2)) * sigma[:, None]
+    return res, pred, y, np.ones(n)
+
+
+def _covered(iv, y, close):
+    ah, al = close * np.exp(y[:, 0]), close * np.exp(y[:, 1])
+    return (ah >= iv["high_lo"]) & (ah <= iv["high_hi"]), (al >= iv["low_lo"]) & (al <= iv["low_hi"])
+
+
+def test_adaptive_conformal_tracks_the_target_where_split_conformal_does_not():
+    res, pred, y, close = _hetero()
+    static = baselines.intervals(pred, close, res, 0.8)
+    aci, final = baselines.adaptive_intervals(pred, y, close, res, 0.8, gamma=0.01)
+    cs = np.mean(_covered(static, y, close))
+    ca = np.mean(_covered(aci, y, close))
+    assert abs(ca - 0.8) < abs(cs - 0.8)
+    assert abs(ca - 0.8) < 0.03
+    # and in each regime separately (the first half needs wider, the second narrower intervals)
+    half = len(y) // 2
+    for part in (slice(0, half), slice(half, None)):
+        hit_s = np.mean([c[part] for c in _covered(static, y, close)])
+        hit_a = np.mean([c[part] for c in _covered(aci, y, close)])
+        assert abs(hit_a - 0.8) < abs(hit_s - 0.8)
+    assert set(final) == {"alpha_high", "alpha_low"}
+
+
+def test_adaptive_conformal_without_updates_is_split_conformal():
+    res, pred, y, close = _hetero(n=300)
+    static = baselines.intervals(pred, close, res, 0.8)
+    aci, _ = baselines.adaptive_intervals(pred, y, close, res, 0.8, gamma=0.0)
+    for k in static:
+        np.testing.assert_allclose(aci[k], static[k])
+    frozen, _ = baselines.adaptive_intervals(pred, y, close, res, 0.8, gamma=0.05, update=np.zeros(len(y), bool))
+    for k in static:
+        np.testing.assert_allclose(frozen[k], static[k])
+
+
+@pytest.mark.parametrize("h", [1, 3])
+def test_adaptive_interval_of_row_t_ignores_its_own_and_later_outcomes(h):
+    res, pred, y, close = _hetero(n=400, seed=3)
+    scale = np.linspace(0.5, 2.0, len(y))
+    res = dict(res, units="scale")
+    base, _ = baselines.adaptive_intervals(pred, y, close, res, 0.8, scale=scale, horizon=h, gamma=0.05)
+    rng = np.random.default_rng(9)
+    for t in (0, 5, 150, 399):
+        y2 = y.copy()
+        y2[max(0, t - h + 1):] = rng.normal(size=y2[max(0, t - h + 1):].shape) * 10  # outcomes not yet known at t
+        pred2 = pred.copy()
+        pred2[t + 1:] += 1.0                                                          # later forecasts
+        alt, _ = baselines.adaptive_intervals(pred2, y2, close, res, 0.8, scale=scale, horizon=h, gamma=0.05)
+        for k in base:
+            np.testing.assert_array_equal(alt[k][: t + 1], base[k][: t + 1])
+    # an outcome known by row t does change row t's interval (the test above is not vacuous)
+    y3 = y.copy()
+    y3[100 - h] = 50.0
+    alt, _ = baselines.adaptive_intervals(pred, y3, close, res, 0.8, scale=scale, horizon=h, gamma=0.05)
+    assert not np.array_equal(alt["high_lo"][100], base["high_lo"][100])
+
+
+def test_adaptive_conformal_waits_for_outcomes_across_gaps_in_the_rows():
+    # rows with end days 0, 1, 5, 6: with h=3 the row at day 5 may use days 0 and 1 only
+    res, pred, y, close = _hetero(n=4)
+    end = np.array([0, 1, 5, 6])
+    y = np.full((4, 2), 30.0)  # every outcome a miss
+    iv, _ = baselines.adaptive_intervals(pred, y, close, res, 0.8, end=end, horizon=3, gamma=0.05)
+    static = baselines.intervals(pred, close, res, 0.8)
+    assert iv["high_hi"][1] == static["high_hi"][1]          # day 1: nothing known yet
+    assert iv["high_hi"][2] > iv["high_hi"][1]               # day 5: two misses known, wider
+    assert iv["high_hi"][3] == iv["high_hi"][2]              # day 6: day 5's outcome not yet known

@@ -131,6 +131,50 @@ def test_evaluate_reports_model_and_baselines(home, trained):
     assert fe["first_date"] > trained["metrics"]["val"]["last_date"]
 
 
+def test_evaluate_reports_diebold_mariano_per_baseline(home, trained):
+    ev = json.loads(run_cli(["evaluate", trained["run"], "--json"], home).stdout)
+    for name in ("persistence", "recent range"):
+        r = ev["results"][name]
+        assert 0.0 <= r["dm_p"] <= 1.0
+        # the statistic's sign says who is ahead, as the MAEs do
+        assert (r["dm_stat"] < 0) == (ev["results"]["finhrm"]["mae"] < r["mae"])
+    assert "dm_p" not in ev["results"]["finhrm"]
+    wf = json.loads(run_cli(["evaluate", trained["run"], "--walk-forward", "2", "--json"], home).stdout)
+    assert all(0.0 <= f["results"]["persistence"]["dm_p"] <= 1.0 for f in wf["folds"])
+    assert "dm_p" not in wf["mean"]["persistence"]  # p-values are not averaged
+
+
+def test_adaptive_intervals_start_after_training_and_never_look_ahead(home, trained, tmp_path):
+    import polars as pl
+
+    def rows(path, method):
+        res = run_cli(["predict", path, "--model", trained["run"], "--all", "-f", "json", "--intervals", method], home)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["rows"]
+
+    ada, split = rows(SAMPLE_TV, "adaptive"), rows(SAMPLE_TV, "split")
+    cutoff = trained["metrics"]["val"]["last_date"]
+    keys = ("pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi")
+    inside = [i for i, r in enumerate(ada) if r["date"] <= cutoff]
+    after = [i for i, r in enumerate(ada) if r["date"] > cutoff]
+    assert inside and len(after) > 50
+    for i in inside:  # up to the end of validation: the static intervals
+        assert [ada[i][k] for k in keys] == [split[i][k] for k in keys]
+    assert any(ada[i][k] != split[i][k] for i in after for k in keys)  # afterwards they adapt
+    # cut the file 20 rows after the cutoff: every interval up to there is unchanged
+    df = pl.read_csv(SAMPLE_TV)
+    n_keep = df.height - (len(after) - 20)
+    short = tmp_path / "short.csv"
+    df.head(n_keep).write_csv(short)
+    cut = rows(short, "adaptive")
+    assert cut[-1]["date"] == ada[len(cut) - 1]["date"]
+    for a, b in zip(cut, ada):
+        assert [a[k] for k in keys] == pytest.approx([b[k] for k in keys], rel=1e-6)
+    # predict without --all gives the last row's adaptive interval, as --all does
+    one = json.loads(run_cli(["predict", short, "--model", trained["run"], "-f", "json"], home).stdout)["rows"]
+    assert [one[0][k] for k in keys] == pytest.approx([cut[-1][k] for k in keys], rel=1e-6)
+
+
 def test_interval_coverage_near_requested(home, trained):
     for cov in (0.8, 0.9):
         ev = json.loads(run_cli(["evaluate", trained["run"], "--json", "--coverage", cov], home).stdout)
@@ -166,6 +210,8 @@ def test_human_views_render(home, trained):
         res = run_cli(args, home)
         assert res.exit_code == 0, (args, res.output)
         assert "Traceback" not in res.output
+        if args == ["evaluate"]:  # the Diebold-Mariano p-value sits beside the skill
+            assert "skill" in res.output and "(DM)" in res.output
         if args == ["inspect"]:  # the training settings are shown, not just the outcome
             assert "settings" in res.output and "ema" in res.output and "loss" in res.output
 

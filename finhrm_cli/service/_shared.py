@@ -97,55 +97,108 @@ def _known(w, pred):
     return w.subset(idx), pred[idx]
 
 
-def _arrays(ds, w, pred_log, conformal, coverage) -> dict:
+INTERVAL_METHODS = ("adaptive", "split")
+
+
+def _cutoff_for(cfg: dict, name: str):
+    """Last validation date of the series ``name`` (or of the latest series when unknown)."""
+    series = cfg.get("series") or [{"name": (cfg.get("source") or {}).get("name"), "splits": cfg.get("splits")}]
+    dates = {s["name"]: ((s.get("splits") or {}).get("val") or {}).get("last_date") for s in series}
+    d = dates.get(name) or max((v for v in dates.values() if v), default=None)
+    return np.datetime64(d) if d else None
+
+
+def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptive", cutoff=None):
+    """Price intervals for the windows ``w`` (in time order), or None without residuals.
+
+    ``split``: the static split-conformal interval of the validation residuals.
+    ``adaptive``: adaptive conformal inference (``baselines.adaptive_intervals``): the
+    miscoverage level starts at ``1 - coverage`` and learns from the outcomes of rows dated
+    after ``cutoff`` (the run's last validation day; None: every row), each known only
+    ``horizon`` sessions after its forecast.  Rows whose outcome is unknown never update it.
+    """
+    if not conformal:
+        return None
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"unknown interval method {method!r}")
+    s = _scale(ds, w)
+    if method == "split":
+        return baselines.intervals(pred_log, w.close, conformal, coverage, s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(np.stack([w.next_high, w.next_low], axis=1) / np.asarray(w.close, np.float64)[:, None])
+    update = np.ones(len(w), bool) if cutoff is None else (w.dates > np.datetime64(cutoff, "D"))
+    iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,
+                                         horizon=ds.fcfg.horizon, update=update)
+    return iv
+
+
+def _arrays(ds, w, pred_log, conformal, coverage, method="adaptive", cutoff=None) -> dict:
     """Forecasts, actuals and baselines of one part in price units (known targets only)."""
+    iv = interval_arrays(ds, w, pred_log, conformal, coverage, method, cutoff)  # in time order, all rows
+    keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)
+    if iv is not None:
+        iv = {k: v[keep] for k, v in iv.items()}
     w, pred_log = _known(w, pred_log)
     ph, pl = to_prices(pred_log, w.close)
-    iv = baselines.intervals(pred_log, w.close, conformal, coverage, _scale(ds, w)) if conformal else None
     f = ds.frame
     rh, rl = baselines.recent_range(f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
                                     w.end, ds.fcfg.horizon)
-    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl}
+    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl, "h": ds.fcfg.horizon}
 
 
 def _results(a: dict) -> dict:
+    """Metrics of the model and the baselines; each baseline also gets the Diebold-Mariano
+    test of equal MAE against the model on the same rows (``dm_stat`` < 0: the model's
+    errors are smaller; ``dm_p``: two-sided p-value)."""
     w = a["w"]
     res = {
         "finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"]),
         "persistence": baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close),
         "recent range": baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close),
     }
+    actual = np.stack([w.next_high, w.next_low], axis=1)
+    e_model = np.stack([a["ph"], a["pl"]], axis=1) - actual
+    for name, (bh, bl) in (("persistence", (w.high, w.low)), ("recent range", (a["rh"], a["rl"]))):
+        dm = baselines.diebold_mariano(e_model, np.stack([bh, bl], axis=1) - actual, a["h"])
+        res[name]["dm_stat"], res[name]["dm_p"] = dm["stat"], dm["p"]
     return baselines.with_skill(res)
 
 
-def _summary_of(w, res, coverage, conformal) -> dict:
+def _summary_of(w, res, coverage, conformal, method) -> dict:
     return {
         "rows": int(len(w)),
         "first_date": _iso(w.dates.min()) if len(w) else None,
         "last_date": _iso(w.dates.max()) if len(w) else None,
         "coverage_target": coverage if conformal else None,
+        "intervals": method if conformal else None,
         "results": res,
     }
 
 
-def score_parts(parts, preds, conformal: dict | None, coverage: float) -> dict:
-    """Model against the baselines, pooled over all parts, and per series when there are several."""
+def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals: str = "adaptive",
+                cutoffs: list | None = None) -> dict:
+    """Model against the baselines, pooled over all parts, and per series when there are several.
+
+    ``intervals``: "adaptive" or "split" (see ``interval_arrays``); ``cutoffs``: per part, the
+    day after which outcomes may adapt the intervals (None: every scored row).
+    """
     from finhrm_cli import data
 
-    arrays = [_arrays(ds, w, p, conformal, coverage) for (ds, w), p in zip(parts, preds)]
+    cutoffs = cutoffs or [None] * len(parts)
+    arrays = [_arrays(ds, w, p, conformal, coverage, intervals, c) for (ds, w), p, c in zip(parts, preds, cutoffs)]
     pooled = {
         "w": data.concat_windows([a["w"] for a in arrays]),
         **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
         "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
+        "h": max(a["h"] for a in arrays),
     }
-    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal)
+    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal, intervals)
     if len(parts) > 1:
         out["series"] = {
-            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal)
+            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal, intervals)
             for (ds, _), a in zip(parts, arrays)
         }
     return out
-
 
 
 # ------------------------------------------------------------------ loading a run and data

@@ -12,26 +12,19 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, UsageError
 from finhrm_cli.service._shared import (
-    Callback, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
-    score_parts, to_prices,
+    Callback, _cutoff_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
+    interval_arrays, score_parts, to_prices,
 )
-
-
-def _cutoff_for(cfg: dict, name: str):
-    """Last validation date of the series ``name`` (or of the latest series when unknown)."""
-    series = cfg.get("series") or [{"name": (cfg.get("source") or {}).get("name"), "splits": cfg.get("splits")}]
-    dates = {s["name"]: ((s.get("splits") or {}).get("val") or {}).get("last_date") for s in series}
-    d = dates.get(name) or max((v for v in dates.values() if v), default=None)
-    return np.datetime64(d) if d else None
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
-             date_col=None, col_map=None, callback: Callback | None = None) -> dict:
+             date_col=None, col_map=None, callback: Callback | None = None,
+             intervals: str = "adaptive") -> dict:
     run_dir, model, cfg = _load(run_ref)
     notes: list[str] = []
     if walk_forward:
-        return _walk_forward(run_dir, cfg, walk_forward, coverage, callback)
+        return _walk_forward(run_dir, cfg, walk_forward, coverage, callback, intervals)
     if data_path:
         paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
         parts = []
@@ -68,18 +61,20 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
     preds = _predict_parts(model, parts, act=act)
-    scored = score_parts(parts, preds, cfg.get("conformal"), coverage)
+    cutoffs = [_cutoff_for(cfg, ds.source.name) for ds, _ in parts]
+    scored = score_parts(parts, preds, cfg.get("conformal"), coverage, intervals, cutoffs)
     result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if plot is not None:
         ds, w = parts[0]
-        result["plot"] = str(_plot(plot, w, preds[0], cfg.get("conformal"), coverage))
+        iv = interval_arrays(ds, w, preds[0], cfg.get("conformal"), coverage, intervals, cutoffs[0])
+        result["plot"] = str(_plot(plot, w, preds[0], iv, coverage))
         if len(parts) > 1:
             notes.append(f"the plot shows the first series, {ds.source.name}.")
     return result
 
 
-def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
+def _plot(path: Path, w, pred_log, iv, coverage) -> Path:
     try:
         import matplotlib
 
@@ -102,8 +97,7 @@ def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
     ax.plot(nd, w.next_low, color="tab:red", lw=0.9, label="actual low")
     ax.plot(nd, ph, color="darkgreen", lw=0.9, ls="--", label="predicted high")
     ax.plot(nd, pl, color="darkred", lw=0.9, ls="--", label="predicted low")
-    if conformal:
-        iv = baselines.intervals(pred_log, w.close, conformal, coverage, w.scale if conformal.get("units") == "scale" else None)
+    if iv is not None:
         ax.fill_between(nd, iv["high_lo"], iv["high_hi"], color="tab:green", alpha=0.15, label=f"{coverage:.0%} interval (high)")
         ax.fill_between(nd, iv["low_lo"], iv["low_hi"], color="tab:red", alpha=0.15, label=f"{coverage:.0%} interval (low)")
     ax.set_title("finhrm: next-session high and low, predicted against actual")
@@ -117,7 +111,8 @@ def _plot(path: Path, w, pred_log, conformal, coverage) -> Path:
     return Path(path)
 
 
-def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: Callback | None) -> dict:
+def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: Callback | None,
+                  intervals: str = "adaptive") -> dict:
     """K expanding-window folds over the run's data, each retrained with the run's settings.
 
     Each series' usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i
@@ -171,12 +166,14 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
         conformal = baselines.conformal_residuals(
             np.concatenate(pv), np.concatenate([w.y for _, w in va]), np.concatenate([_scale(d, w) for d, w in va]))
         te = [(d, w) for d, w in te if len(w)]
-        scored = score_parts(te, _predict_parts(model, te), conformal, coverage)
+        scored = score_parts(te, _predict_parts(model, te), conformal, coverage, intervals)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
     mean: dict[str, dict] = {}
     for name in folds[0]["results"]:
         keys = folds[0]["results"][name].keys()
-        mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds])) for key in keys if key != "n"}
+        # p-values do not average; each fold's DM test is in its own results
+        mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds]))
+                      for key in keys if key != "n" and not key.startswith("dm_")}
         mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
-    return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "folds": folds,
+    return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "intervals": intervals, "folds": folds,
             "mean": baselines.with_skill(mean)}

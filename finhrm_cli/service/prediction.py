@@ -6,13 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli import baselines
 from finhrm_cli.errors import DataError
-from finhrm_cli.service._shared import _datasets_for_run, _iso, _load, _predict_parts, _scale, to_prices
+from finhrm_cli.service._shared import _cutoff_for, _datasets_for_run, _iso, _load, _predict_parts, interval_arrays, to_prices
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
-            act: bool = False, date_col=None, col_map=None) -> dict:
+            act: bool = False, date_col=None, col_map=None, intervals: str = "adaptive") -> dict:
+    """Forecasts for the last row of each file (or every row with ``all_rows``).
+
+    With adaptive intervals, the rows after the run's validation period are predicted too
+    (even without ``all_rows``), in time order, so that the interval of each row has learnt
+    from the outcomes known by its close (adaptive conformal inference).
+    """
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
     run_dir, model, cfg = _load(run_ref)
@@ -23,13 +28,23 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         if len(w) == 0:
             need = cfg["features"]["seq_len"]
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
-        parts.append((ds, w if all_rows else w.subset(np.array([len(w) - 1]))))
+        if not all_rows:
+            keep = np.array([len(w) - 1])
+            cutoff = _cutoff_for(cfg, ds.source.name)
+            if intervals == "adaptive" and cfg.get("conformal") and cutoff is not None:
+                keep = np.union1d(np.nonzero(w.dates > cutoff)[0], keep)
+            w = w.subset(keep)
+        parts.append((ds, w))
     preds = _predict_parts(model, parts, act=act)
     conformal = cfg.get("conformal")
     rows = []
     for (ds, w), pred in zip(parts, preds):
+        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, _cutoff_for(cfg, ds.source.name))
+        if not all_rows:  # only the last row is shown
+            last = np.array([len(w) - 1])
+            w, pred = w.subset(last), pred[last]
+            iv = {k: v[last] for k, v in iv.items()} if iv else None
         ph, pl = to_prices(pred, w.close)
-        iv = baselines.intervals(pred, w.close, conformal, coverage, _scale(ds, w)) if conformal else None
         for i in range(len(w)):
             r = {"ticker": ds.source.name} if len(parts) > 1 else {}
             r.update({
@@ -48,5 +63,6 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         "data": [str(ds.source.path) for ds in dss] if len(dss) > 1 else str(dss[0].source.path),
         "horizon": cfg["features"]["horizon"],
         "coverage": coverage,
+        "intervals": intervals if conformal else None,
         "rows": rows,
     }

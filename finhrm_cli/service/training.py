@@ -154,7 +154,8 @@ def finalize_run(run_dir: Path, dss) -> dict:
         np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
         np.concatenate([_scale(ds, w) for ds, w in va]),
     )
-    metrics = {"val": score_parts(va, pred_va, cfg["conformal"], 0.8)}
+    # the validation rows calibrated the intervals: score them with the static ones
+    metrics = {"val": score_parts(va, pred_va, cfg["conformal"], 0.8, intervals="split")}
     te = [(ds, w) for ds, w in _parts(dss, "test") if len(w)]
     if te:
         metrics["test"] = score_parts(te, _predict_parts(model, te), cfg["conformal"], 0.8)
