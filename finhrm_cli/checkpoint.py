@@ -61,7 +61,12 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.safetensors"
     try:
-        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        try:
+            mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        except OSError:
+            raise
+        except Exception as exc:  # mlx says only "Unable to write N bytes": name the file and the cause
+            raise _write_error(path, exc) from exc
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -75,6 +80,22 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
             pass
         raise
     return path
+
+
+def _write_error(path: Path, exc: Exception) -> OSError:
+    """An OSError naming ``path`` for a write mlx failed without one (disk full, read-only, ...)."""
+    import errno
+    import shutil
+
+    code = errno.EIO
+    try:
+        if not os.access(path.parent, os.W_OK):
+            code = errno.EACCES
+        elif shutil.disk_usage(path.parent).free < 1 << 20:
+            code = errno.ENOSPC
+    except OSError:
+        pass
+    return OSError(code, f"{os.strerror(code)} ({' '.join(str(exc).split())[:120]})", str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +125,93 @@ def new_run_dir(data_name: str, root=None) -> Path:
         except OSError as exc:
             raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
     raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+
+
+LOCK = "train.lock"
+
+try:  # a lock on the run folder while training (POSIX); Windows is not a target, but do not crash there
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover
+    _fcntl = None
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run folder (``flock`` on ``train.lock``) held while
+    a run trains or is finalised: a second ``train --resume`` of the same run is refused.
+    The kernel drops it when the process dies, so a killed run never stays locked."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if _fcntl is not None:
+            try:
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    pid = os.read(fd, 32).decode("ascii", "replace").strip()
+                except OSError:
+                    pid = ""
+                os.close(fd)
+                who = f" (pid {pid})" if pid.isdigit() else ""
+                raise RunError(
+                    f"{self.run_dir}: another `finhrm train`{who} is using this run; "
+                    "wait for it to finish (or stop it) and try again."
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                if _fcntl is not None:
+                    _fcntl.flock(self.fd, _fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir) -> bool:
+    """True while some process trains (holds the lock on) ``run_dir``."""
+    if _fcntl is None:
+        return False
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+FINISHED, TRAINING, UNFINISHED = "finished", "training", "unfinished"
+
+
+def run_status(run_dir) -> str:
+    """``finished`` (metrics.json, the last file a run writes, is there), ``training`` (a
+    process holds its lock) or ``unfinished`` (crashed or interrupted: ``--resume`` it)."""
+    run_dir = Path(run_dir)
+    if is_locked(run_dir):
+        return TRAINING
+    return FINISHED if (run_dir / METRICS).is_file() else UNFINISHED
 
 
 class RunWriter:
@@ -239,8 +347,14 @@ def resolve_run(ref: str | os.PathLike | None, root=None) -> Path:
         runs = _runs(base)
         if not runs:
             raise RunError(f"no runs yet under {base}; train one with `finhrm train DATA`.")
-        with_weights = [p for p in runs if (p / WEIGHTS).is_file()] or runs
-        return max(with_weights, key=lambda p: (_created_ts(p), p.name))
+        finished = [p for p in runs if run_status(p) == FINISHED]
+        if not finished:
+            latest = max(runs, key=lambda p: (_created_ts(p), p.name))
+            raise RunError(
+                f"no finished run under {base} (the latest, {latest.name}, is {run_status(latest)}); "
+                f"resume it with `finhrm train --resume {latest.name}`, or name a run explicitly."
+            )
+        return max(finished, key=lambda p: (_created_ts(p), p.name))
     p = Path(ref).expanduser()
     if p.is_file():
         if p.suffix == ".safetensors" and (p.parent / CONFIG).is_file():
@@ -319,6 +433,7 @@ def list_runs(root=None) -> list[dict]:
             "size": _dir_size(p),
             "best_val_mae": best,
             "has_weights": (p / WEIGHTS).is_file(),
+            "status": run_status(p),
             "_ts": ts,
         })
     out.sort(key=lambda r: (r["_ts"], r["name"]), reverse=True)

@@ -392,10 +392,11 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
     else:
         text = None
     if output is not None:
-        from finhrm_cli.fsutil import atomic_write_text
+        from finhrm_cli.fsutil import atomic_write_text, check_output
 
         if text is None:  # a table asked for a file: write CSV, the useful format there
             return render_predict(result, "csv", output)
+        check_output(output, "--output")
         atomic_write_text(Path(output), text)
         note(f"{len(rows):,} prediction(s) written to {output}")
         return
@@ -451,11 +452,15 @@ def render_list(result: dict) -> None:
         note(f"no runs under {result['root']}; train one with `finhrm train DATA`.")
         return
     t = Table(title=f"Runs in {result['root']}", title_justify="left", title_style="bold")
-    for c in ("name", "data", "created", "size", "best val MAE"):
+    for c in ("name", "status", "data", "created", "size", "best val MAE"):
         t.add_column(c, justify="right" if c in ("size", "best val MAE") else "left")
+    styles = {"finished": "green", "training": "cyan", "unfinished": "yellow"}
     for r in runs:
-        t.add_row(r["name"], str(r.get("data") or "-"), str(r.get("created") or "-"),
-                  fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+        st = r.get("status") or "-"
+        t.add_row(r["name"], Text(st, style=styles.get(st, "")), str(r.get("data") or "-"),
+                  str(r.get("created") or "-"), fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+    if any(r.get("status") == "unfinished" for r in runs):
+        note("unfinished runs were interrupted or crashed: finish one with `finhrm train --resume NAME`.")
     show(t)
 
 

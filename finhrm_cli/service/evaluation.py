@@ -28,6 +28,10 @@ def _cutoff_for(cfg: dict, name: str):
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None) -> dict:
+    if plot is not None:
+        from finhrm_cli.fsutil import check_output
+
+        check_output(plot, "--plot")
     run_dir, model, cfg = _load(run_ref)
     notes: list[str] = []
     if walk_forward:
