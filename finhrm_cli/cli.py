@@ -37,43 +37,48 @@ def _debug() -> bool:
     return os.environ.get("FINHRM_DEBUG", "").strip() not in ("", "0", "false", "no")
 
 
-def _stdout_failed() -> bool:
-    """True when standard output cannot take more bytes (full device, closed pipe); then
-    point it at /dev/null so the interpreter's last flush at exit stays quiet."""
-    try:
-        sys.stdout.flush()
-        return False
-    except OSError:
-        pass
+def _stdout_failed() -> None:
+    """Standard output cannot take more bytes (full device, closed pipe): point it at
+    /dev/null so the interpreter's last flush at exit stays quiet."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
-    return True
 
 
-def _quiet_sigint() -> None:
-    """From here on a further Ctrl-C is ignored: we are already on the way out."""
+def _quiet_sigint():
+    """From here on a further Ctrl-C is ignored (we are already on the way out); returns the
+    handler it replaced (None when it could not be changed)."""
     import signal
 
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # not the main thread
-        pass
+        return None
 
 
 def _guard(fn):
-    """Turn exceptions into one clear line and the documented exit codes."""
+    """Turn exceptions into one clear line and the documented exit codes.  After a Ctrl-C a
+    second one is ignored while the first is reported; ``main`` catches any later one."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import signal
+
+        before = signal.getsignal(signal.SIGINT)
         try:
             return _guarded(fn, *args, **kwargs)
         except KeyboardInterrupt:  # a second Ctrl-C while reporting the first: just leave
             _quiet_sigint()
             raise typer.Exit(130)
+        finally:  # library and test callers get their handler back
+            if before is not None and signal.getsignal(signal.SIGINT) is not before:
+                try:
+                    signal.signal(signal.SIGINT, before)
+                except (ValueError, OSError):
+                    pass
 
     return wrapper
 
@@ -84,7 +89,8 @@ def _guarded(fn, *args, **kwargs):
 
     try:
         out = fn(*args, **kwargs)
-        sys.stdout.flush()  # a full stdout device fails here, inside the guard
+        with ui._stdout_errors():
+            sys.stdout.flush()  # a full stdout device fails here, inside the guard
         return out
     except typer.Exit:
         raise
@@ -109,10 +115,9 @@ def _guarded(fn, *args, **kwargs):
         # disk full, read-only place, a folder where a file was meant, ...: one line with the path
         if _debug():
             traceback.print_exc()
-        if exc.filename is None and _stdout_failed():
-            err = FilesystemError.from_oserror(exc, path="standard output")
-        else:
-            err = FilesystemError.from_oserror(exc)
+        if exc.filename == ui.STDOUT:
+            _stdout_failed()
+        err = FilesystemError.from_oserror(exc)
         ui.error(str(err))
         raise typer.Exit(err.exit_code)
     except Exception as exc:  # noqa: BLE001 - last line of defence

@@ -79,7 +79,7 @@ def safe_component(name: object, default: str = "data") -> str:
     nothing left (``..`` from a file ``...csv``) -> ``default``.
     """
     s = re.sub(r"[/\\\x00-\x1f\x7f]+", "-", str(name))
-    s = s.strip().lstrip(".-").rstrip(". ")
+    s = s.strip().lstrip(".-").rstrip(". -")
     while len(s.encode("utf-8")) > 120:
         s = s[:-1]
     return s or default

@@ -43,12 +43,29 @@ def note(message: str) -> None:
     err.print(Text(message, style="dim"), soft_wrap=True)
 
 
+STDOUT = "standard output"
+
+
+class _stdout_errors:
+    """Name standard output in an OSError raised while writing to it (a full device, a
+    closed pipe), so the error handler can say where the write failed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = STDOUT
+        return False
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on stdout, nothing else (no colour, no wrapping)."""
     from finhrm_cli.fsutil import json_default
 
-    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
-    sys.stdout.flush()
+    with _stdout_errors():
+        sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
+        sys.stdout.flush()
 
 
 def fmt_num(x: Any, digits: int = 4) -> str:
@@ -92,8 +109,9 @@ def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
 
 
 def show(*renderables) -> None:
-    for r in renderables:
-        out.print(r)
+    with _stdout_errors():
+        for r in renderables:
+            out.print(r)
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -401,7 +419,9 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
         note(f"{len(rows):,} prediction(s) written to {output}")
         return
     if text is not None:
-        sys.stdout.write(text)
+        with _stdout_errors():
+            sys.stdout.write(text)
+            sys.stdout.flush()
         return
     cov = result.get("coverage", 0.8)
     h = result.get("horizon", 1)
