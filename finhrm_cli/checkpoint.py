@@ -114,6 +114,7 @@ def new_run_dir(data_name: str, root=None) -> Path:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
+    clean_abandoned(base)
     stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 10_000):
         path = base / (stem if i == 1 else f"{stem}-{i}")
@@ -212,6 +213,43 @@ def run_status(run_dir) -> str:
     if is_locked(run_dir):
         return TRAINING
     return FINISHED if (run_dir / METRICS).is_file() else UNFINISHED
+
+
+_RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
+
+
+def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
+    """Remove run folders whose creation was killed before config.json was written: no
+    config.json, named as ``new_run_dir`` names runs, only ``data/`` and ``train.lock`` in them
+    (or nothing at all), unlocked and
+    untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).  Nothing else in
+    the runs home is touched."""
+    import shutil
+    import time
+
+    from finhrm_cli.fsutil import STALE_SECONDS
+
+    limit = STALE_SECONDS if older_than is None else older_than
+    removed = []
+    try:
+        entries = list(Path(base).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        try:
+            if p.is_symlink() or not p.is_dir() or (p / CONFIG).exists() or not _RUN_NAME.search(p.name):
+                continue
+            names = {c.name for c in p.iterdir()}
+            if not names <= {"data", LOCK} or is_locked(p):
+                continue
+            newest = max([p.stat().st_mtime] + [(p / n).stat().st_mtime for n in names])
+            if time.time() - newest <= limit:
+                continue
+            shutil.rmtree(p)
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 class RunWriter:

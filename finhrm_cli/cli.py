@@ -73,8 +73,8 @@ def _guard(fn):
         except KeyboardInterrupt:  # a second Ctrl-C while reporting the first: just leave
             _quiet_sigint()
             raise typer.Exit(130)
-        finally:  # library and test callers get their handler back
-            if before is not None and signal.getsignal(signal.SIGINT) is not before:
+        finally:  # in-process callers (tests, library use) get their handler back; `finhrm` keeps ignoring
+            if not _STANDALONE and before is not None and signal.getsignal(signal.SIGINT) is not before:
                 try:
                     signal.signal(signal.SIGINT, before)
                 except (ValueError, OSError):
@@ -372,7 +372,12 @@ def inspect(
     _show(result, as_json, ui.render_inspect)
 
 
+_STANDALONE = False  # set by main(): the process ends with the command
+
+
 def main() -> None:
+    global _STANDALONE
+    _STANDALONE = True
     try:
         app(prog_name="finhrm")
     except KeyboardInterrupt:  # Ctrl-C outside a command (while parsing, or a late second one)

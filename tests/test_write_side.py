@@ -455,3 +455,34 @@ def test_sigint_during_a_save_is_held_until_it_is_done():
             done.append("saved")  # still running: the Ctrl-C waits
     assert done == ["saved"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
+    runs = tmp_path / "runs"
+    long_ago = time.time() - 2 * fsutil.STALE_SECONDS
+
+    def folder(name, files, old=True):
+        p = runs / name
+        (p / "data").mkdir(parents=True) if "data" in files else p.mkdir(parents=True)
+        for f in files:
+            if f != "data":
+                (p / f).write_text("x")
+        if old:
+            for q in [p / "data" / "features.parquet"] if "data" in files else []:
+                q.write_text("x")
+            for q in [*p.rglob("*"), p]:
+                os.utime(q, (long_ago, long_ago))
+        return p
+
+    abandoned = folder("spy-20240101-101010", ["data", "train.lock"])
+    empty = folder("spy-20240101-101011-2", [])
+    fresh = folder("spy-20240101-101012", ["data", "train.lock"], old=False)
+    mine = folder("my-notes", ["data"])
+    other = folder("qqq-20240101-101013", ["data", "notes.txt"])
+    locked = folder("iwm-20240101-101014", ["train.lock"])
+    with checkpoint.RunLock(locked):
+        os.utime(locked / "train.lock", (long_ago, long_ago))
+        os.utime(locked, (long_ago, long_ago))
+        new = checkpoint.new_run_dir("spy", root=runs)
+    assert not abandoned.exists() and not empty.exists()
+    assert fresh.exists() and mine.exists() and other.exists() and locked.exists() and new.exists()
