@@ -486,3 +486,25 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
         new = checkpoint.new_run_dir("spy", root=runs)
     assert not abandoned.exists() and not empty.exists()
     assert fresh.exists() and mine.exists() and other.exists() and locked.exists() and new.exists()
+
+
+def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, data_csv):
+    """A run with its config and data but no saved state (killed in the first epoch) is
+    unfinished, and `--resume` trains it in its own folder to the same weights."""
+    home = tmp_path / "home"
+    res = cli(["train", data_csv, *TINY, "--epochs", "1", "--json"], home)
+    assert res.exit_code == 0, res.output
+    run = Path(json.loads(res.stdout)["run"])
+    weights = (run / "model.safetensors").read_bytes()
+    import shutil
+
+    shutil.rmtree(run / "state")
+    for f in ("metrics.json", "model.safetensors"):
+        (run / f).unlink()
+    (run / "history.jsonl").write_text('{"epoch": 1, "stale": true}\n')
+    assert checkpoint.run_status(run) == "unfinished"
+    res = cli(["train", "--resume", run, "--json"], home)
+    assert res.exit_code == 0, res.output
+    assert checkpoint.run_status(run) == "finished"
+    assert (run / "model.safetensors").read_bytes() == weights  # same seed, same data: same weights
+    assert all("stale" not in ln for ln in (run / "history.jsonl").read_text().splitlines())
