@@ -115,9 +115,11 @@ def _guarded(fn, *args, **kwargs):
         # disk full, read-only place, a folder where a file was meant, ...: one line with the path
         if _debug():
             traceback.print_exc()
+        todo = None
         if exc.filename == ui.STDOUT:
             _stdout_failed()
-        err = FilesystemError.from_oserror(exc)
+            todo = "send the output where there is room, or write it to a file with -o FILE (predict)"
+        err = FilesystemError.from_oserror(exc, todo=todo)
         ui.error(str(err))
         raise typer.Exit(err.exit_code)
     except Exception as exc:  # noqa: BLE001 - last line of defence

@@ -64,11 +64,12 @@ class FilesystemError(FinhrmError):
     exit_code = 2
 
     @classmethod
-    def from_oserror(cls, exc: OSError, hint: str | None = None, path=None) -> "FilesystemError":
+    def from_oserror(cls, exc: OSError, hint: str | None = None, path=None, todo: str | None = None) -> "FilesystemError":
         import errno as _errno
 
         name = _errno.errorcode.get(exc.errno or 0, "")
-        what, todo = _FS_HINTS.get(name, (exc.strerror or str(exc) or type(exc).__name__, "check the path and try again"))
+        what, fix = _FS_HINTS.get(name, (exc.strerror or str(exc) or type(exc).__name__, "check the path and try again"))
+        todo = todo or fix
         where = path if path is not None else exc.filename
         if exc.filename2 is not None and path is None:
             where = f"{exc.filename} -> {exc.filename2}"
