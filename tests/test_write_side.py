@@ -508,3 +508,14 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path,
     assert checkpoint.run_status(run) == "finished"
     assert (run / "model.safetensors").read_bytes() == weights  # same seed, same data: same weights
     assert all("stale" not in ln for ln in (run / "history.jsonl").read_text().splitlines())
+
+
+def test_resume_of_a_read_only_run_is_one_line(home, trained, monkeypatch):
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.run_dir / checkpoint.LOCK))
+
+    monkeypatch.setattr(checkpoint.RunLock, "acquire", read_only)
+    res = cli(["train", "--resume", trained, "--quiet"], home)
+    assert res.exit_code == 2
+    line = one_error_line(res)
+    assert f"{trained}/train.lock: the file system is read-only" in line and "must be writable" in line, line

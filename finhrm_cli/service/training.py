@@ -72,6 +72,14 @@ def train(
         return _train(stack, paths, settings, out, resume, date_col, col_map, callback)
 
 
+def _lock(stack, run_dir: Path) -> None:
+    """Hold the run's lock until ``stack`` closes; a read-only run is one line."""
+    try:
+        stack.enter_context(checkpoint.RunLock(run_dir))
+    except OSError as exc:
+        raise FilesystemError.from_oserror(exc, todo=f"training writes into its run folder, so {run_dir} must be writable") from exc
+
+
 def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
@@ -84,7 +92,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     if resume is not None:
         run_dir = checkpoint.resolve_run(resume)
         if distributed.is_main():
-            stack.enter_context(checkpoint.RunLock(run_dir))
+            _lock(stack, run_dir)
             clean_stale_temps(run_dir)
         cfg = checkpoint.read_config(run_dir)
         if (run_dir / checkpoint.METRICS).is_file():
@@ -123,7 +131,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
         run_dir, run = None, None
         if distributed.is_main():
             run_dir = checkpoint.new_run_dir(_run_name(dss), root=out)
-            stack.enter_context(checkpoint.RunLock(run_dir))
+            _lock(stack, run_dir)
             run = checkpoint.RunWriter(run_dir)
             if len(dss) == 1:
                 data.save_prepared(dss[0], run_dir / "data")
