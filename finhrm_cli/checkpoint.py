@@ -63,7 +63,12 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp.safetensors"
     try:
-        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        try:
+            mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        except OSError:
+            raise
+        except Exception as exc:  # mlx says only "Unable to write N bytes": name the file and the cause
+            raise _write_error(path, exc) from exc
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -79,6 +84,22 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
             pass
         raise
     return path
+
+
+def _write_error(path: Path, exc: Exception) -> OSError:
+    """An OSError naming ``path`` for a write mlx failed without one (disk full, read-only, ...)."""
+    import errno
+    import shutil
+
+    code = errno.EIO
+    try:
+        if not os.access(path.parent, os.W_OK):
+            code = errno.EACCES
+        elif shutil.disk_usage(path.parent).free < 1 << 20:
+            code = errno.ENOSPC
+    except OSError:
+        pass
+    return OSError(code, f"{os.strerror(code)} ({' '.join(str(exc).split())[:120]})", str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,6 +118,7 @@ def new_run_dir(data_name: str, root=None) -> Path:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
+    clean_abandoned(base)
     stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 10_000):
         path = base / (stem if i == 1 else f"{stem}-{i}")
@@ -108,6 +130,130 @@ def new_run_dir(data_name: str, root=None) -> Path:
         except OSError as exc:
             raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
     raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+
+
+LOCK = "train.lock"
+
+try:  # a lock on the run folder while training (POSIX); Windows is not a target, but do not crash there
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover
+    _fcntl = None
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run folder (``flock`` on ``train.lock``) held while
+    a run trains or is finalised: a second ``train --resume`` of the same run is refused.
+    The kernel drops it when the process dies, so a killed run never stays locked."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if _fcntl is not None:
+            try:
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    pid = os.read(fd, 32).decode("ascii", "replace").strip()
+                except OSError:
+                    pid = ""
+                os.close(fd)
+                who = f" (pid {pid})" if pid.isdigit() else ""
+                raise RunError(
+                    f"{self.run_dir}: another `finhrm train`{who} is using this run; "
+                    "wait for it to finish (or stop it) and try again."
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                if _fcntl is not None:
+                    _fcntl.flock(self.fd, _fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir) -> bool:
+    """True while some process trains (holds the lock on) ``run_dir``."""
+    if _fcntl is None:
+        return False
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+FINISHED, TRAINING, UNFINISHED = "finished", "training", "unfinished"
+
+
+def run_status(run_dir) -> str:
+    """``finished`` (metrics.json, the last file a run writes, is there), ``training`` (a
+    process holds its lock) or ``unfinished`` (crashed or interrupted: ``--resume`` it)."""
+    run_dir = Path(run_dir)
+    if is_locked(run_dir):
+        return TRAINING
+    return FINISHED if (run_dir / METRICS).is_file() else UNFINISHED
+
+
+_RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
+
+
+def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
+    """Remove run folders whose creation was killed before config.json was written: no
+    config.json, named as ``new_run_dir`` names runs, only ``data/`` and ``train.lock`` in them
+    (or nothing at all), unlocked and
+    untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).  Nothing else in
+    the runs home is touched."""
+    import shutil
+    import time
+
+    from finhrm_cli.fsutil import STALE_SECONDS
+
+    limit = STALE_SECONDS if older_than is None else older_than
+    removed = []
+    try:
+        entries = list(Path(base).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        try:
+            if p.is_symlink() or not p.is_dir() or (p / CONFIG).exists() or not _RUN_NAME.search(p.name):
+                continue
+            names = {c.name for c in p.iterdir()}
+            if not names <= {"data", LOCK} or is_locked(p):
+                continue
+            newest = max([p.stat().st_mtime] + [(p / n).stat().st_mtime for n in names])
+            if time.time() - newest <= limit:
+                continue
+            shutil.rmtree(p)
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 class RunWriter:
@@ -286,8 +432,14 @@ def resolve_run(ref: str | os.PathLike | None, root=None) -> Path:
         runs = _runs(base)
         if not runs:
             raise RunError(f"no runs yet under {base}; train one with `finhrm train DATA`.")
-        with_weights = [p for p in runs if (p / WEIGHTS).is_file()] or runs
-        return max(with_weights, key=lambda p: (_created_ts(p), p.name))
+        finished = [p for p in runs if run_status(p) == FINISHED]
+        if not finished:
+            latest = max(runs, key=lambda p: (_created_ts(p), p.name))
+            raise RunError(
+                f"no finished run under {base} (the latest, {latest.name}, is {run_status(latest)}); "
+                f"resume it with `finhrm train --resume {latest.name}`, or name a run explicitly."
+            )
+        return max(finished, key=lambda p: (_created_ts(p), p.name))
     p = Path(ref).expanduser()
     if p.is_file():
         if p.suffix == ".safetensors" and (p.parent / CONFIG).is_file():
@@ -368,6 +520,7 @@ def list_runs(root=None) -> list[dict]:
             "size": _dir_size(p),
             "best_val_mae": best,
             "has_weights": (p / WEIGHTS).is_file(),
+            "status": run_status(p),
             "_ts": ts,
         })
     out.sort(key=lambda r: (r["_ts"], r["name"]), reverse=True)

@@ -37,43 +37,100 @@ def _debug() -> bool:
     return os.environ.get("FINHRM_DEBUG", "").strip() not in ("", "0", "false", "no")
 
 
+def _stdout_failed() -> None:
+    """Standard output cannot take more bytes (full device, closed pipe): point it at
+    /dev/null so the interpreter's last flush at exit stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _quiet_sigint():
+    """From here on a further Ctrl-C is ignored (we are already on the way out); returns the
+    handler it replaced (None when it could not be changed)."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread
+        return None
+
+
 def _guard(fn):
-    """Turn exceptions into one clear line and the documented exit codes."""
+    """Turn exceptions into one clear line and the documented exit codes.  After a Ctrl-C a
+    second one is ignored while the first is reported; ``main`` catches any later one."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from finhrm_cli import ui
+        import signal
 
+        before = signal.getsignal(signal.SIGINT)
         try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except FinhrmError as exc:
-            if _debug():
-                traceback.print_exc()
-            ui.error(str(exc))
-            raise typer.Exit(exc.exit_code)
-        except KeyboardInterrupt as exc:
-            if _debug():
-                traceback.print_exc()
-            msg = getattr(exc, "message", None) or "interrupted."
-            ui.error(msg)
+            return _guarded(fn, *args, **kwargs)
+        except KeyboardInterrupt:  # a second Ctrl-C while reporting the first: just leave
+            _quiet_sigint()
             raise typer.Exit(130)
-        except BrokenPipeError:
-            # `finhrm predict ... | head`: the reader went away; not an error worth a trace.
-            sys.stderr.close()
-            raise typer.Exit(0)
-        except Exception as exc:  # noqa: BLE001 - last line of defence
-            if _debug():
-                traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            ui.error(
-                f"internal error: {type(exc).__name__}: {first} "
-                "(please report it; FINHRM_DEBUG=1 shows the traceback)"
-            )
-            raise typer.Exit(1)
+        finally:  # in-process callers (tests, library use) get their handler back; `finhrm` keeps ignoring
+            if not _STANDALONE and before is not None and signal.getsignal(signal.SIGINT) is not before:
+                try:
+                    signal.signal(signal.SIGINT, before)
+                except (ValueError, OSError):
+                    pass
 
     return wrapper
+
+
+def _guarded(fn, *args, **kwargs):
+    from finhrm_cli import ui
+    from finhrm_cli.errors import FilesystemError
+
+    try:
+        out = fn(*args, **kwargs)
+        with ui._stdout_errors():
+            sys.stdout.flush()  # a full stdout device fails here, inside the guard
+        return out
+    except typer.Exit:
+        raise
+    except FinhrmError as exc:
+        if _debug():
+            traceback.print_exc()
+        ui.error(str(exc))
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt as exc:
+        _quiet_sigint()
+        if _debug():
+            traceback.print_exc()
+        msg = getattr(exc, "message", None) or "interrupted."
+        ui.error(msg)
+        raise typer.Exit(130)
+    except BrokenPipeError:
+        # `finhrm predict ... | head`: the reader went away; not an error worth a trace.
+        _stdout_failed()
+        sys.stderr.close()
+        raise typer.Exit(0)
+    except OSError as exc:
+        # disk full, read-only place, a folder where a file was meant, ...: one line with the path
+        if _debug():
+            traceback.print_exc()
+        todo = None
+        if exc.filename == ui.STDOUT:
+            _stdout_failed()
+            todo = "send the output where there is room, or write it to a file with -o FILE (predict)"
+        err = FilesystemError.from_oserror(exc, todo=todo)
+        ui.error(str(err))
+        raise typer.Exit(err.exit_code)
+    except Exception as exc:  # noqa: BLE001 - last line of defence
+        if _debug():
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        ui.error(
+            f"internal error: {type(exc).__name__}: {first} "
+            "(please report it; FINHRM_DEBUG=1 shows the traceback)"
+        )
+        raise typer.Exit(1)
 
 
 def _version(value: bool):
@@ -263,6 +320,9 @@ def evaluate(
 ):
     """Score a run against naive baselines: MAE, RMSE, MAPE, R², direction, interval coverage."""
     from finhrm_cli import service, ui
+    from finhrm_cli.fsutil import check_output
+
+    check_output(plot, "--plot")
 
     with ui.TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
         result = service.evaluate(
@@ -297,6 +357,9 @@ def predict(
 ):
     """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
     from finhrm_cli import service, ui
+    from finhrm_cli.fsutil import check_output
+
+    check_output(output, "--output")
 
     result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                              date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
@@ -325,8 +388,17 @@ def inspect(
     _show(result, as_json, ui.render_inspect)
 
 
+_STANDALONE = False  # set by main(): the process ends with the command
+
+
 def main() -> None:
-    app(prog_name="finhrm")
+    global _STANDALONE
+    _STANDALONE = True
+    try:
+        app(prog_name="finhrm")
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while parsing, or a late second one)
+        _quiet_sigint()
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -595,12 +595,18 @@ class _Fit:
         return self.best_val is None or vm < self.best_val * (1.0 - self.cfg.min_delta)
 
     def checkpoint(self, s: dict, extra: dict | None = None) -> None:
-        """Save the resumable state of snapshot ``s`` into the run (if any)."""
+        """Save the resumable state of snapshot ``s`` into the run (if any).  A Ctrl-C during
+        the save is held until it is done (a second Ctrl-C never cuts the state short).  A
+        state saved as stopped (converged, patience) means training ended, not that the run
+        is finished: that takes metrics.json (see ``service.training.finalize_run``)."""
         if self.run is not None:
+            from finhrm_cli.fsutil import sigint_deferred
+
             if not _all_finite(s["weights"]):
                 self.nonfinite(f"(the weights at step {s['step']} are not finite)")
-            self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                                info=self._state_info(s, extra), ema=s["ema"])
+            with sigint_deferred():
+                self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
+                                    info=self._state_info(s, extra), ema=s["ema"])
 
     def finish(self) -> dict:
         """The model takes the best weights; emit ``end``; the summary."""

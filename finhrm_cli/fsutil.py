@@ -5,9 +5,15 @@ A crash or Ctrl-C leaves either the old file or the new one, never half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
+import stat
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +90,131 @@ def dumps_strict(obj: Any, indent: int | None = 2) -> str:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, allow_nan: bool = True) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=allow_nan) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# untrusted names and output paths
+
+
+def safe_component(name: object, default: str = "data") -> str:
+    """``name`` (read from a file, or derived from a file name) as one harmless path component.
+
+    Path separators and control characters become ``-``; leading dots and dashes go (no
+    ``..``, no hidden or option-like names), so ``/abs`` -> ``abs``, ``../../x`` -> ``x``;
+    nothing left (``..`` from a file ``...csv``) -> ``default``.
+    """
+    s = re.sub(r"[/\\\x00-\x1f\x7f]+", "-", str(name))
+    s = s.strip().lstrip(".-").rstrip(". -")
+    while len(s.encode("utf-8")) > 120:
+        s = s[:-1]
+    return s or default
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The run folder ``path`` lies in (itself or an ancestor holding config.json next to
+    model.safetensors, state/ or history.jsonl), else None."""
+    for d in [path, *path.parents]:
+        try:
+            if (d / "config.json").is_file() and any(
+                (d / f).exists() for f in ("model.safetensors", "state", "history.jsonl")
+            ):
+                return d
+        except OSError:
+            return None
+    return None
+
+
+def check_run_free(path: str | os.PathLike, option: str) -> None:
+    """Refuse an output path (file or folder) that is, or lies inside, a run folder or the runs home."""
+    from finhrm_cli import config as cfgmod
+    from finhrm_cli.errors import UsageError
+
+    p = Path(path).expanduser()
+    resolved = Path(os.path.realpath(p))
+    home = Path(os.path.realpath(cfgmod.runs_dir()))
+    run = _run_folder_of(resolved)
+    if run is not None:
+        raise UsageError(
+            f"{option} {p}: lies inside the run folder {run}; finhrm never writes outputs into a run, "
+            "pick a path outside it."
+        )
+    if resolved == home or home in resolved.parents:
+        raise UsageError(f"{option} {p}: lies inside the runs home {home}; pick a path outside it.")
+
+
+def check_output(path: str | os.PathLike | None, option: str) -> Path | None:
+    """Refuse an output path that exists and is not a regular file (folder, device, FIFO,
+    symlink), or that lies inside the runs home or a run folder.  One-line UsageError."""
+    from finhrm_cli.errors import UsageError
+
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UsageError(f"{option} {p}: cannot use this path ({exc.strerror}); pick another output file.") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a symlink" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
+            else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        )
+        raise UsageError(f"{option} {p}: exists and is {kind}; finhrm only replaces regular files, pick another output file.")
+    check_run_free(p, option)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# leftovers and signals
+
+STALE_SECONDS = 600.0
+
+
+def _is_temp_name(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.safetensors"))
+
+
+def clean_stale_temps(folder: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Delete the hidden temp files of interrupted atomic writes (``.NAME.*.tmp``,
+    ``.NAME.*.tmp.safetensors``) under ``folder`` last modified more than ``older_than``
+    seconds ago; return what was removed.  Call it only while holding the folder's lock."""
+    removed: list[Path] = []
+    now = time.time()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for f in files:
+            if not _is_temp_name(f):
+                continue
+            p = Path(root) / f
+            try:
+                st = p.lstat()
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > older_than:
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it: a second Ctrl-C during
+    a save never cuts the save short.  A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda sig, frame: got.append(sig))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)

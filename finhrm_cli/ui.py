@@ -42,12 +42,29 @@ def note(message: str) -> None:
     err.print(Text(message, style="dim"), soft_wrap=True)
 
 
+STDOUT = "standard output"
+
+
+class _stdout_errors:
+    """Name standard output in an OSError raised while writing to it (a full device, a
+    closed pipe), so the error handler can say where the write failed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = STDOUT
+        return False
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on stdout, nothing else (no colour, no wrapping)."""
     from finhrm_cli.fsutil import dumps_strict
 
-    sys.stdout.write(dumps_strict(obj) + "\n")
-    sys.stdout.flush()
+    with _stdout_errors():
+        sys.stdout.write(dumps_strict(obj) + "\n")
+        sys.stdout.flush()
 
 
 def fmt_num(x: Any, digits: int = 4) -> str:
@@ -91,8 +108,9 @@ def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
 
 
 def show(*renderables) -> None:
-    for r in renderables:
-        out.print(r)
+    with _stdout_errors():
+        for r in renderables:
+            out.print(r)
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -413,15 +431,18 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
     else:
         text = None
     if output is not None:
-        from finhrm_cli.fsutil import atomic_write_text
+        from finhrm_cli.fsutil import atomic_write_text, check_output
 
         if text is None:  # a table asked for a file: write CSV, the useful format there
             return render_predict(result, "csv", output)
+        check_output(output, "--output")
         atomic_write_text(Path(output), text)
         note(f"{len(rows):,} prediction(s) written to {output}")
         return
     if text is not None:
-        sys.stdout.write(text)
+        with _stdout_errors():
+            sys.stdout.write(text)
+            sys.stdout.flush()
         return
     cov = result.get("coverage", 0.8)
     h = result.get("horizon", 1)
@@ -472,11 +493,15 @@ def render_list(result: dict) -> None:
         note(f"no runs under {result['root']}; train one with `finhrm train DATA`.")
         return
     t = Table(title=f"Runs in {result['root']}", title_justify="left", title_style="bold")
-    for c in ("name", "data", "created", "size", "best val MAE"):
+    for c in ("name", "status", "data", "created", "size", "best val MAE"):
         t.add_column(c, justify="right" if c in ("size", "best val MAE") else "left")
+    styles = {"finished": "green", "training": "cyan", "unfinished": "yellow"}
     for r in runs:
-        t.add_row(r["name"], str(r.get("data") or "-"), str(r.get("created") or "-"),
-                  fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+        st = r.get("status") or "-"
+        t.add_row(r["name"], Text(st, style=styles.get(st, "")), str(r.get("data") or "-"),
+                  str(r.get("created") or "-"), fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+    if any(r.get("status") == "unfinished" for r in runs):
+        note("unfinished runs were interrupted or crashed: finish one with `finhrm train --resume NAME`.")
     show(t)
 
 

@@ -26,7 +26,7 @@ def mcfg(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-def make_run(root, name="spy", seed=0, created=None, val_mae=None):
+def make_run(root, name="spy", seed=0, created=None, val_mae=None, finished=True):
     model = engine.build_model(mcfg(), seed)
     model.set_target_stats(np.random.default_rng(seed).normal([0.01, -0.01], 0.01, (50, 2)))
     path = checkpoint.new_run_dir(name, root=root)
@@ -39,6 +39,8 @@ def make_run(root, name="spy", seed=0, created=None, val_mae=None):
     if val_mae is not None:
         run.append_history({"epoch": 1, "val_mae": val_mae + 1})
         run.append_history({"epoch": 2, "val_mae": val_mae})
+    if finished:  # metrics.json is the last file a run gets: it marks the run finished
+        run.save_metrics({})
     return path, model
 
 

@@ -8,7 +8,9 @@ matching loader ``_load_prepared`` (``features.parquet`` + ``meta.json``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,25 +112,44 @@ def prepare_many(
 
 
 def save_prepared(ds: Dataset, out_dir) -> Path:
-    """Write ``features.parquet`` and ``meta.json`` (atomically) into ``out_dir``."""
-    from finhrm_cli.fsutil import atomic_write_json
+    """Write ``meta.json`` and ``features.parquet`` (each atomically) into ``out_dir``.
+
+    ``meta.json`` carries a manifest (size and sha256 of ``features.parquet``) and is written
+    first, so a kill between the two writes (``prepare -o EXISTING``) leaves a folder whose
+    features do not match its manifest, which the loader refuses, never a mix that loads.
+    The features go to a temp file beside their target first (polars writes a path in
+    pieces, with no copy of the file's bytes in memory), are hashed from there, and are
+    renamed into place after ``meta.json``."""
+    from finhrm_cli.fsutil import atomic_write_json, clean_stale_temps
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; pick another output folder.")
+    if out.is_dir() and not (out / PREPARED_META).exists() and any(
+        not f.name.startswith(".") for f in out.iterdir()
+    ):
+        raise DataError(f"{out}: exists and is not a prepared folder (it holds other files); pick a new or empty folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_parquet_atomic(ds.frame, out / PREPARED_FRAME)
-        atomic_write_json(out / PREPARED_META, ds.meta(), allow_nan=False)
+        clean_stale_temps(out)
+        target = out / PREPARED_FRAME
+        tmp = _write_parquet_temp(ds.frame, target)
+        try:
+            meta = ds.meta()
+            meta["files"] = {PREPARED_FRAME: {"bytes": tmp.stat().st_size, "sha256": _sha256_file(tmp)}}
+            atomic_write_json(out / PREPARED_META, meta, allow_nan=False)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     except PermissionError:
         raise DataError(f"{out}: cannot write there (permission denied); pick another output folder.") from None
     return out
 
 
-def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """``frame`` to ``path`` through a temp file next to it (fsync, rename), as
-    ``fsutil.atomic_write_bytes`` does, but with no copy of the file's bytes in memory."""
-    import os
+def _write_parquet_temp(frame: pl.DataFrame, path: Path) -> Path:
+    """``frame`` written and fsynced to a hidden temp file beside ``path`` (the caller renames
+    it into place), with no copy of the file's bytes in memory."""
     import tempfile
 
     from finhrm_cli.fsutil import _umask
@@ -143,13 +164,36 @@ def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    return Path(tmp)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_manifest(p: Path, shown: str, files) -> None:
+    """``features.parquet`` must be the one ``meta.json`` describes (size, then sha256)."""
+    entry = files.get(PREPARED_FRAME) if isinstance(files, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
+        raise ValueError(f"the manifest in {PREPARED_META} is malformed")
+    f = p / PREPARED_FRAME
+    ok = f.stat().st_size == entry["bytes"] and _sha256_file(f) == entry["sha256"]
+    if not ok:
+        raise _fail(
+            shown,
+            f"{PREPARED_FRAME} does not match {PREPARED_META} (a `finhrm prepare` was interrupted while replacing "
+            f"it, or the file was changed); run `finhrm prepare FILE -o {shown}` again.",
+        )
 
 
 def _load_prepared(p: Path, shown: str, fcfg: FeatureConfig, normalizer, min_windows) -> Dataset:
@@ -157,11 +201,15 @@ def _load_prepared(p: Path, shown: str, fcfg: FeatureConfig, normalizer, min_win
         meta = json.loads((p / PREPARED_META).read_text(encoding="utf-8"))
         if meta.get("format") != PREPARED_FORMAT:
             raise ValueError("not a finhrm prepared folder")
+        if meta.get("files") is not None:  # folders from before the manifest have none
+            _check_manifest(p, shown, meta["files"])
         frame = pl.read_parquet(p / PREPARED_FRAME)
         stored = FeatureConfig(**{k: v for k, v in meta["features"].items() if k in {f.name for f in dataclasses.fields(FeatureConfig)}})
         names = list(meta["feature_names"])
         source = Source.from_dict(meta["source"])
         dropped = {str(k): int(v) for k, v in meta.get("dropped", {}).items()}
+    except DataError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _fail(shown, f"is not a valid prepared folder ({exc}); run `finhrm prepare FILE -o {shown}` again.") from None
     except Exception as exc:  # corrupt parquet

@@ -83,16 +83,26 @@ class Source:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Source":
+        """From a stored dict (meta.json, config.json): untrusted, so the name becomes one
+        safe path component (it names folders and files later)."""
+        from finhrm_cli.fsutil import safe_component
+
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        src = cls(**{k: v for k, v in d.items() if k in names})
+        src.name = safe_component(src.name)
+        return src
 
 
 def _stem(path: Path) -> str:
+    """The series name of a data file: its name without the data suffixes, as one safe path
+    component (``...csv`` has the stem ``..``, which must never name a folder)."""
+    from finhrm_cli.fsutil import safe_component
+
     name = path.name
     for suffix in (".gz", ".csv", ".tsv", ".txt", ".parquet"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
-    return name or path.name
+    return safe_component(name, default="data")
 
 
 def parse_col_map(items: list[str] | None) -> dict[str, str]:

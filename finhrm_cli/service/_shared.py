@@ -203,8 +203,18 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals
 
 # ------------------------------------------------------------------ loading a run and data
 def _load(run_ref: str | None):
+    """The run (the latest finished one without ``run_ref``), its model and config; a run
+    named explicitly that is still training or unfinished loads with a one-line warning."""
     run_dir = checkpoint.resolve_run(run_ref)
     model, cfg = checkpoint.load_run(run_dir, required=cfgmod.RUN_KEYS)
+    status = checkpoint.run_status(run_dir)
+    if status != checkpoint.FINISHED:
+        from finhrm_cli import ui
+
+        what = ("is still training" if status == checkpoint.TRAINING else
+                f"is unfinished (finish it with `finhrm train --resume {run_dir}`)")
+        ui.warn(f"{run_dir}: this run {what}; it uses its best weights so far"
+                + ("" if cfg.get("conformal") else " and has no prediction intervals yet") + ".")
     return run_dir, model, cfg
 
 

@@ -21,6 +21,10 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
              intervals: str = "adaptive") -> dict:
+    if plot is not None:
+        from finhrm_cli.fsutil import check_output
+
+        check_output(plot, "--plot")
     run_dir, model, cfg = _load(run_ref)
     notes: list[str] = []
     if walk_forward:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from finhrm_cli import baselines, checkpoint
 from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
-from finhrm_cli.errors import DataError, UsageError
+from finhrm_cli.errors import DataError, FilesystemError, UsageError
 from finhrm_cli.service._shared import (
     Callback, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts,
 )
@@ -62,19 +63,63 @@ def train(
     col_map=None,
     callback: Callback | None = None,
 ) -> dict:
+    """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
+
+    The run folder is locked while this runs (``checkpoint.RunLock``).  ``--resume`` of a run
+    whose training ended but whose finalisation did not (killed in the last seconds) only
+    finalises it; of a run killed before its first checkpoint, trains it from the start."""
+    with contextlib.ExitStack() as stack:
+        return _train(stack, paths, settings, out, resume, date_col, col_map, callback)
+
+
+def _lock(stack, run_dir: Path) -> None:
+    """Hold the run's lock until ``stack`` closes; a read-only run is one line."""
+    try:
+        stack.enter_context(checkpoint.RunLock(run_dir))
+    except OSError as exc:
+        raise FilesystemError.from_oserror(exc, todo=f"training writes into its run folder, so {run_dir} must be writable") from exc
+
+
+def _resume_hint(run_dir) -> str:
+    return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
+
+
+def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> dict:
     from finhrm_cli import data, distributed, engine
+    from finhrm_cli.fsutil import clean_stale_temps, safe_component
 
     t0 = time.perf_counter()
     if resume is not None:
         run_dir = checkpoint.resolve_run(resume)
+        if distributed.is_main():
+            _lock(stack, run_dir)
+            clean_stale_temps(run_dir)
         cfg = checkpoint.read_config(run_dir, required=cfgmod.RUN_KEYS)
+        if (run_dir / checkpoint.METRICS).is_file():
+            raise UsageError(
+                f"{run_dir}: this run is finished (metrics.json is written); nothing to resume. "
+                "Evaluate it with `finhrm evaluate RUN` or train a new run."
+            )
         fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
         mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
         tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
         # the run keeps its own prepared copy of the data, so resume needs no source file
         dss = run_datasets(run_dir, cfg)
-        state = checkpoint.load_state(run_dir)
+        has_state = (run_dir / checkpoint.STATE_DIR / checkpoint.STATE_ARRAYS).is_file()
+        state = checkpoint.load_state(run_dir) if has_state else None
         run = checkpoint.RunWriter(run_dir) if distributed.is_main() else None
+        info = (state or {}).get("info") or {}
+        if info.get("stopped") in ("converged", "patience"):
+            # training ended, but the run was stopped before its metrics were written: finish it
+            if not distributed.is_main():
+                return {"run": str(run_dir), "rank": distributed.rank()}
+            tsec = float(info.get("train_seconds") or 0.0)
+            summary = {"best_epoch": info.get("best_epoch"), "epochs_run": info.get("epoch"),
+                       "stopped": info.get("stopped"),
+                       "train_samples_per_s": round(info.get("samples", 0) / tsec, 2) if tsec > 0 else None}
+            return _finalize(run_dir, dss, summary, t0)
+        if state is None and run is not None:  # killed before the first checkpoint: start over, same folder
+            run.write_history([])
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
         dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
@@ -82,16 +127,17 @@ def train(
     _check_windows(dss, fcfg, tcfg)
     mcfg.n_features = len(dss[0].feature_names)
     mcfg.seq_len = fcfg.seq_len
-    if state is None:
+    if resume is None:
         run_dir, run = None, None
         if distributed.is_main():
             run_dir = checkpoint.new_run_dir(_run_name(dss), root=out)
+            _lock(stack, run_dir)
             run = checkpoint.RunWriter(run_dir)
             if len(dss) == 1:
                 data.save_prepared(dss[0], run_dir / "data")
             else:
                 for ds in dss:
-                    data.save_prepared(ds, run_dir / "data" / ds.source.name)
+                    data.save_prepared(ds, run_dir / "data" / safe_component(ds.source.name))
             run.save_config(
                 {
                     "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -123,9 +169,26 @@ def train(
             f"training interrupted; progress saved in {run_dir}. "
             f"Resume with: finhrm train --resume {run_dir}"
         ) from exc
+    except OSError as exc:  # disk full, read-only, ...: say where and how to go on
+        raise FilesystemError.from_oserror(exc, hint=_resume_hint(run_dir)) from exc
     if not distributed.is_main():  # rank 0 scores and writes; the others are done
         return {"run": str(run_dir), "rank": distributed.rank()}
-    result = finalize_run(run_dir, dss)
+    return _finalize(run_dir, dss, summary, t0)
+
+
+def _finalize(run_dir: Path, dss, summary: dict, t0: float) -> dict:
+    """``finalize_run`` with the resume hint on Ctrl-C or a filesystem error, and the result."""
+    try:
+        result = finalize_run(run_dir, dss)
+    except KeyboardInterrupt as exc:
+        raise _Interrupted(
+            f"interrupted while scoring the trained model, so the run is unfinished; {run_dir} keeps the weights. "
+            f"Finish it with: finhrm train --resume {run_dir}"
+        ) from exc
+    except OSError as exc:
+        raise FilesystemError.from_oserror(
+            exc, hint=f"the trained weights are kept in {run_dir}; then finish it with: finhrm train --resume {run_dir}"
+        ) from exc
     result.update(
         run=str(run_dir),
         name=Path(run_dir).name,
@@ -146,7 +209,10 @@ class _Interrupted(KeyboardInterrupt):
 
 
 def finalize_run(run_dir: Path, dss) -> dict:
-    """Calibrate intervals on validation, score validation and test, write metrics.json."""
+    """Calibrate intervals on validation, score validation and test, write metrics.json.
+
+    metrics.json is the last file a run gets: its presence marks the run finished
+    (``checkpoint.run_status``), so it is written only after config.json holds the conformal residuals."""
     model, cfg = checkpoint.load_run(run_dir)
     va = _parts(dss, "val")
     pred_va = _predict_parts(model, va)
