@@ -393,21 +393,25 @@ def test_half_replaced_prepared_folder_is_detected(tmp_path, monkeypatch):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["files"]["features.parquet"]["bytes"] == (folder / "features.parquet").stat().st_size
 
-    # a kill between the two renames of `prepare -o EXISTING`: the second write never happens
-    real = fsutil.atomic_write_bytes
+    # a kill between the two renames of `prepare -o EXISTING`: meta.json is replaced, the
+    # features' rename never happens
+    import os
 
-    def killed(path, blob):
-        if Path(path).name == "features.parquet":
+    real = os.replace
+
+    def killed(src, dst):
+        if Path(dst).name == "features.parquet":
             raise KeyboardInterrupt
-        return real(path, blob)
+        return real(src, dst)
 
     with monkeypatch.context() as m:
-        m.setattr(fsutil, "atomic_write_bytes", killed)
+        m.setattr(os, "replace", killed)
         with pytest.raises(KeyboardInterrupt):
             data.save_prepared(second, folder)
     with pytest.raises(DataError, match="does not match meta.json") as info:
         data.prepare(folder, fc)
     assert "\n" not in str(info.value) and "finhrm prepare" in str(info.value)
+    assert not [f for f in folder.iterdir() if f.name.endswith(".tmp")], "the temp features file was left behind"
     res = cli(["train", folder, *TINY], tmp_path / "home")
     assert res.exit_code == 2 and "does not match" in one_error_line(res)
     assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
