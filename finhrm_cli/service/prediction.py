@@ -24,7 +24,8 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
             need = cfg["features"]["seq_len"]
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
         parts.append((ds, w if all_rows else w.subset(np.array([len(w) - 1]))))
-    preds = _predict_parts(model, parts, act=act)
+    segments: dict = {}
+    preds = _predict_parts(model, parts, act=act, segments=segments)
     conformal = cfg.get("conformal")
     rows = []
     for (ds, w), pred in zip(parts, preds):
@@ -49,4 +50,5 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         "horizon": cfg["features"]["horizon"],
         "coverage": coverage,
         "rows": rows,
+        **({"act_segments": segments} if act else {}),
     }
