@@ -523,7 +523,7 @@ def render_inspect(r: dict) -> None:
 def _interval(s: dict) -> str:
     if s["step"] == 1:
         return "-"
-    return f"{s['mae_vs_step1']:+.4g} [{s['mae_vs_step1_lo']:+.3g}, {s['mae_vs_step1_hi']:+.3g}]"
+    return f"{s['mae_vs_step1']:+.3g} [{s['mae_vs_step1_lo']:+.3g}, {s['mae_vs_step1_hi']:+.3g}]"
 
 
 def render_act(act: dict) -> None:
