@@ -6,43 +6,39 @@ Progress goes to ``callback(event, info)`` with events ``start``, ``step`` (ever
 Training follows HRM's ACT with deep supervision (sapientinc/HRM ``hrm_act_v1.py`` and its
 ``ACTLossHead``).  For each batch, for each of ``halt_max_steps`` segments:
 
-1. one segment forward from the carried state (one-step gradient inside the model),
-2. one more *no-gradient* segment pass from the new state, which gives the Q-learning target
-   ``target_q_continue = sigmoid(q_halt_next)`` at the last step, else
-   ``sigmoid(max(q_halt_next, q_continue_next))``, and the next segment's error,
+1. the last L and H step of the segment, with gradient (HRM's one-step gradient; the
+   no-gradient steps before them come from step 2 of the previous segment),
+2. one more *no-gradient* segment pass from the new state, which gives the next segment's Q
+   logits for the q_continue target (``finhrm_cli.halting``),
 3. loss, backward, global-norm clipping and one AdamW step; the carry is detached.
+
+**Reused Q-target pass.**  Step 2 runs exactly the no-gradient L and H steps the next segment
+would start with, so the next segment starts from that pass's intermediate state and only
+recomputes its last L and H step (with gradient).  Unlike HRM, those no-gradient steps ran
+with the weights from before this segment's update: one update stale.  At learning rate 0
+both are the same (``Trainer(reuse_pass=False)`` is HRM's schedule); per batch it saves
+``M-1`` segment prefixes (``h_cycles * l_cycles - 1`` L and ``h_cycles - 1`` H steps).
 
 A *step* (``TrainConfig``'s unit, what ``start.total_steps`` counts) is one batch of
 ``batch_size * grad_accum`` windows taken through all its segments; the optimizer makes one
 update per segment, so ``halt_max_steps`` updates per step (the LR schedule runs over updates).
 
-Halting during training, per sample and with fixed shapes (masks, no Python branches): a
-sample halts when ``q_halt > q_continue`` and always at the last segment; with probability
+**Every segment is trained for every sample** (deep supervision): HRM replaces a halted
+sample, our batches are fixed, so no sample leaves the loss (masking halted ones out left
+later segments untrained).  The loss is the mean over the batch.  Halting during training
+only feeds the statistics (``train_halt_steps``): a sample halts when
+``q_halt > q_continue`` and always at the last segment; with probability
 ``halt_exploration`` (drawn afresh every segment, as HRM does) it first gets a random minimum
-number of segments in [2, M].  HRM swaps a halted sample for a new one; our batches are fixed,
-so a halted sample is masked out of the loss for the remaining segments instead.  The loss is
-divided by the fixed number of samples per step (HRM divides by the global batch size), so
-later segments weigh less as samples halt, and once every sample of a batch has halted the
-remaining segments are skipped.
+number of segments in [2, M].
 
-**Halting reward for regression.**  Regression has no "exactly right", so the q_halt target
-says *one more segment would not lower this sample's error meaningfully*::
-
-    err_t    = mean(|pred_t - y|) / s                (this segment, unit target scale)
-    err_next = mean(|pred_{t+1} - y|) / s            (the extra no-grad pass)
-    halt_target = 1  if  err_t - err_next <= max(HALT_REL_TOL * err_t, HALT_ABS_TOL)  else 0
-
-with ``s`` the pooled standard deviation of the training targets, ``HALT_REL_TOL = 0.05``
-and ``HALT_ABS_TOL = 0.02``.  Why these: daily high/low targets are noisy, a trained model's
-error sits around 0.5-0.8 target standard deviations, so 5 % is a gain of about 0.03-0.04 sd,
-well under the run-to-run noise of the validation MAE; the absolute floor of 0.02 sd keeps the
-rule sane when the error is already tiny (a memorised training sample), where a 5 % gain is
-meaningless.  A segment that makes the error *worse* also earns the halt target 1.
+**Halting reward** (``finhrm_cli.halting``): q_halt's target is 1 when the sample's error
+is at or below ``halt_ref``, a running median of recent training errors kept in the model's
+buffers (saved and resumed); q_continue's target is ``0.95 * sigmoid`` of the next segment's
+best Q logit, a cost per segment.  The base rate stays near one half: P(halt) stays calibrated.
 
 Loss per sample = regression loss (huber | mse | mae on ``(pred - y) / s``, mean of high and
-low) + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue)).  With
-``halt_max_steps == 1`` there is no extra pass and no q_continue loss (as in HRM) and the halt
-target is 1.
+low) + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, continue_target)).  With
+``halt_max_steps == 1`` there is no extra pass and no q_continue loss (as in HRM).
 
 **Weight averaging** (``TrainConfig.ema``, not in HRM): after every step the trainable
 weights are folded into an exponential moving average with decay ``min(ema, (1+n)/(10+n))``
@@ -51,10 +47,8 @@ windows it is the binding term, so the average spans roughly the last tenth of t
 Validation, early stopping and the saved model use the average; the optimiser keeps
 stepping the raw weights, and both are in the resumable state.
 
-Evaluation and prediction run all segments (``finhrm_cli.inference``, whose ``predict``,
-``segment_outputs`` and ``price_mae`` are re-exported here); ``act=True`` keeps, per sample,
-the prediction of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last
-otherwise).
+Evaluation and prediction: ``finhrm_cli.inference`` (``predict``, ``segment_outputs`` and
+``price_mae`` are re-exported here).
 """
 
 from __future__ import annotations
@@ -77,10 +71,9 @@ import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten, tree_map, tree_unflatten  # noqa: E402
 
 from finhrm_cli.model import HRM  # noqa: E402
+from finhrm_cli.halting import halt_targets, next_reference  # noqa: E402
 from finhrm_cli.inference import PREDICT_BATCH, predict, price_mae, segment_outputs  # noqa: E402,F401
 
-HALT_REL_TOL = 0.05
-HALT_ABS_TOL = 0.02
 LOG_EVERY = 10          # steps between "step" events (and loss read-backs)
 FINAL_LR_FRAC = 0.1     # cosine decay ends at 10 % of the peak learning rate
 BETAS = (0.9, 0.95)     # HRM's AdamATan2 betas
@@ -159,13 +152,13 @@ class Trainer:
     """
 
     def __init__(self, model: HRM, train_cfg: TrainConfig, total_updates: int, *, seed: int = 0,
-                 skip_halted: bool = True):
+                 reuse_pass: bool = True):
         self.model = model
         self.cfg = train_cfg
         mcfg = model.cfg
         self.M = int(mcfg.halt_max_steps)
         self.explore = float(mcfg.halt_exploration)
-        self.skip_halted = skip_halted
+        self.reuse = bool(reuse_pass) and self.M > 1  # module docstring: reused Q-target pass
         # Data parallel (finhrm_cli.distributed): each process holds batch_size / world
         # samples of every global batch; the loss is a mean over the local samples and the
         # gradients are averaged over processes inside the compiled step, which equals the
@@ -185,48 +178,57 @@ class Trainer:
         self.state = [model.state, self.optimizer.state, self.rng]
         self._loss_grad = nn.value_and_grad(model, self._loss)
         self._step = partial(mx.compile, inputs=self.state, outputs=self.state)(self._segment_step)
+        self._prefix = partial(mx.compile, inputs=self.state)(self._first_prefix)
         self._segs = [mx.array(s, dtype=mx.int32) for s in range(self.M)]
         # weight average (module docstring): None when TrainConfig.ema is 0
         self.ema = _flat(model.trainable_parameters()) if train_cfg.ema > 0 else None
 
     # -- pieces traced into the compiled step ----------------------------------------------
 
-    def _loss(self, x, y, zH, zL, w, is_last):
-        model, M = self.model, self.M
+    def _first_prefix(self, x, zH, zL):
+        """The first segment's no-gradient steps for every micro-batch (reused-pass schedule)."""
+        pre = [self.model.segment_prefix((zH[a], zL[a]), self.model.embed(x[a])) for a in range(x.shape[0])]
+        return mx.stack([p[0] for p in pre]), mx.stack([p[1] for p in pre])
+
+    def _loss(self, x, y, zH, zL, is_last):
+        """``(zH, zL)``: the segment's carry, or with the reused pass the state its last L
+        and H step start from."""
+        model = self.model
         x_emb = model.embed(x)
-        carry, pred, q_halt, q_cont = model.segment((zH, zL), x_emb)
-        s = model.buffers.scale
-        r = (pred - y) / s
+        pre = (zH, zL) if self.reuse else model.segment_prefix((zH, zL), x_emb)
+        carry, pred, q_halt, q_cont = model.segment_final(pre, x_emb)
+        r = (pred - y) / model.buffers.scale
         reg = regression_loss(r, self.cfg.loss, self.cfg.huber_delta).mean(axis=-1)
-        if M > 1:
-            err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
-            _, npred, nq_halt, nq_cont = model.segment(carry, mx.stop_gradient(x_emb))
-            npred, nq_halt, nq_cont = (mx.stop_gradient(a) for a in (npred, nq_halt, nq_cont))
-            err_next = mx.abs((npred - y) / s).mean(axis=-1)
-            halt_target = ((err - err_next) <= mx.maximum(HALT_REL_TOL * err, HALT_ABS_TOL)).astype(mx.float32)
-            q_cont_target = mx.sigmoid(mx.where(is_last, nq_halt, mx.maximum(nq_halt, nq_cont)))
-            q_loss = bce_logits(q_halt, halt_target) + bce_logits(q_cont, q_cont_target)
+        err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
+        ref = model.buffers.halt_ref
+        if self.M > 1:
+            xe = mx.stop_gradient(x_emb)
+            npre = model.segment_prefix(carry, xe)
+            _, _, nq_halt, nq_cont = model.segment_final(npre, xe)
+            halt_t, cont_t = halt_targets(err, ref, mx.stop_gradient(nq_halt), mx.stop_gradient(nq_cont), is_last)
+            q_loss = bce_logits(q_halt, halt_t) + bce_logits(q_cont, cont_t)
+            if self.reuse:
+                carry = npre
         else:
-            q_loss = bce_logits(q_halt, mx.ones_like(q_halt))
-        per_sample = reg + 0.5 * q_loss
-        loss = (per_sample * w).sum() / self.samples_per_step
-        return loss, (carry, q_halt, q_cont, (reg * w).sum(), (q_loss * w).sum())
+            q_loss = bce_logits(q_halt, (err <= ref).astype(mx.float32))
+        loss = (reg + 0.5 * q_loss).sum() / self.samples_per_step
+        return loss, (carry, q_halt, q_cont, reg.sum(), q_loss.sum(), err)
 
     def _segment_step(self, x, y, zH, zL, active, halt_step, seg):
         """One segment for all micro-batches: grads summed over ``grad_accum`` micro-batches
-        (unrolled), one clipped AdamW update, halting decisions.  All shapes fixed."""
+        (unrolled), one clipped AdamW update, the halting reference, halting decisions (for
+        the statistics only: every sample is trained).  All shapes fixed."""
         A = x.shape[0]
         steps = seg + 1
         is_last = steps >= self.M
         grads = None
-        zHs, zLs, qhs, qcs = [], [], [], []
+        zHs, zLs, qhs, qcs, errs = [], [], [], [], []
         reg_sum = q_sum = mx.array(0.0)
         for a in range(A):
-            w = active[a].astype(mx.float32)
-            (_, aux), g = self._loss_grad(x[a], y[a], zH[a], zL[a], w, is_last)
-            (nzH, nzL), q_halt, q_cont, reg_a, q_a = aux
+            (_, aux), g = self._loss_grad(x[a], y[a], zH[a], zL[a], is_last)
+            (nzH, nzL), q_halt, q_cont, reg_a, q_a, err = aux
             grads = g if grads is None else tree_map(mx.add, grads, g)
-            zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont)
+            zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont); errs.append(err)
             reg_sum = reg_sum + reg_a
             q_sum = q_sum + q_a
         if self.world > 1:
@@ -234,6 +236,8 @@ class Trainer:
         if self.cfg.grad_clip and self.cfg.grad_clip > 0:
             grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
         self.optimizer.update(self.model, grads)
+        buf = self.model.buffers
+        buf.halt_ref = next_reference(buf.halt_ref, mx.stack(errs), self.group)
 
         q_halt, q_cont = mx.stack(qhs), mx.stack(qcs)
         halted = mx.logical_or(is_last, q_halt > q_cont) if self.M > 1 else mx.ones_like(active)
@@ -246,34 +250,28 @@ class Trainer:
             explore = (mx.random.uniform(shape=(A_, Bl * self.world), key=k1) < self.explore)[:, lo:hi]
             min_halt = mx.where(explore, mx.random.randint(2, self.M + 1, (A_, Bl * self.world), key=k2)[:, lo:hi], 0)
             halted = mx.logical_and(halted, steps >= min_halt)
-        n_scored = active.astype(mx.float32).sum()
-        halt_step = mx.where(mx.logical_and(active, halted), steps, halt_step)
-        active = mx.logical_and(active, mx.logical_not(halted))
-        return reg_sum, q_sum, n_scored, mx.stack(zHs), mx.stack(zLs), active, halt_step
+        halt_step, active = mx.where(mx.logical_and(active, halted), steps, halt_step), mx.logical_and(active, ~halted)
+        return reg_sum, q_sum, mx.stack(zHs), mx.stack(zLs), active, halt_step
 
     # -- host side -------------------------------------------------------------------------
 
     def train_batch(self, x: mx.array, y: mx.array) -> dict:
-        """One step: ``x`` (grad_accum, batch, T, F), ``y`` (grad_accum, batch, 2).
-        Returns lazy arrays: reg_sum, q_sum, n_scored (sample-segments scored),
-        halt_step (grad_accum, batch) = the segment (1-based) where each sample halted."""
+        """One step: ``x`` (grad_accum, batch, T, F), ``y`` (grad_accum, batch, 2).  Lazy arrays:
+        reg_sum, q_sum, n_scored, halt_step (grad_accum, batch) = where each sample would halt (1-based)."""
         A, B = x.shape[0], x.shape[1]
         S, d = self.model.seq, self.model.cfg.d_model
         zH = mx.broadcast_to(self.model.buffers.H_init, (A, B, S, d))
         zL = mx.broadcast_to(self.model.buffers.L_init, (A, B, S, d))
+        if self.reuse:
+            zH, zL = self._prefix(x, zH, zL)
         active = mx.ones((A, B), dtype=mx.bool_)
         halt_step = mx.zeros((A, B), dtype=mx.int32)
-        reg = qs = n = mx.array(0.0)
+        reg = qs = mx.array(0.0)
         for seg in range(self.M):
-            r, q, k, zH, zL, active, halt_step = self._step(x, y, zH, zL, active, halt_step, self._segs[seg])
-            reg, qs, n = reg + r, qs + q, n + k
-            mx.async_eval(self.state, reg, qs, n, zH, zL, active, halt_step)
-            if self.skip_halted and seg < self.M - 1:
-                alive = mx.any(active).astype(mx.float32)
-                if self.world > 1:  # every process must take the same branch
-                    alive = mx.distributed.all_sum(alive, group=self.group)
-                if not alive.item():
-                    break  # every sample halted: the remaining segments would score nothing
+            r, q, zH, zL, active, halt_step = self._step(x, y, zH, zL, active, halt_step, self._segs[seg])
+            reg, qs = reg + r, qs + q
+            mx.async_eval(self.state, reg, qs, zH, zL, active, halt_step)
+        n = mx.array(float(A * B * self.M))
         halt_sum = halt_step.astype(mx.float32).sum()
         if self.world > 1:  # losses and counts over all processes
             reg, qs, n, halt_sum = (mx.distributed.all_sum(v, group=self.group) for v in (reg, qs, n, halt_sum))
@@ -459,6 +457,8 @@ class _Fit:
             if self.resumed:
                 run.write_history(self.history)  # drop records written after the saved state
         self.best_weights = _flat(model.parameters())  # references; the model ends holding the best
+        if self.resumed and run is not None and self.best_epoch is not None and (run.path / "model.safetensors").is_file():
+            self.best_weights = dict(mx.load(str(run.path / "model.safetensors")))  # kept before the resume
         self.emit("start", {
             "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
             "n_train": self.n_train, "n_val": len(self.va["x"]) if self.va is not None else 0,

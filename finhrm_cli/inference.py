@@ -1,6 +1,6 @@
 """Inference with a trained HRM: all segments per window, ACT halting, price MAE (MLX + numpy).
 
-Every segment runs; ``predict(act=True)`` keeps, per sample, the prediction of the first
+Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per sample, the prediction of the first
 segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
 ``segment_outputs`` returns every segment's prediction and Q probabilities for ACT
 statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
@@ -114,14 +114,21 @@ def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
             "halt_step": _halt_steps(qh, qc) + 1}
 
 
+def predict_act(model: HRM, x, batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """ACT inference: (n, 2) log ratios of each sample's first segment whose Q head says
+    halt (the last otherwise) and that segment, 1-based (n,).  Every segment is computed
+    (a batch runs in one fixed shape); the later ones are the compute an early exit saves."""
+    preds, qh, qc = _run_segments(model, x, batch_size)
+    idx = _halt_steps(qh, qc)
+    return preds[idx, np.arange(preds.shape[1])], idx + 1
+
+
 def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """(n, 2) log ratios [high, low] to the close.  All segments by default; ``act=True``
     stops each sample at its first segment whose Q head says halt."""
-    preds, qh, qc = _run_segments(model, x, batch_size)
-    if not act:
-        return preds[-1]
-    idx = _halt_steps(qh, qc)
-    return preds[idx, np.arange(preds.shape[1])]
+    if act:
+        return predict_act(model, x, batch_size)[0]
+    return _run_segments(model, x, batch_size)[0][-1]
 
 
 def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:

@@ -27,6 +27,8 @@ A faithful port of sapientinc/HRM ``models/hrm/hrm_act_v1.py`` with a regression
   the training targets (``set_target_stats``), so the network works on a unit scale.
   Raw (a, b) are clipped to +-1e4 target standard deviations, so high/low stay finite.
 * ACT: ``q_head`` (zero weights, bias -5) gives ``(q_halt_logit, q_continue_logit)``.
+  The buffer ``halt_ref`` holds the running reference error of the halting reward (see
+  ``finhrm_cli.halting``); the training step updates it, the optimiser never does.
 
 The training loop, losses and halting live in ``finhrm_cli.engine``.
 """
@@ -49,6 +51,7 @@ EMBED_MIX = 0.707106781  # HRM: scale (token + position) by 1/sqrt(2) to keep un
 INPUT_CLIP = 1e3         # inputs are z-scores; clip so a corrupt row cannot overflow float32
 HEAD_CLIP = 1e4          # raw head outputs, in target standard deviations; keeps high/low finite
 Q_INIT_BIAS = -5.0       # HRM's q_head bias init
+HALT_REF_INIT = 1.0      # initial halting reference: one target standard deviation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +262,9 @@ class Buffers(nn.Module):
         self.c_mid = mx.zeros((1,))
         self.scale = mx.ones((1,))
         self.b0 = mx.array([_inv_softplus(1.0)], dtype=mx.float32)
+        # ACT halting reward: running median of recent training errors (unit target scale);
+        # not trained by the optimiser, updated by the training step (finhrm_cli.halting)
+        self.halt_ref = mx.array([HALT_REF_INIT], dtype=mx.float32)
 
 
 def _inv_softplus(v: float) -> float:
@@ -343,9 +349,9 @@ class HRM(nn.Module):
         q = self.q_head(s_tok)
         return pred, q[:, 0], q[:, 1]
 
-    def segment(self, carry, x_emb: mx.array):
-        """One ACT segment.  Returns (new_carry (detached), pred (B, 2) log ratios
-        [high, low], q_halt_logit (B,), q_continue_logit (B,))."""
+    def segment_prefix(self, carry, x_emb: mx.array):
+        """The no-gradient part of a segment: every L and H step but the last of each.
+        Returns the carry the last two steps start from (detached)."""
         z_H, z_L = carry
         hc, lc = self.cfg.h_cycles, self.cfg.l_cycles
         for h in range(hc):
@@ -355,12 +361,21 @@ class HRM(nn.Module):
                 z_L = self.L(z_L, z_H + x_emb)
             if h != hc - 1:
                 z_H = self.H(z_H, z_L)
-        # one-step gradient: only the last L and the last H step are differentiated
-        z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        return mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+
+    def segment_final(self, pre, x_emb: mx.array):
+        """The last L and the last H step of a segment (the ones with a gradient) and the heads."""
+        z_H, z_L = pre
         z_L = self.L(z_L, z_H + x_emb)
         z_H = self.H(z_H, z_L)
         pred, q_halt, q_cont = self.heads(z_H)
         return (mx.stop_gradient(z_H), mx.stop_gradient(z_L)), pred, q_halt, q_cont
+
+    def segment(self, carry, x_emb: mx.array):
+        """One ACT segment.  Returns (new_carry (detached), pred (B, 2) log ratios
+        [high, low], q_halt_logit (B,), q_continue_logit (B,)).  One-step gradient: only the
+        last L and the last H step are differentiated."""
+        return self.segment_final(self.segment_prefix(carry, x_emb), x_emb)
 
     def __call__(self, x: mx.array, steps: int | None = None) -> mx.array:
         """Prediction after ``steps`` segments (default ``halt_max_steps``)."""
@@ -371,6 +386,14 @@ class HRM(nn.Module):
         for _ in range(max(1, steps)):
             carry, pred, _, _ = self.segment(carry, x_emb)
         return pred
+
+    def load_weights(self, file_or_weights, strict: bool = True):
+        """As ``nn.Module.load_weights``; a model saved before the halting reference existed
+        loads with the initial reference (its Q head was not trained against one)."""
+        if isinstance(file_or_weights, list) and file_or_weights:
+            if not any(k == "buffers.halt_ref" for k, _ in file_or_weights):
+                file_or_weights = [*file_or_weights, ("buffers.halt_ref", mx.array([HALT_REF_INIT], dtype=mx.float32))]
+        return super().load_weights(file_or_weights, strict=strict)
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -395,6 +395,7 @@ def render_evaluate(result: dict) -> None:
     show(metrics_table(title, result["results"]))
     if result.get("series"):
         show(series_table("per ticker", result["series"]))
+    act_segments_note(result.get("act_segments"))
     note("p (DM): Diebold-Mariano test that finhrm and the baseline have the same MAE on these rows; "
          "below 0.05 the difference is unlikely to be luck.")
     if result.get("intervals"):
@@ -404,6 +405,16 @@ def render_evaluate(result: dict) -> None:
         note(n)
     if result.get("plot"):
         note(f"plot written to {result['plot']}")
+
+
+def act_segments_note(seg: dict | None) -> None:
+    """``--act``: segments per row (mean, histogram) and the compute an early exit would skip."""
+    if not seg or seg.get("mean_segments") is None:
+        return
+    hist = ", ".join(f"{i + 1}: {c:,}" for i, c in enumerate(seg["segments_histogram"]))
+    note(f"--act: {fmt_num(seg['mean_segments'], 2)} of {seg['max_segments']} segments per row on average "
+         f"(rows halting at each segment: {hist}); {fmt_pct(seg['skippable_share'])} of the segments' compute "
+         "could be skipped (all segments still run, in one batch).")
 
 
 PRED_FIELDS = ["date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"]
@@ -484,6 +495,7 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
             note("intervals are left out at this terminal width; --format csv shows them.")
         if len(rows) > 200:
             note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
+    act_segments_note(result.get("act_segments"))
     note(f"model: {result.get('run')}")
 
 
@@ -553,17 +565,36 @@ def render_inspect(r: dict) -> None:
     show(*_metrics_views(r.get("metrics") or {}))
     act = r.get("act") or {}
     if act:
-        t = Table(title=f"ACT halting on the {act.get('on')} ({act.get('samples'):,} samples)", title_justify="left", title_style="bold")
-        for c in ("step", "MAE", "P(halt)", "P(continue)", "halts here", "share"):
-            t.add_column(c, justify="right")
-        for s in act["steps"]:
-            t.add_row(str(s["step"]), fmt_num(s["mae"]), fmt_num(s["q_halt"], 3), fmt_num(s["q_continue"], 3),
-                      f"{s['halted']:,}", fmt_pct(s["halted_share"]))
-        show(t, histogram(act["halting_histogram"], [str(i + 1) for i in range(len(act["halting_histogram"]))],
-                          title="halting step histogram"))
-        show(kv_table("ACT summary", [
-            ("mean halting step", fmt_num(act["mean_halting_step"], 2)),
-            ("MAE after all steps", fmt_num(act["mae_all_steps"])),
-            ("MAE halting where the Q head says", fmt_num(act["mae_act"])),
-            ("best step by MAE", str(act["best_step"])),
-        ]))
+        render_act(act)
+
+
+def _interval(s: dict) -> str:
+    if s["step"] == 1:
+        return "-"
+    return f"{s['mae_vs_step1']:+.3g} [{s['mae_vs_step1_lo']:+.3g}, {s['mae_vs_step1_hi']:+.3g}]"
+
+
+def render_act(act: dict) -> None:
+    """ACT on a run: per-step MAE against step 1 (90% paired bootstrap), P(halt) against the
+    halting reward, where the Q head halts, the compute --act saves and the verdict."""
+    t = Table(title=f"ACT halting on the {act.get('on')} ({act.get('samples'):,} samples)", title_justify="left", title_style="bold")
+    for c in ("step", "MAE", "vs step 1 [90%]", "P(halt)", "reward rate", "Brier", "AUC", "P(continue)", "halts here", "share"):
+        t.add_column(c, justify="right")
+    for s in act["steps"]:
+        t.add_row(str(s["step"]), fmt_num(s["mae"]), _interval(s), fmt_num(s["q_halt"], 3), fmt_num(s["reward_rate"], 3),
+                  fmt_num(s["brier"], 3), fmt_num(s["auc"], 3), fmt_num(s["q_continue"], 3),
+                  f"{s['halted']:,}", fmt_pct(s["halted_share"]))
+    show(t, histogram(act["halting_histogram"], [str(i + 1) for i in range(len(act["halting_histogram"]))],
+                      title="halting step histogram"))
+    cal = act.get("calibration") or {}
+    show(kv_table("ACT summary", [
+        ("P(halt) calibration", f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
+                                f"mean P(halt) {fmt_num(cal.get('mean_p_halt'), 3)} vs reward rate "
+                                f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)"),
+        ("segments under --act", f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
+                                 f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped"),
+        ("MAE after all steps", fmt_num(act["mae_all_steps"])),
+        ("MAE with --act", f"{fmt_num(act['mae_act'])} ({act.get('mae_act_change', 0):+.4g})"),
+        ("best step by MAE", str(act["best_step"])),
+        ("verdict", act.get("verdict") or "one segment only: nothing to compare"),
+    ]))

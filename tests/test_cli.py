@@ -93,6 +93,19 @@ def test_predict_last_row_equals_its_row_in_all(home, trained):
     assert r["pred_low_lo"] <= r["pred_low"] <= r["pred_low_hi"]
 
 
+def test_predict_act_reports_segments_per_row(home, trained):
+    res = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--all", "--act", "--json"], home)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    seg = r["act_segments"]
+    assert sum(seg["segments_histogram"]) == len(r["rows"]) and 1 <= seg["mean_segments"] <= 2
+    hist = seg["segments_histogram"]
+    assert seg["mean_segments"] == pytest.approx((hist[0] + 2 * hist[1]) / len(r["rows"]))
+    assert seg["skippable_share"] == pytest.approx(1 - seg["mean_segments"] / 2)
+    human = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--act"], home)
+    assert human.exit_code == 0 and "segments per row" in human.output and "could be skipped" in human.output
+
+
 def test_predict_csv_output_file(home, trained, tmp_path):
     out = tmp_path / "pred.csv"
     res = run_cli(["predict", SAMPLE_TV, "--all", "--format", "csv", "-o", out], home)
@@ -195,6 +208,24 @@ def test_inspect_json_and_act_stats(home, trained):
     # the per-step MAE at the last step equals evaluate's MAE on the same split
     ev = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--json"], home).stdout)
     assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
+    # ... and with --act, inspect's ACT MAE and segments are evaluate --act's
+    ev_act = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--act", "--json"], home).stdout)
+    assert act["mae_act"] == pytest.approx(ev_act["results"]["finhrm"]["mae"], rel=1e-9)
+    seg = ev_act["act_segments"]
+    assert seg["segments_histogram"] == act["halting_histogram"] and seg["max_segments"] == 2
+    assert seg["mean_segments"] == pytest.approx(act["mean_halting_step"])
+    assert seg["skippable_share"] == pytest.approx(act["compute_saved"]) and 0 <= seg["skippable_share"] <= 0.5
+    assert "act_segments" not in ev
+    # calibration against the halting reward, per step and pooled; intervals; the verdict
+    cal = act["calibration"]
+    assert 0 <= cal["brier"] <= 1 and 0 < cal["reward_rate"] < 1
+    assert cal["mean_p_halt"] == pytest.approx(np.mean([s["q_halt"] for s in act["steps"]]))
+    assert act["steps"][0]["mae_vs_step1_lo"] == act["steps"][0]["mae_vs_step1_hi"] == 0
+    s2 = act["steps"][1]
+    assert s2["mae_vs_step1_lo"] <= s2["mae_vs_step1"] <= s2["mae_vs_step1_hi"]
+    assert act["verdict"] in ("later segments help on this run", "later segments hurt on this run",
+                              "later segments make no measurable difference on this run")
+    assert act["halt_ref"] > 0
     assert r["parameters"]["trainable"] > 0
     # inspect reports the epoch training kept (not merely the lowest validation MAE)
     assert r["training"]["best_epoch"] == trained["best_epoch"]

@@ -137,7 +137,8 @@ def test_q_head_saying_halt_stops_every_sample_after_one_segment(explore):
     steps = np.array(out["halt_step"])[0]
     if explore == 0.0:
         assert steps.tolist() == [1] * 8
-        assert tr.updates == 1  # every sample halted: the remaining segments were skipped
+        assert tr.updates == 3  # halted samples are still trained on every segment
+        assert float(out["n_scored"]) == 24
     else:  # each sample draws a minimum halting step in [2, M] before it may stop
         assert (steps >= 2).all() and (steps <= 3).all()
     model.q_head.bias = mx.array([5.0, -5.0])
@@ -209,6 +210,10 @@ def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path,
     state = checkpoint.load_state(run.path)
     assert state["info"]["step"] == 10 and state["info"]["epoch"] == 1 and state["info"]["epoch_batch"] == 4
     assert bool(state["ema"]) == (ema > 0)
+    # the halting reference moved during training and is part of the resumable state
+    from finhrm_cli.model import HALT_REF_INIT
+
+    assert float(state["weights"]["buffers.halt_ref"][0]) != HALT_REF_INIT
 
     # the restored trainer holds exactly the saved optimizer state
     model = engine.build_model(mcfg(), 0)
@@ -227,8 +232,12 @@ def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path,
     assert res["steps"] == 18 and res["stopped"] == "converged"
     final = weights(model)
     expect = weights(ref_model)
+    assert "buffers.halt_ref" in expect
     for k in expect:
         np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # the saved model carries the reference of the weights it holds
+    saved = mx.load(str(run.path / "model.safetensors"))
+    np.testing.assert_array_equal(np.array(saved["buffers.halt_ref"]), final["buffers.halt_ref"])
     assert [h["epoch"] for h in checkpoint.read_history(run.path)] == [1, 2, 3]
     assert res["best_val_mae"] == pytest.approx(ref["best_val_mae"], rel=1e-5)
     # a finished run has nothing left to resume

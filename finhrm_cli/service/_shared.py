@@ -73,15 +73,21 @@ def _xy(parts, with_prices: bool = False) -> dict:
     return {k: np.concatenate([d[k] for d in ds_list]) for k in ds_list[0]}
 
 
-def _predict_parts(model, parts, act: bool = False) -> list[np.ndarray]:
-    """One prediction pass over all parts' windows, split back per part (log ratios)."""
-    from finhrm_cli import engine
+def _predict_parts(model, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
+    """One prediction pass over all parts' windows, split back per part (log ratios).  With
+    ``act``, ``segments`` (a dict, if given) receives the segments per row (``actstats.segments_used``)."""
+    from finhrm_cli import actstats, engine, inference
 
     sizes = [len(w) for _, w in parts]
     if sum(sizes) == 0:
         return [np.zeros((0, 2)) for _ in parts]
     x = np.concatenate([w.x for _, w in parts])
-    raw = engine.predict(model, x, act=act)
+    if act:
+        raw, used = inference.predict_act(model, x)
+        if segments is not None:
+            segments.update(actstats.segments_used(used, model.cfg.halt_max_steps))
+    else:
+        raw = engine.predict(model, x)
     out, i = [], 0
     for (ds, w), n in zip(parts, sizes):
         out.append(raw[i:i + n] * _scale(ds, w)[:, None])

@@ -64,11 +64,14 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     parts = [(ds, w) for ds, w in parts if len(w)]
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
-    preds = _predict_parts(model, parts, act=act)
+    segments: dict = {}
+    preds = _predict_parts(model, parts, act=act, segments=segments)
     cutoffs = [_cutoff_for(cfg, ds.source.name) for ds, _ in parts]
     scored = score_parts(parts, preds, cfg.get("conformal"), coverage, intervals, cutoffs)
     result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
+    if act:  # segments per row under --act, over every row predicted
+        result["act_segments"] = segments
     if plot is not None:
         ds, w = parts[0]
         iv = interval_arrays(ds, w, preds[0], cfg.get("conformal"), coverage, intervals, cutoffs[0])

@@ -17,41 +17,28 @@ def list_runs() -> dict:
 
 
 def act_stats(model, parts) -> dict:
-    """Per ACT step: MAE in price units, mean halting probabilities and where the Q head halts."""
-    from finhrm_cli import data, engine
+    """Per ACT step: MAE in price units with a paired bootstrap interval against step 1, the
+    Q head's probabilities against the halting reward (Brier, AUC), where it halts, the
+    compute ``--act`` saves and a verdict (``finhrm_cli.actstats``)."""
+    from finhrm_cli import actstats, data, engine
 
     w = data.concat_windows([w for _, w in parts])
     seg = engine.segment_outputs(model, w.x)
     scale = np.concatenate([_scale(ds, wp) for ds, wp in parts])
-    preds = np.asarray(seg["preds"]) * scale[None, :, None]
-    qh, qc = np.asarray(seg["q_halt"]), np.asarray(seg["q_continue"])
-    m = preds.shape[0]
+    raw = np.asarray(seg["preds"], np.float64)  # (M, n, 2) in the model's unit (targets / scale)
     known = np.isfinite(w.next_high) & np.isfinite(w.next_low)
-    steps = []
-    for s in range(m):
-        ph, pl = to_prices(preds[s], w.close)
-        mae = float((np.abs(ph - w.next_high)[known].mean() + np.abs(pl - w.next_low)[known].mean()) / 2)
-        steps.append({"step": s + 1, "mae": mae, "q_halt": float(qh[s].mean()), "q_continue": float(qc[s].mean())})
-    halts = qh > qc
-    halts[-1, :] = True  # the last segment always halts
-    halt_step = np.argmax(halts, axis=0)  # first step (0-based) where the Q head says halt
-    counts = np.bincount(halt_step, minlength=m)
-    for s in range(m):
-        steps[s]["halted"] = int(counts[s])
-        steps[s]["halted_share"] = float(counts[s] / len(halt_step)) if len(halt_step) else 0.0
-    act_pred = preds[halt_step, np.arange(preds.shape[1])]
-    ph, pl = to_prices(act_pred, w.close)
-    act_mae = float((np.abs(ph - w.next_high)[known].mean() + np.abs(pl - w.next_low)[known].mean()) / 2)
-    best = int(np.argmin([s["mae"] for s in steps]))
-    return {
-        "samples": int(preds.shape[1]),
-        "steps": steps,
-        "halting_histogram": [int(c) for c in counts],
-        "mean_halting_step": float(halt_step.mean() + 1),
-        "mae_all_steps": steps[-1]["mae"],
-        "mae_act": act_mae,
-        "best_step": best + 1,
-    }
+    err = []
+    for s in range(raw.shape[0]):
+        ph, pl = to_prices(raw[s] * scale[:, None], w.close)
+        err.append(((np.abs(ph - w.next_high) + np.abs(pl - w.next_low)) / 2)[known])
+    # the halting reward as in training: unit-scale error at or below the model's reference
+    y_unit = np.asarray(w.y, np.float64)[known] / scale[known, None]
+    unit_err = np.abs(raw[:, known] - y_unit[None]).mean(axis=-1) / float(model.buffers.scale[0])
+    reward = unit_err <= float(model.buffers.halt_ref[0])
+    qh, qc = np.asarray(seg["q_halt"])[:, known], np.asarray(seg["q_continue"])[:, known]
+    out = actstats.report(np.stack(err), qh, qc, reward)
+    out["halt_ref"] = float(model.buffers.halt_ref[0])
+    return out
 
 
 def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None) -> dict:

@@ -35,7 +35,8 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
                 keep = np.union1d(np.nonzero(w.dates > cutoff)[0], keep)
             w = w.subset(keep)
         parts.append((ds, w))
-    preds = _predict_parts(model, parts, act=act)
+    segments: dict = {}
+    preds = _predict_parts(model, parts, act=act, segments=segments)
     conformal = cfg.get("conformal")
     rows = []
     for (ds, w), pred in zip(parts, preds):
@@ -65,4 +66,5 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         "coverage": coverage,
         "intervals": intervals if conformal else None,
         "rows": rows,
+        **({"act_segments": segments} if act else {}),
     }

@@ -1,0 +1,140 @@
+"""What ACT does on a run, in numbers (numpy only): calibration of P(halt) against the halting
+reward (Brier score, AUC), per-step MAE with paired bootstrap intervals against step 1, the
+compute ``--act`` saves, and a one-line verdict on whether later segments help.
+
+Inputs are per segment and per row: ``err`` (M, n) the row's absolute error in price units
+(mean of high and low), ``p_halt`` / ``p_cont`` (M, n) the Q head's probabilities and
+``reward`` (M, n) the halting reward (1 where the row's unit-scale error is at or below the
+model's ``halt_ref``, as in training: ``finhrm_cli.halting``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOOT_SAMPLES = 2000
+BOOT_LEVEL = 0.90
+BOOT_SEED = 0
+
+HELP = "later segments help on this run"
+SAME = "later segments make no measurable difference on this run"
+HURT = "later segments hurt on this run"
+
+
+def brier(p, y) -> float | None:
+    """Mean squared difference between probabilities ``p`` and 0/1 outcomes ``y``."""
+    p, y = np.asarray(p, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    return float(np.mean((p - y) ** 2)) if len(p) else None
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(len(a))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def auc(score, label) -> float | None:
+    """Area under the ROC curve via ranks (Mann-Whitney U / (n_pos * n_neg)); None without
+    both classes.  Ties count one half."""
+    score = np.asarray(score, np.float64).ravel()
+    label = np.asarray(label).ravel().astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    r = _ranks(score)
+    return float((r[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def paired_bootstrap(err: np.ndarray, n_boot: int = BOOT_SAMPLES, level: float = BOOT_LEVEL,
+                     seed: int = BOOT_SEED) -> list[tuple[float, float]]:
+    """Percentile interval of ``mean(err[k] - err[0])`` for every row of ``err`` (M, n),
+    resampling rows with replacement (the same resamples for every k: paired)."""
+    err = np.asarray(err, np.float64)
+    M, n = err.shape
+    diff = err - err[0]
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_boot, M))
+    for lo in range(0, n_boot, 256):  # bounded memory on long files
+        idx = rng.integers(0, n, (min(256, n_boot - lo), n))
+        means[lo:lo + len(idx)] = diff[:, idx].mean(axis=-1).T
+    q = (1 - level) / 2
+    lo_, hi_ = np.quantile(means, [q, 1 - q], axis=0)
+    return [(float(a), float(b)) for a, b in zip(lo_, hi_)]
+
+
+def verdict(intervals: list[tuple[float, float]], maes: list[float]) -> str | None:
+    """Help: the interval of the best later step lies entirely below 0; hurt: every later
+    step's interval lies entirely above 0; else no measurable difference.  None for one step."""
+    if len(maes) < 2:
+        return None
+    best = 1 + int(np.argmin(maes[1:]))
+    if intervals[best][1] < 0:
+        return HELP
+    if all(lo > 0 for lo, _ in intervals[1:]):
+        return HURT
+    return SAME
+
+
+def halt_steps(p_halt: np.ndarray, p_cont: np.ndarray) -> np.ndarray:
+    """First segment (0-based) where P(halt) > P(continue); the last if never."""
+    halts = np.asarray(p_halt) > np.asarray(p_cont)
+    halts[-1] = True
+    return np.argmax(halts, axis=0)
+
+
+def segments_used(halt_step_1based, M: int) -> dict:
+    """Mean segments per row under ``--act``, the histogram, and the share of segments that
+    could be skipped (every segment runs in a batch; this is the compute an early exit saves)."""
+    h = np.asarray(halt_step_1based, np.int64).ravel()
+    n = len(h)
+    counts = np.bincount(h - 1, minlength=M)[:M] if n else np.zeros(M, np.int64)
+    mean = float(h.mean()) if n else None
+    return {"mean_segments": mean, "segments_histogram": [int(c) for c in counts], "max_segments": int(M),
+            "skippable_share": (1.0 - mean / M) if n else None}
+
+
+def report(err: np.ndarray, p_halt: np.ndarray, p_cont: np.ndarray, reward: np.ndarray) -> dict:
+    """Everything ``finhrm inspect`` shows about ACT (see the module docstring for the inputs)."""
+    err, p_halt, p_cont = (np.asarray(a, np.float64) for a in (err, p_halt, p_cont))
+    reward = np.asarray(reward, bool)
+    M, n = err.shape
+    maes = [float(e.mean()) for e in err]
+    iv = paired_bootstrap(err)
+    hs = halt_steps(p_halt, p_cont)
+    counts = np.bincount(hs, minlength=M)
+    steps = []
+    for k in range(M):
+        steps.append({
+            "step": k + 1, "mae": maes[k], "mae_vs_step1": maes[k] - maes[0],
+            "mae_vs_step1_lo": iv[k][0], "mae_vs_step1_hi": iv[k][1],
+            "q_halt": float(p_halt[k].mean()), "q_continue": float(p_cont[k].mean()),
+            "reward_rate": float(reward[k].mean()), "brier": brier(p_halt[k], reward[k]),
+            "auc": auc(p_halt[k], reward[k]),
+            "halted": int(counts[k]), "halted_share": float(counts[k] / n) if n else 0.0,
+        })
+    used = segments_used(hs + 1, M)
+    mae_act = float(err[hs, np.arange(n)].mean())
+    return {
+        "samples": int(n),
+        "steps": steps,
+        "calibration": {
+            "brier": brier(p_halt, reward), "auc": auc(p_halt, reward),
+            "mean_p_halt": float(p_halt.mean()), "reward_rate": float(reward.mean()),
+            "step1_p_halt": float(p_halt[0].mean()),
+        },
+        "bootstrap": {"samples": BOOT_SAMPLES, "level": BOOT_LEVEL, "seed": BOOT_SEED},
+        "halting_histogram": used["segments_histogram"],
+        "mean_halting_step": used["mean_segments"],
+        "compute_saved": used["skippable_share"],
+        "mae_all_steps": maes[-1],
+        "mae_act": mae_act,
+        "mae_act_change": mae_act - maes[-1],
+        "best_step": 1 + int(np.argmin(maes)),
+        "verdict": verdict(iv, maes),
+    }
