@@ -399,6 +399,9 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C outside a command (while parsing, or a late second one)
         _quiet_sigint()
         sys.exit(130)
+    except SystemExit:  # the command is over: a Ctrl-C from here to the exit changes nothing
+        _quiet_sigint()
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -372,3 +372,19 @@ def test_pooled_normaliser_uses_training_rows_of_every_series(tmp_path):
     assert all(d.normalizer == dss[0].normalizer for d in dss)
     rows = np.concatenate([d.features()[d.splits["train"]["start"]: d.splits["train"]["end"] - 1] for d in dss])
     np.testing.assert_allclose(dss[0].normalizer.mean, rows.mean(axis=0))
+
+
+def test_predict_warns_about_suspicious_data_in_the_file_it_reads(home, trained, tmp_path):
+    lines = Path(SAMPLE_YAHOO).read_text().splitlines()
+    head, rows = lines[0], [ln.split(",") for ln in lines[1:]]
+    for r in rows[2000:]:  # an unadjusted 2-for-1 split: every price halves from here on
+        r[1:6] = [f"{float(v) / 2:.4f}" for v in r[1:6]]
+    path = tmp_path / "split.csv"
+    path.write_text("\n".join([head, *(",".join(r) for r in rows)]) + "\n")
+    res = run_cli(["predict", path, "--model", trained["run"], "--json"], home)
+    assert res.exit_code == 0, res.output
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and rows[2000][0] in warned[0] and "split-adjusted" in warned[0], res.stderr
+    assert json.loads(res.stdout)["rows"]  # stdout is still one JSON document
+    clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--json"], home)
+    assert "warning:" not in clean.stderr

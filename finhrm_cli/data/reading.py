@@ -303,12 +303,14 @@ def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mappin
 
 
 GAP_DAYS = 30           # a longer gap between consecutive sessions gets a warning
-JUMP_RATIO = 1.5        # a one-day close ratio >= this (or <= 1 - 0.5) gets a warning
+JUMP_RATIO = 1.4        # a one-day close ratio >= this, or <= its inverse, gets a warning: an
+                        # unadjusted 2:1 or 3:2 split is a ratio near 0.5 or 0.67, and a day's
+                        # own move can push it to either side of an exact "50%"
 
 
 def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: int = 3) -> None:
     """Warnings (not errors: the data may be right) for long gaps between sessions and
-    one-day moves of 50% or more in close, in chronological rows; each kind on one line,
+    one-day close moves by a factor of 1.4 or more either way (+40%, or -29% and worse), in chronological rows; each kind on one line,
     naming the dates (the longest gaps and the first moves, then how many more)."""
     iso = lambda d: str(np.datetime64(int(d), "D"))  # noqa: E731
     gap = np.diff(day)
@@ -325,14 +327,14 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
             "check the file is one continuous series (missing history, or two series joined?)."
         )
     ratio = close[1:] / close[:-1]
-    jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 2.0 - JUMP_RATIO))
+    jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 1.0 / JUMP_RATIO))
     if jump.size:
         moves = ", ".join(
             f"{iso(day[i + 1])} ({close[i]:g} to {close[i + 1]:g}, ratio {ratio[i]:.2f})" for i in jump[:show]
         )
         more = f" and {jump.size - show} more" if jump.size > show else ""
         warnings.append(
-            f"close moves 50% or more in one day on {moves}{more}: a likely unadjusted split or a bad print; "
+            f"close moves by a factor of 1.4 or more in one day on {moves}{more}: a likely unadjusted split or a bad print; "
             "use split-adjusted prices."
         )
 

@@ -242,7 +242,19 @@ def _dataset_for_run(cfg: dict, path: Path | str, date_col=None, col_map=None):
 def _datasets_for_run(cfg: dict, paths, date_col=None, col_map=None) -> list:
     from finhrm_cli import data
 
-    return [_dataset_for_run(cfg, p, date_col, col_map) for p in data.expand_inputs(paths)]
+    dss = [_dataset_for_run(cfg, p, date_col, col_map) for p in data.expand_inputs(paths)]
+    warn_sources(dss)
+    return dss
+
+
+def warn_sources(dss) -> None:
+    """What reading a user's file noticed (rows sorted, long gaps, likely unadjusted splits,
+    duplicate headers): one line each on stderr, for every command that reads one."""
+    from finhrm_cli import ui
+
+    for ds in dss:
+        for w in ds.source.warnings:
+            ui.warn(f"{ds.source.path}: {w}")
 
 
 def run_datasets(run_dir: Path, cfg: dict) -> list:

@@ -14,7 +14,7 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
 from finhrm_cli.service._shared import (
-    Callback, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts,
+    Callback, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
 )
 
 
@@ -123,6 +123,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
         dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
+        warn_sources(dss)
         state = None
     _check_windows(dss, fcfg, tcfg)
     mcfg.n_features = len(dss[0].feature_names)

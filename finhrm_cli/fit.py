@@ -1,0 +1,419 @@
+"""The training loop: ``train()`` and its schedule, one method per step (MLX + numpy; never prints).
+
+``train`` builds a ``_Fit`` and runs it: ``start`` (set-up and resume bookkeeping), then
+``run_epoch`` until the epochs run out or early stopping says stop, each epoch made of
+``train_step``s, ``log`` events and one ``validate`` (weight average, best weights, patience),
+with ``checkpoint`` saving the resumable state; ``finish`` returns the summary and
+``interrupted`` handles Ctrl-C.  The step itself (loss, compiled update, ACT targets) is
+``engine.Trainer``; the method is described in ``finhrm_cli.engine``'s notes.
+``finhrm_cli.engine`` re-exports ``train``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+
+from finhrm_cli.config import ModelConfig, TrainConfig, to_dict
+from finhrm_cli.engine import (
+    LOG_EVERY,
+    Callback,
+    Trainer,
+    TrainingInterrupted,
+    _flat,
+    build_model,
+    mx,
+)
+from finhrm_cli.errors import DataError, TrainingError, UsageError
+from finhrm_cli.inference import predict, price_mae
+from finhrm_cli.model import HRM
+from mlx.utils import tree_unflatten
+
+
+def _check_split(d: dict | None, name: str, cfg: ModelConfig, prices: bool = False):
+    if d is None:
+        return None
+    x = np.asarray(d["x"], dtype=np.float32)
+    y = np.asarray(d["y"], dtype=np.float32)
+    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
+        raise DataError(
+            f"{name} windows have shape {x.shape}; the model expects (n, {cfg.seq_len}, {cfg.n_features}) "
+            "(--seq-len and the number of features must match)."
+        )
+    if y.shape != (len(x), 2):
+        raise DataError(f"{name} targets have shape {y.shape}; expected ({len(x)}, 2).")
+    out = {"x": x, "y": y}
+    if prices:
+        for k in ("close", "next_high", "next_low", "scale"):
+            if k in d and d[k] is not None:
+                out[k] = np.asarray(d[k], dtype=np.float64)
+    return out
+
+
+def _all_finite(flat: dict) -> bool:
+    return bool(mx.all(mx.stack([mx.all(mx.isfinite(v)) for v in flat.values()])).item())
+
+
+def _nonfinite_rows(a: np.ndarray) -> int:
+    return int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+
+
+def _zero_acc() -> dict:  # running sums since the last validation, lazy (no host sync per step)
+    return {"reg": mx.array(0.0), "q": mx.array(0.0), "n": mx.array(0.0), "halt": mx.array(0.0), "hn": 0}
+
+
+def _zero_log() -> dict:  # running sums since the last "step" event
+    return {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
+
+
+class _Fit:
+    """One call of ``train``: its state, and each step of the schedule as a method.
+
+    ``__init__`` checks the inputs, builds the model and ``Trainer``, restores a saved state;
+    ``start`` announces the run; ``run_epoch`` = ``train_step`` per batch (``log`` every
+    ``LOG_EVERY``), ``validate`` + ``checkpoint``; ``finish`` or ``interrupted`` end it."""
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, train: dict, val: dict | None,
+                 emit: Callback, run, resume: dict | None, model: HRM | None):
+        model_cfg.validate()
+        train_cfg.validate()
+        self.model_cfg, self.cfg, self.emit, self.run = model_cfg, train_cfg, emit, run
+        self.tr = _check_split(train, "training", model_cfg)
+        va = self.va = _check_split(val, "validation", model_cfg, prices=True)
+        self._check_sizes()
+        self.has_val = va is not None and len(va["x"]) > 0 and all(k in va for k in ("close", "next_high", "next_low"))
+        self.epochs = train_cfg.epochs
+        self.steps_per_epoch = self.n_train // self.per_step
+        self.total_steps = self.steps_per_epoch * self.epochs
+        self.resumed = bool(resume)
+        info = dict(resume["info"]) if resume else {}
+        self._check_resume(resume or {}, info)
+        if model is None:
+            model = build_model(model_cfg, train_cfg.seed)
+        if not resume:
+            model.set_target_stats(self.tr["y"])
+        self.model = model
+        self.M = model_cfg.halt_max_steps
+        self.trainer = Trainer(model, train_cfg, self.total_steps * self.M, seed=train_cfg.seed)
+        if resume:
+            self.trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
+        model.train()
+        self._restore_counters(info)
+
+    def _check_sizes(self) -> None:
+        """Batch size against the number of processes and of training windows; finite data."""
+        from finhrm_cli import distributed
+
+        B, A = self.cfg.batch_size, self.cfg.grad_accum
+        self.n_train = n_train = len(self.tr["x"])
+        self.per_step = per_step = B * A
+        world, self.rank = distributed.size(), distributed.rank()
+        if B % world:
+            raise UsageError(
+                f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
+            )
+        self.B_local = B // world
+        if n_train < per_step:
+            what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
+            raise DataError(
+                f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
+                "lower --batch-size or --seq-len, or use a longer history."
+            )
+        for arr, what in ((self.tr["x"], "inputs"), (self.tr["y"], "targets")):
+            if bad := _nonfinite_rows(arr):
+                raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
+
+    def _check_resume(self, resume: dict, info: dict) -> None:
+        """A saved state must be unfinished and fit this data and batch size (no-op if none)."""
+        if info.get("stopped") in ("converged", "patience"):
+            raise UsageError(
+                f"{resume.get('path', 'this run')}: training already finished "
+                f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
+                "Evaluate it with `finhrm evaluate RUN` or train a new run."
+            )
+        if info.get("steps_per_epoch") not in (None, self.steps_per_epoch):
+            raise UsageError(
+                f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
+                f"but this data and --batch-size give {self.steps_per_epoch}; resume with the run's own data and "
+                "settings, or train a new run."
+            )
+
+    def _restore_counters(self, info: dict) -> None:
+        """Counters, history and the shuffling RNG: fresh, or as saved in ``info``."""
+        self.np_rng = np.random.default_rng(self.cfg.seed)
+        if self.resumed and info.get("np_rng"):
+            self.np_rng.bit_generator.state = info["np_rng"]
+        self.step = int(info.get("step", 0))
+        self.epoch = int(info.get("epoch", 0))                # completed epochs
+        self.epoch_batch = int(info.get("epoch_batch", 0))    # batches done in the current epoch
+        self.best_val = info.get("best_val_mae")
+        self.best_epoch = info.get("best_epoch")
+        self.bad_evals = int(info.get("bad_evals", 0))
+        self.history: list[dict] = list(info.get("history", []))
+        self.seconds_before = float(info.get("seconds", 0.0))
+        self.train_seconds_before = float(info.get("train_seconds", 0.0))
+        self.samples_before = int(info.get("samples", 0))
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record the settings in the run, emit ``start`` and start the clocks."""
+        run, model = self.run, self.model
+        self.params = model.param_counts()
+        if run is not None:
+            from finhrm_cli import checkpoint
+
+            if "model" not in (checkpoint.read_json(run.path / checkpoint.CONFIG, default={}) or {}):
+                run.update_config({"model": to_dict(self.model_cfg), "train": to_dict(self.cfg)})
+            if self.resumed:
+                run.write_history(self.history)  # drop records written after the saved state
+        self.best_weights = _flat(model.parameters())  # references; the model ends holding the best
+        if self.resumed and run is not None and self.best_epoch is not None and (run.path / "model.safetensors").is_file():
+            self.best_weights = dict(mx.load(str(run.path / "model.safetensors")))  # kept before the resume
+        self.emit("start", {
+            "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+            "n_train": self.n_train, "n_val": len(self.va["x"]) if self.va is not None else 0,
+            "params": self.params["trainable"], "param_counts": self.params, "step": self.step,
+            "epoch": self.epoch, "updates_per_step": self.M, "resumed": self.resumed,
+        })
+        self.t0 = time.perf_counter()
+        self.train_seconds = 0.0
+        self.samples = 0
+        self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
+        self.snap = self._snapshot(self.epoch_rng_state)
+        self.acc, self.log_acc, self.stopped = _zero_acc(), _zero_log(), None
+
+    def run_epoch(self) -> None:
+        """One shuffled pass over the training windows (from ``epoch_batch`` when resuming
+        mid-epoch), validating every ``eval_every`` steps and at the end, with a checkpoint
+        after each validation."""
+        # np_rng holds the state from the start of this epoch (also when resuming mid-epoch)
+        self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
+        perm = self.np_rng.permutation(self.n_train)
+        every = self.cfg.eval_every
+        for bi in range(self.epoch_batch, self.steps_per_epoch):
+            self.train_step(perm, bi)
+            if every and self.step % every == 0 and self.epoch_batch < self.steps_per_epoch:
+                self.validate()
+                self.checkpoint(self.snap, {"stopped": self.stopped})
+                if self.stopped:
+                    return
+        self.validate()  # end of epoch
+        self.epoch += 1
+        self.epoch_batch = 0
+        self.snap = self._snapshot(copy.deepcopy(self.np_rng.bit_generator.state))
+        done = "converged" if self.epoch >= self.epochs else None
+        self.checkpoint(self.snap, {"stopped": self.stopped or done})
+
+    def train_step(self, perm: np.ndarray, bi: int) -> None:
+        """Batch ``bi`` of the permutation ``perm``: one ``Trainer`` step, the average, the sums."""
+        tb = time.perf_counter()
+        B, A, per_step = self.cfg.batch_size, self.cfg.grad_accum, self.per_step
+        lo, hi = self.rank * self.B_local, (self.rank + 1) * self.B_local
+        idx = perm[bi * per_step:(bi + 1) * per_step].reshape(A, B)[:, lo:hi]
+        out = self.trainer.train_batch(mx.array(self.tr["x"][idx]), mx.array(self.tr["y"][idx]))
+        self.trainer.update_average(self.step)
+        acc, log_acc = self.acc, self.log_acc  # lazy sums
+        for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
+            acc[k] = acc[k] + v
+        acc["halt"] = acc["halt"] + out["halt_sum"]
+        acc["hn"] += per_step
+        log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
+        log_acc["n"] = log_acc["n"] + out["n_scored"]
+        self.step += 1
+        self.epoch_batch = bi + 1
+        self.samples += per_step
+        log_acc["samples"] += per_step
+        self.snap = self._snapshot(self.epoch_rng_state)
+        if self.step % LOG_EVERY == 0 or self.epoch_batch == self.steps_per_epoch:
+            self.log(tb)
+        else:
+            self.train_seconds += time.perf_counter() - tb
+
+    def log(self, tb: float) -> None:
+        """Read the loss back (the one host sync, every ``LOG_EVERY`` steps); emit ``step``."""
+        n = float(self.log_acc["n"].item())
+        loss = float(self.log_acc["reg"].item()) / n if n else float("nan")
+        self.train_seconds += time.perf_counter() - tb
+        if not math.isfinite(loss):
+            self.nonfinite(f"at step {self.step} (epoch {self.epoch + 1})")
+        self.emit("step", {
+            "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+            "lr": float(self.trainer.optimizer.learning_rate.item()),
+            "samples_per_s": round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
+        })
+        self.log_acc = _zero_log()
+
+    def validate(self) -> None:
+        """Score the (averaged) weights on the validation windows, keep them if best, append
+        the history record, emit ``eval``; out of patience sets ``stopped``."""
+        acc, step, trainer, model = self.acc, self.step, self.trainer, self.model
+        n = float(acc["n"].item())
+        train_loss = float(acc["reg"].item()) / n if n else None
+        q_loss = float(acc["q"].item()) / n if n else None
+        halt_mean = float(acc["halt"].item()) / acc["hn"] if acc["hn"] else None
+        if train_loss is not None and not math.isfinite(train_loss):
+            self.nonfinite(f"before the evaluation at step {step}")
+        rec = {"epoch": self.epoch + 1, "step": step,
+               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
+        raw = None
+        if trainer.ema is not None:  # evaluate (and keep) the averaged weights
+            raw = _flat(model.trainable_parameters())
+            model.update(tree_unflatten(list(trainer.ema.items())))
+        is_best = self._score(rec)
+        if is_best:
+            self.best_val = rec.get("val_mae")
+            self.best_epoch = rec["epoch"]
+            self.bad_evals = 0
+            self.best_weights = _flat(model.parameters())
+            if self.run is not None:
+                self.run.save_weights(model)
+        else:
+            self.bad_evals += 1
+        if raw is not None:  # back to the raw weights to go on training
+            model.update(tree_unflatten(list(raw.items())))
+        rec.update(best_val_mae=self.best_val, best_epoch=self.best_epoch, is_best=is_best,
+                   samples_per_s=self._samples_per_s(), seconds=self._seconds(),
+                   lr=float(trainer.optimizer.learning_rate.item()))
+        self.history.append(rec)
+        if self.run is not None:
+            self.run.append_history(rec)
+        self.acc = _zero_acc()
+        self.emit("eval", dict(rec))
+        model.train()
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            self.stopped = "patience"
+
+    def _score(self, rec: dict) -> bool:
+        """Validation MAE of the model's current weights into ``rec``; True if they are the
+        ones to keep (better by ``min_delta``, or nothing to score them on)."""
+        va = self.va
+        if not self.has_val:
+            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+            return True  # no validation: the latest weights are the ones to keep
+        pred = predict(self.model, va["x"])
+        if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
+            pred = pred * va["scale"][:, None]
+        maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
+        if maes is None:  # no validation row has a known next session: keep the latest
+            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+            return True
+        mh, ml = maes
+        vm = (mh + ml) / 2
+        if not math.isfinite(vm):
+            self.nonfinite(f"(validation predictions at step {self.step} are not finite)")
+        rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
+        return self.best_val is None or vm < self.best_val * (1.0 - self.cfg.min_delta)
+
+    def checkpoint(self, s: dict, extra: dict | None = None) -> None:
+        """Save the resumable state of snapshot ``s`` into the run (if any).  A Ctrl-C during
+        the save is held until it is done (a second Ctrl-C never cuts the state short).  A
+        state saved as stopped (converged, patience) means training ended, not that the run
+        is finished: that takes metrics.json (see ``service.training.finalize_run``)."""
+        if self.run is not None:
+            from finhrm_cli.fsutil import sigint_deferred
+
+            if not _all_finite(s["weights"]):
+                self.nonfinite(f"(the weights at step {s['step']} are not finite)")
+            with sigint_deferred():
+                self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
+                                    info=self._state_info(s, extra), ema=s["ema"])
+
+    def finish(self) -> dict:
+        """The model takes the best weights; emit ``end``; the summary."""
+        self.stopped = self.stopped or "converged"
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        mx.eval(self.model.parameters())
+        result = self.summary(self.stopped)
+        self.emit("end", dict(result))
+        return result
+
+    def interrupted(self) -> None:
+        """Ctrl-C: save the last finished step, keep the best weights, raise TrainingInterrupted."""
+        if _all_finite(self.snap["weights"]):
+            self.checkpoint(self.snap)
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        summ = self.summary("interrupted")
+        try:
+            self.emit("end", summ)
+        except Exception:  # noqa: BLE001  (the UI may be half torn down by Ctrl-C)
+            pass
+        raise TrainingInterrupted(self.run.path if self.run is not None else None, summ) from None
+
+    def nonfinite(self, where: str) -> None:
+        """The loss or weights went NaN/inf: keep the best weights, emit ``end``, raise."""
+        self.stopped = "nonfinite"
+        self.model.update(tree_unflatten(list(self.best_weights.items())))
+        self.emit("end", self.summary("nonfinite"))
+        kept = (f"the best weights so far (epoch {self.best_epoch}) are kept in {self.run.path}"
+                if self.run is not None and self.best_epoch is not None else "no weights were saved")
+        raise TrainingError(
+            f"training diverged: the loss became NaN or infinite {where}; {kept}. "
+            f"Lower --lr (now {self.cfg.lr:g}) or --grad-clip, or check the data for extreme rows."
+        )
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _snapshot(self, np_rng_state: dict) -> dict:
+        return {**self.trainer.snapshot(), "step": self.step, "epoch": self.epoch,
+                "epoch_batch": self.epoch_batch, "np_rng": np_rng_state}
+
+    def _seconds(self) -> float:
+        return round(self.seconds_before + time.perf_counter() - self.t0, 3)
+
+    def _samples_per_s(self) -> float | None:
+        tsec = self.train_seconds_before + self.train_seconds
+        return round((self.samples_before + self.samples) / tsec, 2) if tsec > 0 else None
+
+    def _state_info(self, s: dict, extra: dict | None = None) -> dict:
+        out = {
+            "step": s["step"], "epoch": s["epoch"], "epoch_batch": s["epoch_batch"],
+            "np_rng": s["np_rng"], "best_val_mae": self.best_val, "best_epoch": self.best_epoch,
+            "bad_evals": self.bad_evals, "history": self.history,
+            "seconds": self.seconds_before + (time.perf_counter() - self.t0),
+            "train_seconds": self.train_seconds_before + self.train_seconds,
+            "samples": self.samples_before + self.samples, "steps_per_epoch": self.steps_per_epoch,
+            "updates": int(s["optimizer"]["step"].item()),
+        }
+        out.update(extra or {})
+        return out
+
+    def summary(self, reason: str) -> dict:
+        return {
+            "best_epoch": self.best_epoch, "best_val_mae": self.best_val, "epochs_run": self.epoch,
+            "steps": self.step, "seconds": self._seconds(), "train_samples_per_s": self._samples_per_s(),
+            "stopped": reason, "history": self.history, "n_train": self.n_train,
+            "params": self.params["trainable"], "run": str(self.run.path) if self.run is not None else None,
+        }
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    train: dict,
+    val: dict | None,
+    *,
+    callback: Callback | None = None,
+    run=None,
+    resume: dict | None = None,
+    model: HRM | None = None,
+) -> dict:
+    """Train an HRM; returns the training summary (see module docstring for the method).
+
+    ``run``: a ``checkpoint.RunWriter`` or None.  ``resume``: ``checkpoint.load_state(...)``.
+    ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
+    by default one is built from ``model_cfg`` and ``train_cfg.seed``.
+    """
+    fit = _Fit(model_cfg, train_cfg, train, val, callback or (lambda event, info: None), run, resume, model)
+    fit.start()
+    try:
+        while fit.epoch < fit.epochs and fit.stopped is None:
+            fit.run_epoch()
+    except KeyboardInterrupt:
+        if fit.stopped is not None:
+            raise
+        fit.interrupted()
+    return fit.finish()
