@@ -6,13 +6,14 @@ segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), an
 statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
 ``price_mae``.
 
-**Not compiled, on purpose.**  ``mx.compile`` fuses the elementwise work into kernels that
-MLX's CPU backend builds with the system C++ compiler on first use: about 24 kernels for this
-forward pass, 15-30 s on a fresh machine.  For inference it buys nothing measurable: 512
-windows at batch 128 took 6.9-7.3 CPU-s uncompiled against 7.3-7.5 compiled (d 128, default
-model, interleaved runs), and the outputs are bit-identical.  So predict, evaluate, inspect
-and validation during training run the plain graph, and a first ``finhrm predict`` on a new
-machine compiles nothing.  Training keeps its compiled step (see ``engine``).
+**Compiled only where it pays.**  ``mx.compile`` fuses the elementwise work into kernels that
+MLX's CPU backend builds with the system C++ compiler on first use (about 24 kernels for this
+forward pass, 15-30 s on a fresh machine; cached afterwards, see ``finhrm_cli.blas``).  On a
+quiet 2-core machine the compiled pass is about 18% faster on big inputs (256 windows: 310-340
+against 263-279 windows/s), and its outputs are bit-identical to the plain graph's.  So inputs
+of more than one batch (``predict --all``, evaluate, inspect, validation during training) run
+compiled, and one batch or less (``finhrm predict``'s next-session forecast) runs the plain
+graph: a first forecast on a new machine compiles nothing.
 
 **Batch shapes.**  Windows go through in chunks of ``batch_size`` (128); the last chunk is
 padded to the smallest of 8, 32 or ``batch_size`` that holds it, so the one-window forecast
@@ -25,6 +26,8 @@ that compares ``predict``'s row with the same row of ``predict --all`` guards th
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from finhrm_cli.blas import mlx_core
@@ -35,8 +38,22 @@ mx = mlx_core()
 from finhrm_cli.model import HRM  # noqa: E402
 
 
-def _infer_fn(model: HRM):
-    """Every segment's prediction and Q probabilities for a batch of windows (uncompiled)."""
+class _Fns:
+    """Per-model cache of the compiled forward pass (a plain attribute, not a parameter)."""
+
+    def __init__(self, fn):
+        self.compiled = fn
+
+
+def _infer_fn(model: HRM, compiled: bool = False):
+    """Every segment's prediction and Q probabilities for a batch of windows; ``compiled``
+    gives the ``mx.compile``-d version (made once per model)."""
+    if compiled:
+        fns = getattr(model, "_finhrm_fns", None)
+        if fns is None:
+            fns = _Fns(partial(mx.compile, inputs=model.state)(_infer_fn(model)))
+            model._finhrm_fns = fns
+        return fns.compiled
     M = model.cfg.halt_max_steps
 
     def all_segments(x):
@@ -80,8 +97,8 @@ def _run_segments(model: HRM, x, batch_size: int):
         return preds, qh, qc
     was_training = model.training
     model.eval()
-    fn = _infer_fn(model)
     bs = max(1, int(batch_size))
+    fn = _infer_fn(model, compiled=n > bs)
     try:
         for start in range(0, n, bs):
             chunk = x[start:start + bs]

@@ -177,8 +177,8 @@ def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
     assert inference._bucket(3, 4) == 4       # a batch smaller than the buckets is used as given
     model = engine.build_model(mcfg(d_model=64, n_heads=4), 0)
     x = data(150)["x"]
-    full = engine.predict(model, x)           # chunks of 128, the last one padded to 32
-    for i in (0, 77, 149):                    # each alone: padded to 8
+    full = engine.predict(model, x)           # compiled (over one batch): chunks of 128, the last padded to 32
+    for i in (0, 77, 149):                    # each alone, plain graph: padded to 8
         np.testing.assert_array_equal(engine.predict(model, x[i:i + 1])[0], full[i])
     np.testing.assert_array_equal(engine.predict(model, x[:20]), full[:20])
 
