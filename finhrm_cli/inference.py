@@ -11,12 +11,14 @@ MLX's CPU backend builds with the system C++ compiler on first use (about 24 ker
 forward pass, 15-30 s on a fresh machine; cached afterwards, see ``finhrm_cli.blas``).  On a
 quiet 2-core machine the compiled pass is about 18% faster on big inputs (256 windows: 310-340
 against 263-279 windows/s), and its outputs are bit-identical to the plain graph's; but each
-process pays about a second to trace it even with the kernels cached, and 15-30 s more on a
-fresh machine.  Break-even is near 2,000 windows, so inputs of more than ``COMPILE_ABOVE``
-windows (a long ``predict --all``, walk-forward, validation during training on long series)
-run compiled, and the rest (``finhrm predict``, which with adaptive intervals forecasts the
-rows after the run's validation period, a typical evaluate) run the plain graph: a first
-forecast on a new machine compiles nothing.
+process pays about a second to trace it even with the kernels cached (a warm ``finhrm
+predict`` of ~375 windows took 2.78 s compiled against 2.71 s plain), and 15-30 s more on a
+fresh machine.  So a model switches to the compiled pass once it has forecast more than
+``COMPILE_ABOVE`` windows in this process: a one-off command on a few hundred windows
+(``finhrm predict``, which with adaptive intervals forecasts the rows after the run's
+validation period; a typical evaluate) runs the plain graph and a first forecast on a new
+machine compiles nothing, while a long backfill, validation epoch after epoch, or a
+benchmark loop runs compiled.
 
 **Batch shapes.**  Windows go through in chunks of ``batch_size`` (128); the last chunk is
 padded to the smallest of 8, 32 or ``batch_size`` that holds it, so the one-window forecast
@@ -72,7 +74,7 @@ def _infer_fn(model: HRM, compiled: bool = False):
 
 
 PREDICT_BATCH = 128
-COMPILE_ABOVE = 2048    # windows; see the module notes
+COMPILE_ABOVE = 1024    # windows forecast by a model in this process; see the module notes
 _SMALL_BATCHES = (8, 32)
 
 
@@ -102,7 +104,9 @@ def _run_segments(model: HRM, x, batch_size: int):
     was_training = model.training
     model.eval()
     bs = max(1, int(batch_size))
-    fn = _infer_fn(model, compiled=n > COMPILE_ABOVE)
+    seen = getattr(model, "_finhrm_seen", 0) + n
+    model._finhrm_seen = seen
+    fn = _infer_fn(model, compiled=seen > COMPILE_ABOVE)
     try:
         for start in range(0, n, bs):
             chunk = x[start:start + bs]

@@ -177,14 +177,19 @@ def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
     assert inference._bucket(3, 4) == 4       # a batch smaller than the buckets is used as given
     model = engine.build_model(mcfg(d_model=64, n_heads=4), 0)
     x = data(150)["x"]
-    inference.COMPILE_ABOVE, saved = 100, inference.COMPILE_ABOVE
-    try:
-        full = engine.predict(model, x)       # compiled (150 > 100): chunks of 128, the last padded to 32
-    finally:
-        inference.COMPILE_ABOVE = saved
-    for i in (0, 77, 149):                    # each alone, plain graph: padded to 8
+    full = engine.predict(model, x)           # plain graph: chunks of 128, the last padded to 32
+    assert model._finhrm_seen == 150 and getattr(model, "_finhrm_fns", None) is None
+    for i in (0, 77, 149):                    # each alone: padded to 8
         np.testing.assert_array_equal(engine.predict(model, x[i:i + 1])[0], full[i])
     np.testing.assert_array_equal(engine.predict(model, x[:20]), full[:20])
+    inference.COMPILE_ABOVE, saved = 200, inference.COMPILE_ABOVE
+    try:                                      # past 200 windows seen, the compiled pass takes over
+        again = engine.predict(model, x)
+        assert model._finhrm_fns is not None
+        np.testing.assert_array_equal(again, full)
+        np.testing.assert_array_equal(engine.predict(model, x[77:78])[0], full[77])
+    finally:
+        inference.COMPILE_ABOVE = saved
 
 
 def test_grad_accum_trains():
