@@ -56,7 +56,8 @@ def main() -> None:
     a("--halt-max-steps", type=int, default=4); a("--seq-len", type=int, default=10)
     a("--features", type=int, default=18); a("--batch", type=int, default=64)
     a("--infer-batch", type=int, default=256); a("--steps", type=int, default=30)
-    a("--warmup", type=int, default=5); a("--threads", type=int, default=2)
+    a("--warmup", type=int, default=5)
+    a("--threads", type=int, default=None, help="BLAS threads (default: what finhrm picks, see blas.auto_threads)")
     a("--grad-accum", type=int, default=1)
     a("--busy", type=int, nargs="?", const=1, default=0, help="keep N other cores busy meanwhile (default 1)")
     args = p.parse_args()
@@ -65,9 +66,10 @@ def main() -> None:
 
 
 def run(args) -> None:
-    # BLAS threads must be set before MKL/MLX load
-    for var in ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    # BLAS threads must be set before MKL/MLX load; by default finhrm picks them as the CLI does
+    if args.threads is not None:
+        for var in ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import numpy as np
 
@@ -124,7 +126,7 @@ def run(args) -> None:
         "h_cycles": args.h_cycles, "l_cycles": args.l_cycles,
         "halt_max_steps": args.halt_max_steps, "seq_len": T, "features": F, "batch": B,
         "grad_accum": A, "infer_batch": args.infer_batch, "steps": args.steps, "warmup": args.warmup,
-        "threads": args.threads, "busy": args.busy,
+        "threads": args.threads if args.threads is not None else blas.info().get("threads"), "busy": args.busy,
     }))
 
 

@@ -56,6 +56,59 @@ def _candidates() -> list[tuple[str, str]]:
     return out
 
 
+THREAD_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def cores_busy(sample_s: float = 0.1) -> float:
+    """How many cores other work keeps busy now: /proc/stat over ``sample_s`` (this process
+    sleeps meanwhile), else the 1-minute load average."""
+    a = _cpu_times()
+    if a is not None:
+        import time
+
+        time.sleep(sample_s)
+        b = _cpu_times()
+        if b is not None and b[1] > a[1]:
+            return (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def auto_threads() -> int:
+    """BLAS threads for this machine as it is now: the cores other work leaves free.
+
+    MKL's OpenMP threads wait for each other at the end of every matmul, so when another
+    process holds a core, a thread parked there stalls the rest: on 2 cores with one busy,
+    2 threads trained at 30 samples/s and 1 thread at 89 (quiet: 122 and 93).  So finhrm
+    counts the cores other work keeps busy at start-up and uses the ones left (at least 1).
+    """
+    n = os.cpu_count() or 1
+    return max(1, min(n, int(n - cores_busy() + 0.5)))
+
+
+def _threads_env() -> None:
+    """Set the BLAS thread count from ``auto_threads`` unless the user set one."""
+    if any(os.environ.get(v) for v in THREAD_VARS):
+        return
+    n = str(auto_threads())
+    for v in THREAD_VARS:
+        os.environ[v] = n
+    _STATE["threads"] = int(n)
+
+
 def _mkl_env() -> None:
     # MKL picks Intel OpenMP by default; keep it to the physical cores and quiet.
     os.environ.setdefault("MKL_THREADING_LAYER", "INTEL")
@@ -87,6 +140,7 @@ def ensure() -> dict:
             continue
         if kind == "mkl":
             _mkl_env()
+        _threads_env()
         try:
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
         except OSError:

@@ -85,3 +85,33 @@ def test_unwritable_cache_folder_falls_back_quietly(tmp_path):
     env = {**os.environ, "FINHRM_CACHE": str(blocker / "sub"), "TMPDIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
     assert json.loads(out.stdout)["cache"] is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat") or (os.cpu_count() or 1) < 2, reason="needs /proc/stat and 2+ cores")
+def test_blas_threads_leave_the_cores_other_work_holds(monkeypatch):
+    from finhrm_cli import blas
+
+    n = os.cpu_count()
+    monkeypatch.setattr(blas, "cores_busy", lambda sample_s=0.1: 0.2)
+    assert blas.auto_threads() == n
+    monkeypatch.setattr(blas, "cores_busy", lambda sample_s=0.1: 1.0)
+    assert blas.auto_threads() == n - 1
+    monkeypatch.setattr(blas, "cores_busy", lambda sample_s=0.1: n + 3.0)
+    assert blas.auto_threads() == 1
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        monkeypatch.undo()
+        assert blas.cores_busy(0.3) >= 0.7   # the hog's core is seen as taken
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_a_thread_count_the_user_set_is_kept(tmp_path):
+    probe = "import os; from finhrm_cli import blas; blas.ensure(); print(os.environ['MKL_NUM_THREADS'])"
+    env = {**os.environ, "MKL_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "3"
