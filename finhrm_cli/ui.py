@@ -180,12 +180,11 @@ class TrainProgress:
                 console=err,
                 transient=False,
             )
-            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
+        if self.progress is not None and self.task is not None:  # drawn only once training started,
+            self.progress.__exit__(*exc)                          # so an early error stays one line
         return False
 
     def __call__(self, event: str, info: dict) -> None:
@@ -195,6 +194,8 @@ class TrainProgress:
             self.fields["label"] = f"fold {info['fold']}/{info['folds']}"
             return
         if event == "start":
+            if self.task is None:
+                self.progress.__enter__()
             self.task = self.progress.add_task(
                 "train", total=info.get("total_steps"), completed=info.get("step", 0),
                 **{**self.fields, "epoch": str(info.get("epoch", 0) + 1)},
