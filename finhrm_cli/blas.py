@@ -18,8 +18,8 @@ temp folder pays the compiler again (about 130 kernels for training, 30-90 s on 
 ``kernel_cache()`` points ``TMPDIR`` at finhrm's own cache folder before MLX is imported
 (``$FINHRM_CACHE``, else the platform's user cache folder, e.g. ``~/.cache/finhrm``), so
 only the very first run on a machine compiles.  ``FINHRM_CACHE=tmp`` keeps the system
-temp folder.  finhrm's own temporary files are made beside their targets, never in
-``$TMPDIR``, so nothing else moves.
+temp folder.  Python's own ``tempfile`` keeps the system temp folder (it is resolved
+before ``TMPDIR`` changes), so only MLX and the compiler it runs see the cache folder.
 """
 
 from __future__ import annotations
@@ -182,6 +182,9 @@ def kernel_cache() -> str | None:
             return None
     except (OSError, ValueError):
         return None
+    import tempfile
+
+    tempfile.gettempdir()  # resolve and keep Python's temp folder before TMPDIR moves
     os.environ["TMPDIR"] = str(folder)
     _STATE["kernel_cache"] = str(folder)
     return str(folder)

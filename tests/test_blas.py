@@ -55,7 +55,9 @@ KERNEL_PROBE = (
     "mx = mlx_core()\n"
     "f = mx.compile(lambda a, b: mx.exp(a) * b + 0.25)\n"
     "mx.eval(f(mx.ones(8), mx.ones(8)))\n"
-    "print(json.dumps({'cache': info().get('kernel_cache'), 'tmpdir': os.environ.get('TMPDIR')}))\n"
+    "import tempfile\n"
+    "print(json.dumps({'cache': info().get('kernel_cache'), 'tmpdir': os.environ.get('TMPDIR'),\n"
+    "                  'python_tmp': tempfile.gettempdir()}))\n"
 )
 
 
@@ -66,6 +68,7 @@ def test_compiled_kernels_are_cached_in_finhrms_cache_folder(tmp_path):
     out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
     res = json.loads(out.stdout)
     assert res["cache"] == str(cache / "kernels") == res["tmpdir"]
+    assert res["python_tmp"] == str(tmp_path / "systmp")  # finhrm's own temp files stay put
     built = list((cache / "kernels").rglob("*.so"))
     assert built, "the compiled kernel did not land in finhrm's cache folder"
     assert not list((tmp_path / "systmp").rglob("*.so"))
@@ -75,7 +78,7 @@ def test_kernel_cache_opt_out_keeps_the_system_temp_folder(tmp_path):
     env = {**os.environ, "FINHRM_CACHE": "tmp", "TMPDIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
     res = json.loads(out.stdout)
-    assert res == {"cache": None, "tmpdir": str(tmp_path)}
+    assert res == {"cache": None, "tmpdir": str(tmp_path), "python_tmp": str(tmp_path)}
     assert list(tmp_path.rglob("*.so"))
 
 

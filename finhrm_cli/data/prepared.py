@@ -149,28 +149,10 @@ def save_prepared(ds: Dataset, out_dir) -> Path:
 
 def _write_parquet_temp(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` written and fsynced to a hidden temp file beside ``path`` (the caller renames
-    it into place), with no copy of the file's bytes in memory."""
-    import tempfile
+    it into place); polars writes the path natively, in pieces, with no copy in memory."""
+    from finhrm_cli.fsutil import write_beside
 
-    from finhrm_cli.fsutil import _umask
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
-        frame.write_parquet(tmp)  # polars writes a path natively, in pieces
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return Path(tmp)
+    return write_beside(path, frame.write_parquet, rename=False)
 
 
 def _sha256_file(path: Path) -> str:
