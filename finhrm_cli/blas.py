@@ -166,16 +166,12 @@ def kernel_cache() -> str | None:
     if "kernel_cache" in _STATE:
         return _STATE["kernel_cache"]
     _STATE["kernel_cache"] = None
-    choice = os.environ.get("FINHRM_CACHE", "").strip()
-    if choice.lower() in ("tmp", "none", "off", "0"):
+    from finhrm_cli.fsutil import cache_root
+
+    root = cache_root()
+    if root is None:
         return None
     try:
-        if choice:
-            root = Path(choice).expanduser()
-        else:
-            import platformdirs
-
-            root = Path(platformdirs.user_cache_path("finhrm", appauthor=False))
         folder = root / "kernels"
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK | os.X_OK):

@@ -539,16 +539,17 @@ def file_sha256(path) -> str:
 
 def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
     """Load ``path`` into ``model`` strictly (every array, right shapes, finite).  With
-    ``sha256`` (the digests config.json accepts), the file's own digest must be one of them."""
+    ``sha256`` (the digests config.json accepts), the file's own digest must be one of them.
+    The digest is kept as ``model._finhrm_digest``."""
     mx = _mx()
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no weights file; the run has not finished an epoch yet (resume it or train again).")
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
     if sha256:
-        try:
-            digest = file_sha256(path)
-        except OSError as exc:
-            raise RunError(f"{path}: cannot read ({exc.strerror}).") from exc
         if digest not in sha256:
             raise RunError(
                 f"{path.name} in {path.parent} does not match its checksum: the file is corrupted; "
@@ -565,6 +566,7 @@ def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
     bad = [k for k, v in weights.items() if not bool(mx.all(mx.isfinite(v)).item())]
     if bad:
         raise RunError(f"{path}: weights contain NaN or infinity ({bad[0]}); train the run again.")
+    model._finhrm_digest = digest  # names the weights in the forecast cache (finhrm_cli.predcache)
 
 
 def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:

@@ -18,6 +18,26 @@ from pathlib import Path
 from typing import Any
 
 
+CACHE_OFF = ("tmp", "none", "off", "0")
+
+
+def cache_root() -> Path | None:
+    """finhrm's cache folder: ``FINHRM_CACHE`` if set, else the platform's user cache folder
+    (``~/.cache/finhrm`` on Linux); None when ``FINHRM_CACHE`` turns caching off (tmp, none,
+    off, 0).  Nothing is created here."""
+    choice = os.environ.get("FINHRM_CACHE", "").strip()
+    if choice.lower() in CACHE_OFF:
+        return None
+    try:
+        if choice:
+            return Path(choice).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_cache_path("finhrm", appauthor=False))
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

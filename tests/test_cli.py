@@ -388,3 +388,41 @@ def test_predict_warns_about_suspicious_data_in_the_file_it_reads(home, trained,
     assert json.loads(res.stdout)["rows"]  # stdout is still one JSON document
     clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--json"], home)
     assert "warning:" not in clean.stderr
+
+
+def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(home, trained, tmp_path, monkeypatch):
+    """The forecast cache (finhrm_cli.predcache): the second predict runs the model on no
+    row it has seen, a file with one more session on that row only, and the output is the
+    same as with the cache off."""
+    import polars as pl
+
+    from finhrm_cli import engine
+
+    ran = []
+    real = engine.predict
+
+    def spy(model, x, **kw):
+        ran.append(len(x))
+        return real(model, x, **kw)
+
+    monkeypatch.setattr(engine, "predict", spy)
+    df = pl.read_csv(SAMPLE_TV)
+    short = tmp_path / "short.csv"
+    df.head(df.height - 1).write_csv(short)
+    args = ["--model", trained["run"], "-f", "json"]
+
+    def rows(path):
+        res = run_cli(["predict", path, *args], home)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["rows"]
+
+    monkeypatch.setenv("FINHRM_CACHE", "off")
+    cold_short, cold_full = rows(short), rows(SAMPLE_TV)
+    monkeypatch.setenv("FINHRM_CACHE", str(tmp_path / "cache"))
+    for path, want, model_rows in ((short, cold_short, None), (short, cold_short, 0), (SAMPLE_TV, cold_full, 1)):
+        ran.clear()
+        assert rows(path) == want
+        if model_rows is None:
+            assert sum(ran) > 50                          # the first call fills the cache
+        else:
+            assert sum(ran) == model_rows                 # then nothing, then the new session

@@ -76,7 +76,7 @@ def _xy(parts, with_prices: bool = False) -> dict:
 def _predict_parts(model, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
     """One prediction pass over all parts' windows, split back per part (log ratios).  With
     ``act``, ``segments`` (a dict, if given) receives the segments per row (``actstats.segments_used``)."""
-    from finhrm_cli import actstats, engine, inference
+    from finhrm_cli import actstats, engine, inference, predcache
 
     sizes = [len(w) for _, w in parts]
     if sum(sizes) == 0:
@@ -87,7 +87,7 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
         if segments is not None:
             segments.update(actstats.segments_used(used, model.cfg.halt_max_steps))
     else:
-        raw = engine.predict(model, x)
+        raw = predcache.predict(model, x, engine.predict)
     out, i = [], 0
     for (ds, w), n in zip(parts, sizes):
         out.append(raw[i:i + n] * _scale(ds, w)[:, None])
