@@ -131,6 +131,9 @@ class FeatureConfig:
     # Divide the targets by the trailing volatility scale (mean log true range, 20 days) for
     # training and multiply predictions back: one model then fits calm and wild markets alike.
     scale_targets: bool = True
+    # Divide the log price-ratio inputs by the same scale (log volatility levels become
+    # relative to it): scale-free inputs.
+    scale_inputs: bool = False
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)

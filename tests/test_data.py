@@ -119,6 +119,50 @@ def test_feature_sets_and_columns():
         data.build_features(bars_df(synthetic_ohlcv(80)), FeatureConfig(feature_set="nope"))
 
 
+def test_long_memory_features_equal_their_formulas():
+    d = synthetic_ohlcv(200, 4)
+    frame, _ = data.build_features(bars_df(d), FeatureConfig(feature_set="long"))
+    lead = 200 - frame.height
+    o, h, l, c = (np.asarray(d[k], float)[lead:] for k in ("open", "high", "low", "close"))
+    full = {k: np.asarray(d[k], float) for k in ("open", "high", "low", "close")}
+    t = frame.height - 1  # last row; bars index lead + t
+    T = lead + t
+
+    def last(n, x):
+        return x[T - n + 1:T + 1]
+
+    hl = np.log(full["high"] / full["low"])
+    co = np.log(full["close"] / full["open"])
+    rs = (np.log(full["high"] / full["close"]) * np.log(full["high"] / full["open"])
+          + np.log(full["low"] / full["close"]) * np.log(full["low"] / full["open"]))
+    want = {
+        "park_22": 0.5 * np.log(np.mean(last(22, hl) ** 2) / (4 * np.log(2))),
+        "gk_22": 0.5 * np.log(np.mean(0.5 * last(22, hl) ** 2 - (2 * np.log(2) - 1) * last(22, co) ** 2)),
+        "rs_22": 0.5 * np.log(np.mean(last(22, rs))),
+        "rng_66": np.log(last(66, full["high"]).max() / last(66, full["low"]).min()),
+        "rng_132": np.log(last(132, full["high"]).max() / last(132, full["low"]).min()),
+    }
+    for name, value in want.items():
+        assert frame[f"f_{name}"][t] == pytest.approx(value, rel=1e-9), name
+    # 66/132-session features start after 22 sessions instead of dropping 132 rows
+    assert lead < 66
+
+
+def test_scale_inputs_divides_log_ratios_by_the_scale():
+    bars = bars_df(synthetic_ohlcv(150, 2))
+    plain, _ = data.build_features(bars, FeatureConfig(feature_set="long"))
+    free, _ = data.build_features(bars, FeatureConfig(feature_set="long", scale_inputs=True))
+    s = plain["scale"].to_numpy()
+    np.testing.assert_allclose(free["f_prev3_low"].to_numpy(), plain["f_prev3_low"].to_numpy() / s, rtol=1e-12)
+    np.testing.assert_allclose(free["f_rng_22"].to_numpy(), plain["f_rng_22"].to_numpy() / s, rtol=1e-12)
+    np.testing.assert_allclose(free["f_atr_66"].to_numpy(), plain["f_atr_66"].to_numpy() - np.log(s), rtol=1e-12)
+    np.testing.assert_array_equal(free["f_rsi"].to_numpy(), plain["f_rsi"].to_numpy())  # not a price ratio
+    # a 10x price level leaves scale-free inputs unchanged (log ratios are level-free already)
+    up = bars.with_columns([pl.col(k) * 10 for k in ("open", "high", "low", "close")])
+    free10, _ = data.build_features(up, FeatureConfig(feature_set="long", scale_inputs=True))
+    np.testing.assert_allclose(free10["f_prev3_low"].to_numpy(), free["f_prev3_low"].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- leakage
 
 def _valid_tail(n: int, seed: int, price: float) -> dict:
@@ -133,10 +177,12 @@ def _valid_tail(n: int, seed: int, price: float) -> dict:
     scale=st.floats(0.2, 5.0),
     horizon=st.integers(1, 3),
     feature_set=st.sampled_from(sorted(FEATURE_SETS)),
+    scale_inputs=st.booleans(),
 )
-def test_no_lookahead(seed, seed2, frac, scale, horizon, feature_set):
+def test_no_lookahead(seed, seed2, frac, scale, horizon, feature_set, scale_inputs):
     n = 120
-    fcfg = FeatureConfig(seq_len=5, horizon=horizon, volume_window=10, feature_set=feature_set)
+    fcfg = FeatureConfig(seq_len=5, horizon=horizon, volume_window=10, feature_set=feature_set,
+                         scale_inputs=scale_inputs)
     base = synthetic_ohlcv(n, seed)
     ds = data.from_bars(bars_df(base), fcfg)
     lead = sum(ds.dropped.values())

@@ -32,7 +32,25 @@ EXTENDED_EXTRA: list[str] = [
     "true_range", "atr_5", "atr_20", "ret_1", "ret_5", "ret_20", "gap",
     "hi_20", "lo_20", "vol_20", "dow_sin", "dow_cos",
 ]
-FEATURE_SETS: dict[str, list[str]] = {"hrm18": HRM18, "extended": HRM18 + EXTENDED_EXTRA}
+# "long": "extended" plus long memory: the mean true range over 66 and 132 sessions, the
+# high-low range over 5/22/66/132 sessions, and three range-based volatility estimators over
+# 22 sessions (Parkinson, Garman-Klass, Rogers-Satchell), which use the open, high, low and
+# close of each day and are several times more efficient than close-to-close volatility.
+LONG_EXTRA: list[str] = [
+    "atr_66", "atr_132", "rng_5", "rng_22", "rng_66", "rng_132", "park_22", "gk_22", "rs_22",
+]
+FEATURE_SETS: dict[str, list[str]] = {
+    "hrm18": HRM18, "extended": HRM18 + EXTENDED_EXTRA, "long": HRM18 + EXTENDED_EXTRA + LONG_EXTRA,
+}
+# With scale_inputs, these log price ratios are divided by the day's volatility scale and
+# these log volatility levels are taken relative to it, so the inputs are scale-free.
+LOG_RATIO_FEATURES = frozenset(
+    {"open", "high", "low", "ema7", "true_range", "ret_1", "ret_5", "ret_20", "gap", "hi_20", "lo_20",
+     "vol_20", "rng_5", "rng_22", "rng_66", "rng_132"}
+    | {f"prev{k}_{s}" for k in range(1, 6) for s in ("high", "low")}
+)
+LOG_LEVEL_FEATURES = frozenset({"atr_5", "atr_20", "atr_66", "atr_132", "park_22", "gk_22", "rs_22"})
+LONG_MIN_SAMPLES = 22   # the 66- and 132-session features start from 22 sessions, not 132
 
 FEATURE_PREFIX = "f_"   # feature columns in Dataset.frame are "f_<name>"; raw prices keep their names
 RAW_COLUMNS = ["date", "open", "high", "low", "close", "volume", "next_high", "next_low", "scale"]
@@ -101,8 +119,26 @@ def _extra_feature(name: str) -> pl.Expr | None:
     lc = pl.col("close").log()
     if name == "true_range":
         return _true_range()
-    if name in ("atr_5", "atr_20"):
-        return _true_range().rolling_mean(int(name[4:])).log()
+    if name.startswith("atr_"):
+        n = int(name[4:])
+        return _true_range().rolling_mean(n, min_samples=min(n, LONG_MIN_SAMPLES)).log()
+    if name.startswith("rng_"):
+        n = int(name[4:])
+        m = min(n, LONG_MIN_SAMPLES)
+        return (pl.col("high").rolling_max(n, min_samples=m) / pl.col("low").rolling_min(n, min_samples=m)).log()
+    if name in ("park_22", "gk_22", "rs_22"):
+        hl = (pl.col("high") / pl.col("low")).log()
+        if name == "park_22":
+            var = hl * hl / (4 * math.log(2))
+        elif name == "gk_22":
+            co = (pl.col("close") / pl.col("open")).log()
+            var = 0.5 * hl * hl - (2 * math.log(2) - 1) * co * co
+        else:
+            h, lo = pl.col("high"), pl.col("low")
+            var = ((h / pl.col("close")).log() * (h / pl.col("open")).log()
+                   + (lo / pl.col("close")).log() * (lo / pl.col("open")).log())
+        # log of the volatility; a flat stretch (all four prices equal) floors at 1e-8
+        return (var.rolling_mean(22).clip(lower_bound=1e-16).sqrt()).log()
     if name.startswith("ret_"):
         return lc - lc.shift(int(name[4:]))
     if name == "gap":
@@ -119,7 +155,7 @@ def _extra_feature(name: str) -> pl.Expr | None:
     return None
 
 
-def _feature_exprs(names: list[str], has_volume: bool, volume_window: int) -> list[pl.Expr]:
+def _feature_exprs(names: list[str], has_volume: bool, volume_window: int, scale_inputs: bool = False) -> list[pl.Expr]:
     exprs = []
     for name in names:
         extra = _extra_feature(name)
@@ -138,6 +174,10 @@ def _feature_exprs(names: list[str], has_volume: bool, volume_window: int) -> li
             e = pl.col(name) / 100.0
         else:
             raise DataError(f"feature {name!r} has no definition in finhrm_cli/data/features.py; pick another --feature-set.")
+        if scale_inputs and name in LOG_RATIO_FEATURES:
+            e = e / _scale_expr()
+        elif scale_inputs and name in LOG_LEVEL_FEATURES:
+            e = e - _scale_expr().log()
         exprs.append(e.cast(pl.Float64).alias(FEATURE_PREFIX + name))
     return exprs
 
@@ -179,7 +219,7 @@ def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFram
     )
     if "rsi_ma" not in present:
         lf = lf.with_columns(pl.col("rsi").rolling_mean(RSI_MA_N).alias("rsi_ma"))
-    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window) + _target_exprs(fcfg.horizon) + [_scale_expr()])
+    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window, fcfg.scale_inputs) + _target_exprs(fcfg.horizon) + [_scale_expr()])
     lf = lf.with_columns(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in fcols]).alias("_ok"))
     full = lf.select(["date"] + RAW_COLUMNS[1:] + TARGET_COLUMNS + fcols + ["_file_blank", "_ok"]).collect()
 
