@@ -203,7 +203,7 @@ def prepare(
     horizon: Annotated[Optional[int], typer.Option("--horizon", help="Predict the high/low this many sessions ahead. [default: 1]", rich_help_panel="Features")] = None,
     train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel="Features")] = None,
     val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation; test gets the rest. [default: 0.15]", rich_help_panel="Features")] = None,
-    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday) or hrm18 (the original 18). [default: extended]", rich_help_panel="Features")] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators) or hrm18 (the original 18). [default: extended]", rich_help_panel="Features")] = None,
     as_json: JsonOpt = False,
 ):
     """Read, check and featurize DATA; write a prepared dataset and show a summary."""
@@ -247,11 +247,11 @@ def train(
     horizon: Annotated[Optional[int], typer.Option("--horizon", help="Sessions ahead to predict. [default: 1]", rich_help_panel=_F)] = None,
     train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel=_F)] = None,
     val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation. [default: 0.15]", rich_help_panel=_F)] = None,
-    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday) or hrm18 (the original 18). [default: extended]", rich_help_panel=_F)] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators) or hrm18 (the original 18). [default: extended]", rich_help_panel=_F)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Windows per optimizer step. [default: 64]", rich_help_panel=_T)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. [default: 0.001]", rich_help_panel=_T)] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay. [default: 0.1]", rich_help_panel=_T)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs at most. [default: 30]", rich_help_panel=_T)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs; the learning rate decays over them (cosine), so this sets the schedule too. [default: 6]", rich_help_panel=_T)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation MAE. [default: 6]", rich_help_panel=_T)] = None,
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-batches per optimizer step. [default: 1]", rich_help_panel=_T)] = None,
     min_delta: Annotated[Optional[float], typer.Option("--min-delta", help="Relative drop in validation MAE that counts as better for early stopping. [default: 0.002]", rich_help_panel=_T)] = None,

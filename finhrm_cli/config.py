@@ -194,7 +194,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
-    epochs: int = 30
+    # The learning rate decays (cosine) over the epochs, so their number is the schedule's
+    # length, not only a cap: 6 epochs with their decay beat 30 epochs cut by early stopping
+    # on validation MAE (S&P 500 -0.6%, GOOG -0.2%) in 70% of the time, see README.
+    epochs: int = 6
     patience: int = 6
     grad_accum: int = 1
     grad_clip: float = 1.0
