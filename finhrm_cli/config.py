@@ -70,11 +70,12 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 # A run's "halt_calibration" in config.json: the map logit' = a * logit + b that
 # ``service.training.finalize_run`` fits to the ACT Q head on the training rows
-# (``finhrm_cli.actstats.platt_fit``).  a must be positive, so the map keeps every halting
-# decision; a head trained towards a reward with a base rate near one half needs nothing near
-# these bounds (the sample runs give a ~ 0.5-3, |b| < 1), so a value outside them is damage.
-HALT_CAL_A = (1e-3, 100.0)
-HALT_CAL_B = 100.0  # |b| at most
+# (``finhrm_cli.actstats.platt_fit``, which keeps its result inside these bounds).  a must be
+# positive, so the map keeps every halting decision.  The default runs on the sample data give
+# a = 1.9-26 (the raw logits barely vary, so the map stretches them) and |b| < 0.7; a value
+# outside these bounds is damage, not a calibration.
+HALT_CAL_A = (1e-3, 1000.0)
+HALT_CAL_B = 1000.0  # |b| at most
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000
