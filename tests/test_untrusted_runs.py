@@ -135,6 +135,7 @@ CRAFTED = [
     ("feature_names_text", lambda c: c.update(feature_names="close"), "feature_names"),
     ("normalizer_nan", lambda c: c["normalizer"]["std"].__setitem__(0, "NaN"), "normalizer.std"),
     ("normalizer_list", lambda c: c.update(normalizer=[1, 2]), "normalizer"),
+    ("normalizer_huge_int", lambda c: c["normalizer"]["std"].__setitem__(0, 10**400), "normalizer.std"),
     ("conformal_text", lambda c: c.update(conformal="wide"), "conformal"),
     ("conformal_values", lambda c: c["conformal"].update(high=["a"]), "conformal.high"),
     ("series_text", lambda c: c.update(series="AAA"), "series"),
