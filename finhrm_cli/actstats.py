@@ -4,13 +4,28 @@ compute ``--act`` saves, and a one-line verdict on whether later segments help.
 
 Inputs are per segment and per row: ``err`` (M, n) the row's absolute error in price units
 (mean of high and low), ``p_halt`` / ``p_cont`` (M, n) the Q head's probabilities and
-``reward`` (M, n) the halting reward (1 where the row's unit-scale error is at or below the
-model's ``halt_ref``, as in training: ``finhrm_cli.halting``).
+``reward`` (M, n) the halting reward (``halt_reward``: 1 where the row's unit-scale error is
+at or below the model's ``halt_ref``, as in training: ``finhrm_cli.halting``).
+
+**Calibration of the Q head** (``platt_fit``, ``platt_apply``).  ``halt_ref`` is a running
+median of the errors of the *raw* weights during training, but the saved model is their
+moving average (``TrainConfig.ema``), here from epoch 2 or 3, whose errors are lower: on the
+training rows its reward rate is 0.52-0.54, not one half (seed 1: 0.508 with the raw weights
+of the same epoch and the same reference, 0.542 with their average), and on validation
+0.55-0.56, while the head's mean P(halt) is 0.48-0.52.  ``service.training.finalize_run``
+therefore fits, on the training rows only, a logistic map ``logit' = a * logit + b`` (Platt
+scaling) from the saved model's q_halt logits to its rewards there, and ``finhrm inspect``
+reports probabilities through it (q_halt and q_continue alike).  With ``a > 0`` the map is
+strictly increasing, so ``q_halt > q_continue`` holds after it exactly where it held before:
+the halting decisions, and so ``--act``, do not change (they are taken on the raw outputs all
+the same).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from finhrm_cli.config import HALT_CAL_A, HALT_CAL_B
 
 BOOT_SAMPLES = 2000
 BOOT_LEVEL = 0.90
@@ -81,6 +96,98 @@ def verdict(intervals: list[tuple[float, float]], maes: list[float]) -> str | No
     return SAME
 
 
+def halt_reward(pred_unit, y_unit, head_scale: float, ref: float) -> np.ndarray:
+    """The halting reward of every segment and row, as in training (``finhrm_cli.halting``):
+    ``pred_unit`` (M, n, 2) and ``y_unit`` (n, 2) in unit target scale (the model's output
+    before the price conversion), ``head_scale`` the model's ``buffers.scale`` and ``ref`` its
+    ``halt_ref``.  -> (M, n) bool: the row's error at or below the reference."""
+    err = np.abs(np.asarray(pred_unit, np.float64) - np.asarray(y_unit, np.float64)[None]).mean(axis=-1)
+    return err / float(head_scale) <= float(ref)
+
+
+# Platt scaling of the Q head.  Newton's method on the logistic loss with Platt's targets
+# (N+ + 1) / (N+ + 2) and 1 / (N- + 2) instead of 1 and 0, so separable data still has a
+# finite optimum, and a ridge of PLATT_RIDGE per row towards the identity map (a=1, b=0), so
+# logits that barely vary (an untrained head) give a well-posed problem; both are negligible
+# on thousands of rows.  Backtracking keeps every step a descent step.
+PLATT_RIDGE = 1e-6
+PLATT_ITERS = 100
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # no overflow for any z
+
+
+def _platt_loss(a: float, b: float, z: np.ndarray, t: np.ndarray, lam: float) -> float:
+    f = a * z + b
+    return float(np.sum(np.logaddexp(0.0, f) - t * f) + lam * ((a - 1.0) ** 2 + b ** 2))
+
+
+def _fit_b(a: float, b: float, z: np.ndarray, t: np.ndarray, lam: float) -> float:
+    """The best ``b`` for a fixed ``a`` (1-D Newton with backtracking)."""
+    for _ in range(PLATT_ITERS):
+        p = _sigmoid(a * z + b)
+        g = float(np.sum(p - t) + 2 * lam * b)
+        h = float(np.sum(p * (1 - p)) + 2 * lam)
+        step, f0 = g / h, _platt_loss(a, b, z, t, lam)
+        while _platt_loss(a, b - step, z, t, lam) > f0:
+            step /= 2
+            if abs(step) < 1e-12:
+                step = 0.0
+                break
+        b -= step
+        if abs(step) < 1e-10:
+            break
+    return b
+
+
+def platt_fit(logits, labels) -> tuple[float, float] | None:
+    """``(a, b)`` of the logistic map ``sigmoid(a * logit + b)`` that best predicts the 0/1
+    ``labels`` from ``logits`` (both any shape, pooled), with ``a`` held in ``HALT_CAL_A`` and
+    ``|b|`` in ``HALT_CAL_B`` (``b`` refit when ``a`` hits a bound).  None without rows or
+    with a non-finite logit."""
+    z = np.asarray(logits, np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if len(z) == 0 or len(z) != len(y) or not np.all(np.isfinite(z)):
+        return None
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    lam = PLATT_RIDGE * len(z)
+    a, b = 1.0, 0.0
+    for _ in range(PLATT_ITERS):
+        p = _sigmoid(a * z + b)
+        d = p - t
+        w = p * (1 - p)
+        g = np.array([np.dot(d, z) + 2 * lam * (a - 1.0), d.sum() + 2 * lam * b])
+        H = np.array([[np.dot(w, z * z) + 2 * lam, np.dot(w, z)], [np.dot(w, z), w.sum() + 2 * lam]])
+        try:
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            break
+        f0, s = _platt_loss(a, b, z, t, lam), 1.0
+        while _platt_loss(a - s * step[0], b - s * step[1], z, t, lam) > f0:
+            s /= 2
+            if s < 1e-10:  # no descent left: at the optimum up to rounding
+                s = 0.0
+                break
+        a, b = a - s * step[0], b - s * step[1]
+        if np.max(np.abs(s * step)) < 1e-10:
+            break
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return None
+    lo, hi = HALT_CAL_A
+    if not lo <= a <= hi:  # the head ranks rows the wrong way round (or absurdly sharply)
+        a = min(max(a, lo), hi)
+        b = _fit_b(a, b, z, t, lam)
+    b = min(max(b, -HALT_CAL_B), HALT_CAL_B)
+    return float(a), float(b)
+
+
+def platt_apply(logits, a: float, b: float) -> np.ndarray:
+    """Probabilities ``sigmoid(a * logit + b)`` (float64), the map ``platt_fit`` fits."""
+    return _sigmoid(float(a) * np.asarray(logits, np.float64) + float(b))
+
+
 def halt_steps(p_halt: np.ndarray, p_cont: np.ndarray) -> np.ndarray:
     """First segment (0-based) where P(halt) > P(continue); the last if never."""
     halts = np.asarray(p_halt) > np.asarray(p_cont)
@@ -99,14 +206,19 @@ def segments_used(halt_step_1based, M: int) -> dict:
             "skippable_share": (1.0 - mean / M) if n else None}
 
 
-def report(err: np.ndarray, p_halt: np.ndarray, p_cont: np.ndarray, reward: np.ndarray) -> dict:
-    """Everything ``finhrm inspect`` shows about ACT (see the module docstring for the inputs)."""
+def report(err: np.ndarray, p_halt: np.ndarray, p_cont: np.ndarray, reward: np.ndarray,
+           halt_step: np.ndarray | None = None) -> dict:
+    """Everything ``finhrm inspect`` shows about ACT (see the module docstring for the inputs).
+    ``halt_step`` (n,), 0-based, is where each row halts; by default ``halt_steps(p_halt,
+    p_cont)``.  Pass the one of the raw outputs with calibrated probabilities: a strictly
+    increasing map keeps every strict inequality, but float rounding can turn a tiny one into
+    a tie."""
     err, p_halt, p_cont = (np.asarray(a, np.float64) for a in (err, p_halt, p_cont))
     reward = np.asarray(reward, bool)
     M, n = err.shape
     maes = [float(e.mean()) for e in err]
     iv = paired_bootstrap(err)
-    hs = halt_steps(p_halt, p_cont)
+    hs = halt_steps(p_halt, p_cont) if halt_step is None else np.asarray(halt_step, np.int64)
     counts = np.bincount(hs, minlength=M)
     steps = []
     for k in range(M):

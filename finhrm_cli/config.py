@@ -68,6 +68,14 @@ LIMITS: dict[str, tuple[float, float]] = {
     "min_delta": (0.0, 1.0),
     "ema": (0.0, 1.0),
 }
+# A run's "halt_calibration" in config.json: the map logit' = a * logit + b that
+# ``service.training.finalize_run`` fits to the ACT Q head on the training rows
+# (``finhrm_cli.actstats.platt_fit``, which keeps its result inside these bounds).  a must be
+# positive, so the map keeps every halting decision.  The default runs on the sample data give
+# a = 1.9-26 (the raw logits barely vary, so the map stretches them) and |b| < 0.7; a value
+# outside these bounds is damage, not a calibration.
+HALT_CAL_A = (1e-3, 1000.0)
+HALT_CAL_B = 1000.0  # |b| at most
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000
@@ -313,10 +321,19 @@ def _safe_name_error(name: Any) -> str | None:
     return None
 
 
+def _finite(x: Any) -> bool:
+    """A finite int or float (not a bool; an int too big for a float is not finite)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # json reads a 400-digit integer as an int
+        return False
+
+
 def _numbers(v: Any, n: int | None = None) -> bool:
     """A list of finite numbers (of length ``n`` when given)."""
-    return (isinstance(v, list) and (n is None or len(v) == n)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+    return isinstance(v, list) and (n is None or len(v) == n) and all(_finite(x) for x in v)
 
 
 def _iso_date(v: Any) -> bool:
@@ -407,6 +424,20 @@ def _validate_run_config(cfg: Any, required: tuple[str, ...]) -> None:
                 raise UsageError(f"conformal.{k} must be a list of finite numbers")
         if "n" in conf and (isinstance(conf["n"], bool) or not isinstance(conf["n"], int) or conf["n"] < 0):
             raise UsageError(f"conformal.n must be a count (got {_got(conf['n'])})")
+    hc = cfg.get("halt_calibration")
+    if hc is not None:
+        if not isinstance(hc, dict):
+            raise UsageError("halt_calibration must be an object or null")
+        for k in ("a", "b"):
+            if not _finite(hc.get(k)):
+                raise UsageError(f"halt_calibration.{k} must be a finite number (got {_got(hc.get(k))})")
+        lo, hi = HALT_CAL_A
+        if not lo <= hc["a"] <= hi:
+            raise UsageError(f"halt_calibration.a must lie in [{lo:g}, {hi:g}] (got {hc['a']:g})")
+        if abs(hc["b"]) > HALT_CAL_B:
+            raise UsageError(f"halt_calibration.b must lie in [{-HALT_CAL_B:g}, {HALT_CAL_B:g}] (got {hc['b']:g})")
+        if "rows" in hc and (isinstance(hc["rows"], bool) or not isinstance(hc["rows"], int) or hc["rows"] < 0):
+            raise UsageError(f"halt_calibration.rows must be a count (got {_got(hc['rows'])})")
     src = cfg.get("source")
     if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
         raise UsageError("source must be an object with a text name")

@@ -19,7 +19,12 @@ discount ``HALT_GAMMA`` is a cost per segment: continuing is only worth it when 
 segment is expected to raise the chance of a good forecast by more than 5 %, so at a fixed
 point (later segments change nothing) the Q head says halt at step 1.  Only training batches
 update ``ref`` (validation and prediction never do); it is saved with the weights and in the
-resumable state, so ``finhrm inspect`` computes the same reward on validation.
+resumable state, so ``finhrm inspect`` computes the same reward on validation.  The errors
+that set ``ref`` are the raw weights'; the saved model is their average
+(``TrainConfig.ema``), whose errors are lower, so its reward rate sits above one half and
+``finalize_run`` fits a calibration map for the Q head on the training rows
+(``finhrm_cli.actstats``, config.json ``halt_calibration``) rather than move ``ref``, the
+target the head was trained on.
 """
 
 from __future__ import annotations

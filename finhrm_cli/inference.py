@@ -2,7 +2,7 @@
 
 Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per sample, the prediction of the first
 segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
-``segment_outputs`` returns every segment's prediction and Q probabilities for ACT
+``segment_outputs`` returns every segment's prediction, Q probabilities and Q logits for ACT
 statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
 ``price_mae``.
 
@@ -51,8 +51,8 @@ class _Fns:
 
 
 def _infer_fn(model: HRM, compiled: bool = False):
-    """Every segment's prediction and Q probabilities for a batch of windows; ``compiled``
-    gives the ``mx.compile``-d version (made once per model)."""
+    """Every segment's prediction, Q probabilities and Q logits for a batch of windows;
+    ``compiled`` gives the ``mx.compile``-d version (made once per model)."""
     if compiled:
         fns = getattr(model, "_finhrm_fns", None)
         if fns is None:
@@ -68,7 +68,8 @@ def _infer_fn(model: HRM, compiled: bool = False):
         for _ in range(M):
             carry, pred, q_halt, q_cont = model.segment(carry, x_emb)
             preds.append(pred); qh.append(q_halt); qc.append(q_cont)
-        return mx.stack(preds), mx.sigmoid(mx.stack(qh)), mx.sigmoid(mx.stack(qc))
+        qh, qc = mx.stack(qh), mx.stack(qc)
+        return mx.stack(preds), mx.sigmoid(qh), mx.sigmoid(qc), qh, qc
 
     return all_segments
 
@@ -97,10 +98,9 @@ def _run_segments(model: HRM, x, batch_size: int):
         )
     n, M = len(x), cfg.halt_max_steps
     preds = np.zeros((M, n, 2), np.float32)
-    qh = np.zeros((M, n), np.float32)
-    qc = np.zeros((M, n), np.float32)
+    qh, qc, zh, zc = (np.zeros((M, n), np.float32) for _ in range(4))
     if n == 0:
-        return preds, qh, qc
+        return preds, qh, qc, zh, zc
     was_training = model.training
     model.eval()
     bs = max(1, int(batch_size))
@@ -114,14 +114,13 @@ def _run_segments(model: HRM, x, batch_size: int):
             size = _bucket(m, bs)
             if size != m:
                 chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
-            p, h, c = fn(mx.array(chunk))
-            mx.eval(p, h, c)
-            preds[:, start:start + m] = np.array(p)[:, :m]
-            qh[:, start:start + m] = np.array(h)[:, :m]
-            qc[:, start:start + m] = np.array(c)[:, :m]
+            outs = fn(mx.array(chunk))
+            mx.eval(*outs)
+            for dst, out in zip((preds, qh, qc, zh, zc), outs):
+                dst[:, start:start + m] = np.array(out)[:, :m]
     finally:
         model.train(was_training)
-    return preds, qh, qc
+    return preds, qh, qc, zh, zc
 
 
 def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
@@ -133,17 +132,19 @@ def _halt_steps(qh: np.ndarray, qc: np.ndarray) -> np.ndarray:
 
 def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
     """Per-segment outputs for ACT statistics: preds (M, n, 2) log ratios, q_halt and
-    q_continue probabilities (M, n) (``q_cont`` is the same array), halt_step (n,) 1-based."""
-    preds, qh, qc = _run_segments(model, x, batch_size)
+    q_continue probabilities (M, n) (``q_cont`` is the same array), their logits
+    ``q_halt_logit`` and ``q_continue_logit`` (M, n; for a calibration map,
+    ``actstats.platt_apply``), halt_step (n,) 1-based."""
+    preds, qh, qc, zh, zc = _run_segments(model, x, batch_size)
     return {"preds": preds, "q_halt": qh, "q_continue": qc, "q_cont": qc,
-            "halt_step": _halt_steps(qh, qc) + 1}
+            "q_halt_logit": zh, "q_continue_logit": zc, "halt_step": _halt_steps(qh, qc) + 1}
 
 
 def predict_act(model: HRM, x, batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """ACT inference: (n, 2) log ratios of each sample's first segment whose Q head says
     halt (the last otherwise) and that segment, 1-based (n,).  Every segment is computed
     (a batch runs in one fixed shape); the later ones are the compute an early exit saves."""
-    preds, qh, qc = _run_segments(model, x, batch_size)
+    preds, qh, qc, _, _ = _run_segments(model, x, batch_size)
     idx = _halt_steps(qh, qc)
     return preds[idx, np.arange(preds.shape[1])], idx + 1
 

@@ -588,10 +588,18 @@ def render_act(act: dict) -> None:
     show(t, histogram(act["halting_histogram"], [str(i + 1) for i in range(len(act["halting_histogram"]))],
                       title="halting step histogram"))
     cal = act.get("calibration") or {}
-    show(kv_table("ACT summary", [
+    hc, raw = act.get("halt_calibration"), act.get("uncalibrated") or {}
+    rows = [
         ("P(halt) calibration", f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
                                 f"mean P(halt) {fmt_num(cal.get('mean_p_halt'), 3)} vs reward rate "
                                 f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)"),
+    ]
+    if hc:
+        b = float(hc.get("b", 0.0))
+        rows.append(("Q head calibration", f"P = sigmoid({fmt_num(hc.get('a'), 3)} x logit {'-' if b < 0 else '+'} {abs(b):.3f}), "
+                                           f"fit on {hc.get('rows', 0):,} training rows; the raw head: Brier "
+                                           f"{fmt_num(raw.get('brier'), 3)}, mean P(halt) {fmt_num(raw.get('mean_p_halt'), 3)}"))
+    show(kv_table("ACT summary", rows + [
         ("segments under --act", f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
                                  f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped"),
         ("MAE after all steps", fmt_num(act["mae_all_steps"])),

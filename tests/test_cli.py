@@ -226,6 +226,11 @@ def test_inspect_json_and_act_stats(home, trained):
     assert act["verdict"] in ("later segments help on this run", "later segments hurt on this run",
                               "later segments make no measurable difference on this run")
     assert act["halt_ref"] > 0
+    # the Q head's map, fit by train on the training windows, is what inspect reports through
+    cfg = json.loads((Path(trained["run"]) / "config.json").read_text())
+    hc = cfg["halt_calibration"]
+    assert act["halt_calibration"] == hc and hc["a"] > 0 and hc["rows"] == cfg["splits"]["train"]["n_windows"]
+    assert set(act["uncalibrated"]) == {"brier", "auc", "mean_p_halt", "step1_p_halt"}
     assert r["parameters"]["trainable"] > 0
     # inspect reports the epoch training kept (not merely the lowest validation MAE)
     assert r["training"]["best_epoch"] == trained["best_epoch"]

@@ -135,6 +135,7 @@ CRAFTED = [
     ("feature_names_text", lambda c: c.update(feature_names="close"), "feature_names"),
     ("normalizer_nan", lambda c: c["normalizer"]["std"].__setitem__(0, "NaN"), "normalizer.std"),
     ("normalizer_list", lambda c: c.update(normalizer=[1, 2]), "normalizer"),
+    ("normalizer_huge_int", lambda c: c["normalizer"]["std"].__setitem__(0, 10**400), "normalizer.std"),
     ("conformal_text", lambda c: c.update(conformal="wide"), "conformal"),
     ("conformal_values", lambda c: c["conformal"].update(high=["a"]), "conformal.high"),
     ("series_text", lambda c: c.update(series="AAA"), "series"),
@@ -143,6 +144,17 @@ CRAFTED = [
     ("splits_bad_date", lambda c: c["splits"]["val"].update(last_date="soon"), "splits.val.last_date"),
     ("features_list", lambda c: c.update(features=[1]), "features"),
     ("seed_negative", lambda c: c["train"].update(seed=-5), "train.seed"),
+    # the Q head's calibration map: a > 0 keeps every halting decision, finite and bounded
+    ("halt_cal_text", lambda c: c.update(halt_calibration="steep"), "halt_calibration"),
+    ("halt_cal_a_nan", lambda c: c["halt_calibration"].update(a=float("nan")), "halt_calibration.a"),
+    ("halt_cal_a_negative", lambda c: c["halt_calibration"].update(a=-1.0), "halt_calibration.a"),
+    ("halt_cal_a_zero", lambda c: c["halt_calibration"].update(a=0), "halt_calibration.a"),
+    ("halt_cal_a_huge_int", lambda c: c["halt_calibration"].update(a=10**400), "halt_calibration.a"),
+    ("halt_cal_b_text", lambda c: c["halt_calibration"].update(b="0.1"), "halt_calibration.b"),
+    ("halt_cal_b_inf", lambda c: c["halt_calibration"].update(b=float("inf")), "halt_calibration.b"),
+    ("halt_cal_b_far", lambda c: c["halt_calibration"].update(b=1e6), "halt_calibration.b"),
+    ("halt_cal_no_a", lambda c: c["halt_calibration"].pop("a"), "halt_calibration.a"),
+    ("halt_cal_rows", lambda c: c["halt_calibration"].update(rows=-3), "halt_calibration.rows"),
 ]
 
 
@@ -166,6 +178,32 @@ def test_config_that_is_not_an_object(home, run):
 def test_huge_value_gives_a_short_line(home, run):
     edit_config(run, lambda c: c["model"].update(d_model="x" * 1_000_000))
     assert len(one_line_error(cli(["inspect", run], home), "model.d_model")) < 400
+
+
+def test_halt_calibration_map_never_moves_a_halting_decision(home, run):
+    """Without the key (a run made before it) inspect reports the raw head; with any map
+    within the bounds, the probabilities change and where rows halt does not (inspect,
+    evaluate --act, predict --act)."""
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["halt_calibration"]["a"] > 0
+    outs = []
+    for hc in (None, {"a": 0.001, "b": 5.0, "rows": 1}, {"a": 100.0, "b": -100.0}):
+        edit_config(run, lambda c: c.update(halt_calibration=hc) if hc else c.pop("halt_calibration", None))
+        res = [cli(args, home) for args in (["inspect", run, "--json"], ["evaluate", run, "--act", "--json"],
+                                            ["predict", SAMPLE, "--model", run, "--all", "--act", "--json"])]
+        assert all(r.exit_code == 0 for r in res), [r.output for r in res]
+        outs.append([json.loads(r.stdout) for r in res])
+    (plain, ev, pr), *mapped = outs
+    assert plain["act"]["halt_calibration"] is None
+    assert plain["act"]["calibration"]["brier"] == plain["act"]["uncalibrated"]["brier"]
+    for ins, ev2, pr2 in mapped:
+        a = ins["act"]
+        assert a["calibration"]["mean_p_halt"] != plain["act"]["calibration"]["mean_p_halt"]
+        assert a["uncalibrated"] == plain["act"]["uncalibrated"]
+        for key in ("halting_histogram", "mean_halting_step", "mae_act", "compute_saved"):
+            assert a[key] == plain["act"][key], key
+        assert ev2["results"] == ev["results"] and ev2["act_segments"] == ev["act_segments"]
+        assert pr2["rows"] == pr["rows"] and pr2["act_segments"] == pr["act_segments"]
 
 
 def test_unknown_keys_and_missing_optional_ones_still_load(home, run):

@@ -16,10 +16,11 @@ def list_runs() -> dict:
     return {"root": str(cfgmod.runs_dir()), "runs": checkpoint.list_runs()}
 
 
-def act_stats(model, parts) -> dict:
-    """Per ACT step: MAE in price units with a paired bootstrap interval against step 1, the
-    Q head's probabilities against the halting reward (Brier, AUC), where it halts, the
-    compute ``--act`` saves and a verdict (``finhrm_cli.actstats``)."""
+def _act_outputs(model, parts) -> dict:
+    """Every segment's outputs on the windows of ``parts`` with a known next session: ``err``
+    (M, n) absolute error in price units, ``reward`` (M, n) the halting reward as in training
+    (``actstats.halt_reward``), the Q probabilities ``q_halt``/``q_continue`` and their logits
+    (M, n), and ``halt_step`` (n,), 0-based, where the raw outputs halt."""
     from finhrm_cli import actstats, data, engine
 
     w = data.concat_windows([w for _, w in parts])
@@ -31,13 +32,55 @@ def act_stats(model, parts) -> dict:
     for s in range(raw.shape[0]):
         ph, pl = to_prices(raw[s] * scale[:, None], w.close)
         err.append(((np.abs(ph - w.next_high) + np.abs(pl - w.next_low)) / 2)[known])
-    # the halting reward as in training: unit-scale error at or below the model's reference
     y_unit = np.asarray(w.y, np.float64)[known] / scale[known, None]
-    unit_err = np.abs(raw[:, known] - y_unit[None]).mean(axis=-1) / float(model.buffers.scale[0])
-    reward = unit_err <= float(model.buffers.halt_ref[0])
-    qh, qc = np.asarray(seg["q_halt"])[:, known], np.asarray(seg["q_continue"])[:, known]
-    out = actstats.report(np.stack(err), qh, qc, reward)
+    reward = actstats.halt_reward(raw[:, known], y_unit, float(model.buffers.scale[0]),
+                                  float(model.buffers.halt_ref[0]))
+    out = {"err": np.stack(err), "reward": reward, "halt_step": np.asarray(seg["halt_step"])[known] - 1}
+    for k in ("q_halt", "q_continue", "q_halt_logit", "q_continue_logit"):
+        out[k] = np.asarray(seg[k])[:, known]
+    return out
+
+
+def fit_halt_calibration(model, parts) -> dict | None:
+    """The Platt map of the model's Q head on the windows of ``parts`` (``actstats.platt_fit``,
+    every segment of every row pooled): ``{"a", "b", "rows"}``, or None without rows.
+    ``finalize_run`` passes the training windows only."""
+    from finhrm_cli import actstats
+
+    parts = [(ds, w) for ds, w in parts if len(w)]
+    if not parts:
+        return None
+    o = _act_outputs(model, parts)
+    if o["reward"].size == 0:
+        return None
+    ab = actstats.platt_fit(o["q_halt_logit"], o["reward"])
+    return None if ab is None else {"a": ab[0], "b": ab[1], "rows": int(o["reward"].shape[1])}
+
+
+def act_stats(model, parts, calibration: dict | None = None) -> dict:
+    """Per ACT step: MAE in price units with a paired bootstrap interval against step 1, the
+    Q head's probabilities against the halting reward (Brier, AUC), where it halts, the
+    compute ``--act`` saves and a verdict (``finhrm_cli.actstats``).
+
+    With ``calibration`` (a run's ``halt_calibration``: ``{"a", "b", ...}``) every reported
+    probability is ``sigmoid(a * logit + b)``, q_halt and q_continue alike, and
+    ``uncalibrated`` holds the Brier score, AUC and means of the raw head; where rows halt is
+    always read from the raw outputs (the map, a > 0, does not move it)."""
+    from finhrm_cli import actstats
+
+    o = _act_outputs(model, parts)
+    ph, pc = o["q_halt"], o["q_continue"]
+    if calibration:
+        a, b = calibration["a"], calibration["b"]
+        ph, pc = actstats.platt_apply(o["q_halt_logit"], a, b), actstats.platt_apply(o["q_continue_logit"], a, b)
+    out = actstats.report(o["err"], ph, pc, o["reward"], halt_step=o["halt_step"])
     out["halt_ref"] = float(model.buffers.halt_ref[0])
+    out["halt_calibration"] = dict(calibration) if calibration else None
+    raw = np.asarray(o["q_halt"], np.float64)
+    out["uncalibrated"] = {
+        "brier": actstats.brier(raw, o["reward"]), "auc": actstats.auc(raw, o["reward"]),
+        "mean_p_halt": float(raw.mean()), "step1_p_halt": float(raw[0].mean()),
+    }
     return out
 
 
@@ -86,6 +129,6 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "history": history,
         "metrics": metrics,
         "series": [x["name"] for x in cfg.get("series") or []],
-        "act": {"on": act_on, **act_stats(model, parts)},
+        "act": {"on": act_on, **act_stats(model, parts, cfg.get("halt_calibration"))},
         "warnings": warnings,
     }

@@ -209,12 +209,24 @@ class _Interrupted(KeyboardInterrupt):
         self.message = message
 
 
+def halt_calibration(model, dss) -> dict | None:
+    """The Platt map of ``model``'s ACT Q head (``inspection.fit_halt_calibration``), fit on
+    the training windows of ``dss`` and on nothing else: validation chose the epoch and
+    calibrates the intervals, test is held out, so neither may shape what the head reports."""
+    from finhrm_cli.service.inspection import fit_halt_calibration
+
+    return fit_halt_calibration(model, _parts(dss, "train"))
+
+
 def finalize_run(run_dir: Path, dss) -> dict:
-    """Calibrate intervals on validation, score validation and test, write metrics.json.
+    """Calibrate intervals on validation and the ACT Q head on training (``halt_calibration``),
+    score validation and test, write metrics.json.
 
     metrics.json is the last file a run gets: its presence marks the run finished
-    (``checkpoint.run_status``), so it is written only after config.json holds the conformal residuals."""
+    (``checkpoint.run_status``), so it is written only after config.json holds the conformal
+    residuals and the halting calibration."""
     model, cfg = checkpoint.load_run(run_dir)
+    cfg["halt_calibration"] = halt_calibration(model, dss)
     va = _parts(dss, "val")
     pred_va = _predict_parts(model, va)
     cfg["conformal"] = baselines.conformal_residuals(
