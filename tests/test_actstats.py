@@ -62,6 +62,10 @@ def test_verdict():
     assert actstats.verdict([(0, 0), (0.01, 0.2), (0.02, 0.1)], [1.0, 1.1, 1.05]) == actstats.HURT
     assert actstats.verdict([(0, 0), (0.01, 0.2), (-0.01, 0.1)], [1.0, 1.1, 1.05]) == actstats.SAME
     assert actstats.verdict([(0, 0)], [1.0]) is None
+    # significant but immaterial (under 0.1% of step 1's MAE): no measurable difference
+    assert actstats.verdict([(0, 0), (-2e-5, -1e-7)], [0.52, 0.51999]) == actstats.SAME
+    assert actstats.verdict([(0, 0), (1e-7, 2e-5)], [0.52, 0.52001]) == actstats.SAME
+    assert actstats.verdict([(0, 0), (-2e-3, -1e-3)], [0.52, 0.5185]) == actstats.HELP
 
 
 def test_segments_used_and_report():
