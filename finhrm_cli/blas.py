@@ -70,17 +70,36 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(v) - idle, sum(v)
 
 
-def cores_busy(sample_s: float = 0.1) -> float:
-    """How many cores other work keeps busy now: /proc/stat over ``sample_s`` (this process
-    sleeps meanwhile), else the 1-minute load average."""
-    a = _cpu_times()
-    if a is not None:
-        import time
+_START: dict = {}
+STALE_SAMPLE_S = 2.0
 
-        time.sleep(sample_s)
+
+def start_sample() -> None:
+    """Take the first /proc/stat reading now (the command line calls this first thing), so
+    that ``cores_busy`` can measure over the imports instead of sleeping."""
+    import time
+
+    if not _START:
+        _START.update(cpu=_cpu_times(), wall=time.monotonic(), own=time.process_time())
+
+
+def cores_busy(sample_s: float = 0.1) -> float:
+    """How many cores other work keeps busy now: /proc/stat over at least ``sample_s``, this
+    process's own CPU time taken out (it measures from ``start_sample`` when that ran, and
+    sleeps only for what is missing), else the 1-minute load average."""
+    import time
+
+    if _START and time.monotonic() - _START["wall"] > STALE_SAMPLE_S:
+        _START.clear()  # a reading from long ago says nothing about now
+    start_sample()
+    a, t0, own0 = _START["cpu"], _START["wall"], _START["own"]
+    _START.clear()
+    if a is not None:
+        time.sleep(max(0.0, sample_s - (time.monotonic() - t0)))
         b = _cpu_times()
+        own = (time.process_time() - own0) * (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
         if b is not None and b[1] > a[1]:
-            return (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+            return max(0.0, (os.cpu_count() or 1) * (b[0] - a[0] - own) / (b[1] - a[1]))
     try:
         return os.getloadavg()[0]
     except (OSError, AttributeError):

@@ -16,10 +16,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+from finhrm_cli import blas as _blas
 
-from finhrm_cli import __version__
-from finhrm_cli.errors import FinhrmError, UsageError
+_blas.start_sample()  # the BLAS thread choice measures other work over the imports below
+
+import typer  # noqa: E402
+
+from finhrm_cli import __version__  # noqa: E402
+from finhrm_cli.errors import FinhrmError, UsageError  # noqa: E402
 
 app = typer.Typer(
     name="finhrm",

@@ -118,3 +118,27 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path):
     env = {**os.environ, "MKL_NUM_THREADS": "3"}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "3"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat")
+def test_cores_busy_measures_over_the_start_up_and_leaves_out_its_own_work(monkeypatch):
+    """The reading taken first thing (start_sample) spans the imports; the process's own CPU
+    time in that window is not 'other work', and no sleep is needed once the window is long."""
+    import time
+
+    from finhrm_cli import blas
+
+    monkeypatch.setattr(blas, "_START", {})
+    blas.start_sample()
+    t = time.monotonic()
+    while time.monotonic() - t < 0.3:  # this process busy, like the imports
+        pass
+    t0 = time.monotonic()
+    busy = blas.cores_busy(0.1)
+    assert time.monotonic() - t0 < 0.05        # the window was long enough: no sleep
+    assert busy < 0.6                          # our own core is not counted as taken
+    blas.start_sample()
+    blas._START["wall"] -= 10                   # a stale reading is replaced, not used
+    t0 = time.monotonic()
+    blas.cores_busy(0.1)
+    assert time.monotonic() - t0 >= 0.09
