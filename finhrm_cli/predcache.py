@@ -89,13 +89,14 @@ def save(digest: str, table: dict[bytes, np.ndarray], mode: str = "all") -> bool
 
 def predict(model, x: np.ndarray, predict_fn) -> np.ndarray:
     """``predict_fn(model, x)`` (n, 2) with the rows already in the cache taken from it.
+    Calls of more than ``MAX_ROWS`` windows bypass the cache.
 
     Uses the digest the weights loaded with (``model._finhrm_digest``, set by
     ``checkpoint.load_weights``); a model without one is run in full."""
     digest = getattr(model, "_finhrm_digest", None)
     x = np.asarray(x, np.float32)
-    if not digest or len(x) == 0 or folder() is None:
-        return predict_fn(model, x)
+    if not digest or len(x) == 0 or len(x) > MAX_ROWS or folder() is None:
+        return predict_fn(model, x)  # (a call beyond the cache's size would only churn it)
     k = keys(x)
     table = load(digest)
     hit = np.array([bytes(kk) in table for kk in k], bool)

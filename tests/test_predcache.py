@@ -102,6 +102,14 @@ def test_size_is_bounded(cache, monkeypatch):
     assert all(bytes(k) in table for k in predcache.keys(windows(6, 2)))  # the newest are kept
 
 
+def test_calls_bigger_than_the_cache_bypass_it(cache, monkeypatch):
+    monkeypatch.setattr(predcache, "MAX_ROWS", 8)
+    fn = Counter()
+    out = predcache.predict(Model(), windows(9), fn)
+    np.testing.assert_array_equal(out, Counter()(None, windows(9)))
+    assert fn.rows == 9 and not cache.exists()
+
+
 def test_digest_must_be_hex(cache):
     fn = Counter()
     evil = type("Evil", (), {"_finhrm_digest": "../../etc/x"})()
