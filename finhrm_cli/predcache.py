@@ -5,7 +5,8 @@ hundred rows on a daily file), and one new row arrives per day.  Recomputing the
 about 1.5 s on 2 CPU cores; this cache keeps each window's forecast under a digest of the
 exact model input, so the next call runs the model on the new rows only.
 
-* One file per run weights and mode: ``<cache>/forecasts/<weights sha256>-<mode>.npz``, with
+* One file per run weights, finhrm version and mode:
+  ``<cache>/forecasts/<weights sha256>-<version>-<mode>.npz``, with
   ``<cache>`` finhrm's user cache folder (``FINHRM_CACHE`` overrides it, as for the kernel
   cache; ``FINHRM_CACHE=tmp`` turns this cache off).
 * Key: BLAKE2b-128 of the window's float32 bytes (normalised features, the model's input);
@@ -49,7 +50,11 @@ def _path(digest: str, mode: str) -> Path | None:
     base = folder()
     if base is None or not digest or not all(c in "0123456789abcdef" for c in digest):
         return None
-    return base / f"{digest}-{mode}.npz"
+    from finhrm_cli import __version__
+
+    # the version is part of the name: a new finhrm (different maths, same weights) starts afresh
+    version = "".join(c for c in __version__ if c.isalnum() or c in ".+") or "0"
+    return base / f"{digest}-{version}-{mode}.npz"
 
 
 def load(digest: str, mode: str = "all") -> dict[bytes, np.ndarray]:

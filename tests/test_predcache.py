@@ -110,6 +110,16 @@ def test_calls_bigger_than_the_cache_bypass_it(cache, monkeypatch):
     assert fn.rows == 9 and not cache.exists()
 
 
+def test_another_finhrm_version_starts_afresh(cache, monkeypatch):
+    import finhrm_cli
+
+    fn, x = Counter(), windows(4)
+    predcache.predict(Model(), x, fn)
+    monkeypatch.setattr(finhrm_cli, "__version__", "9.9.9")
+    predcache.predict(Model(), x, fn)
+    assert fn.rows == 8 and len(list(cache.glob("*.npz"))) == 2
+
+
 def test_digest_must_be_hex(cache):
     fn = Counter()
     evil = type("Evil", (), {"_finhrm_digest": "../../etc/x"})()
