@@ -100,15 +100,22 @@ def _look(path: Path, shown: str) -> tuple[str, Path | None, bytes, _TextCheck]:
                     sha.update(chunk)
                 tmp, head = _gunzip(path, shown, check)
                 return sha.hexdigest(), tmp, head, check
-            chunk = first
-            while chunk:
+            for chunk in _checked_chunks(first, fh.read, check):
                 sha.update(chunk)
-                nxt = fh.read(CHUNK)
-                check.feed(chunk, final=not nxt)
-                chunk = nxt
     except OSError as exc:
         raise _open_error(path, shown, exc) from None
     return sha.hexdigest(), None, first, check
+
+
+def _checked_chunks(first: bytes, read, check: _TextCheck):
+    """``first``, then ``read(CHUNK)`` until empty, each chunk fed to ``check`` (the last one
+    marked final) before it is yielded."""
+    chunk = first
+    while chunk:
+        nxt = read(CHUNK)
+        check.feed(chunk, final=not nxt)
+        yield chunk
+        chunk = nxt
 
 
 def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
@@ -128,13 +135,9 @@ def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
     head = b""
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
-            chunk = src.read(CHUNK)
-            head = chunk
-            while chunk:
+            head = src.read(CHUNK)
+            for chunk in _checked_chunks(head, src.read, check):
                 out.write(chunk)
-                nxt = src.read(CHUNK)
-                check.feed(chunk, final=not nxt)
-                chunk = nxt
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         tmp.unlink(missing_ok=True)
         raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
