@@ -81,10 +81,10 @@ SERIES = {  # name -> (PyPI package, path inside it, label)
 }
 
 # Features that are log price ratios (divided by the scale to make them scale-free) and log
-# volatility levels (made relative to the scale).  Volume, RSI and the weekday stay as they are.
-LOG_RATIO = {"open", "high", "low", "close", "ema7", "true_range", "ret_1", "ret_5", "ret_20", "gap",
-             "hi_20", "lo_20", "vol_20"} | {f"prev{k}_{s}" for k in range(1, 6) for s in ("high", "low")}
-LOG_LEVEL = {"atr_5", "atr_20"}
+# volatility levels (made relative to the scale): the same sets as finhrm's own scale_inputs.
+# Volume, RSI and the weekday stay as they are.
+LOG_RATIO = data.features.LOG_RATIO_FEATURES
+LOG_LEVEL = data.features.LOG_LEVEL_FEATURES
 
 
 def series_path(name: str) -> Path:
