@@ -120,25 +120,34 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path):
     assert out.stdout.strip() == "3"
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat")
 def test_cores_busy_measures_over_the_start_up_and_leaves_out_its_own_work(monkeypatch):
     """The reading taken first thing (start_sample) spans the imports; the process's own CPU
-    time in that window is not 'other work', and no sleep is needed once the window is long."""
+    time in that window is not 'other work', no sleep is needed once the window is long, and a
+    stale reading is replaced.  /proc/stat and the clocks are faked, so the machine's load
+    cannot sway it."""
     import time
 
     from finhrm_cli import blas
 
+    hz = os.sysconf("SC_CLK_TCK")
+    n = os.cpu_count() or 1
+    readings = iter([(0, 0), (n * hz // 2, n * hz // 2)])  # half a second, every core busy
+    clock = {"wall": 100.0, "own": 5.0}
+    slept = []
     monkeypatch.setattr(blas, "_START", {})
+    monkeypatch.setattr(blas, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(time, "sleep", slept.append)
     blas.start_sample()
-    t = time.monotonic()
-    while time.monotonic() - t < 0.3:  # this process busy, like the imports
-        pass
-    t0 = time.monotonic()
+    clock["wall"] += 0.5            # the imports: half a second,
+    clock["own"] += 0.5             # all of it this process's own work on one core
     busy = blas.cores_busy(0.1)
-    assert time.monotonic() - t0 < 0.05        # the window was long enough: no sleep
-    assert busy < 0.6                          # our own core is not counted as taken
+    assert slept == [0.0]           # the window was long enough: no real sleep
+    assert busy == pytest.approx(n - 1)  # the other cores are taken, ours is not counted
+    readings = iter([(0, 0), (0, 0), (0, n * hz // 10)])  # the stale one, a fresh one, after the sleep
+    monkeypatch.setattr(blas, "_cpu_times", lambda: next(readings))
     blas.start_sample()
-    blas._START["wall"] -= 10                   # a stale reading is replaced, not used
-    t0 = time.monotonic()
-    blas.cores_busy(0.1)
-    assert time.monotonic() - t0 >= 0.09
+    clock["wall"] += 10             # a stale reading is replaced and slept for, not used
+    assert blas.cores_busy(0.1) == 0.0
+    assert slept[-1] == pytest.approx(0.1)
