@@ -207,7 +207,7 @@ def prepare(
     horizon: Annotated[Optional[int], typer.Option("--horizon", help="Predict the high/low this many sessions ahead. [default: 1]", rich_help_panel="Features")] = None,
     train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel="Features")] = None,
     val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation; test gets the rest. [default: 0.15]", rich_help_panel="Features")] = None,
-    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators) or hrm18 (the original 18). [default: extended]", rich_help_panel="Features")] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators), slow (extended plus a 66-250-session context that only the H module reads: two clocks) or hrm18 (the original 18). [default: extended]", rich_help_panel="Features")] = None,
     as_json: JsonOpt = False,
 ):
     """Read, check and featurize DATA; write a prepared dataset and show a summary."""
@@ -251,7 +251,7 @@ def train(
     horizon: Annotated[Optional[int], typer.Option("--horizon", help="Sessions ahead to predict. [default: 1]", rich_help_panel=_F)] = None,
     train_frac: Annotated[Optional[float], typer.Option("--train-frac", help="Share of rows for training. [default: 0.70]", rich_help_panel=_F)] = None,
     val_frac: Annotated[Optional[float], typer.Option("--val-frac", help="Share of rows for validation. [default: 0.15]", rich_help_panel=_F)] = None,
-    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators) or hrm18 (the original 18). [default: extended]", rich_help_panel=_F)] = None,
+    feature_set: Annotated[Optional[str], typer.Option("--features", help="Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long (extended plus 66/132-session ranges and range-based volatility estimators), slow (extended plus a 66-250-session context that only the H module reads: two clocks) or hrm18 (the original 18). [default: extended]", rich_help_panel=_F)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Windows per optimizer step. [default: 64]", rich_help_panel=_T)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. [default: 0.001]", rich_help_panel=_T)] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay. [default: 0.1]", rich_help_panel=_T)] = None,

@@ -43,6 +43,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "volume_window": (1, 1024),
     # model
     "n_features": (1, 1024),
+    "h_context": (0, 1023),          # trailing feature columns routed to H (< n_features)
     "d_model": (1, 4096),
     "n_heads": (1, 256),
     "h_layers": (1, 32),
@@ -168,9 +169,17 @@ class ModelConfig:
     halt_max_steps: int = 4
     halt_exploration: float = 0.1
     n_out: int = 2
+    # Two clocks: the last h_context feature columns are a slow context (set by the feature
+    # set, see data.context_width) that H reads from the window's last day; L gets the rest.
+    h_context: int = 0
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
+        if self.h_context >= self.n_features:
+            raise UsageError(
+                f"h_context ({self.h_context}) must be below n_features ({self.n_features}): "
+                "the L module needs at least one daily input."
+            )
         if self.d_model % self.n_heads:
             raise UsageError(
                 f"{label('d_model')} ({self.d_model}) must be divisible by {label('n_heads')} ({self.n_heads}); "

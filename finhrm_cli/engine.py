@@ -201,7 +201,7 @@ class Trainer:
         err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
         ref = model.buffers.halt_ref
         if self.M > 1:
-            xe = mx.stop_gradient(x_emb)
+            xe = tuple(None if e is None else mx.stop_gradient(e) for e in x_emb)
             npre = model.segment_prefix(carry, xe)
             _, _, nq_halt, nq_cont = model.segment_final(npre, xe)
             halt_t, cont_t = halt_targets(err, ref, mx.stop_gradient(nq_halt), mx.stop_gradient(nq_cont), is_last)

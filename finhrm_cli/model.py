@@ -12,6 +12,12 @@ A faithful port of sapientinc/HRM ``models/hrm/hrm_act_v1.py`` with a regression
   ``z_H = H(z_H, z_L)`` ``H_cycles`` times; every step but the last L and the last H step is
   cut from the gradient (``mx.stop_gradient``): HRM's one-step gradient.  The input goes into
   L only; H reads z_L.
+* Two clocks (``h_context > 0``, not in HRM): the last ``h_context`` feature columns are a
+  slow context (quarter- to year-long ranges, volatility and momentum).  L reads the daily
+  columns of every day; H reads z_L plus a linear embedding of the context of the window's
+  last day, added at every position: ``z_H = H(z_H, z_L + ctx)``.  The daily L module then
+  learns the context only through z_H, so the exchange between the two carries information
+  one module alone does not have.
 * ``H_init`` / ``L_init`` (truncated normal, std 1) and the target statistics of the head are
   fixed buffers: saved with the weights, never trained (frozen submodule ``buffers``).
 * CPU speed: attention runs all heads of a sample in two matmuls (block-diagonal layout),
@@ -283,7 +289,9 @@ class HRM(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.seq = cfg.seq_len + 1  # one leading summary position
-        self.embed_in = _linear(cfg.n_features, d, bias=True)
+        self.embed_in = _linear(cfg.n_features - cfg.h_context, d, bias=True)
+        if cfg.h_context:
+            self.ctx_in = _linear(cfg.h_context, d, bias=True)
         self.summary = mx.zeros((1, d))
         self.pos = trunc_normal((self.seq, d), 1.0 / math.sqrt(d))
         self.H = ReasoningModule(cfg.h_layers, d, cfg.n_heads, cfg.expansion)
@@ -326,18 +334,21 @@ class HRM(nn.Module):
         return (mx.broadcast_to(self.buffers.H_init, shape),
                 mx.broadcast_to(self.buffers.L_init, shape))
 
-    def embed(self, x: mx.array) -> mx.array:
-        """(B, seq_len, n_features) -> (B, seq_len + 1, d)."""
+    def embed(self, x: mx.array) -> tuple[mx.array, mx.array | None]:
+        """(B, seq_len, n_features) -> (L's input injection (B, seq_len + 1, d), H's slow
+        context (B, 1, d), or None without two clocks)."""
         if x.ndim != 3 or x.shape[1] != self.cfg.seq_len or x.shape[2] != self.cfg.n_features:
             raise ValueError(
                 f"expected inputs of shape (batch, {self.cfg.seq_len}, {self.cfg.n_features}), "
                 f"got {tuple(x.shape)}"
             )
         x = mx.clip(x.astype(mx.float32), -INPUT_CLIP, INPUT_CLIP)
-        tok = self.embed_in(x)
+        n_daily = self.cfg.n_features - self.cfg.h_context
+        ctx = self.ctx_in(x[:, -1:, n_daily:]) if self.cfg.h_context else None
+        tok = self.embed_in(x[:, :, :n_daily] if self.cfg.h_context else x)
         summary = mx.broadcast_to(self.summary[None], (x.shape[0], 1, self.cfg.d_model))
         tok = mx.concatenate([summary, tok], axis=1)
-        return EMBED_MIX * (tok + math.sqrt(self.cfg.d_model) * self.pos)
+        return EMBED_MIX * (tok + math.sqrt(self.cfg.d_model) * self.pos), ctx
 
     def heads(self, z_H: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         s_tok = z_H[:, 0]
@@ -349,29 +360,35 @@ class HRM(nn.Module):
         q = self.q_head(s_tok)
         return pred, q[:, 0], q[:, 1]
 
-    def segment_prefix(self, carry, x_emb: mx.array):
+    def _h_step(self, z_H: mx.array, z_L: mx.array, ctx: mx.array | None) -> mx.array:
+        return self.H(z_H, z_L if ctx is None else z_L + ctx)
+
+    def segment_prefix(self, carry, x_emb):
         """The no-gradient part of a segment: every L and H step but the last of each.
-        Returns the carry the last two steps start from (detached)."""
+        ``x_emb`` is ``embed``'s pair.  Returns the carry the last two steps start from
+        (detached)."""
         z_H, z_L = carry
+        x_in, ctx = x_emb
         hc, lc = self.cfg.h_cycles, self.cfg.l_cycles
         for h in range(hc):
             for l in range(lc):
                 if h == hc - 1 and l == lc - 1:
                     break
-                z_L = self.L(z_L, z_H + x_emb)
+                z_L = self.L(z_L, z_H + x_in)
             if h != hc - 1:
-                z_H = self.H(z_H, z_L)
+                z_H = self._h_step(z_H, z_L, ctx)
         return mx.stop_gradient(z_H), mx.stop_gradient(z_L)
 
-    def segment_final(self, pre, x_emb: mx.array):
+    def segment_final(self, pre, x_emb):
         """The last L and the last H step of a segment (the ones with a gradient) and the heads."""
         z_H, z_L = pre
-        z_L = self.L(z_L, z_H + x_emb)
-        z_H = self.H(z_H, z_L)
+        x_in, ctx = x_emb
+        z_L = self.L(z_L, z_H + x_in)
+        z_H = self._h_step(z_H, z_L, ctx)
         pred, q_halt, q_cont = self.heads(z_H)
         return (mx.stop_gradient(z_H), mx.stop_gradient(z_L)), pred, q_halt, q_cont
 
-    def segment(self, carry, x_emb: mx.array):
+    def segment(self, carry, x_emb):
         """One ACT segment.  Returns (new_carry (detached), pred (B, 2) log ratios
         [high, low], q_halt_logit (B,), q_continue_logit (B,)).  One-step gradient: only the
         last L and the last H step are differentiated."""
@@ -405,7 +422,7 @@ class HRM(nn.Module):
 
         p = self.parameters()
         out = {
-            "embed": count(p["embed_in"]) + self.summary.size + self.pos.size,
+            "embed": count(p["embed_in"]) + count(p.get("ctx_in", {})) + self.summary.size + self.pos.size,
             "H": count(p["H"]),
             "L": count(p["L"]),
             "head": count(p["head"]),

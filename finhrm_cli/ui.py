@@ -538,7 +538,7 @@ def render_inspect(r: dict) -> None:
     pt = Table(title="Model", title_justify="left", title_style="bold", box=None)
     pt.add_column("setting", style="cyan")
     pt.add_column("value", justify="right")
-    for k in ("d_model", "n_heads", "h_layers", "l_layers", "h_cycles", "l_cycles", "halt_max_steps", "halt_exploration", "seq_len", "n_features"):
+    for k in ("d_model", "n_heads", "h_layers", "l_layers", "h_cycles", "l_cycles", "halt_max_steps", "halt_exploration", "seq_len", "n_features", "h_context"):
         if k in model:
             pt.add_row(k, str(model[k]))
     for k, v in params.items():

@@ -148,6 +148,24 @@ def test_long_memory_features_equal_their_formulas():
     assert lead < 66
 
 
+def test_slow_context_features_equal_their_formulas_and_come_last():
+    d = synthetic_ohlcv(300, 5)
+    frame, _ = data.build_features(bars_df(d), FeatureConfig(feature_set="slow"))
+    names = FEATURE_SETS["slow"]
+    assert names[-data.context_width("slow"):] == data.SLOW_CONTEXT
+    assert data.context_width("extended") == 0
+    lead = 300 - frame.height
+    assert lead < 66  # the 250-session columns do not drop a year of rows
+    c, h, lo = (np.asarray(d[k], float) for k in ("close", "high", "low"))
+    for t in (frame.height - 1, 100 - lead, 30 - lead):  # full spans, and before 132 / 250 exist
+        T = lead + t
+        for n in (66, 132, 250):
+            start = max(T - n, 0)
+            assert frame[f"f_mom_{n}"][t] == pytest.approx(np.log(c[T] / c[start]), rel=1e-9), (n, t)
+        lo_n = max(T - 249, 0)
+        assert frame["f_rng_250"][t] == pytest.approx(np.log(h[lo_n:T + 1].max() / lo[lo_n:T + 1].min()), rel=1e-9)
+
+
 def test_scale_inputs_divides_log_ratios_by_the_scale():
     bars = bars_df(synthetic_ohlcv(150, 2))
     plain, _ = data.build_features(bars, FeatureConfig(feature_set="long"))

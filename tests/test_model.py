@@ -60,7 +60,7 @@ def _last_step_only_grads(model, x, carry):
     differentiate only the last L and the last H step."""
     cfg = model.cfg
     zH, zL = carry
-    x_emb = model.embed(x)
+    x_emb, _ = model.embed(x)
     for h in range(cfg.h_cycles):
         for l in range(cfg.l_cycles):
             if h == cfg.h_cycles - 1 and l == cfg.l_cycles - 1:
@@ -72,7 +72,7 @@ def _last_step_only_grads(model, x, carry):
 
     def f(params):
         model.update(params)
-        e = model.embed(x)
+        e, _ = model.embed(x)
         zl = model.L(zL0, zH0 + e)
         zh = model.H(zH0, zl)
         pred, qh, qc = model.heads(zh)
@@ -231,7 +231,7 @@ def test_shapes_and_param_counts():
     model = make(halt_max_steps=3)
     x = mx.random.normal((2, T, F))
     emb = model.embed(x)
-    assert emb.shape == (2, T + 1, 32)
+    assert emb[0].shape == (2, T + 1, 32) and emb[1] is None
     carry = model.initial_carry(2)
     (zH, zL), pred, qh, qc = model.segment(carry, emb)
     assert zH.shape == zL.shape == (2, T + 1, 32)
@@ -301,3 +301,28 @@ def test_head_orders_high_and_low_for_any_raw_output(ab, scale, c_mid):
         b.c_mid, b.scale, b.b0, model.head.weight, model.head.bias = saved
     assert not np.isnan(pred).any()
     assert (pred[:, 0] >= pred[:, 1]).all()
+
+
+def test_two_clocks_route_the_last_days_context_to_H_only():
+    """h_context = 2: L's injection ignores the context columns, H reads them from the
+    window's last day only, and they change the forecast."""
+    model = make(h_context=2)
+    x = np.random.default_rng(0).normal(size=(3, T, F)).astype(np.float32)
+    x_in, ctx = model.embed(mx.array(x))
+    assert x_in.shape == (3, T + 1, 32) and ctx.shape == (3, 1, 32)
+    base = np.array(model(mx.array(x)))
+
+    earlier = x.copy()
+    earlier[:, :-1, -2:] += 5.0  # context columns of the earlier days: ignored everywhere
+    np.testing.assert_array_equal(np.array(model(mx.array(earlier))), base)
+
+    last = x.copy()
+    last[:, -1, -2:] += 1.0  # today's context: H sees it, L's injection does not
+    x_in2, ctx2 = model.embed(mx.array(last))
+    np.testing.assert_array_equal(np.array(x_in2), np.array(x_in))
+    assert not np.allclose(np.array(ctx2), np.array(ctx))
+    assert np.abs(np.array(model(mx.array(last))) - base).max() > 1e-6
+    counts = model.param_counts()
+    assert counts["embed"] == (F - 2) * 32 + 32 + 2 * 32 + 32 + 32 + (T + 1) * 32
+    with pytest.raises(Exception, match="h_context"):
+        HRM(small_cfg(h_context=F))

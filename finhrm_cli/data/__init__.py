@@ -52,10 +52,12 @@ from finhrm_cli.data.features import (
     RSI_N,
     SCALE_FLOOR,
     SCALE_N,
+    SLOW_CONTEXT,
     TARGET_COLUMNS,
     VOLUME_FLOOR,
     _scale_expr,
     build_features,
+    context_width,
     feature_columns,
 )
 from finhrm_cli.data.dataset import SPLITS, Dataset, Normalizer, Windows, concat_windows
@@ -68,8 +70,8 @@ __all__ = [
     "PRICE_LIKE_INDICATORS", "Source", "expand_inputs", "parse_col_map", "read_bars",
     # features
     "EMA_ALPHA", "EXTENDED_EXTRA", "FEATURE_PREFIX", "FEATURE_SETS", "HRM18", "RAW_COLUMNS",
-    "RSI_MA_N", "RSI_N", "SCALE_FLOOR", "SCALE_N", "TARGET_COLUMNS", "VOLUME_FLOOR",
-    "_scale_expr", "build_features", "feature_columns",
+    "RSI_MA_N", "RSI_N", "SCALE_FLOOR", "SCALE_N", "SLOW_CONTEXT", "TARGET_COLUMNS", "VOLUME_FLOOR",
+    "_scale_expr", "build_features", "context_width", "feature_columns",
     # dataset
     "SPLITS", "Dataset", "Normalizer", "Windows", "concat_windows",
     # prepared

@@ -39,18 +39,38 @@ EXTENDED_EXTRA: list[str] = [
 LONG_EXTRA: list[str] = [
     "atr_66", "atr_132", "rng_5", "rng_22", "rng_66", "rng_132", "park_22", "gk_22", "rs_22",
 ]
+# "slow": "extended" plus a slow context for the two-clock HRM: the mean true range and the
+# high-low range over 66/132/250 sessions (about a quarter, half a year and a year), the
+# momentum over the same spans, the 22-session range and the three range-based volatility
+# estimators.  These columns come last; the model reads them from the window's last day and
+# feeds them to the H (slow) module only, while L reads the daily columns (see
+# ``context_width`` and ``ModelConfig.h_context``).
+SLOW_CONTEXT: list[str] = [
+    "atr_66", "atr_132", "atr_250", "rng_22", "rng_66", "rng_132", "rng_250",
+    "mom_66", "mom_132", "mom_250", "park_22", "gk_22", "rs_22",
+]
 FEATURE_SETS: dict[str, list[str]] = {
     "hrm18": HRM18, "extended": HRM18 + EXTENDED_EXTRA, "long": HRM18 + EXTENDED_EXTRA + LONG_EXTRA,
+    "slow": HRM18 + EXTENDED_EXTRA + SLOW_CONTEXT,
 }
+# feature sets whose trailing columns are the H module's slow context
+CONTEXT_SETS: dict[str, list[str]] = {"slow": SLOW_CONTEXT}
+
+
+def context_width(feature_set: str) -> int:
+    """How many trailing columns of ``feature_set`` are the slow context H reads (0: none)."""
+    return len(CONTEXT_SETS.get(feature_set, ()))
+
+
 # With scale_inputs, these log price ratios are divided by the day's volatility scale and
 # these log volatility levels are taken relative to it, so the inputs are scale-free.
 LOG_RATIO_FEATURES = frozenset(
     {"open", "high", "low", "ema7", "true_range", "ret_1", "ret_5", "ret_20", "gap", "hi_20", "lo_20",
-     "vol_20", "rng_5", "rng_22", "rng_66", "rng_132"}
+     "vol_20", "rng_5", "rng_22", "rng_66", "rng_132", "rng_250", "mom_66", "mom_132", "mom_250"}
     | {f"prev{k}_{s}" for k in range(1, 6) for s in ("high", "low")}
 )
-LOG_LEVEL_FEATURES = frozenset({"atr_5", "atr_20", "atr_66", "atr_132", "park_22", "gk_22", "rs_22"})
-LONG_MIN_SAMPLES = 22   # the 66- and 132-session features start from 22 sessions, not 132
+LOG_LEVEL_FEATURES = frozenset({"atr_5", "atr_20", "atr_66", "atr_132", "atr_250", "park_22", "gk_22", "rs_22"})
+LONG_MIN_SAMPLES = 22   # the 66- to 250-session features start from 22 sessions, not 250
 
 FEATURE_PREFIX = "f_"   # feature columns in Dataset.frame are "f_<name>"; raw prices keep their names
 RAW_COLUMNS = ["date", "open", "high", "low", "close", "volume", "next_high", "next_low", "scale"]
@@ -141,6 +161,13 @@ def _extra_feature(name: str) -> pl.Expr | None:
         return (var.rolling_mean(22).clip(lower_bound=1e-16).sqrt()).log()
     if name.startswith("ret_"):
         return lc - lc.shift(int(name[4:]))
+    if name.startswith("mom_"):
+        # log return over n sessions; before n sessions exist, since the first row (from
+        # LONG_MIN_SAMPLES on, so a short file keeps its rows)
+        n = int(name[4:])
+        i = pl.int_range(pl.len())
+        since = pl.when(i >= n).then(lc - lc.shift(n)).otherwise(lc - lc.first())
+        return pl.when(i >= LONG_MIN_SAMPLES - 1).then(since).otherwise(None)
     if name == "gap":
         return (pl.col("open") / pl.col("close").shift(1)).log()
     if name == "hi_20":

@@ -127,6 +127,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
         state = None
     _check_windows(dss, fcfg, tcfg)
     mcfg.n_features = len(dss[0].feature_names)
+    mcfg.h_context = data.context_width(fcfg.feature_set)
     mcfg.seq_len = fcfg.seq_len
     if resume is None:
         run_dir, run = None, None
