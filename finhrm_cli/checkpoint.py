@@ -586,6 +586,7 @@ def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
         raise RunError(f"{run_dir / CONFIG}: the model section is invalid ({exc}).") from exc
     load_weights(model, run_dir / WEIGHTS, tuple(cfg[k] for k in cfgmod.WEIGHTS_HASH_KEYS if cfg.get(k)))
     model.eval()
+    model._finhrm_blend = cfg.get("blend")  # the linear partner (finhrm_cli.linear), checked above
     return model, cfg
 
 

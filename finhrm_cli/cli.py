@@ -262,6 +262,7 @@ def train(
     ema: Annotated[Optional[float], typer.Option("--ema", help="Average the weights (exponential moving average with this decay per step); validation and the saved model use the average. 0 turns it off. [default: 0.95]", rich_help_panel=_T)] = None,
     loss: Annotated[Optional[Loss], typer.Option("--loss", help="Regression loss: mae (the score is MAE), huber or mse. [default: mae]", rich_help_panel=_T)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same weights. [default: 0]", rich_help_panel=_T)] = None,
+    blend: Annotated[Optional[bool], typer.Option("--blend/--no-blend", help="Blend the HRM with a median linear regression on the last day's inputs (fit on training rows, the HRM's weight chosen on validation; `finhrm inspect` shows it). --no-blend: the HRM alone. [default: --blend]", rich_help_panel=_T, show_default=False)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -274,7 +275,8 @@ def train(
         "model": dict(d_model=d_model, n_heads=heads, h_layers=h_layers, l_layers=l_layers, h_cycles=h_cycles,
                       l_cycles=l_cycles, halt_max_steps=halt_max_steps, halt_exploration=halt_exploration),
         "train": dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                      grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema, min_delta=min_delta),
+                      grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema, min_delta=min_delta,
+                      blend=blend),
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")

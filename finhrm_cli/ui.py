@@ -373,6 +373,8 @@ def render_train(result: dict) -> None:
     if val:
         m = next(iter(val.values()))
         rows.append(("validation MAE", f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)})"))
+    if "blend" in result:
+        rows.append(("forecast", blend_line(result.get("blend"))))
     test = {k: v for k, v in metrics.items() if k == "test"}
     show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
@@ -554,6 +556,7 @@ def render_inspect(r: dict) -> None:
         ("best val MAE", fmt_num(train.get("best_val_mae"))),
         ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
+        ("forecast", blend_line(r.get("blend"))),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -567,6 +570,18 @@ def render_inspect(r: dict) -> None:
     act = r.get("act") or {}
     if act:
         render_act(act)
+
+
+def blend_line(bl: dict | None) -> str:
+    """How a run forecasts: the HRM alone, or its blend with the linear partner and the
+    validation MAE of each (finhrm_cli.linear)."""
+    if not bl:
+        return "HRM alone"
+    w = float(bl.get("hrm_weight", 1.0))
+    v = bl.get("val_mae") or {}
+    maes = (f"; val MAE: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
+            if v else "")
+    return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression (weight chosen on validation){maes}"
 
 
 def _interval(s: dict) -> str:

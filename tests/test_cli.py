@@ -60,8 +60,12 @@ def test_train_writes_a_complete_run(trained):
     assert cfg["conformal"]["n"] > 100
     assert trained["train_samples_per_s"] > 0 and trained["best_epoch"] >= 1
     m = trained["metrics"]["test"]["results"]
-    assert set(m) == {"finhrm", "persistence", "recent range"}
+    assert set(m) == {"finhrm", "HRM alone", "persistence", "recent range"}
     assert m["finhrm"]["range_valid"] == 1.0
+    # the linear partner: fit on the training windows, its weight within [0.25, 0.75]
+    bl = cfg["blend"]
+    assert bl == trained["blend"] and 0.25 <= bl["hrm_weight"] <= 0.75
+    assert bl["rows"] == cfg["splits"]["train"]["n_windows"] and len(bl["coef_high"]) == 31
     hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
 
@@ -196,6 +200,18 @@ def test_interval_coverage_near_requested(home, trained):
         assert abs(m["coverage_low"] - cov) <= 0.05, m
 
 
+def test_no_blend_trains_the_hrm_alone_and_predicts_with_it(home, tmp_path):
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--no-blend", "--json", "--out", str(tmp_path)], home)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    cfg = json.loads((Path(summary["run"]) / "config.json").read_text())
+    assert cfg["blend"] is None and cfg["train"]["blend"] is False
+    assert set(summary["metrics"]["test"]["results"]) == {"finhrm", "persistence", "recent range"}
+    ev = json.loads(run_cli(["evaluate", summary["run"], "--json"], home).stdout)
+    assert "HRM alone" not in ev["results"]
+    assert ev["results"]["finhrm"]["mae"] == pytest.approx(summary["metrics"]["test"]["results"]["finhrm"]["mae"], rel=1e-9)
+
+
 def test_inspect_json_and_act_stats(home, trained):
     res = run_cli(["inspect", trained["run"], "--json"], home)
     assert res.exit_code == 0, res.output
@@ -205,12 +221,17 @@ def test_inspect_json_and_act_stats(home, trained):
     act = r["act"]
     assert sum(act["halting_histogram"]) == act["samples"]
     assert len(act["steps"]) == 2
-    # the per-step MAE at the last step equals evaluate's MAE on the same split
+    # the per-step MAE (the HRM's own) at the last step equals evaluate's "HRM alone" on the
+    # same split; the run's forecast blends it with the linear partner inspect reports
     ev = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--json"], home).stdout)
-    assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
+    assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
+    bl = r["blend"]
+    assert 0.25 <= bl["hrm_weight"] <= 0.75 and bl["val_mae"]["blend"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
+    assert bl["val_mae"]["hrm"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
+    assert 0.0 <= ev["results"]["HRM alone"]["dm_p"] <= 1.0
     # ... and with --act, inspect's ACT MAE and segments are evaluate --act's
     ev_act = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--act", "--json"], home).stdout)
-    assert act["mae_act"] == pytest.approx(ev_act["results"]["finhrm"]["mae"], rel=1e-9)
+    assert act["mae_act"] == pytest.approx(ev_act["results"]["HRM alone"]["mae"], rel=1e-9)
     seg = ev_act["act_segments"]
     assert seg["segments_histogram"] == act["halting_histogram"] and seg["max_segments"] == 2
     assert seg["mean_segments"] == pytest.approx(act["mean_halting_step"])

@@ -73,9 +73,12 @@ def _xy(parts, with_prices: bool = False) -> dict:
     return {k: np.concatenate([d[k] for d in ds_list]) for k in ds_list[0]}
 
 
-def _predict_parts(model, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
-    """One prediction pass over all parts' windows, split back per part (log ratios).  With
-    ``act``, ``segments`` (a dict, if given) receives the segments per row (``actstats.segments_used``)."""
+def _predict_parts(model, parts, act: bool = False, segments: dict | None = None, hrm_only: bool = False) -> list[np.ndarray]:
+    """One prediction pass over all parts' windows, split back per part (log ratios): the
+    run's forecast, the HRM blended with its linear partner when the run has one
+    (``model._finhrm_blend``, see ``finhrm_cli.linear``), or the HRM alone with ``hrm_only``.
+    With ``act``, ``segments`` (a dict, if given) receives the segments per row
+    (``actstats.segments_used``)."""
     from finhrm_cli import actstats, engine, inference, predcache
 
     sizes = [len(w) for _, w in parts]
@@ -92,6 +95,24 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
     for (ds, w), n in zip(parts, sizes):
         out.append(raw[i:i + n] * _scale(ds, w)[:, None])
         i += n
+    return out if hrm_only else _blend_parts(model, parts, out)
+
+
+HRM_ALONE = "HRM alone"  # the column evaluate adds beside a blended run's forecast
+
+
+def _blend_parts(model, parts, hrm_preds: list[np.ndarray]) -> list[np.ndarray]:
+    """The run's forecasts from the HRM's (per part, log ratios): blended with the linear
+    partner when the run has one (``finhrm_cli.linear``), else the HRM's unchanged."""
+    from finhrm_cli import linear
+
+    blend = getattr(model, "_finhrm_blend", None)
+    if not blend:
+        return hrm_preds
+    out = []
+    for p, (ds, w) in zip(hrm_preds, parts):
+        s = _scale(ds, w)[:, None]
+        out.append(linear.combine(blend, p / s, w.x[:, -1, :]) * s)
     return out
 
 
@@ -155,16 +176,19 @@ def _arrays(ds, w, pred_log, conformal, coverage, method="adaptive", cutoff=None
 def _results(a: dict) -> dict:
     """Metrics of the model and the baselines; each baseline also gets the Diebold-Mariano
     test of equal MAE against the model on the same rows (``dm_stat`` < 0: the model's
-    errors are smaller; ``dm_p``: two-sided p-value)."""
+    errors are smaller; ``dm_p``: two-sided p-value).  ``a["extra"]``: more forecasts to
+    show beside the model (e.g. the HRM alone), tested the same way."""
     w = a["w"]
-    res = {
-        "finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"]),
-        "persistence": baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close),
-        "recent range": baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close),
-    }
+    extra = a.get("extra") or {}
+    res = {"finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"])}
+    for name, (eh, el) in extra.items():
+        res[name] = baselines.metrics(eh, el, w.next_high, w.next_low, w.close)
+    res["persistence"] = baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close)
+    res["recent range"] = baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close)
     actual = np.stack([w.next_high, w.next_low], axis=1)
     e_model = np.stack([a["ph"], a["pl"]], axis=1) - actual
-    for name, (bh, bl) in (("persistence", (w.high, w.low)), ("recent range", (a["rh"], a["rl"]))):
+    others = [*extra.items(), ("persistence", (w.high, w.low)), ("recent range", (a["rh"], a["rl"]))]
+    for name, (bh, bl) in others:
         dm = baselines.diebold_mariano(e_model, np.stack([bh, bl], axis=1) - actual, a["h"])
         res[name]["dm_stat"], res[name]["dm_p"] = dm["stat"], dm["p"]
     return baselines.with_skill(res)
@@ -182,21 +206,26 @@ def _summary_of(w, res, coverage, conformal, method) -> dict:
 
 
 def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals: str = "adaptive",
-                cutoffs: list | None = None) -> dict:
+                cutoffs: list | None = None, extra: dict[str, list[np.ndarray]] | None = None) -> dict:
     """Model against the baselines, pooled over all parts, and per series when there are several.
 
     ``intervals``: "adaptive" or "split" (see ``interval_arrays``); ``cutoffs``: per part, the
-    day after which outcomes may adapt the intervals (None: every scored row).
+    day after which outcomes may adapt the intervals (None: every scored row); ``extra``:
+    name -> per-part forecasts (log ratios) scored beside the model, e.g. the HRM alone.
     """
     from finhrm_cli import data
 
     cutoffs = cutoffs or [None] * len(parts)
     arrays = [_arrays(ds, w, p, conformal, coverage, intervals, c) for (ds, w), p, c in zip(parts, preds, cutoffs)]
+    for i, ((ds, w), a) in enumerate(zip(parts, arrays)):
+        a["extra"] = {name: to_prices(_known(w, ps[i])[1], a["w"].close) for name, ps in (extra or {}).items()}
     pooled = {
         "w": data.concat_windows([a["w"] for a in arrays]),
         **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
         "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
         "h": max(a["h"] for a in arrays),
+        "extra": {name: tuple(np.concatenate([a["extra"][name][j] for a in arrays]) for j in (0, 1))
+                  for name in (extra or {})},
     }
     out = _summary_of(pooled["w"], _results(pooled), coverage, conformal, intervals)
     if len(parts) > 1:

@@ -12,7 +12,7 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, UsageError
 from finhrm_cli.service._shared import (
-    Callback, _cutoff_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
+    HRM_ALONE, Callback, _blend_parts, _cutoff_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
     interval_arrays, score_parts, to_prices,
 )
 
@@ -65,9 +65,11 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
     segments: dict = {}
-    preds = _predict_parts(model, parts, act=act, segments=segments)
+    hrm = _predict_parts(model, parts, act=act, segments=segments, hrm_only=True)
+    preds = _blend_parts(model, parts, hrm)
     cutoffs = [_cutoff_for(cfg, ds.source.name) for ds, _ in parts]
-    scored = score_parts(parts, preds, cfg.get("conformal"), coverage, intervals, cutoffs)
+    extra = {HRM_ALONE: hrm} if cfg.get("blend") else None
+    scored = score_parts(parts, preds, cfg.get("conformal"), coverage, intervals, cutoffs, extra)
     result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted

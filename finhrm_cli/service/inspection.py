@@ -127,6 +127,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
             "samples_per_s": last.get("samples_per_s"),
         },
         "history": history,
+        "blend": cfg.get("blend"),
         "metrics": metrics,
         "series": [x["name"] for x in cfg.get("series") or []],
         "act": {"on": act_on, **act_stats(model, parts, cfg.get("halt_calibration"))},

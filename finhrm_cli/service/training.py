@@ -14,7 +14,7 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
 from finhrm_cli.service._shared import (
-    Callback, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
+    HRM_ALONE, Callback, _blend_parts, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
 )
 
 
@@ -219,9 +219,32 @@ def halt_calibration(model, dss) -> dict | None:
     return fit_halt_calibration(model, _parts(dss, "train"))
 
 
+def blend_for(model, dss, cfg: dict) -> dict | None:
+    """The linear partner (``finhrm_cli.linear``): fit on the training windows' last day,
+    the HRM's weight chosen on validation; test rows are never read."""
+    from finhrm_cli import linear
+
+    tr = [(ds, w) for ds, w in _parts(dss, "train") if len(w)]
+    va = [(ds, w) for ds, w in _parts(dss, "val") if len(w)]
+    if not tr or not va:
+        return None
+    xy = _xy(tr)
+    hrm_va = [p / _scale(ds, w)[:, None] for p, (ds, w) in zip(_predict_parts(model, va, hrm_only=True), va)]
+    return linear.fit_blend(xy["x"][:, -1, :], xy["y"], hrm_va, [w.x[:, -1, :] for _, w in va],
+                            [w if ds.fcfg.scale_targets else _unit_scale(w) for ds, w in va])
+
+
+def _unit_scale(w):
+    """``w`` with a scale of 1 (a run that does not scale its targets)."""
+    import dataclasses
+
+    return dataclasses.replace(w, scale=np.ones(len(w)))
+
+
 def finalize_run(run_dir: Path, dss) -> dict:
-    """Calibrate intervals on validation and the ACT Q head on training (``halt_calibration``),
-    score validation and test, write metrics.json.
+    """Fit the linear partner (``blend``, training rows; its weight on validation), calibrate
+    intervals on validation and the ACT Q head on training (``halt_calibration``), score
+    validation and test, write metrics.json.
 
     metrics.json is the last file a run gets: its presence marks the run finished
     (``checkpoint.run_status``), so it is written only after config.json holds the conformal
@@ -229,16 +252,20 @@ def finalize_run(run_dir: Path, dss) -> dict:
     model, cfg = checkpoint.load_run(run_dir)
     cfg["halt_calibration"] = halt_calibration(model, dss)
     va = _parts(dss, "val")
-    pred_va = _predict_parts(model, va)
+    cfg["blend"] = model._finhrm_blend = blend_for(model, dss, cfg) if (cfg.get("train") or {}).get("blend", True) else None
+    hrm_va = _predict_parts(model, va, hrm_only=True)
+    pred_va = _blend_parts(model, va, hrm_va)
     cfg["conformal"] = baselines.conformal_residuals(
         np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
         np.concatenate([_scale(ds, w) for ds, w in va]),
     )
     # the validation rows calibrated the intervals: score them with the static ones
-    metrics = {"val": score_parts(va, pred_va, cfg["conformal"], 0.8, intervals="split")}
+    alone = (lambda p: {HRM_ALONE: p}) if cfg["blend"] else (lambda p: None)
+    metrics = {"val": score_parts(va, pred_va, cfg["conformal"], 0.8, intervals="split", extra=alone(hrm_va))}
     te = [(ds, w) for ds, w in _parts(dss, "test") if len(w)]
     if te:
-        metrics["test"] = score_parts(te, _predict_parts(model, te), cfg["conformal"], 0.8)
+        hrm_te = _predict_parts(model, te, hrm_only=True)
+        metrics["test"] = score_parts(te, _blend_parts(model, te, hrm_te), cfg["conformal"], 0.8, extra=alone(hrm_te))
     checkpoint.RunWriter(run_dir).save_config(cfg)
     checkpoint.RunWriter(run_dir).save_metrics(metrics)
-    return {"metrics": metrics}
+    return {"metrics": metrics, "blend": cfg["blend"]}
