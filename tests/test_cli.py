@@ -452,3 +452,27 @@ def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(home, trained, t
             assert sum(ran) > 50                          # the first call fills the cache
         else:
             assert sum(ran) == model_rows                 # then nothing, then the new session
+
+
+def test_inspect_act_table_fits_an_80_column_terminal(monkeypatch):
+    """Every cell of the ACT table is whole at 80 columns (no ellipsis), the interval in % of
+    step 1's MAE."""
+    from rich.console import Console
+
+    from finhrm_cli import ui
+
+    console = Console(width=80, record=True, highlight=False, force_terminal=False)
+    monkeypatch.setattr(ui, "out", console)
+    step = dict(mae=0.5192, q_halt=0.484, reward_rate=0.535, q_continue=0.402, halted=383, halted_share=1.0,
+                brier=0.248, auc=0.57)
+    steps = [dict(step=1, **step)] + [
+        dict(step=k, **{**step, "mae": 0.5193, "halted": 0, "halted_share": 0.0}, mae_vs_step1=0.000128,
+             mae_vs_step1_lo=-0.000138, mae_vs_step1_hi=0.000412) for k in (2, 3, 4)]
+    act = dict(on="validation split", samples=383, steps=steps, halting_histogram=[383, 0, 0, 0],
+               calibration=dict(brier=0.248, auc=0.573, mean_p_halt=0.485, reward_rate=0.537), halt_ref=0.573,
+               mean_halting_step=1.0, compute_saved=0.75, mae_all_steps=0.5194, mae_act=0.5192, mae_act_change=-0.0001,
+               best_step=1, verdict="later segments make no measurable difference on this run")
+    ui.render_act(act)
+    text = console.export_text()
+    assert "…" not in text
+    assert "+0.02% [-0.03, +0.08]" in text and "383 (100.0%)" in text
