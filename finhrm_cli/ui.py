@@ -374,7 +374,7 @@ def render_train(result: dict) -> None:
         m = next(iter(val.values()))
         rows.append(("validation MAE", f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)})"))
     if "blend" in result:
-        rows.append(("forecast", blend_line(result.get("blend"))))
+        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True))))
     test = {k: v for k, v in metrics.items() if k == "test"}
     show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
@@ -462,8 +462,15 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
     h = result.get("horizon", 1)
     ahead = "the next session" if h == 1 else f"{h} sessions ahead"
 
+    unbounded = []
+
     def iv(lo, hi):
-        return "-" if lo is None else f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
+        if lo is None:
+            return "-"
+        if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
+            unbounded.append(1)
+            return "unbounded"
+        return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
 
     if len(rows) == 1:
         r = rows[0]
@@ -498,6 +505,9 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
             note("intervals are left out at this terminal width; --format csv shows them.")
         if len(rows) > 200:
             note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
+    if unbounded:
+        note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
+             "train on a longer history or ask for a lower --coverage.")
     act_segments_note(result.get("act_segments"))
     note(f"model: {result.get('run')}")
 
@@ -556,7 +566,7 @@ def render_inspect(r: dict) -> None:
         ("best val MAE", fmt_num(train.get("best_val_mae"))),
         ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
-        ("forecast", blend_line(r.get("blend"))),
+        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True))),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -572,11 +582,12 @@ def render_inspect(r: dict) -> None:
         render_act(act)
 
 
-def blend_line(bl: dict | None) -> str:
+def blend_line(bl: dict | None, enabled: bool = True) -> str:
     """How a run forecasts: the HRM alone, or its blend with the linear partner and the
     validation MAE of each (finhrm_cli.linear)."""
     if not bl:
-        return "HRM alone"
+        return ("HRM alone (too few training or validation rows for the linear partner)" if enabled
+                else "HRM alone (--no-blend)")
     w = float(bl.get("hrm_weight", 1.0))
     v = bl.get("val_mae") or {}
     maes = (f"; val MAE: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"

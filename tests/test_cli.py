@@ -476,3 +476,19 @@ def test_inspect_act_table_fits_an_80_column_terminal(monkeypatch):
     text = console.export_text()
     assert "…" not in text
     assert "+0.02% [-0.03, +0.08]" in text and "383 (100.0%)" in text
+
+
+def test_predict_says_unbounded_instead_of_printing_infinity(monkeypatch):
+    from rich.console import Console
+
+    from finhrm_cli import ui
+
+    console = Console(width=100, record=True, highlight=False, force_terminal=False)
+    monkeypatch.setattr(ui, "out", console)
+    monkeypatch.setattr(ui, "err", console)
+    row = dict(date="2015-06-18", close=94.98, pred_high=95.48, pred_low=94.57, pred_high_lo=0.0,
+               pred_high_hi=float("inf"), pred_low_lo=0.0, pred_low_hi=float("inf"))
+    ui.render_predict({"rows": [row], "coverage": 0.8, "run": "r"}, "table")
+    text = console.export_text()
+    assert "inf" not in text.replace("interval", "") and text.count("unbounded") == 3
+    assert "too few rows to bound the 80% interval" in text

@@ -268,4 +268,4 @@ def finalize_run(run_dir: Path, dss) -> dict:
         metrics["test"] = score_parts(te, _blend_parts(model, te, hrm_te), cfg["conformal"], 0.8, extra=alone(hrm_te))
     checkpoint.RunWriter(run_dir).save_config(cfg)
     checkpoint.RunWriter(run_dir).save_metrics(metrics)
-    return {"metrics": metrics, "blend": cfg["blend"]}
+    return {"metrics": metrics, "blend": cfg["blend"], "blend_enabled": bool((cfg.get("train") or {}).get("blend", True))}
