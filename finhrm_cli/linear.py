@@ -6,10 +6,10 @@ of the vol-scaled targets on the window's last day (the same normalised inputs t
 is level with the HRM or ahead of it (test MAE / best anchor, 3-seed means: GOOG 0.981,
 S&P 500 0.993, NASDAQ 1.003 against the HRM's 0.985, 1.001, 1.017), and the blend, 0.978 /
 0.995 / 1.005, is the most robust of the three (on the S&P 500 rounded to a tick grid: blend
-1.007, HRM 1.004, linear 1.017).  The weight leans on the
-validation rows, so a series where the HRM carries less signal leans on the linear forecast
-and one where it carries more leans on the HRM; ``finhrm inspect`` shows the weight and both
-parts' validation MAE, so the HRM's share of the work is on view.
+1.007, HRM 1.004, linear 1.017).  The weight leans on the validation rows, so a series where
+the HRM carries less signal leans on the linear forecast and one where it carries more leans
+on the HRM; ``finhrm inspect`` shows the weight and both parts' validation MAE, so the HRM's
+share of the work is on view.
 
 * Fit (``fit_median``): iteratively reweighted least squares for the L1 loss with a small
   ridge penalty (the intercept is not penalised), on the **training windows only**, per
@@ -33,8 +33,8 @@ IRLS_TOL = 1e-7      # stop when the coefficients move less than this (max abs)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 # The weight kept is halfway between validation's best and equal weights: a weight fit on a
 # few hundred rows is noisy, and equal weights are the robust default of forecast
-# combination.  Measured on the 3 real series plus the S&P 500 on a 10-point tick grid
-# (3-seed mean test MAE / best anchor, see README): validation's best alone 0.980 / 0.993 /
+# combination.  Measured on stored forecasts of the 3 real series (3-seed mean) and the S&P
+# 500 on a 10-point tick grid (seed 0), test MAE / best anchor (README): validation's best alone 0.980 / 0.993 /
 # 1.002 / 1.015, equal weights 0.980 / 0.992 / 1.007 / 1.000, halfway 0.980 / 0.992 /
 # 1.004 / 1.005; the HRM alone 0.986 / 0.998 / 1.016 / 1.002.  The HRM keeps 25-75%.
 SHRINK = 0.5
