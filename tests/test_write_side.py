@@ -451,6 +451,16 @@ def test_second_ctrl_c_while_reporting_the_first_exits_130_quietly(tmp_path, mon
 
 
 def test_sigint_during_a_save_is_held_until_it_is_done():
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs with
+    # SIGINT ignored, and Python then never installs it (the test failed under `nohup make test &`)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _held_until_done()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _held_until_done():
     done = []
     with pytest.raises(KeyboardInterrupt):
         with fsutil.sigint_deferred():
