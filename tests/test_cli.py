@@ -338,6 +338,9 @@ def test_walk_forward_folds(home, trained):
     assert wf["folds"][0]["last_date"] < wf["folds"][1]["first_date"]
     maes = [f["results"]["finhrm"]["mae"] for f in wf["folds"]]
     assert wf["mean"]["finhrm"]["mae"] == pytest.approx(np.mean(maes))
+    # each fold forecasts as training does: the HRM with its own linear partner, the HRM alone beside
+    alone = [f["results"]["HRM alone"]["mae"] for f in wf["folds"]]
+    assert wf["mean"]["HRM alone"]["mae"] == pytest.approx(np.mean(alone)) and alone != maes
 
 
 def test_plot_needs_matplotlib_or_writes_png(home, trained, tmp_path):

@@ -98,7 +98,7 @@ def _moved(tmp, lines, rows, name):
 
 def test_blend_is_fit_on_training_and_validation_rows_only(runs):
     tmp, lines, base, model = runs
-    bl = training.blend_for(model, [base], {})
+    bl = training.blend_for(model, [base])
     assert bl is not None and 0.0 <= bl["hrm_weight"] <= 1.0
     assert len(bl["coef_high"]) == len(base.feature_names) + 1
     assert bl["rows"] == len(base.windows("train"))
@@ -106,10 +106,10 @@ def test_blend_is_fit_on_training_and_validation_rows_only(runs):
     first_test = n_rows - base.splits["test"]["n_windows"] + 2  # a margin past the last val target
     later = _moved(tmp, lines, range(first_test, n_rows), "test_moved.csv")
     assert not np.allclose(later.windows("test").close, base.windows("test").close)
-    assert training.blend_for(model, [later], {}) == bl
+    assert training.blend_for(model, [later]) == bl
     # the check has teeth: moving training sessions moves the coefficients
     early = _moved(tmp, lines, range(200, 260), "train_moved.csv")
-    assert training.blend_for(model, [early], {})["coef_high"] != bl["coef_high"]
+    assert training.blend_for(model, [early])["coef_high"] != bl["coef_high"]
 
 
 @pytest.mark.parametrize("bad", [

@@ -98,6 +98,28 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
     return out if hrm_only else _blend_parts(model, parts, out)
 
 
+def blend_for(model, dss) -> dict | None:
+    """The linear partner (``finhrm_cli.linear``): fit on the training windows' last day,
+    the HRM's weight chosen on validation; test rows are never read."""
+    from finhrm_cli import linear
+
+    tr = [(ds, w) for ds, w in _parts(dss, "train") if len(w)]
+    va = [(ds, w) for ds, w in _parts(dss, "val") if len(w)]
+    if not tr or not va:
+        return None
+    xy = _xy(tr)
+    hrm_va = [p / _scale(ds, w)[:, None] for p, (ds, w) in zip(_predict_parts(model, va, hrm_only=True), va)]
+    return linear.fit_blend(xy["x"][:, -1, :], xy["y"], hrm_va, [w.x[:, -1, :] for _, w in va],
+                            [w if ds.fcfg.scale_targets else _unit_scale(w) for ds, w in va])
+
+
+def _unit_scale(w):
+    """``w`` with a scale of 1 (a run that does not scale its targets)."""
+    import dataclasses
+
+    return dataclasses.replace(w, scale=np.ones(len(w)))
+
+
 HRM_ALONE = "HRM alone"  # the column evaluate adds beside a blended run's forecast
 
 

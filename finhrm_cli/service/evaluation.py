@@ -12,7 +12,7 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, UsageError
 from finhrm_cli.service._shared import (
-    HRM_ALONE, Callback, _blend_parts, _cutoff_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
+    HRM_ALONE, Callback, _blend_parts, _cutoff_for, blend_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
     interval_arrays, score_parts, to_prices,
 )
 
@@ -171,14 +171,19 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
         if callback:
             callback("fold", {"fold": i, "folds": k})
         engine.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
+        # as training does: the linear partner fit on the fold's training windows, its weight
+        # on the fold's validation, intervals from the blended validation forecasts
+        model._finhrm_blend = blend_for(model, dss) if tcfg.blend else None
         pv = _predict_parts(model, va)
         conformal = baselines.conformal_residuals(
             np.concatenate(pv), np.concatenate([w.y for _, w in va]), np.concatenate([_scale(d, w) for d, w in va]))
         te = [(d, w) for d, w in te if len(w)]
-        scored = score_parts(te, _predict_parts(model, te), conformal, coverage, intervals)
+        hrm_te = _predict_parts(model, te, hrm_only=True)
+        scored = score_parts(te, _blend_parts(model, te, hrm_te), conformal, coverage, intervals,
+                             extra={HRM_ALONE: hrm_te} if model._finhrm_blend else None)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
     mean: dict[str, dict] = {}
-    for name in folds[0]["results"]:
+    for name in [n for n in folds[0]["results"] if all(n in f["results"] for f in folds)]:
         keys = folds[0]["results"][name].keys()
         # p-values do not average; each fold's DM test is in its own results
         mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds]))

@@ -14,7 +14,7 @@ from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
 from finhrm_cli.service._shared import (
-    HRM_ALONE, Callback, _blend_parts, _parts, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
+    HRM_ALONE, Callback, _blend_parts, _parts, blend_for, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
 )
 
 
@@ -219,28 +219,6 @@ def halt_calibration(model, dss) -> dict | None:
     return fit_halt_calibration(model, _parts(dss, "train"))
 
 
-def blend_for(model, dss, cfg: dict) -> dict | None:
-    """The linear partner (``finhrm_cli.linear``): fit on the training windows' last day,
-    the HRM's weight chosen on validation; test rows are never read."""
-    from finhrm_cli import linear
-
-    tr = [(ds, w) for ds, w in _parts(dss, "train") if len(w)]
-    va = [(ds, w) for ds, w in _parts(dss, "val") if len(w)]
-    if not tr or not va:
-        return None
-    xy = _xy(tr)
-    hrm_va = [p / _scale(ds, w)[:, None] for p, (ds, w) in zip(_predict_parts(model, va, hrm_only=True), va)]
-    return linear.fit_blend(xy["x"][:, -1, :], xy["y"], hrm_va, [w.x[:, -1, :] for _, w in va],
-                            [w if ds.fcfg.scale_targets else _unit_scale(w) for ds, w in va])
-
-
-def _unit_scale(w):
-    """``w`` with a scale of 1 (a run that does not scale its targets)."""
-    import dataclasses
-
-    return dataclasses.replace(w, scale=np.ones(len(w)))
-
-
 def finalize_run(run_dir: Path, dss) -> dict:
     """Fit the linear partner (``blend``, training rows; its weight on validation), calibrate
     intervals on validation and the ACT Q head on training (``halt_calibration``), score
@@ -252,7 +230,7 @@ def finalize_run(run_dir: Path, dss) -> dict:
     model, cfg = checkpoint.load_run(run_dir)
     cfg["halt_calibration"] = halt_calibration(model, dss)
     va = _parts(dss, "val")
-    cfg["blend"] = model._finhrm_blend = blend_for(model, dss, cfg) if (cfg.get("train") or {}).get("blend", True) else None
+    cfg["blend"] = model._finhrm_blend = blend_for(model, dss) if (cfg.get("train") or {}).get("blend", True) else None
     hrm_va = _predict_parts(model, va, hrm_only=True)
     pred_va = _blend_parts(model, va, hrm_va)
     cfg["conformal"] = baselines.conformal_residuals(
