@@ -592,7 +592,10 @@ def blend_line(bl: dict | None, enabled: bool = True) -> str:
     v = bl.get("val_mae") or {}
     maes = (f"; val MAE: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
             if v else "")
-    return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression (weight chosen on validation){maes}"
+    best = v.get("best_weight")
+    how = (f"validation's best HRM weight {float(best):.2f}, taken halfway to 0.5" if isinstance(best, (int, float))
+           else "weight chosen on validation")
+    return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression ({how}){maes}"
 
 
 def _interval(s: dict, base: float | None) -> str:
