@@ -356,3 +356,18 @@ def adaptive_intervals(
             out[f"{key}_lo"] = close * np.exp(p[:, j] + lo_off * s)
             out[f"{key}_hi"] = close * np.exp(p[:, j] + hi_off * s)
     return out, final
+
+
+def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:
+    """MAE in price units of high and low (rows with known targets); None if no such rows."""
+    close = np.asarray(close, np.float64)
+    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
+    known = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(close)
+    if not known.any():
+        return None
+    p = np.asarray(pred, np.float64)[known]
+    c = close[known]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mh = float(np.mean(np.abs(c * np.exp(p[:, 0]) - nh[known])))
+        ml = float(np.mean(np.abs(c * np.exp(p[:, 1]) - nl[known])))
+    return mh, ml

@@ -77,9 +77,9 @@ LIMITS: dict[str, tuple[float, float]] = {
 # outside these bounds is damage, not a calibration.
 HALT_CAL_A = (1e-3, 1000.0)
 HALT_CAL_B = 1000.0  # |b| at most
+COEF_LIMIT = 1e6     # a run's blend coefficients (finhrm_cli.linear) above this are refused
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
-COEF_LIMIT = 1e6  # a run's blend coefficients (finhrm_cli.linear) above this are refused
 MAX_PARAMS = 250_000_000
 # Block passes in one forecast, halt_max_steps * h_cycles * (l_cycles * l_layers + h_layers):
 # inference compiles them unrolled, at about 75 ms and 0.3 MB each (2-core CPU; 48 passes for

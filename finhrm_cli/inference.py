@@ -1,10 +1,10 @@
-"""Inference with a trained HRM: all segments per window, ACT halting, price MAE (MLX + numpy).
+"""Inference with a trained HRM: all segments per window, ACT halting (MLX + numpy).
 
 Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per sample, the prediction of the first
 segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
 ``segment_outputs`` returns every segment's prediction, Q probabilities and Q logits for ACT
 statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
-``price_mae``.
+``price_mae`` (from ``finhrm_cli.baselines``).
 
 **Compiled only where it pays.**  ``mx.compile`` fuses the elementwise work into kernels that
 MLX's CPU backend builds with the system C++ compiler on first use (about 24 kernels for this
@@ -35,6 +35,7 @@ from functools import partial
 
 import numpy as np
 
+from finhrm_cli.baselines import price_mae  # noqa: F401  (re-exported: the MAE of log-ratio forecasts)
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.errors import UsageError
 
@@ -155,18 +156,3 @@ def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH
     if act:
         return predict_act(model, x, batch_size)[0]
     return _run_segments(model, x, batch_size)[0][-1]
-
-
-def price_mae(pred: np.ndarray, close, next_high, next_low) -> tuple[float, float] | None:
-    """MAE in price units of high and low (rows with known targets); None if no such rows."""
-    close = np.asarray(close, np.float64)
-    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
-    known = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(close)
-    if not known.any():
-        return None
-    p = np.asarray(pred, np.float64)[known]
-    c = close[known]
-    with np.errstate(over="ignore", invalid="ignore"):
-        mh = float(np.mean(np.abs(c * np.exp(p[:, 0]) - nh[known])))
-        ml = float(np.mean(np.abs(c * np.exp(p[:, 1]) - nl[known])))
-    return mh, ml

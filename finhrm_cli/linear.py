@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from finhrm_cli import baselines
+
 RIDGE = 1.0          # penalty on the (normalised) feature coefficients
 IRLS_ITERS = 50
 IRLS_TOL = 1e-7      # stop when the coefficients move less than this (max abs)
@@ -88,26 +90,24 @@ def combine(blend: dict | None, hrm: np.ndarray, x_last: np.ndarray) -> np.ndarr
 
 
 def price_mae(pred_units: np.ndarray, scale, close, next_high, next_low) -> float:
-    """Mean of the high and the low price MAE of forecasts in target units (rows with both
-    outcomes known)."""
+    """Mean of the high and the low price MAE (``baselines.price_mae``) of forecasts in
+    target units; NaN without a row whose outcome is known."""
     p = np.asarray(pred_units, np.float64) * np.asarray(scale, np.float64)[:, None]
-    close = np.asarray(close, np.float64)
-    nh, nl = np.asarray(next_high, np.float64), np.asarray(next_low, np.float64)
-    k = np.isfinite(nh) & np.isfinite(nl) & np.isfinite(p).all(axis=1)
-    if not k.any():
-        return float("nan")
-    return float((np.abs(close[k] * np.exp(p[k, 0]) - nh[k]).mean()
-                  + np.abs(close[k] * np.exp(p[k, 1]) - nl[k]).mean()) / 2)
+    maes = baselines.price_mae(p, close, next_high, next_low)
+    return float("nan") if maes is None else (maes[0] + maes[1]) / 2
 
 
-def choose_weight(hrm_parts, lin_parts, val_parts) -> tuple[float, dict]:
+def choose_weight(hrm_parts, lin_parts, val_parts, scales=None) -> tuple[float, dict]:
     """The HRM weight with the lowest validation MAE (each part relative to the HRM alone,
     averaged over parts).  ``*_parts``: per series (n, 2) forecasts in target units;
-    ``val_parts``: the matching validation windows.  -> (weight, {"hrm", "linear", "blend"}
-    validation MAE averaged over parts)."""
+    ``val_parts``: the matching validation windows; ``scales``: per part, the target scale
+    (default each window's volatility scale).  -> (weight, {"hrm", "linear", "blend"}
+    validation MAE averaged over parts, "best_weight")."""
+    scales = scales or [wv.scale for wv in val_parts]
+
     def mae_at(w):
-        return [price_mae(w * h + (1 - w) * lin, wv.scale, wv.close, wv.next_high, wv.next_low)
-                for h, lin, wv in zip(hrm_parts, lin_parts, val_parts)]
+        return [price_mae(w * h + (1 - w) * lin, s, wv.close, wv.next_high, wv.next_low)
+                for h, lin, wv, s in zip(hrm_parts, lin_parts, val_parts, scales)]
 
     base = np.array(mae_at(1.0))
 
@@ -128,10 +128,11 @@ def choose_weight(hrm_parts, lin_parts, val_parts) -> tuple[float, dict]:
     return w, report
 
 
-def fit_blend(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_val_parts, x_val_parts, val_parts) -> dict | None:
+def fit_blend(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_val_parts, x_val_parts, val_parts,
+              val_scales=None) -> dict | None:
     """Fit the linear part on training windows (last-day inputs ``x_train_last``, targets in
-    target units) and choose the HRM weight on validation.  None when there are too few
-    rows for either."""
+    target units) and choose the HRM weight on validation (``choose_weight``).  None when
+    there are too few rows for either."""
     y = np.asarray(y_train_units, np.float64)
     known = np.isfinite(y).all(axis=1)
     n_val = sum(int((np.isfinite(w.next_high) & np.isfinite(w.next_low)).sum()) for w in val_parts)
@@ -141,6 +142,6 @@ def fit_blend(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_val_parts
     coef = [fit_median(x, y[known, j]) for j in range(2)]
     blend = {"coef_high": [float(v) for v in coef[0]], "coef_low": [float(v) for v in coef[1]]}
     lin_parts = [predict(blend, xv) for xv in x_val_parts]
-    w, report = choose_weight(hrm_val_parts, lin_parts, val_parts)
+    w, report = choose_weight(hrm_val_parts, lin_parts, val_parts, val_scales)
     blend.update(hrm_weight=w, val_mae=report, rows=int(known.sum()))
     return blend

@@ -98,26 +98,25 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
     return out if hrm_only else _blend_parts(model, parts, out)
 
 
-def blend_for(model, dss) -> dict | None:
+def blend_for(model, dss, hrm_va: list[np.ndarray] | None = None) -> dict | None:
     """The linear partner (``finhrm_cli.linear``): fit on the training windows' last day,
-    the HRM's weight chosen on validation; test rows are never read."""
+    the HRM's weight chosen on validation; test rows are never read.  ``hrm_va``: the HRM's
+    validation forecasts (``_predict_parts(model, _parts(dss, "val"), hrm_only=True)``) when
+    the caller has them already."""
     from finhrm_cli import linear
 
     tr = [(ds, w) for ds, w in _parts(dss, "train") if len(w)]
-    va = [(ds, w) for ds, w in _parts(dss, "val") if len(w)]
-    if not tr or not va:
+    va_all = _parts(dss, "val")
+    if hrm_va is None:
+        hrm_va = _predict_parts(model, va_all, hrm_only=True)
+    keep = [i for i, (_, w) in enumerate(va_all) if len(w)]
+    if not tr or not keep:
         return None
+    va = [va_all[i] for i in keep]
+    scales = [_scale(ds, w) for ds, w in va]
     xy = _xy(tr)
-    hrm_va = [p / _scale(ds, w)[:, None] for p, (ds, w) in zip(_predict_parts(model, va, hrm_only=True), va)]
-    return linear.fit_blend(xy["x"][:, -1, :], xy["y"], hrm_va, [w.x[:, -1, :] for _, w in va],
-                            [w if ds.fcfg.scale_targets else _unit_scale(w) for ds, w in va])
-
-
-def _unit_scale(w):
-    """``w`` with a scale of 1 (a run that does not scale its targets)."""
-    import dataclasses
-
-    return dataclasses.replace(w, scale=np.ones(len(w)))
+    return linear.fit_blend(xy["x"][:, -1, :], xy["y"], [hrm_va[i] / s[:, None] for i, s in zip(keep, scales)],
+                            [w.x[:, -1, :] for _, w in va], [w for _, w in va], scales)
 
 
 HRM_ALONE = "HRM alone"  # the column evaluate adds beside a blended run's forecast
@@ -239,7 +238,7 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals
 
     cutoffs = cutoffs or [None] * len(parts)
     arrays = [_arrays(ds, w, p, conformal, coverage, intervals, c) for (ds, w), p, c in zip(parts, preds, cutoffs)]
-    for i, ((ds, w), a) in enumerate(zip(parts, arrays)):
+    for i, ((_, w), a) in enumerate(zip(parts, arrays)):
         a["extra"] = {name: to_prices(_known(w, ps[i])[1], a["w"].close) for name, ps in (extra or {}).items()}
     pooled = {
         "w": data.concat_windows([a["w"] for a in arrays]),

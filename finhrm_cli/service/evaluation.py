@@ -173,8 +173,9 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
         engine.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
         # as training does: the linear partner fit on the fold's training windows, its weight
         # on the fold's validation, intervals from the blended validation forecasts
-        model._finhrm_blend = blend_for(model, dss) if tcfg.blend else None
-        pv = _predict_parts(model, va)
+        hrm_va = _predict_parts(model, va, hrm_only=True)
+        model._finhrm_blend = blend_for(model, dss, hrm_va) if tcfg.blend else None
+        pv = _blend_parts(model, va, hrm_va)
         conformal = baselines.conformal_residuals(
             np.concatenate(pv), np.concatenate([w.y for _, w in va]), np.concatenate([_scale(d, w) for d, w in va]))
         te = [(d, w) for d, w in te if len(w)]

@@ -230,8 +230,8 @@ def finalize_run(run_dir: Path, dss) -> dict:
     model, cfg = checkpoint.load_run(run_dir)
     cfg["halt_calibration"] = halt_calibration(model, dss)
     va = _parts(dss, "val")
-    cfg["blend"] = model._finhrm_blend = blend_for(model, dss) if (cfg.get("train") or {}).get("blend", True) else None
     hrm_va = _predict_parts(model, va, hrm_only=True)
+    cfg["blend"] = model._finhrm_blend = blend_for(model, dss, hrm_va) if (cfg.get("train") or {}).get("blend", True) else None
     pred_va = _blend_parts(model, va, hrm_va)
     cfg["conformal"] = baselines.conformal_residuals(
         np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
