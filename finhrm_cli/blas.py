@@ -17,8 +17,11 @@ function with the system C++ compiler on first use and caches the shared object 
 temp folder pays the compiler again (about 130 kernels for training, 30-90 s on 2 cores).
 ``kernel_cache()`` points ``TMPDIR`` at finhrm's own cache folder before MLX is imported
 (``$FINHRM_CACHE``, else the platform's user cache folder, e.g. ``~/.cache/finhrm``), so
-only the very first run on a machine compiles.  ``FINHRM_CACHE=tmp`` keeps the system
-temp folder.  Python's own ``tempfile`` keeps the system temp folder (it is resolved
+only the very first run on a machine compiles.  That folder is code: MLX loads the shared
+objects in it and puts its path into a shell command, so it is used only under the trust
+rule of ``finhrm_cli.cache``; otherwise, and with ``FINHRM_CACHE=tmp``, kernels compile into
+a private temporary folder removed at exit (never the shared ``/tmp/mlx`` that any user may
+create first).  Python's own ``tempfile`` keeps the system temp folder (it is resolved
 before ``TMPDIR`` changes), so only MLX and the compiler it runs see the cache folder.
 """
 
@@ -59,12 +62,17 @@ def _candidates() -> list[tuple[str, str]]:
 THREAD_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+PROC_STAT = "/proc/stat"
+
+
 def _cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies of all cores from /proc/stat, or None off Linux."""
     try:
-        with open("/proc/stat") as f:
+        with open(PROC_STAT) as f:
             v = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
+        return None
+    if len(v) < 4:  # empty or cut short (containers vary): fall back to the load average
         return None
     idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
     return sum(v) - idle, sum(v)
@@ -167,11 +175,13 @@ def ensure() -> dict:
         _STATE["path"], _STATE["kind"] = path, kind
         return dict(_STATE)
     _STATE["kind"] = "reference"
+    from finhrm_cli.errors import FinhrmWarning
+
     warnings.warn(
-        "finhrm: no optimized BLAS found, so MLX runs matmuls with the slow reference BLAS "
+        "no optimized BLAS found, so MLX runs matmuls with the slow reference BLAS "
         "(about 10x slower). Fix: `pip install mkl` in finhrm's environment, or "
         "`apt-get install libopenblas0-pthread`, or point FINHRM_BLAS at a libcblas .so.",
-        RuntimeWarning,
+        FinhrmWarning,
         stacklevel=2,
     )
     return dict(_STATE)
@@ -180,29 +190,29 @@ def ensure() -> dict:
 def kernel_cache() -> str | None:
     """Point MLX's compiled-kernel cache at finhrm's cache folder (see the module notes).
 
-    Returns the folder used, or None when the system temp folder is kept (opted out, or the
-    cache folder cannot be created or written).  Never raises."""
+    Returns the persistent folder used, or None when kernels go to a private temporary folder
+    instead (the cache is off, or breaks the rule of ``finhrm_cli.cache``).  With no usable
+    folder at all, compiling is turned off (``MLX_DISABLE_COMPILE``).  Never raises."""
     if "kernel_cache" in _STATE:
         return _STATE["kernel_cache"]
     _STATE["kernel_cache"] = None
-    from finhrm_cli.fsutil import cache_root
+    from finhrm_cli import cache
 
-    root = cache_root()
-    if root is None:
-        return None
     try:
-        folder = root / "kernels"
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return None
-    except (OSError, ValueError):
-        return None
+        folder, persistent = cache.kernel_folder()
+    except Exception:  # noqa: BLE001 - a cache must never stop a command
+        folder, persistent = cache.private_temp_folder(), False
     import tempfile
 
     tempfile.gettempdir()  # resolve and keep Python's temp folder before TMPDIR moves
+    if folder is None:
+        os.environ["MLX_DISABLE_COMPILE"] = "1"
+        return None
     os.environ["TMPDIR"] = str(folder)
-    _STATE["kernel_cache"] = str(folder)
-    return str(folder)
+    _STATE["kernel_folder"] = str(folder)
+    if persistent:
+        _STATE["kernel_cache"] = str(folder)
+    return _STATE["kernel_cache"]
 
 
 def info() -> dict:

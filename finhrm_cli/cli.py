@@ -23,7 +23,22 @@ _blas.start_sample()  # the BLAS thread choice measures other work over the impo
 import typer  # noqa: E402
 
 from finhrm_cli import __version__  # noqa: E402
-from finhrm_cli.errors import FinhrmError, UsageError  # noqa: E402
+from finhrm_cli.errors import FinhrmError, FinhrmWarning, UsageError  # noqa: E402
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _python=None):
+    """finhrm's own warnings as one ``warning:`` line on stderr; others as Python shows them."""
+    if issubclass(category, FinhrmWarning):
+        from finhrm_cli import ui
+
+        ui.warn(str(message))
+    else:
+        _python(message, category, filename, lineno, file, line)
+
+
+import warnings as _warnings  # noqa: E402
+
+_warnings.showwarning = functools.partial(_show_warning, _python=_warnings.showwarning)
 
 app = typer.Typer(
     name="finhrm",

@@ -35,6 +35,11 @@ class RunError(UsageError):
     """A run folder or checkpoint is missing, corrupt or foreign."""
 
 
+class FinhrmWarning(UserWarning):
+    """Something the user should know that does not stop the command (the command line
+    prints it as one ``warning:`` line)."""
+
+
 class TrainingError(FinhrmError):
     """Training failed (for example, a non-finite loss): exit code 1."""
 

@@ -18,43 +18,24 @@ from pathlib import Path
 from typing import Any
 
 
-CACHE_OFF = ("tmp", "none", "off", "0")
-
-
-def cache_root() -> Path | None:
-    """finhrm's cache folder: ``FINHRM_CACHE`` if set, else the platform's user cache folder
-    (``~/.cache/finhrm`` on Linux); None when ``FINHRM_CACHE`` turns caching off (tmp, none,
-    off, 0).  Nothing is created here."""
-    choice = os.environ.get("FINHRM_CACHE", "").strip()
-    if choice.lower() in CACHE_OFF:
-        return None
-    try:
-        if choice:
-            return Path(choice).expanduser()
-        import platformdirs
-
-        return Path(platformdirs.user_cache_path("finhrm", appauthor=False))
-    except (OSError, ValueError, RuntimeError):
-        return None
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def write_beside(path: str | os.PathLike, write, rename: bool = True) -> Path:
+def write_beside(path: str | os.PathLike, write, rename: bool = True, mode: int | None = None) -> Path:
     """Write a file through a hidden temp file beside ``path``: ``write(temp_path)`` fills it,
     it is fsynced and (``rename``) renamed over ``path``.  Without ``rename`` the temp file's
     path is returned and the caller renames it (after writing something that must come first).
-    On any error the temp file is removed.  Parent folders are created."""
+    On any error the temp file is removed.  Parent folders are created.  The file gets the
+    mode a plain ``open()`` gives, or ``mode`` (0o600 for a cache file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would have
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
         os.close(fd)
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -73,9 +54,33 @@ def write_beside(path: str | os.PathLike, write, rename: bool = True) -> Path:
     return path if rename else Path(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def write_error(path: Path, exc: Exception) -> OSError:
+    """An OSError naming ``path`` for a write that a library failed without one (mlx says only
+    "Unable to write N bytes", polars "ComputeError: ... No space left on device"): the
+    cause read from its message, else from the state of the folder."""
+    import errno
+    import shutil
+
+    path = Path(path)
+    text = str(exc)
+    code = next((c for c, words in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "quota exceeded"),
+                                    (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"))
+                 if words in text), None)
+    if code is None:
+        code = errno.EIO
+        try:
+            if not os.access(path.parent, os.W_OK):
+                code = errno.EACCES
+            elif shutil.disk_usage(path.parent).free < 1 << 20:
+                code = errno.ENOSPC
+        except OSError:
+            pass
+    return OSError(code, f"{os.strerror(code)} ({' '.join(text.split())[:120]})", str(path))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically (creating parent folders); return the path."""
-    return write_beside(path, lambda tmp: Path(tmp).write_bytes(data))
+    return write_beside(path, lambda tmp: Path(tmp).write_bytes(data), mode=mode)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
@@ -142,7 +147,7 @@ def safe_component(name: object, default: str = "data") -> str:
     return s or default
 
 
-def _run_folder_of(path: Path) -> Path | None:
+def run_folder_of(path: Path) -> Path | None:
     """The run folder ``path`` lies in (itself or an ancestor holding config.json next to
     model.safetensors, state/ or history.jsonl), else None."""
     for d in [path, *path.parents]:
@@ -164,7 +169,7 @@ def check_run_free(path: str | os.PathLike, option: str) -> None:
     p = Path(path).expanduser()
     resolved = Path(os.path.realpath(p))
     home = Path(os.path.realpath(cfgmod.runs_dir()))
-    run = _run_folder_of(resolved)
+    run = run_folder_of(resolved)
     if run is not None:
         raise UsageError(
             f"{option} {p}: lies inside the run folder {run}; finhrm never writes outputs into a run, "
@@ -205,20 +210,29 @@ def check_output(path: str | os.PathLike | None, option: str) -> Path | None:
 STALE_SECONDS = 600.0
 
 
-def _is_temp_name(name: str) -> bool:
-    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.safetensors"))
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:[A-Za-z0-9_]+\.tmp|[0-9a-f]{12}\.tmp\.safetensors)$")
 
 
-def clean_stale_temps(folder: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
-    """Delete the hidden temp files of interrupted atomic writes (``.NAME.*.tmp``,
-    ``.NAME.*.tmp.safetensors``) under ``folder`` last modified more than ``older_than``
-    seconds ago; return what was removed.  Call it only while holding the folder's lock."""
+def temp_target(name: str) -> str | None:
+    """The file (or, for safetensors, the stem) whose atomic write left the temp file
+    ``name``; None when ``name`` is not shaped like one of finhrm's temp files."""
+    m = _TEMP_NAME.match(name)
+    return m["name"] if m else None
+
+
+def clean_stale_temps(folder: str | os.PathLike, names, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Delete the hidden temp files of interrupted atomic writes of the files ``names``
+    (``.NAME.XXXXXXXX.tmp`` from ``write_beside``; ``.STEM.<12 hex>.tmp.safetensors``
+    from safetensors writes, given by stem) under ``folder``, last modified more than
+    ``older_than`` seconds ago; return what was removed.  Any other file, however named, is
+    left alone.  Call it only while holding the folder's lock."""
+    names = set(names)
     removed: list[Path] = []
     now = time.time()
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for f in files:
-            if not _is_temp_name(f):
+            if temp_target(f) not in names:
                 continue
             p = Path(root) / f
             try:

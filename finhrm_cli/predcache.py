@@ -5,36 +5,70 @@ hundred rows on a daily file), and one new row arrives per day.  Recomputing the
 about 1.5 s on 2 CPU cores; this cache keeps each window's forecast under a digest of the
 exact model input, so the next call runs the model on the new rows only.
 
-* One file per run weights, finhrm version and mode:
-  ``<cache>/forecasts/<weights sha256>-<version>-<mode>.npz``, with
-  ``<cache>`` finhrm's user cache folder (``FINHRM_CACHE`` overrides it, as for the kernel
-  cache; ``FINHRM_CACHE=tmp`` turns this cache off).
+* One file per model identity and mode: ``<cache>/forecasts/<identity>-<mode>.npz`` in
+  finhrm's cache folder (``finhrm_cli.cache``: ``FINHRM_CACHE`` moves it, ``tmp`` turns it
+  off, and a folder that breaks the cache's trust rule is not used).
+* The identity (``identity``) is a digest of everything that determines the model's output
+  for a given input: the weights' sha256, every setting of the model (``ModelConfig``: a
+  copied run with another ``h_cycles`` or ``halt_max_steps`` is another identity), finhrm's
+  and MLX's versions and the BLAS MLX runs on.  The file also holds the identity in full,
+  and a file whose identity differs is ignored.
 * Key: BLAKE2b-128 of the window's float32 bytes (normalised features, the model's input);
-  any change in the file, the normaliser or the settings gives another key.  Value: the
-  model's raw output (log ratios in target-scale units, before the row's scale).
-* The file is untrusted input: it loads without pickle, and a file of the wrong shape, type
-  or with non-finite values is ignored (and replaced on the next write).  Writes are atomic;
-  a failed write only costs speed.  At most ``MAX_ROWS`` rows are kept (the newest).
+  any change in the file or the normaliser gives another key.  Value: the model's raw output
+  (log ratios in target-scale units, before the row's scale).
+* The file is untrusted input: it is read only under the cache's trust rule (a regular file
+  of the user's, written by nobody else), loads without pickle, and a file of the wrong
+  shape, type or with non-finite values is ignored (and replaced on the next write).  Writes
+  are atomic and private (0600); a failed write only costs speed.  At most ``MAX_ROWS`` rows
+  are kept (the newest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli.fsutil import atomic_write_bytes, cache_root
+from finhrm_cli import cache
+from finhrm_cli.fsutil import atomic_write_bytes
 
 MAX_ROWS = 50_000
 DIGEST = 16
 
 
 def folder() -> Path | None:
-    """The cache folder, or None when caching is off."""
-    root = cache_root()
-    return None if root is None else root / "forecasts"
+    """The forecast cache folder (created private), or None when caching is off or the folder
+    breaks the trust rule (``finhrm_cli.cache.trusted_folder``, which warns)."""
+    return cache.trusted_folder("forecasts")
+
+
+def identity(model) -> str:
+    """The digest naming everything that fixes ``model``'s output for an input (module
+    notes); "" for a model whose weights were not loaded from a file (never cached)."""
+    weights = getattr(model, "_finhrm_digest", None)
+    if not weights:
+        return ""
+    from finhrm_cli import __version__, blas
+
+    cfg = getattr(model, "cfg", None)
+    try:
+        import dataclasses
+
+        settings = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else repr(cfg)
+    except TypeError:
+        settings = repr(cfg)
+    try:
+        from importlib.metadata import version
+
+        mlx_version = version("mlx")
+    except Exception:  # noqa: BLE001
+        mlx_version = "?"
+    ident = {"weights": weights, "model": settings, "finhrm": __version__, "mlx": mlx_version,
+             "blas": blas.info().get("kind")}
+    return json.dumps(ident, sort_keys=True, default=str)
 
 
 def keys(x: np.ndarray) -> np.ndarray:
@@ -46,47 +80,47 @@ def keys(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _path(digest: str, mode: str) -> Path | None:
-    base = folder()
-    if base is None or not digest or not all(c in "0123456789abcdef" for c in digest):
+def _path(ident: str, mode: str) -> Path | None:
+    if not ident or not mode.isalnum():
         return None
-    from finhrm_cli import __version__
+    base = folder()
+    if base is None:
+        return None
+    name = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:40]
+    return base / f"{name}-{mode}.npz"
 
-    # the version is part of the name: a new finhrm (different maths, same weights) starts afresh
-    version = "".join(c for c in __version__ if c.isalnum() or c in ".+") or "0"
-    return base / f"{digest}-{version}-{mode}.npz"
 
-
-def load(digest: str, mode: str = "all") -> dict[bytes, np.ndarray]:
-    """{window digest: (2,) float32 forecast} for one run's weights; {} if none or unusable."""
-    path = _path(digest, mode)
-    if path is None or not path.is_file():
+def load(ident: str, mode: str = "all") -> dict[bytes, np.ndarray]:
+    """{window digest: (2,) float32 forecast} for one model identity; {} if none or unusable."""
+    path = _path(ident, mode)
+    fh = cache.open_trusted(path) if path is not None else None
+    if fh is None:
         return {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            k, v = z["keys"], z["preds"]
-        ok = (k.ndim == 2 and k.shape[1] == DIGEST and k.dtype == np.uint8 and v.dtype == np.float32
-              and v.shape == (len(k), 2) and len(k) <= MAX_ROWS and np.isfinite(v).all())
-    except Exception:  # a truncated, foreign or hostile file: ignore it
+        with fh, np.load(fh, allow_pickle=False) as z:
+            k, v, who = z["keys"], z["preds"], z["identity"]
+            ok = (k.ndim == 2 and k.shape[1] == DIGEST and k.dtype == np.uint8 and v.dtype == np.float32
+                  and v.shape == (len(k), 2) and len(k) <= MAX_ROWS and np.isfinite(v).all()
+                  and who.shape == () and str(who) == ident)
+    except Exception:  # a truncated, foreign, older or hostile file: ignore it
         return {}
     if not ok:
         return {}
     return {bytes(kk): vv for kk, vv in zip(k, v)}
 
 
-def save(digest: str, table: dict[bytes, np.ndarray], mode: str = "all") -> bool:
+def save(ident: str, table: dict[bytes, np.ndarray], mode: str = "all") -> bool:
     """Write the newest ``MAX_ROWS`` entries of ``table`` (insertion order); False if not written."""
-    path = _path(digest, mode)
+    path = _path(ident, mode)
     if path is None or not table:
         return False
     items = list(table.items())[-MAX_ROWS:]
     k = np.frombuffer(b"".join(kk for kk, _ in items), np.uint8).reshape(len(items), DIGEST)
     v = np.stack([vv for _, vv in items]).astype(np.float32)
     buf = io.BytesIO()
-    np.savez(buf, keys=k, preds=v)
+    np.savez(buf, keys=k, preds=v, identity=np.array(ident))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue(), mode=0o600)
     except OSError:
         return False
     return True
@@ -96,14 +130,14 @@ def predict(model, x: np.ndarray, predict_fn) -> np.ndarray:
     """``predict_fn(model, x)`` (n, 2) with the rows already in the cache taken from it.
     Calls of more than ``MAX_ROWS`` windows bypass the cache.
 
-    Uses the digest the weights loaded with (``model._finhrm_digest``, set by
+    The model's ``identity`` names the file (the weights' digest comes from
     ``checkpoint.load_weights``); a model without one is run in full."""
-    digest = getattr(model, "_finhrm_digest", None)
+    ident = identity(model)
     x = np.asarray(x, np.float32)
-    if not digest or len(x) == 0 or len(x) > MAX_ROWS or folder() is None:
+    if not ident or len(x) == 0 or len(x) > MAX_ROWS or folder() is None:
         return predict_fn(model, x)  # (a call beyond the cache's size would only churn it)
     k = keys(x)
-    table = load(digest)
+    table = load(ident)
     hit = np.array([bytes(kk) in table for kk in k], bool)
     out = np.empty((len(x), 2), np.float32)
     if hit.any():
@@ -115,5 +149,5 @@ def predict(model, x: np.ndarray, predict_fn) -> np.ndarray:
         if np.isfinite(fresh).all():
             for i, row in zip(miss, fresh):
                 table[bytes(k[i])] = row
-            save(digest, table)
+            save(ident, table)
     return out

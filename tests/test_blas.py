@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 from finhrm_cli.blas import info, mlx_core
 
@@ -61,6 +62,13 @@ KERNEL_PROBE = (
 )
 
 
+PRIVATE_PROBE = (
+    "import stat, pathlib\n"
+    "p = pathlib.Path(os.environ['TMPDIR'])\n"
+    "print(json.dumps({'mode': oct(stat.S_IMODE(p.stat().st_mode)), 'kernels': bool(list(p.rglob('*.so')))}))\n"
+)
+
+
 def test_compiled_kernels_are_cached_in_finhrms_cache_folder(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "FINHRM_CACHE": str(cache), "TMPDIR": str(tmp_path / "systmp")}
@@ -74,12 +82,19 @@ def test_compiled_kernels_are_cached_in_finhrms_cache_folder(tmp_path):
     assert not list((tmp_path / "systmp").rglob("*.so"))
 
 
-def test_kernel_cache_opt_out_keeps_the_system_temp_folder(tmp_path):
+def test_kernel_cache_opt_out_compiles_into_a_private_temporary_folder(tmp_path):
+    """FINHRM_CACHE=tmp: no persistent cache, and never the shared /tmp/mlx another user
+    could have made first: a 0700 folder of this process's, removed at exit."""
     env = {**os.environ, "FINHRM_CACHE": "tmp", "TMPDIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], capture_output=True, text=True, env=env, check=True)
-    res = json.loads(out.stdout)
-    assert res == {"cache": None, "tmpdir": str(tmp_path), "python_tmp": str(tmp_path)}
-    assert list(tmp_path.rglob("*.so"))
+    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE + PRIVATE_PROBE], capture_output=True, text=True,
+                         env=env, check=True)
+    res = json.loads(out.stdout.splitlines()[0])
+    private = Path(res["tmpdir"])
+    assert res["cache"] is None and res["python_tmp"] == str(tmp_path)
+    assert private.parent == tmp_path and private.name.startswith("finhrm-kernels-")
+    assert json.loads(out.stdout.splitlines()[1]) == {"mode": "0o700", "kernels": True}
+    assert not private.exists()          # removed at exit
+    assert not (tmp_path / "mlx").exists()
 
 
 def test_unwritable_cache_folder_falls_back_quietly(tmp_path):

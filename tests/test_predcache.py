@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -89,7 +92,7 @@ def test_hostile_or_broken_cache_file_is_ignored_and_replaced(cache, payload):
     out = predcache.predict(Model(), x, fn)
     assert fn.rows == 12                                 # recomputed, not read
     np.testing.assert_array_equal(out, Counter()(None, x))
-    assert len(predcache.load(Model._finhrm_digest)) == 6  # and the file is whole again
+    assert len(predcache.load(predcache.identity(Model()))) == 6  # and the file is whole again
 
 
 def test_size_is_bounded(cache, monkeypatch):
@@ -97,7 +100,7 @@ def test_size_is_bounded(cache, monkeypatch):
     fn = Counter()
     predcache.predict(Model(), windows(6, 1), fn)
     predcache.predict(Model(), windows(6, 2), fn)
-    table = predcache.load(Model._finhrm_digest)
+    table = predcache.load(predcache.identity(Model()))
     assert len(table) == 8
     assert all(bytes(k) in table for k in predcache.keys(windows(6, 2)))  # the newest are kept
 
@@ -120,8 +123,86 @@ def test_another_finhrm_version_starts_afresh(cache, monkeypatch):
     assert fn.rows == 8 and len(list(cache.glob("*.npz"))) == 2
 
 
-def test_digest_must_be_hex(cache):
+def test_a_digest_never_becomes_a_path(cache, tmp_path):
     fn = Counter()
     evil = type("Evil", (), {"_finhrm_digest": "../../etc/x"})()
     predcache.predict(evil, windows(3), fn)
-    assert not cache.exists()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(p.parent == cache for p in written)
+    assert all(len(p.name.split("-")[0]) == 40 and p.name.split("-")[0].isalnum() for p in written)
+
+
+@dataclasses.dataclass
+class Cfg:
+    h_cycles: int = 2
+    halt_max_steps: int = 4
+
+
+class Configured:
+    """A model whose output depends on its settings as well as its weights."""
+
+    _finhrm_digest = "ab" * 32
+
+    def __init__(self, **kw):
+        self.cfg = Cfg(**kw)
+
+
+class ByConfig(Counter):
+    def __call__(self, model, x):
+        return super().__call__(model, x) * model.cfg.h_cycles
+
+
+@pytest.mark.parametrize("change", [{"h_cycles": 1}, {"halt_max_steps": 2}])
+def test_same_weights_other_settings_miss(cache, change):
+    """A copied run with another model setting must never get the original's forecasts."""
+    fn, x = ByConfig(), windows(7)
+    first = predcache.predict(Configured(), x, fn)
+    other = Configured(**change)
+    out = predcache.predict(other, x, fn)
+    assert fn.rows == 14
+    np.testing.assert_array_equal(out, ByConfig()(other, x))
+    assert len(list(cache.glob("*.npz"))) == 2
+    np.testing.assert_array_equal(predcache.predict(Configured(), x, fn), first)
+    assert fn.rows == 14
+
+
+def test_a_well_formed_file_of_another_identity_is_not_served(cache):
+    """A crafted file with the right name, shapes and keys but other forecasts is ignored."""
+    fn, x = Counter(), windows(5)
+    predcache.predict(Model(), x, fn)
+    path = next(cache.glob("*.npz"))
+    buf = io.BytesIO()
+    np.savez(buf, keys=predcache.keys(x), preds=np.full((5, 2), 75.0, np.float32),
+             identity=np.array("someone else's model"))
+    path.write_bytes(buf.getvalue())
+    out = predcache.predict(Model(), x, fn)
+    assert fn.rows == 10
+    np.testing.assert_array_equal(out, Counter()(None, x))
+
+
+@pytest.mark.parametrize("how", ["group-writable", "symlink"])
+def test_a_cache_file_others_could_write_is_not_read(cache, tmp_path, how):
+    fn, x = Counter(), windows(5)
+    predcache.predict(Model(), x, fn)
+    path = next(cache.glob("*.npz"))
+    if how == "group-writable":
+        os.chmod(path, 0o664)
+    else:
+        real = tmp_path / "elsewhere.npz"
+        real.write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(real)
+    assert predcache.load(predcache.identity(Model())) == {}
+    predcache.predict(Model(), x, fn)
+    assert fn.rows == 10
+
+
+def test_cache_files_and_folders_are_private_under_any_umask(cache):
+    old = os.umask(0)
+    try:
+        predcache.predict(Model(), windows(3), Counter())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in cache.iterdir())
