@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from finhrm_cli import config as cfgmod
 from finhrm_cli.fsutil import json_default
 from finhrm_cli.errors import RunError
-from finhrm_cli.fsutil import atomic_write_text
+from finhrm_cli.fsutil import atomic_write_text, temp_target, write_error
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -37,6 +38,8 @@ METRICS = "metrics.json"
 STATE_DIR = "state"
 STATE_ARRAYS = "state.safetensors"
 STATE_JSON = "state.json"
+MARKER = ".finhrm-run"       # written first into a new run folder: {"run": its name, "id": a random id}
+DATA_DIR = "data"
 _STATE_META_KEY = "finhrm_state"
 
 
@@ -68,7 +71,7 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
         except OSError:
             raise
         except Exception as exc:  # mlx says only "Unable to write N bytes": name the file and the cause
-            raise _write_error(path, exc) from exc
+            raise write_error(path, exc) from exc
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -86,22 +89,6 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
     return path
 
 
-def _write_error(path: Path, exc: Exception) -> OSError:
-    """An OSError naming ``path`` for a write mlx failed without one (disk full, read-only, ...)."""
-    import errno
-    import shutil
-
-    code = errno.EIO
-    try:
-        if not os.access(path.parent, os.W_OK):
-            code = errno.EACCES
-        elif shutil.disk_usage(path.parent).free < 1 << 20:
-            code = errno.ENOSPC
-    except OSError:
-        pass
-    return OSError(code, f"{os.strerror(code)} ({' '.join(str(exc).split())[:120]})", str(path))
-
-
 # ---------------------------------------------------------------------------------------------
 # creating and writing
 
@@ -112,7 +99,9 @@ def _safe_name(name: str) -> str:
 
 
 def new_run_dir(data_name: str, root=None) -> Path:
-    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...)."""
+    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...), holding
+    only its marker (``MARKER``: the folder's name and a random id), which is what later lets
+    finhrm recognise a creation it abandoned as its own (``clean_abandoned``)."""
     base = _root(root)
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -124,11 +113,19 @@ def new_run_dir(data_name: str, root=None) -> Path:
         path = base / (stem if i == 1 else f"{stem}-{i}")
         try:
             path.mkdir(exist_ok=False)
-            return path
         except FileExistsError:
             continue
         except OSError as exc:
             raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
+        try:
+            atomic_write_text(path / MARKER, json.dumps({"run": path.name, "id": uuid.uuid4().hex}) + "\n")
+        except BaseException:
+            try:
+                path.rmdir()  # empty but for a temp file at most: made a moment ago, by us
+            except OSError:
+                pass
+            raise
+        return path
     raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
 
 
@@ -222,12 +219,60 @@ def run_status(run_dir) -> str:
 _RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
 
 
+def _own_marker(p: Path) -> bool:
+    """``p`` holds the marker ``new_run_dir`` wrote into it, naming ``p`` itself."""
+    try:
+        st = (p / MARKER).lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
+            return False
+        m = json.loads((p / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(m, dict) and m.get("run") == p.name and isinstance(m.get("id"), str) and len(m["id"]) == 32
+
+
+def _data_files_only(data: Path) -> bool:
+    """``data/`` holds nothing but what ``save_prepared`` writes: meta.json, features.parquet
+    and their temp files, directly or in one level of per-series folders."""
+    from finhrm_cli.data.reading import PREPARED_FRAME, PREPARED_META
+
+    ours = {PREPARED_META, PREPARED_FRAME}
+
+    def plain(f: Path) -> bool:
+        return (f.name in ours or temp_target(f.name) in ours) and not f.is_symlink() and f.is_file()
+
+    for entry in data.iterdir():
+        if entry.is_symlink():
+            return False
+        if entry.is_dir():
+            if not all(plain(f) for f in entry.iterdir()):
+                return False
+        elif not plain(entry):
+            return False
+    return True
+
+
+def abandoned_creation(p: Path) -> bool:
+    """``p`` is a run folder whose creation stopped before config.json: named as
+    ``new_run_dir`` names runs, holding its own marker, and nothing but the marker,
+    ``train.lock`` and the prepared data (checked file by file)."""
+    if p.is_symlink() or not p.is_dir() or not _RUN_NAME.search(p.name) or not _own_marker(p):
+        return False
+    names = {c.name for c in p.iterdir()}
+    if not names <= {MARKER, DATA_DIR, LOCK} or (p / CONFIG).exists():
+        return False
+    if DATA_DIR in names:
+        data = p / DATA_DIR
+        if data.is_symlink() or not data.is_dir() or not _data_files_only(data):
+            return False
+    return True
+
+
 def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
-    """Remove run folders whose creation was killed before config.json was written: no
-    config.json, named as ``new_run_dir`` names runs, only ``data/`` and ``train.lock`` in them
-    (or nothing at all), unlocked and
-    untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).  Nothing else in
-    the runs home is touched."""
+    """Remove run folders whose creation was killed before config.json was written
+    (``abandoned_creation``: finhrm's marker naming the folder, nothing foreign inside),
+    unlocked and untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).
+    A folder without finhrm's own marker is never touched, whatever its name or content."""
     import shutil
     import time
 
@@ -241,19 +286,41 @@ def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
         return removed
     for p in entries:
         try:
-            if p.is_symlink() or not p.is_dir() or (p / CONFIG).exists() or not _RUN_NAME.search(p.name):
+            if not abandoned_creation(p) or is_locked(p):
                 continue
-            names = {c.name for c in p.iterdir()}
-            if not names <= {"data", LOCK} or is_locked(p):
-                continue
-            newest = max([p.stat().st_mtime] + [(p / n).stat().st_mtime for n in names])
-            if time.time() - newest <= limit:
+            files = [p, *p.rglob("*")]
+            if time.time() - max(f.lstat().st_mtime for f in files) <= limit:
                 continue
             shutil.rmtree(p)
             removed.append(p)
         except OSError:
             continue
     return removed
+
+
+def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
+    """Undo ``new_run_dir`` after the run's data or config failed to be written (disk full,
+    Ctrl-C): release ``lock`` and remove the folder, only if it is still a creation of
+    finhrm's (``abandoned_creation``).  True when removed; never raises."""
+    import shutil
+
+    if lock is not None:
+        lock.release()
+    try:
+        if abandoned_creation(Path(run_dir)):
+            shutil.rmtree(run_dir)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def temp_names() -> set[str]:
+    """The files a run folder or a prepared folder may have interrupted temp copies of."""
+    from finhrm_cli.data.reading import PREPARED_FRAME, PREPARED_META
+
+    return {CONFIG, HISTORY, METRICS, STATE_JSON, Path(WEIGHTS).stem, Path(STATE_ARRAYS).stem, MARKER,
+            PREPARED_META, PREPARED_FRAME}
 
 
 class RunWriter:

@@ -58,7 +58,9 @@ def test_new_run_dir_names_and_never_overwrites(tmp_path, monkeypatch):
     c = checkpoint.new_run_dir("My Data", root=tmp_path / "runs")
     assert [p.name for p in (a, b, c)] == ["My-Data-20250304-050607", "My-Data-20250304-050607-2",
                                            "My-Data-20250304-050607-3"]
-    assert all(p.is_dir() and not any(p.iterdir()) for p in (a, b, c))
+    for p in (a, b, c):  # new and empty but for the marker that names the folder as finhrm's
+        assert [q.name for q in p.iterdir()] == [checkpoint.MARKER]
+        assert json.loads((p / checkpoint.MARKER).read_text())["run"] == p.name
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path):

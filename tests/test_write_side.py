@@ -474,34 +474,66 @@ def _held_until_done():
 
 
 def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
+    """Only folders finhrm made (its marker names them) and left before config.json go;
+    a look-alike of the user's, however named, old and shaped, stays."""
     runs = tmp_path / "runs"
     long_ago = time.time() - 2 * fsutil.STALE_SECONDS
 
-    def folder(name, files, old=True):
-        p = runs / name
-        (p / "data").mkdir(parents=True) if "data" in files else p.mkdir(parents=True)
+    def made(name, files=(), old=True, marker=True):
+        if marker:
+            p = checkpoint.new_run_dir("x", root=runs)
+            p = p.rename(runs / name)
+            (p / checkpoint.MARKER).write_text(json.dumps({"run": name, "id": "0" * 32}))
+        else:
+            p = runs / name
+            p.mkdir(parents=True)
         for f in files:
-            if f != "data":
-                (p / f).write_text("x")
+            q = p / f
+            q.parent.mkdir(parents=True, exist_ok=True)
+            q.write_text("x")
         if old:
-            for q in [p / "data" / "features.parquet"] if "data" in files else []:
-                q.write_text("x")
             for q in [*p.rglob("*"), p]:
                 os.utime(q, (long_ago, long_ago))
         return p
 
-    abandoned = folder("spy-20240101-101010", ["data", "train.lock"])
-    empty = folder("spy-20240101-101011-2", [])
-    fresh = folder("spy-20240101-101012", ["data", "train.lock"], old=False)
-    mine = folder("my-notes", ["data"])
-    other = folder("qqq-20240101-101013", ["data", "notes.txt"])
-    locked = folder("iwm-20240101-101014", ["train.lock"])
+    abandoned = made("spy-20240101-101010", ["data/features.parquet", "data/meta.json", "train.lock"])
+    series = made("spy-and-1-more-20240101-101015", ["data/spy/features.parquet", "data/qqq/.meta.json.ab12cd34.tmp"])
+    empty = made("spy-20240101-101011-2")
+    fresh = made("spy-20240101-101012", ["data/features.parquet", "train.lock"], old=False)
+    users = made("prices-20240101-120000", ["data/aapl.csv"], marker=False)        # issue 21, case 1
+    users_empty = made("prices-20240101-120001", marker=False)
+    foreign_in_data = made("spy-20240101-101016", ["data/features.parquet", "data/aapl.csv"])
+    other = made("qqq-20240101-101013", ["data/features.parquet", "notes.txt"])
+    copied = made("iwm-20240101-101017", ["data/features.parquet"])
+    (copied / checkpoint.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
+    os.utime(copied / checkpoint.MARKER, (long_ago, long_ago))
+    locked = made("iwm-20240101-101014", ["train.lock"])
     with checkpoint.RunLock(locked):
         os.utime(locked / "train.lock", (long_ago, long_ago))
         os.utime(locked, (long_ago, long_ago))
         new = checkpoint.new_run_dir("spy", root=runs)
-    assert not abandoned.exists() and not empty.exists()
-    assert fresh.exists() and mine.exists() and other.exists() and locked.exists() and new.exists()
+    assert not abandoned.exists() and not series.exists() and not empty.exists()
+    assert (users / "data" / "aapl.csv").read_text() == "x" and users_empty.exists()
+    for kept in (fresh, foreign_in_data, other, copied, locked, new):
+        assert kept.exists(), kept
+
+
+def test_a_run_whose_data_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, data_csv, monkeypatch):
+    """Disk full while the run's data is written (issue 21, case 7): one line naming the
+    path, exit 1, and no half-made run folder (it held only train.lock before)."""
+    import polars as pl
+
+    home = tmp_path / "home"
+    monkeypatch.setattr(pl.DataFrame, "write_parquet",
+                        lambda self, f, *a, **k: (_ for _ in ()).throw(
+                            pl.exceptions.ComputeError("parquet: No space left on device (os error 28)")))
+    res = cli(["train", data_csv, *TINY], home)
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert "no space left" in lines[0] and "features.parquet" in lines[0] and "internal error" not in lines[0]
+    runs = home / "runs"
+    assert not runs.exists() or not list(runs.iterdir())
 
 
 def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, data_csv):

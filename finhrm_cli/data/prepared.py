@@ -131,7 +131,7 @@ def save_prepared(ds: Dataset, out_dir) -> Path:
         raise DataError(f"{out}: exists and is not a prepared folder (it holds other files); pick a new or empty folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(out)
+        clean_stale_temps(out, (PREPARED_META, PREPARED_FRAME))
         target = out / PREPARED_FRAME
         tmp = _write_parquet_temp(ds.frame, target)
         try:
@@ -150,9 +150,16 @@ def save_prepared(ds: Dataset, out_dir) -> Path:
 def _write_parquet_temp(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` written and fsynced to a hidden temp file beside ``path`` (the caller renames
     it into place); polars writes the path natively, in pieces, with no copy in memory."""
-    from finhrm_cli.fsutil import write_beside
+    from finhrm_cli.fsutil import write_beside, write_error
 
-    return write_beside(path, frame.write_parquet, rename=False)
+    def write(tmp):
+        try:
+            frame.write_parquet(tmp)
+        except pl.exceptions.PolarsError as exc:  # polars says "ComputeError: ... No space left ..."
+            raise write_error(path, exc) from exc
+
+    return write_beside(path, write, rename=False)
+
 
 
 def _sha256_file(path: Path) -> str:

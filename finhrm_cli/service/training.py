@@ -72,10 +72,10 @@ def train(
         return _train(stack, paths, settings, out, resume, date_col, col_map, callback)
 
 
-def _lock(stack, run_dir: Path) -> None:
+def _lock(stack, run_dir: Path) -> checkpoint.RunLock:
     """Hold the run's lock until ``stack`` closes; a read-only run is one line."""
     try:
-        stack.enter_context(checkpoint.RunLock(run_dir))
+        return stack.enter_context(checkpoint.RunLock(run_dir))
     except OSError as exc:
         raise FilesystemError.from_oserror(exc, todo=f"training writes into its run folder, so {run_dir} must be writable") from exc
 
@@ -86,14 +86,14 @@ def _resume_hint(run_dir) -> str:
 
 def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> dict:
     from finhrm_cli import data, distributed, engine
-    from finhrm_cli.fsutil import clean_stale_temps, safe_component
+    from finhrm_cli.fsutil import clean_stale_temps
 
     t0 = time.perf_counter()
     if resume is not None:
         run_dir = checkpoint.resolve_run(resume)
         if distributed.is_main():
             _lock(stack, run_dir)
-            clean_stale_temps(run_dir)
+            clean_stale_temps(run_dir, checkpoint.temp_names())
         cfg = checkpoint.read_config(run_dir, required=cfgmod.RUN_KEYS)
         if (run_dir / checkpoint.METRICS).is_file():
             raise UsageError(
@@ -133,33 +133,16 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
         run_dir, run = None, None
         if distributed.is_main():
             run_dir = checkpoint.new_run_dir(_run_name(dss), root=out)
-            _lock(stack, run_dir)
-            run = checkpoint.RunWriter(run_dir)
-            if len(dss) == 1:
-                data.save_prepared(dss[0], run_dir / "data")
-            else:
-                for ds in dss:
-                    data.save_prepared(ds, run_dir / "data" / safe_component(ds.source.name))
-            run.save_config(
-                {
-                    "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "versions": _versions(),
-                    "features": cfgmod.to_dict(fcfg),
-                    "model": cfgmod.to_dict(mcfg),
-                    "train": cfgmod.to_dict(tcfg),
-                    "feature_names": dss[0].feature_names,
-                    "normalizer": dss[0].normalizer.to_dict(),
-                    "source": dss[0].source.to_dict(),
-                    "splits": dss[0].splits,
-                    "series": [
-                        {"name": ds.source.name, "source": ds.source.to_dict(), "splits": ds.splits, "dropped": ds.dropped}
-                        for ds in dss
-                    ],
-                    "dropped": dss[0].dropped,
-                    "conformal": None,
-                    "processes": distributed.size(),
-                }
-            )
+            lock = _lock(stack, run_dir)
+            try:
+                run = _create_run(run_dir, dss, fcfg, mcfg, tcfg)
+            except BaseException as exc:  # disk full, Ctrl-C, ...: take back the half-made folder
+                gone = checkpoint.discard_creation(run_dir, lock)
+                if isinstance(exc, OSError):
+                    raise FilesystemError.from_oserror(
+                        exc, hint=f"the half-made run folder {run_dir} was removed" if gone else None
+                    ) from exc
+                raise
         run_dir = distributed.broadcast_path(run_dir)
     try:
         summary = engine.train(
@@ -176,6 +159,40 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     if not distributed.is_main():  # rank 0 scores and writes; the others are done
         return {"run": str(run_dir), "rank": distributed.rank()}
     return _finalize(run_dir, dss, summary, t0)
+
+
+def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> checkpoint.RunWriter:
+    """The new run's prepared data copy and its config.json (the mark of a created run)."""
+    from finhrm_cli import data, distributed
+    from finhrm_cli.fsutil import safe_component
+
+    run = checkpoint.RunWriter(run_dir)
+    if len(dss) == 1:
+        data.save_prepared(dss[0], run_dir / checkpoint.DATA_DIR)
+    else:
+        for ds in dss:
+            data.save_prepared(ds, run_dir / checkpoint.DATA_DIR / safe_component(ds.source.name))
+    run.save_config(
+        {
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "features": cfgmod.to_dict(fcfg),
+            "model": cfgmod.to_dict(mcfg),
+            "train": cfgmod.to_dict(tcfg),
+            "feature_names": dss[0].feature_names,
+            "normalizer": dss[0].normalizer.to_dict(),
+            "source": dss[0].source.to_dict(),
+            "splits": dss[0].splits,
+            "series": [
+                {"name": ds.source.name, "source": ds.source.to_dict(), "splits": ds.splits, "dropped": ds.dropped}
+                for ds in dss
+            ],
+            "dropped": dss[0].dropped,
+            "conformal": None,
+            "processes": distributed.size(),
+        }
+    )
+    return run
 
 
 def _finalize(run_dir: Path, dss, summary: dict, t0: float) -> dict:
