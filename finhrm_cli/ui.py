@@ -450,7 +450,12 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
         if text is None:  # a table asked for a file: write CSV, the useful format there
             return render_predict(result, "csv", output)
         check_output(output, "--output")
-        atomic_write_text(Path(output), text)
+        try:
+            atomic_write_text(Path(output), text)
+        except OSError as exc:
+            # a full disk fails on the hidden temp file beside FILE, or names no file at all:
+            # name the file the user asked for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(output)) from exc
         note(f"{len(rows):,} prediction(s) written to {output}")
         return
     if text is not None:

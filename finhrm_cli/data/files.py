@@ -49,6 +49,7 @@ class _Raw:
     kind: str                   # "csv" | "parquet"
     separator: str = ","
     clean: bool = False         # cells already stripped of spaces (the fast CSV path)
+    unterminated: int | None = None  # the last line, if no line break ends it: a file cut off mid-write?
 
 
 # --------------------------------------------------------------------------- streaming look
@@ -308,10 +309,15 @@ def _load_csv_fast(path: Path, sep: str, header: bytes, headers: list[str], date
         pl.any_horizontal(bad or [pl.lit(False)]).alias("\x00bad"),
     ]
     parts: list[pl.DataFrame] = []
+    seen = 1  # lines so far, the header's included
+    unterminated = None
     for block in _blocks(path):
         if block.count(b'"') % 2:
             return None  # a quoted field across two blocks
         lines = block.count(b"\n") + (not block.endswith(b"\n"))
+        seen += lines
+        if not block.endswith(b"\n") and block[block.rfind(b"\n") + 1:].strip():
+            unterminated = seen  # (only the last block can end without a line break)
         try:
             df = pl.read_csv(io.BytesIO(header + b"\n" + block), separator=sep, infer_schema=False,
                              has_header=True, truncate_ragged_lines=False)
@@ -339,12 +345,13 @@ def _load_csv_fast(path: Path, sep: str, header: bytes, headers: list[str], date
     if frame.height == 0:
         return None
     if not blank.any():
-        return _Raw(frame, lambda i: f"line {i + 2}", "csv", sep, clean=True)
+        return _Raw(frame, lambda i: f"line {i + 2}", "csv", sep, clean=True, unterminated=unterminated)
     keep = ~blank
     if not keep.any():
         return None
     line_of = np.flatnonzero(keep.to_numpy()) + 2
-    return _Raw(frame.filter(keep), lambda i: f"line {int(line_of[i])}", "csv", sep, clean=True)
+    return _Raw(frame.filter(keep), lambda i: f"line {int(line_of[i])}", "csv", sep, clean=True,
+                unterminated=unterminated)
 
 
 # --------------------------------------------------------------------------- CSV, careful path
@@ -437,7 +444,12 @@ def _read_csv_text(text: str, shown: str) -> _Raw:
         raise _fail(shown, "has a header but no data rows; export the bars again.")
     line_of = (frame["_i"].to_numpy().astype(np.int64) + first_line)
     frame = frame.drop("_i")
-    return _Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep)
+    # A last non-blank line with no line break after it: a file still being written when copied?
+    last = len(lines) - 1
+    while not lines[last].strip():
+        last -= 1
+    unterminated = last + 1 if last == len(lines) - 1 else None
+    return _Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep, unterminated=unterminated)
 
 
 def _find_ragged_line(lines: list[str], head: int, sep: str, width: int):

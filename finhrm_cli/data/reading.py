@@ -29,6 +29,8 @@ from finhrm_cli.errors import DataError
 
 N_PREV = 5              # prev1_high .. prev5_low: the previous days' extremes an export may carry
 OHLC_RTOL = 1e-9
+PRICE_MAX = 1e15        # no real quote is above this: a bigger one is a corrupt cell, and near
+                        # float64's limit it would turn the predictions into inf and 0
 
 # A prepared folder (written by `finhrm prepare -o`, see prepared.py) holds these files.
 PREPARED_META = "meta.json"
@@ -259,20 +261,26 @@ def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[
 
 
 def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, shown: str, rtol: float = OHLC_RTOL) -> None:
-    """Price sanity, in chronological order: prices above 0 and low <= close <= high, up to
-    a relative ``rtol`` (the columns' representation error: float32 ones are coarse)."""
+    """Price sanity, in chronological order: prices above 0 and at most PRICE_MAX, and
+    low <= open, close <= high, up to a relative ``rtol`` (the columns' representation
+    error: float32 ones are coarse)."""
     for canon in PRICE_COLS:
         i = _first(cols[canon] <= 0)
         if i is not None:
             raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
-    hi, lo, cl = cols["high"], cols["low"], cols["close"]
+        i = _first(cols[canon] > PRICE_MAX)
+        if i is not None:
+            raise _fail(shown, f"{where(i)}: {cols[canon][i]:g} in column {mapping[canon]!r} is implausibly large for a price (above {PRICE_MAX:g}); fix or delete the row.")
+    hi, lo = cols["high"], cols["low"]
     tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
     i = _first(hi < lo - tol)
     if i is not None:
         raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
-    i = _first((cl < lo - tol) | (cl > hi + tol))
+    outside = {canon: (cols[canon] < lo - tol) | (cols[canon] > hi + tol) for canon in ("close", "open")}
+    i = _first(outside["close"] | outside["open"])
     if i is not None:
-        raise _fail(shown, f"{where(i)}: close {cl[i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping['close']!r}); fix or delete the row.")
+        canon = "close" if outside["close"][i] else "open"
+        raise _fail(shown, f"{where(i)}: {canon} {cols[canon][i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping[canon]!r}); fix or delete the row.")
 
 
 def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mapping: dict[str, str], where, shown: str) -> None:
@@ -329,8 +337,10 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
     ratio = close[1:] / close[:-1]
     jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 1.0 / JUMP_RATIO))
     if jump.size:
+        # two decimals for the ratios of splits and bad prints; a wild one (a 1e-100 close) in short form
+        fmt = lambda r: f"{r:.2f}" if 0.01 <= r < 1e4 else f"{r:.3g}"  # noqa: E731
         moves = ", ".join(
-            f"{iso(day[i + 1])} ({close[i]:g} to {close[i + 1]:g}, ratio {ratio[i]:.2f})" for i in jump[:show]
+            f"{iso(day[i + 1])} ({close[i]:g} to {close[i + 1]:g}, ratio {fmt(ratio[i])})" for i in jump[:show]
         )
         more = f" and {jump.size - show} more" if jump.size > show else ""
         warnings.append(
@@ -376,6 +386,11 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         mapping, warnings = _match_columns(headers, date_col, col_map, shown)
         raw = f.load(mapping["date"], [mapping[c] for c in CANONICAL if c in mapping and c != "date"])
         fingerprint = f.fingerprint
+    if raw.unterminated is not None:
+        warnings.append(
+            f"line {raw.unterminated} (the last) has no line break at the end: the file may have been cut off "
+            "while being written, so check that row's values."
+        )
     shape = _detect_shape(headers, mapping)
     notes: list[str] = []
     if shape == "yahoo":

@@ -130,7 +130,7 @@ def _epoch_to_dates(values: np.ndarray, header: str, where, shown) -> pl.Series:
         i = _first(~((values >= lo * 1000) & (values < hi * 1000)))
         raise _fail(
             shown,
-            f"{where(i)}: {values[i]:.0f} in column {header!r} is not a unix time in seconds or milliseconds "
+            f"{where(i)}: {values[i]:.15g} in column {header!r} is not a unix time in seconds or milliseconds "
             f"between 1900 and 2100; {_DATE_FIX}.",
         )
     days = np.floor(secs / 86400.0).astype(np.int32)
