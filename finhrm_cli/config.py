@@ -77,7 +77,9 @@ LIMITS: dict[str, tuple[float, float]] = {
 # outside these bounds is damage, not a calibration.
 HALT_CAL_A = (1e-3, 1000.0)
 HALT_CAL_B = 1000.0  # |b| at most
-COEF_LIMIT = 1e6     # a run's blend coefficients (finhrm_cli.linear) above this are refused
+COEF_LIMIT = 1e4     # blend coefficients (finhrm_cli.linear) above this are refused: fits on normalised
+                    # inputs give |c| < 1 (0.43 on the sample); a forecast still out of range is
+                    # refused when shown (service.prediction._check_range)
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000

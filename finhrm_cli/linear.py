@@ -80,13 +80,20 @@ def predict(blend: dict, x_last: np.ndarray) -> np.ndarray:
 
 
 def combine(blend: dict | None, hrm: np.ndarray, x_last: np.ndarray) -> np.ndarray:
-    """The forecast in target units: the HRM's (n, 2) alone without a blend, else the mix."""
+    """The forecast in target units: the HRM's (n, 2) alone without a blend, else the mix.
+
+    The HRM's high is never below its low (its head is built so); the linear part has no
+    such bound, so a row where the mix would cross is rearranged (high and low swapped):
+    sorting two estimates of ordered quantities never moves them further from the truth
+    (Chernozhukov, Fernández-Val and Galichon 2010, "Quantile and probability curves without
+    crossing")."""
     if not blend:
         return hrm
     w = float(blend["hrm_weight"])
     if w >= 1.0:
         return hrm
-    return w * np.asarray(hrm, np.float64) + (1.0 - w) * predict(blend, x_last)
+    mix = w * np.asarray(hrm, np.float64) + (1.0 - w) * predict(blend, x_last)
+    return np.sort(mix, axis=1)[:, ::-1]
 
 
 def price_mae(pred_units: np.ndarray, scale, close, next_high, next_low) -> float:

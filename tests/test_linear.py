@@ -122,3 +122,15 @@ def test_a_crafted_blend_in_config_json_is_refused(bad, tmp_path):
     validate_run_config(cfg, tmp_path / "config.json")
     with pytest.raises(UsageError, match="blend"):
         validate_run_config({**cfg, "blend": {**good, **bad}}, tmp_path / "config.json")
+
+
+def test_a_mix_that_would_cross_is_rearranged():
+    """The linear part can put its high below its low; the forecast never does."""
+    hrm = np.array([[0.1, -0.1], [0.3, -0.2]])
+    x = np.array([[0.0, 0.0], [0.0, 0.0]])
+    bl = {"hrm_weight": 0.25, "coef_high": [-1.0, 0.0, 0.0], "coef_low": [1.0, 0.0, 0.0]}
+    out = linear.combine(bl, hrm, x)
+    mix = 0.25 * hrm + 0.75 * np.array([[-1.0, 1.0], [-1.0, 1.0]])
+    assert (mix[:, 0] < mix[:, 1]).all()                  # the plain mix crosses
+    np.testing.assert_allclose(out, mix[:, ::-1])         # the forecast swaps the two ends
+    assert (out[:, 0] >= out[:, 1]).all()

@@ -390,3 +390,40 @@ def test_digest_added_when_an_old_run_is_resumed(tmp_path):
     writer.save_weights(engine.build_model(m, 3))
     cfg = json.loads((writer.path / "config.json").read_text())
     assert cfg["weights_sha256"] == checkpoint.file_sha256(writer.path / "model.safetensors")
+
+
+# ------------------------------------------------------------------ issue 21: forecasts a run can make
+
+
+def test_blend_coefficients_beyond_the_bound_are_one_line(home, run):
+    edit_config(run, lambda c: c["blend"].update(coef_high=[9.9e5] * len(c["blend"]["coef_high"])))
+    for args in commands(run):
+        one_line_error(cli(args, home), "config.json", "blend.coef_high")
+
+
+def test_a_forecast_out_of_any_price_range_is_never_printed(home, run):
+    """Coefficients inside the bound can still blow a forecast up: refused when shown, one
+    line, exit 2, no numpy overflow warnings, no inf or 1e112 in the output."""
+    edit_config(run, lambda c: c["blend"].update(coef_high=[9.9e3] * len(c["blend"]["coef_high"])))
+    res = cli(["predict", SAMPLE, "--model", run, "--json"], home)
+    line = one_line_error(res, str(SAMPLE), "not a price range")
+    assert "overflow" not in res.output and "Warning" not in res.output, line
+
+
+def test_a_copied_run_with_other_settings_never_gets_the_originals_forecasts(home, run, tmp_path, monkeypatch):
+    """Issue 21, case 2: same weights, another h_cycles: the forecast cache must miss."""
+    monkeypatch.setenv("FINHRM_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    edit_config(other, lambda c: c["model"].update(h_cycles=2))
+
+    def forecast(r):
+        res = cli(["predict", SAMPLE, "--model", r, "--all", "--json"], home)
+        assert res.exit_code == 0, res.output
+        return [(row["pred_high"], row["pred_low"]) for row in json.loads(res.stdout)["rows"]]
+
+    original, copied = forecast(run), forecast(other)
+    assert list((tmp_path / "cache" / "forecasts").glob("*.npz"))
+    monkeypatch.setenv("FINHRM_CACHE", "tmp")
+    assert forecast(other) == copied != original
+    assert forecast(run) == original

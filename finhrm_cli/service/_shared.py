@@ -42,7 +42,8 @@ def _iso(d: Any) -> str:
 def to_prices(pred_log: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     close = np.asarray(close, np.float64)
     p = np.asarray(pred_log, np.float64)
-    return close * np.exp(p[:, 0]), close * np.exp(p[:, 1])
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused where it is shown
+        return close * np.exp(p[:, 0]), close * np.exp(p[:, 1])
 
 
 

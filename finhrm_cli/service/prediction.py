@@ -46,6 +46,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
             w, pred = w.subset(last), pred[last]
             iv = {k: v[last] for k, v in iv.items()} if iv else None
         ph, pl = to_prices(pred, w.close)
+        _check_range(ds, w, ph, pl)
         for i in range(len(w)):
             r = {"ticker": ds.source.name} if len(parts) > 1 else {}
             r.update({
@@ -68,3 +69,25 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         "rows": rows,
         **({"act_segments": segments} if act else {}),
     }
+
+
+MAX_MOVE = 1e3  # a forecast high above 1000x the close, or a low below 1/1000 of it, is no forecast
+
+
+def _check_range(ds, w, ph: np.ndarray, pl: np.ndarray) -> None:
+    """Never print a forecast that is not a price range: both ends finite, the high not below
+    the low, neither beyond ``MAX_MOVE`` times the close either way.  The model and its
+    linear partner keep the order by construction (``model`` and ``linear.combine``), so a
+    row that breaks this has inputs or a run far out of range: one line naming it, exit 2."""
+    close = np.asarray(w.close, np.float64)
+    with np.errstate(all="ignore"):
+        ok = (np.isfinite(ph) & np.isfinite(pl) & (ph >= pl)
+              & (ph <= close * MAX_MOVE) & (pl >= close / MAX_MOVE))
+    if ok.all():
+        return
+    i = int(np.flatnonzero(~ok)[0])
+    raise DataError(
+        f"{ds.source.path}: the forecast after {_iso(w.dates[i])} (close {w.close[i]:.6g}) is not a price range "
+        f"(high {ph[i]:.6g}, low {pl[i]:.6g}); that row's values or the run's settings are far out of range: "
+        "check the row, or train the run again."
+    )
