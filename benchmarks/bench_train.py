@@ -73,7 +73,9 @@ def run(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import numpy as np
 
-    from finhrm_cli import blas, engine
+    from finhrm_cli import blas
+    from finhrm_cli.train import step
+    from finhrm_cli.forecast import inference
     from finhrm_cli.config import ModelConfig, TrainConfig
 
     mx = blas.mlx_core()
@@ -84,7 +86,7 @@ def run(args) -> None:
         halt_max_steps=args.halt_max_steps, halt_exploration=0.1,
     )
     tcfg = TrainConfig(batch_size=args.batch, grad_accum=args.grad_accum, lr=1e-4, weight_decay=0.1)
-    model = engine.build_model(mcfg, 0)
+    model = step.build_model(mcfg, 0)
     rng = np.random.default_rng(0)
     n = args.warmup + args.steps
     A, B, T, F = args.grad_accum, args.batch, args.seq_len, args.features
@@ -92,7 +94,7 @@ def run(args) -> None:
     ys = rng.standard_normal((n, A, B, 2)).astype(np.float32)
     model.set_target_stats(ys.reshape(-1, 2))
     # every batch runs all segments (training never skips them), the reference's worst case
-    trainer = engine.Trainer(model, tcfg, n * args.halt_max_steps, seed=0)
+    trainer = step.Trainer(model, tcfg, n * args.halt_max_steps, seed=0)
 
     def step(i):
         out = trainer.train_batch(mx.array(xs[i]), mx.array(ys[i]))
@@ -109,10 +111,10 @@ def run(args) -> None:
 
     xi = rng.standard_normal((n, args.infer_batch, T, F)).astype(np.float32)
     for i in range(args.warmup):
-        engine.predict(model, xi[i], batch_size=args.infer_batch)
+        inference.predict(model, xi[i], batch_size=args.infer_batch)
     t0 = time.perf_counter()
     for i in range(args.warmup, n):
-        engine.predict(model, xi[i], batch_size=args.infer_batch)
+        inference.predict(model, xi[i], batch_size=args.infer_batch)
     infer_s = time.perf_counter() - t0
 
     print(json.dumps({

@@ -71,7 +71,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finhrm_cli import baselines, data  # noqa: E402
+from finhrm_cli import data  # noqa: E402
+from finhrm_cli.forecast import baselines
 from finhrm_cli.config import FeatureConfig  # noqa: E402
 
 SERIES = {  # name -> (PyPI package, path inside it, label)

@@ -2,7 +2,7 @@
 
 Two caches share one root (``FINHRM_CACHE``, else the platform's user cache folder, e.g.
 ``~/.cache/finhrm``): ``kernels/``, MLX's compiled CPU kernels, and ``forecasts/``, forecasts
-already made (``finhrm_cli.predcache``).  Both are trusted completely once used: MLX loads
+already made (``finhrm_cli.forecast.memo``).  Both are trusted completely once used: MLX loads
 the shared objects in ``kernels/`` into the process and puts that folder's path into a shell
 command for the C++ compiler, and a forecast read from ``forecasts/`` is printed as the
 model's.  So the cache is treated as ssh treats ``~/.ssh``.

@@ -71,13 +71,13 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 # A run's "halt_calibration" in config.json: the map logit' = a * logit + b that
 # ``service.training.finalize_run`` fits to the ACT Q head on the training rows
-# (``finhrm_cli.actstats.platt_fit``, which keeps its result inside these bounds).  a must be
+# (``finhrm_cli.forecast.actstats.platt_fit``, which keeps its result inside these bounds).  a must be
 # positive, so the map keeps every halting decision.  The default runs on the sample data give
 # a = 1.9-26 (the raw logits barely vary, so the map stretches them) and |b| < 0.7; a value
 # outside these bounds is damage, not a calibration.
 HALT_CAL_A = (1e-3, 1000.0)
 HALT_CAL_B = 1000.0  # |b| at most
-COEF_LIMIT = 1e4     # blend coefficients (finhrm_cli.linear) above this are refused: fits on normalised
+COEF_LIMIT = 1e4     # blend coefficients (finhrm_cli.forecast.linear) above this are refused: fits on normalised
                     # inputs give |c| < 1 (0.43 on the sample); a forecast still out of range is
                     # refused when shown (service.prediction._check_range)
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
@@ -240,7 +240,7 @@ class TrainConfig:
     # curve, so early stopping no longer picks a lucky or unlucky epoch.  0 turns it off.
     ema: float = 0.95
     # Blend the HRM with a median (L1) linear regression on the last day's inputs, fit on the
-    # training windows, the HRM's weight chosen on validation (finhrm_cli.linear).  On the
+    # training windows, the HRM's weight chosen on validation (finhrm_cli.forecast.linear).  On the
     # real series, 3-seed test MAE / best anchor, HRM alone -> blend: GOOG 0.985 -> 0.978,
     # S&P 500 1.001 -> 0.995, NASDAQ 1.017 -> 1.005; see README.  False: the HRM alone.
     blend: bool = True
@@ -397,7 +397,7 @@ def validate_run_config(cfg: Any, path: Path, required: tuple[str, ...] = ("mode
 
 
 def _check_blend(bl: Any, cfg: dict) -> None:
-    """A run's ``blend`` (finhrm_cli.linear): the HRM weight in [0, 1] and one finite
+    """A run's ``blend`` (finhrm_cli.forecast.linear): the HRM weight in [0, 1] and one finite
     coefficient per feature plus the intercept for the high and the low."""
     if bl is None:
         return

@@ -589,7 +589,7 @@ def render_inspect(r: dict) -> None:
 
 def blend_line(bl: dict | None, enabled: bool = True) -> str:
     """How a run forecasts: the HRM alone, or its blend with the linear partner and the
-    validation MAE of each (finhrm_cli.linear)."""
+    validation MAE of each (finhrm_cli.forecast.linear)."""
     if not bl:
         return ("HRM alone (too few training or validation rows for the linear partner)" if enabled
                 else "HRM alone (--no-blend)")

@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from finhrm_cli import actstats
+from finhrm_cli.forecast import actstats
 
 
 def test_brier_score():

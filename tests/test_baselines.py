@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from finhrm_cli import baselines
+from finhrm_cli.forecast import baselines
 
 
 def test_persistence_metrics_by_hand():

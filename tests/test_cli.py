@@ -420,21 +420,21 @@ def test_predict_warns_about_suspicious_data_in_the_file_it_reads(home, trained,
 
 
 def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(home, trained, tmp_path, monkeypatch):
-    """The forecast cache (finhrm_cli.predcache): the second predict runs the model on no
+    """The forecast cache (finhrm_cli.forecast.memo): the second predict runs the model on no
     row it has seen, a file with one more session on that row only, and the output is the
     same as with the cache off."""
     import polars as pl
 
-    from finhrm_cli import engine
+    from finhrm_cli.forecast import inference
 
     ran = []
-    real = engine.predict
+    real = inference.predict
 
     def spy(model, x, **kw):
         ran.append(len(x))
         return real(model, x, **kw)
 
-    monkeypatch.setattr(engine, "predict", spy)
+    monkeypatch.setattr(inference, "predict", spy)
     df = pl.read_csv(SAMPLE_TV)
     short = tmp_path / "short.csv"
     df.head(df.height - 1).write_csv(short)

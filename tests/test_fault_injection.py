@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import synthetic_ohlcv
-from finhrm_cli import checkpoint
+from finhrm_cli.run import store
 from finhrm_cli.cli import app
 
 pytestmark = pytest.mark.slow
@@ -92,16 +92,16 @@ def _check_left_behind(run: Path, data: Path, home: Path, what: str) -> str:
     """The run must be complete, or resumable to complete; returns what it was."""
     if not (run / "config.json").exists():
         # killed while the folder was being filled: not a run, and nothing treats it as one
-        assert run.name not in [r["name"] for r in checkpoint.list_runs(run.parent)], what
+        assert run.name not in [r["name"] for r in store.list_runs(run.parent)], what
         # ...and a later run creation removes it once it is stale (here: at once)
-        assert checkpoint.clean_abandoned(run.parent, older_than=-1) == [run], (what, list(run.iterdir()))
+        assert store.clean_abandoned(run.parent, older_than=-1) == [run], (what, list(run.iterdir()))
         return "abandoned, cleaned"
-    status = checkpoint.run_status(run)
+    status = store.run_status(run)
     assert status != "training", f"{what}: the dead process still holds the lock"
     if status == "unfinished":
         res = _cli(["train", "--resume", run, "--quiet", "--json"], home)
         assert res.exit_code == 0, f"{what}: resume failed: {res.output}"
-        assert checkpoint.run_status(run) == "finished", what
+        assert store.run_status(run) == "finished", what
     res = _cli(["predict", data, "--model", run, "--json"], home)
     assert res.exit_code == 0, f"{what}: {res.output}"
     row = json.loads(res.stdout)["rows"][0]
@@ -161,6 +161,6 @@ def test_kills_at_random_points_leave_complete_or_resumable_runs(tmp_path):
         outcomes.append((name, _check_left_behind(new[0], data, t.home, what)))
 
     # every run the home lists is finished now, and latest-run lookups find one
-    listed = checkpoint.list_runs(t.runs)
+    listed = store.list_runs(t.runs)
     assert listed and all(r["status"] == "finished" for r in listed), (seed, outcomes)
     print(f"seed {seed}: final stage caught before metrics.json: {final_caught}; outcomes {outcomes}")

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finhrm_cli import actstats, data, engine
+from finhrm_cli import data
+from finhrm_cli.forecast import actstats
+from finhrm_cli.train import step
+from finhrm_cli.forecast import inference
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.config import FeatureConfig, ModelConfig
 from finhrm_cli.service import inspection, training
@@ -53,15 +56,15 @@ def sample(tmp_path_factory):
     last = np.datetime64(base.splits["train"]["last_date"], "D")
     days = [np.datetime64(int(ln.split(",")[0]), "s").astype("datetime64[D]") for ln in lines[1:]]
     after = [i for i, d in enumerate(days) if d > last]
-    model = engine.build_model(ModelConfig(n_features=len(base.feature_names), seq_len=10, d_model=32, n_heads=2,
+    model = step.build_model(ModelConfig(n_features=len(base.feature_names), seq_len=10, d_model=32, n_heads=2,
                                            h_layers=1, l_layers=1, h_cycles=1, l_cycles=1, halt_max_steps=3), 3)
     model.q_head.weight = mx.array(np.random.default_rng(0).normal(0.0, 0.3, (2, 32)).astype(np.float32))
     model.q_head.bias = mx.array([0.0, 0.0])
-    seg = engine.segment_outputs(model, base.windows("train").x)
+    seg = inference.segment_outputs(model, base.windows("train").x)
     # q_continue level with q_halt at step 1, so rows halt at different steps
     model.q_head.bias = mx.array([0.0, float(np.median(seg["q_halt_logit"][0] - seg["q_continue_logit"][0]))])
     o = inspection._act_outputs(model, _parts([base], "train"))
-    unit = np.abs(np.asarray(engine.segment_outputs(model, base.windows("train").x)["preds"], np.float64)
+    unit = np.abs(np.asarray(inference.segment_outputs(model, base.windows("train").x)["preds"], np.float64)
                   - base.windows("train").y / base.windows("train").scale[:, None]).mean(-1)
     model.buffers.halt_ref = mx.array([float(np.median(unit))])  # rewards of both kinds
     assert o["q_halt_logit"].std() > 0.05  # the logits vary from row to row
@@ -90,7 +93,7 @@ def test_calibration_is_fit_on_training_rows_only(sample):
 def test_inspect_maps_both_q_outputs_and_keeps_where_rows_halt(sample):
     model, base = sample["model"], sample["base"]
     parts = _parts([base], "val")
-    seg = engine.segment_outputs(model, base.windows("val").x)
+    seg = inference.segment_outputs(model, base.windows("val").x)
     plain = inspection.act_stats(model, parts)
     assert plain["halt_calibration"] is None
     assert plain["uncalibrated"]["brier"] == pytest.approx(plain["calibration"]["brier"], rel=1e-6)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finhrm_cli import engine, halting
+from finhrm_cli.train import step
+from finhrm_cli.forecast import inference
+from finhrm_cli.train import halting
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.config import TrainConfig
 
@@ -57,13 +59,13 @@ def test_running_reference_tracks_the_median_of_recent_errors():
 
 
 def _trainer(lr, reuse, seed=0, M=3, q_scale=0.3):
-    model = engine.build_model(mcfg(h_cycles=2, l_cycles=2, halt_max_steps=M, halt_exploration=0.0), seed)
+    model = step.build_model(mcfg(h_cycles=2, l_cycles=2, halt_max_steps=M, halt_exploration=0.0), seed)
     d = data(16, 4)
     model.set_target_stats(d["y"])
     # a Q head that says different things for different samples
     model.q_head.weight = mx.random.normal((2, 32), key=mx.random.key(1)) * q_scale
     model.q_head.bias = mx.zeros((2,))
-    tr = engine.Trainer(model, TrainConfig(batch_size=8, grad_accum=2, lr=lr, weight_decay=0.1), 100,
+    tr = step.Trainer(model, TrainConfig(batch_size=8, grad_accum=2, lr=lr, weight_decay=0.1), 100,
                         reuse_pass=reuse)
     return model, tr, mx.array(d["x"].reshape(2, 8, *d["x"].shape[1:])), mx.array(d["y"].reshape(2, 8, 2))
 
@@ -96,9 +98,9 @@ def test_training_loss_uses_the_halting_reward_for_every_sample_and_segment():
     model, tr, x, y = _trainer(0.0, True, M=3, q_scale=1.0)
     xs = np.array(x).reshape(16, *x.shape[2:])
     ys = np.array(y).reshape(16, 2)
-    longer = engine.build_model(mcfg(h_cycles=2, l_cycles=2, halt_max_steps=4), 9)  # one more segment
+    longer = step.build_model(mcfg(h_cycles=2, l_cycles=2, halt_max_steps=4), 9)  # one more segment
     longer.load_weights(list(tree_flatten(model.parameters())))
-    seg = engine.segment_outputs(longer, xs)
+    seg = inference.segment_outputs(longer, xs)
     err = np.abs(seg["preds"] - ys[None]).mean(-1) / float(model.buffers.scale[0])  # (4, n)
     model.buffers.halt_ref = mx.array([float(np.median(err[:3]))])  # targets of both kinds
     ref = float(model.buffers.halt_ref[0])
@@ -121,12 +123,12 @@ def test_training_loss_uses_the_halting_reward_for_every_sample_and_segment():
 
 
 def test_a_model_saved_before_the_reference_existed_still_loads():
-    from finhrm_cli.model import HALT_REF_INIT
+    from finhrm_cli.model.hrm import HALT_REF_INIT
 
-    old = engine.build_model(mcfg(), 0)
+    old = step.build_model(mcfg(), 0)
     old.buffers.halt_ref = mx.array([0.3])
     arrays = [(k, v) for k, v in tree_flatten(old.parameters()) if k != "buffers.halt_ref"]
-    new = engine.build_model(mcfg(), 1)
+    new = step.build_model(mcfg(), 1)
     new.buffers.halt_ref = mx.array([0.7])
     new.load_weights(arrays)
     assert float(new.buffers.halt_ref[0]) == HALT_REF_INIT

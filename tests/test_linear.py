@@ -1,4 +1,4 @@
-"""The HRM's linear partner (finhrm_cli.linear): the median regression, the weight chosen on
+"""The HRM's linear partner (finhrm_cli.forecast.linear): the median regression, the weight chosen on
 validation, the blend arithmetic, and that neither reads a test row."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finhrm_cli import data, engine, linear
+from finhrm_cli import data
+from finhrm_cli.train import step
+from finhrm_cli.forecast import linear
 from finhrm_cli.config import FeatureConfig, ModelConfig, validate_run_config
 from finhrm_cli.data.dataset import Windows
 from finhrm_cli.errors import UsageError
@@ -78,7 +80,7 @@ def runs(tmp_path_factory):
     base_path = tmp / "base.csv"
     base_path.write_text("".join(lines))
     base = data.prepare(base_path, FeatureConfig())
-    model = engine.build_model(ModelConfig(n_features=len(base.feature_names), seq_len=10, d_model=32, n_heads=2,
+    model = step.build_model(ModelConfig(n_features=len(base.feature_names), seq_len=10, d_model=32, n_heads=2,
                                            h_layers=1, l_layers=1, h_cycles=1, l_cycles=1, halt_max_steps=2), 3)
     model.set_target_stats(base.windows("train").y / base.windows("train").scale[:, None])
     return tmp, lines, base, model

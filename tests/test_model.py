@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from finhrm_cli.config import ModelConfig, TrainConfig
-from finhrm_cli.model import (
+from finhrm_cli.model.hrm import (
     HRM, Block, fast_exp, fast_rsqrt, fast_sigmoid, fast_silu, fast_softmax, rms_norm, swiglu,
     swiglu_width, trunc_normal,
 )
@@ -129,7 +129,7 @@ def test_buffers_are_frozen_but_saved():
 
 
 def test_buffers_unchanged_by_a_training_step():
-    from finhrm_cli.engine import Trainer
+    from finhrm_cli.train.step import Trainer
 
     model = make()
     model.set_target_stats(np.random.default_rng(0).normal(0, 0.01, (64, 2)))

@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from finhrm_cli import predcache
+from finhrm_cli.forecast import memo
 
 
 class Counter:
@@ -40,9 +40,9 @@ def windows(n, seed=0):
 
 def test_second_call_runs_only_new_rows(cache):
     fn, x = Counter(), windows(40)
-    first = predcache.predict(Model(), x[:39], fn)
+    first = memo.predict(Model(), x[:39], fn)
     assert fn.rows == 39
-    again = predcache.predict(Model(), x, fn)           # one more day
+    again = memo.predict(Model(), x, fn)           # one more day
     assert fn.rows == 40                                 # only the new row ran
     np.testing.assert_array_equal(again[:39], first)
     np.testing.assert_array_equal(again, Counter()(None, x))
@@ -51,34 +51,34 @@ def test_second_call_runs_only_new_rows(cache):
 
 def test_changed_input_or_other_weights_miss(cache):
     fn, x = Counter(), windows(10)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     y = x.copy()
     y[3, 0, 0] += 1e-6                                   # one feature of one window
-    out = predcache.predict(Model(), y, fn)
+    out = memo.predict(Model(), y, fn)
     assert fn.rows == 11
     np.testing.assert_array_equal(out, Counter()(None, y))
     other = type("Other", (), {"_finhrm_digest": "cd" * 32})()
-    predcache.predict(other, x, fn)
+    memo.predict(other, x, fn)
     assert fn.rows == 21
 
 
 def test_off_without_digest_or_when_disabled(cache, monkeypatch):
     fn, x = Counter(), windows(5)
-    predcache.predict(object(), x, fn)
-    predcache.predict(object(), x, fn)
+    memo.predict(object(), x, fn)
+    memo.predict(object(), x, fn)
     assert fn.rows == 10 and not cache.exists()
     monkeypatch.setenv("FINHRM_CACHE", "tmp")
-    predcache.predict(Model(), x, fn)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     assert fn.rows == 20
 
 
 @pytest.mark.parametrize("payload", ["garbage", "pickle", "nan", "shape"])
 def test_hostile_or_broken_cache_file_is_ignored_and_replaced(cache, payload):
     fn, x = Counter(), windows(6)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     path = next(cache.glob("*.npz"))
-    keys = predcache.keys(x)
+    keys = memo.keys(x)
     buf = io.BytesIO()
     if payload == "garbage":
         buf.write(b"PK\x03\x04 not a zip at all")
@@ -89,26 +89,26 @@ def test_hostile_or_broken_cache_file_is_ignored_and_replaced(cache, payload):
     else:
         np.savez(buf, keys=keys[:, :8], preds=np.zeros((6, 2), np.float32))
     path.write_bytes(buf.getvalue())
-    out = predcache.predict(Model(), x, fn)
+    out = memo.predict(Model(), x, fn)
     assert fn.rows == 12                                 # recomputed, not read
     np.testing.assert_array_equal(out, Counter()(None, x))
-    assert len(predcache.load(predcache.identity(Model()))) == 6  # and the file is whole again
+    assert len(memo.load(memo.identity(Model()))) == 6  # and the file is whole again
 
 
 def test_size_is_bounded(cache, monkeypatch):
-    monkeypatch.setattr(predcache, "MAX_ROWS", 8)
+    monkeypatch.setattr(memo, "MAX_ROWS", 8)
     fn = Counter()
-    predcache.predict(Model(), windows(6, 1), fn)
-    predcache.predict(Model(), windows(6, 2), fn)
-    table = predcache.load(predcache.identity(Model()))
+    memo.predict(Model(), windows(6, 1), fn)
+    memo.predict(Model(), windows(6, 2), fn)
+    table = memo.load(memo.identity(Model()))
     assert len(table) == 8
-    assert all(bytes(k) in table for k in predcache.keys(windows(6, 2)))  # the newest are kept
+    assert all(bytes(k) in table for k in memo.keys(windows(6, 2)))  # the newest are kept
 
 
 def test_calls_bigger_than_the_cache_bypass_it(cache, monkeypatch):
-    monkeypatch.setattr(predcache, "MAX_ROWS", 8)
+    monkeypatch.setattr(memo, "MAX_ROWS", 8)
     fn = Counter()
-    out = predcache.predict(Model(), windows(9), fn)
+    out = memo.predict(Model(), windows(9), fn)
     np.testing.assert_array_equal(out, Counter()(None, windows(9)))
     assert fn.rows == 9 and not cache.exists()
 
@@ -117,16 +117,16 @@ def test_another_finhrm_version_starts_afresh(cache, monkeypatch):
     import finhrm_cli
 
     fn, x = Counter(), windows(4)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     monkeypatch.setattr(finhrm_cli, "__version__", "9.9.9")
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     assert fn.rows == 8 and len(list(cache.glob("*.npz"))) == 2
 
 
 def test_a_digest_never_becomes_a_path(cache, tmp_path):
     fn = Counter()
     evil = type("Evil", (), {"_finhrm_digest": "../../etc/x"})()
-    predcache.predict(evil, windows(3), fn)
+    memo.predict(evil, windows(3), fn)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(p.parent == cache for p in written)
     assert all(len(p.name.split("-")[0]) == 40 and p.name.split("-")[0].isalnum() for p in written)
@@ -156,26 +156,26 @@ class ByConfig(Counter):
 def test_same_weights_other_settings_miss(cache, change):
     """A copied run with another model setting must never get the original's forecasts."""
     fn, x = ByConfig(), windows(7)
-    first = predcache.predict(Configured(), x, fn)
+    first = memo.predict(Configured(), x, fn)
     other = Configured(**change)
-    out = predcache.predict(other, x, fn)
+    out = memo.predict(other, x, fn)
     assert fn.rows == 14
     np.testing.assert_array_equal(out, ByConfig()(other, x))
     assert len(list(cache.glob("*.npz"))) == 2
-    np.testing.assert_array_equal(predcache.predict(Configured(), x, fn), first)
+    np.testing.assert_array_equal(memo.predict(Configured(), x, fn), first)
     assert fn.rows == 14
 
 
 def test_a_well_formed_file_of_another_identity_is_not_served(cache):
     """A crafted file with the right name, shapes and keys but other forecasts is ignored."""
     fn, x = Counter(), windows(5)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     path = next(cache.glob("*.npz"))
     buf = io.BytesIO()
-    np.savez(buf, keys=predcache.keys(x), preds=np.full((5, 2), 75.0, np.float32),
+    np.savez(buf, keys=memo.keys(x), preds=np.full((5, 2), 75.0, np.float32),
              identity=np.array("someone else's model"))
     path.write_bytes(buf.getvalue())
-    out = predcache.predict(Model(), x, fn)
+    out = memo.predict(Model(), x, fn)
     assert fn.rows == 10
     np.testing.assert_array_equal(out, Counter()(None, x))
 
@@ -183,7 +183,7 @@ def test_a_well_formed_file_of_another_identity_is_not_served(cache):
 @pytest.mark.parametrize("how", ["group-writable", "symlink"])
 def test_a_cache_file_others_could_write_is_not_read(cache, tmp_path, how):
     fn, x = Counter(), windows(5)
-    predcache.predict(Model(), x, fn)
+    memo.predict(Model(), x, fn)
     path = next(cache.glob("*.npz"))
     if how == "group-writable":
         os.chmod(path, 0o664)
@@ -192,15 +192,15 @@ def test_a_cache_file_others_could_write_is_not_read(cache, tmp_path, how):
         real.write_bytes(path.read_bytes())
         path.unlink()
         path.symlink_to(real)
-    assert predcache.load(predcache.identity(Model())) == {}
-    predcache.predict(Model(), x, fn)
+    assert memo.load(memo.identity(Model())) == {}
+    memo.predict(Model(), x, fn)
     assert fn.rows == 10
 
 
 def test_cache_files_and_folders_are_private_under_any_umask(cache):
     old = os.umask(0)
     try:
-        predcache.predict(Model(), windows(3), Counter())
+        memo.predict(Model(), windows(3), Counter())
     finally:
         os.umask(old)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700

@@ -326,23 +326,24 @@ def test_run_without_digest_still_loads(home, run):
 
 
 def _small_run(tmp_path):
-    from finhrm_cli import checkpoint, engine
+    from finhrm_cli.run import store
+    from finhrm_cli.train import step
     from finhrm_cli.config import ModelConfig, to_dict
 
     m = ModelConfig(n_features=3, seq_len=4, d_model=16, n_heads=2, h_layers=1, l_layers=1,
                     h_cycles=1, l_cycles=1, halt_max_steps=1)
-    writer = checkpoint.RunWriter(tmp_path / "r")
+    writer = store.RunWriter(tmp_path / "r")
     writer.save_config({"model": to_dict(m)})
-    writer.save_weights(engine.build_model(m, 0))
-    return checkpoint, engine, m, writer
+    writer.save_weights(step.build_model(m, 0))
+    return store, step, m, writer
 
 
 def test_a_crash_while_weights_are_replaced_leaves_a_loadable_run(tmp_path, monkeypatch):
     import os
 
-    checkpoint, engine, m, writer = _small_run(tmp_path)
+    store, step, m, writer = _small_run(tmp_path)
     old = (writer.path / "model.safetensors").read_bytes()
-    checkpoint.load_run(writer.path)
+    store.load_run(writer.path)
 
     # crash just before the rename: the old file stays, config.json accepts it
     real_replace = os.replace
@@ -352,16 +353,16 @@ def test_a_crash_while_weights_are_replaced_leaves_a_loadable_run(tmp_path, monk
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    monkeypatch.setattr(store.os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
-        writer.save_weights(engine.build_model(m, 1))
-    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+        writer.save_weights(step.build_model(m, 1))
+    monkeypatch.setattr(store.os, "replace", real_replace)
     assert (writer.path / "model.safetensors").read_bytes() == old
     assert json.loads((writer.path / "config.json").read_text()).get("weights_sha256_next")
-    checkpoint.load_run(writer.path)
+    store.load_run(writer.path)
 
     # crash after the rename, before config.json drops the old digest: the new file loads
-    real_save = checkpoint.RunWriter.save_config
+    real_save = store.RunWriter.save_config
     calls = []
 
     def second_fails(self, cfg):
@@ -370,26 +371,26 @@ def test_a_crash_while_weights_are_replaced_leaves_a_loadable_run(tmp_path, monk
             raise KeyboardInterrupt
         return real_save(self, cfg)
 
-    monkeypatch.setattr(checkpoint.RunWriter, "save_config", second_fails)
+    monkeypatch.setattr(store.RunWriter, "save_config", second_fails)
     with pytest.raises(KeyboardInterrupt):
-        writer.save_weights(engine.build_model(m, 2))
-    monkeypatch.setattr(checkpoint.RunWriter, "save_config", real_save)
+        writer.save_weights(step.build_model(m, 2))
+    monkeypatch.setattr(store.RunWriter, "save_config", real_save)
     assert (writer.path / "model.safetensors").read_bytes() != old
-    checkpoint.load_run(writer.path)
+    store.load_run(writer.path)
     # and a file that is neither digest is refused
     (writer.path / "model.safetensors").write_bytes(old[:-1] + bytes([old[-1] ^ 1]))
-    with pytest.raises(checkpoint.RunError, match="does not match its checksum"):
-        checkpoint.load_run(writer.path)
+    with pytest.raises(store.RunError, match="does not match its checksum"):
+        store.load_run(writer.path)
 
 
 def test_digest_added_when_an_old_run_is_resumed(tmp_path):
-    checkpoint, engine, m, writer = _small_run(tmp_path)
+    store, step, m, writer = _small_run(tmp_path)
     cfg = json.loads((writer.path / "config.json").read_text())
     cfg.pop("weights_sha256")
     (writer.path / "config.json").write_text(json.dumps(cfg))
-    writer.save_weights(engine.build_model(m, 3))
+    writer.save_weights(step.build_model(m, 3))
     cfg = json.loads((writer.path / "config.json").read_text())
-    assert cfg["weights_sha256"] == checkpoint.file_sha256(writer.path / "model.safetensors")
+    assert cfg["weights_sha256"] == store.file_sha256(writer.path / "model.safetensors")
 
 
 # ------------------------------------------------------------------ issue 21: forecasts a run can make

@@ -20,7 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import synthetic_ohlcv
-from finhrm_cli import checkpoint, fsutil
+from finhrm_cli import fsutil
+from finhrm_cli.run import store
 from finhrm_cli.cli import app
 from finhrm_cli.errors import DataError, FilesystemError, RunError, UsageError
 
@@ -211,7 +212,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(checkpoint.RunWriter, "save_metrics", ctrl_c)
+        m.setattr(store.RunWriter, "save_metrics", ctrl_c)
         res = cli(["train", data_csv, *TINY, "--seed", "1"], home)
     assert calls and res.exit_code == 130
     line = one_error_line(res)
@@ -220,7 +221,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
     assert len(runs) == 1
     stuck = runs[0]
     assert not (stuck / "metrics.json").exists()
-    assert checkpoint.run_status(stuck) == "unfinished" and checkpoint.run_status(done) == "finished"
+    assert store.run_status(stuck) == "unfinished" and store.run_status(done) == "finished"
     state = json.loads((stuck / "state" / "state.json").read_text())
     assert state["stopped"] in ("converged", "patience")  # training itself had ended
 
@@ -251,7 +252,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
 
     res = cli(["train", "--resume", stuck, "--json"], home)
     assert res.exit_code == 0, res.output
-    assert (stuck / "metrics.json").exists() and checkpoint.run_status(stuck) == "finished"
+    assert (stuck / "metrics.json").exists() and store.run_status(stuck) == "finished"
     assert not old.exists() and not old_st.exists() and fresh.exists()
     cfg = json.loads((stuck / "config.json").read_text())
     assert cfg["conformal"]
@@ -266,7 +267,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
 def test_no_finished_run_is_one_line(tmp_path, data_csv, monkeypatch):
     home = tmp_path / "home"
     with monkeypatch.context() as m:
-        m.setattr(checkpoint.RunWriter, "save_metrics", lambda self, metrics: (_ for _ in ()).throw(KeyboardInterrupt))
+        m.setattr(store.RunWriter, "save_metrics", lambda self, metrics: (_ for _ in ()).throw(KeyboardInterrupt))
         assert cli(["train", data_csv, *TINY, "--epochs", "1"], home).exit_code == 130
     res = cli(["predict", data_csv], home)
     assert res.exit_code == 2
@@ -278,9 +279,9 @@ def test_no_finished_run_is_one_line(tmp_path, data_csv, monkeypatch):
 
 
 def test_second_train_of_a_locked_run_is_refused(home, trained):
-    with checkpoint.RunLock(trained):
-        assert checkpoint.run_status(trained) == "training"
-        assert [r["status"] for r in checkpoint.list_runs(home / "runs") if r["name"] == trained.name] == ["training"]
+    with store.RunLock(trained):
+        assert store.run_status(trained) == "training"
+        assert [r["status"] for r in store.list_runs(home / "runs") if r["name"] == trained.name] == ["training"]
         history = (trained / "history.jsonl").read_bytes()
         res = cli(["train", "--resume", trained, "--quiet"], home)
         assert res.exit_code == 2
@@ -288,22 +289,22 @@ def test_second_train_of_a_locked_run_is_refused(home, trained):
         assert "another `finhrm train`" in line and str(os.getpid()) in line
         assert (trained / "history.jsonl").read_bytes() == history
         with pytest.raises(RunError, match="another"):
-            checkpoint.RunLock(trained).acquire()
-    assert checkpoint.run_status(trained) == "finished"
+            store.RunLock(trained).acquire()
+    assert store.run_status(trained) == "finished"
 
 
 def test_lock_dies_with_its_process(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    code = f"from finhrm_cli import checkpoint; checkpoint.RunLock({str(run)!r}).acquire(); print('ok', flush=True); import time; time.sleep(60)"
+    code = f"from finhrm_cli.run import store; store.RunLock({str(run)!r}).acquire(); print('ok', flush=True); import time; time.sleep(60)"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ok"
-        assert checkpoint.is_locked(run)
+        assert store.is_locked(run)
         p.kill()
         p.wait(10)
-        assert not checkpoint.is_locked(run)
-        with checkpoint.RunLock(run):
+        assert not store.is_locked(run)
+        with store.RunLock(run):
             pass
     finally:
         if p.poll() is None:
@@ -322,7 +323,7 @@ def test_oserror_messages_name_the_path_and_what_to_do():
 
 def test_disk_full_during_training_names_the_file_and_the_resume(tmp_path, data_csv, monkeypatch):
     home = tmp_path / "home"
-    real = checkpoint.RunWriter.append_history
+    real = store.RunWriter.append_history
     n = []
 
     def full(self, record):
@@ -331,7 +332,7 @@ def test_disk_full_during_training_names_the_file_and_the_resume(tmp_path, data_
             raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "history.jsonl"))
         return real(self, record)
 
-    monkeypatch.setattr(checkpoint.RunWriter, "append_history", full)
+    monkeypatch.setattr(store.RunWriter, "append_history", full)
     res = cli(["train", data_csv, *TINY], home)
     assert res.exit_code == 1, res.output
     line = one_error_line(res)
@@ -346,10 +347,10 @@ def test_mlx_write_failure_gets_a_path(tmp_path, monkeypatch):
             Path(path).write_bytes(b"x")
             raise RuntimeError("[save_safetensors] Unable to write 764 bytes")
 
-    monkeypatch.setattr(checkpoint, "_mx", lambda: FakeMx)
+    monkeypatch.setattr(store, "_mx", lambda: FakeMx)
     target = tmp_path / "state" / "state.safetensors"
     with pytest.raises(OSError) as info:
-        checkpoint.atomic_save_safetensors(target, {})
+        store.atomic_save_safetensors(target, {})
     assert info.value.filename == str(target) and "Unable to write" in str(info.value)
     assert not list((tmp_path / "state").iterdir())  # the temp file went too
     line = str(FilesystemError.from_oserror(info.value))
@@ -481,9 +482,9 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
 
     def made(name, files=(), old=True, marker=True):
         if marker:
-            p = checkpoint.new_run_dir("x", root=runs)
+            p = store.new_run_dir("x", root=runs)
             p = p.rename(runs / name)
-            (p / checkpoint.MARKER).write_text(json.dumps({"run": name, "id": "0" * 32}))
+            (p / store.MARKER).write_text(json.dumps({"run": name, "id": "0" * 32}))
         else:
             p = runs / name
             p.mkdir(parents=True)
@@ -505,13 +506,13 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
     foreign_in_data = made("spy-20240101-101016", ["data/features.parquet", "data/aapl.csv"])
     other = made("qqq-20240101-101013", ["data/features.parquet", "notes.txt"])
     copied = made("iwm-20240101-101017", ["data/features.parquet"])
-    (copied / checkpoint.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
-    os.utime(copied / checkpoint.MARKER, (long_ago, long_ago))
+    (copied / store.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
+    os.utime(copied / store.MARKER, (long_ago, long_ago))
     locked = made("iwm-20240101-101014", ["train.lock"])
-    with checkpoint.RunLock(locked):
+    with store.RunLock(locked):
         os.utime(locked / "train.lock", (long_ago, long_ago))
         os.utime(locked, (long_ago, long_ago))
-        new = checkpoint.new_run_dir("spy", root=runs)
+        new = store.new_run_dir("spy", root=runs)
     assert not abandoned.exists() and not series.exists() and not empty.exists()
     assert (users / "data" / "aapl.csv").read_text() == "x" and users_empty.exists()
     for kept in (fresh, foreign_in_data, other, copied, locked, new):
@@ -550,19 +551,19 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path,
     for f in ("metrics.json", "model.safetensors"):
         (run / f).unlink()
     (run / "history.jsonl").write_text('{"epoch": 1, "stale": true}\n')
-    assert checkpoint.run_status(run) == "unfinished"
+    assert store.run_status(run) == "unfinished"
     res = cli(["train", "--resume", run, "--json"], home)
     assert res.exit_code == 0, res.output
-    assert checkpoint.run_status(run) == "finished"
+    assert store.run_status(run) == "finished"
     assert (run / "model.safetensors").read_bytes() == weights  # same seed, same data: same weights
     assert all("stale" not in ln for ln in (run / "history.jsonl").read_text().splitlines())
 
 
 def test_resume_of_a_read_only_run_is_one_line(home, trained, monkeypatch):
     def read_only(self):
-        raise OSError(errno.EROFS, "Read-only file system", str(self.run_dir / checkpoint.LOCK))
+        raise OSError(errno.EROFS, "Read-only file system", str(self.run_dir / store.LOCK))
 
-    monkeypatch.setattr(checkpoint.RunLock, "acquire", read_only)
+    monkeypatch.setattr(store.RunLock, "acquire", read_only)
     res = cli(["train", "--resume", trained, "--quiet"], home)
     assert res.exit_code == 2
     line = one_error_line(res)

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from finhrm_cli import __version__, baselines, checkpoint
+from finhrm_cli import __version__
+from finhrm_cli.forecast import baselines
+from finhrm_cli.run import store
 from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.errors import DataError, RunError
@@ -77,10 +79,12 @@ def _xy(parts, with_prices: bool = False) -> dict:
 def _predict_parts(model, parts, act: bool = False, segments: dict | None = None, hrm_only: bool = False) -> list[np.ndarray]:
     """One prediction pass over all parts' windows, split back per part (log ratios): the
     run's forecast, the HRM blended with its linear partner when the run has one
-    (``model._finhrm_blend``, see ``finhrm_cli.linear``), or the HRM alone with ``hrm_only``.
+    (``model._finhrm_blend``, see ``finhrm_cli.forecast.linear``), or the HRM alone with ``hrm_only``.
     With ``act``, ``segments`` (a dict, if given) receives the segments per row
     (``actstats.segments_used``)."""
-    from finhrm_cli import actstats, engine, inference, predcache
+    from finhrm_cli.forecast import actstats
+    from finhrm_cli.forecast import inference
+    from finhrm_cli.forecast import memo
 
     sizes = [len(w) for _, w in parts]
     if sum(sizes) == 0:
@@ -91,7 +95,7 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
         if segments is not None:
             segments.update(actstats.segments_used(used, model.cfg.halt_max_steps))
     else:
-        raw = predcache.predict(model, x, engine.predict)
+        raw = memo.predict(model, x, inference.predict)
     out, i = [], 0
     for (ds, w), n in zip(parts, sizes):
         out.append(raw[i:i + n] * _scale(ds, w)[:, None])
@@ -100,11 +104,11 @@ def _predict_parts(model, parts, act: bool = False, segments: dict | None = None
 
 
 def blend_for(model, dss, hrm_va: list[np.ndarray] | None = None) -> dict | None:
-    """The linear partner (``finhrm_cli.linear``): fit on the training windows' last day,
+    """The linear partner (``finhrm_cli.forecast.linear``): fit on the training windows' last day,
     the HRM's weight chosen on validation; test rows are never read.  ``hrm_va``: the HRM's
     validation forecasts (``_predict_parts(model, _parts(dss, "val"), hrm_only=True)``) when
     the caller has them already."""
-    from finhrm_cli import linear
+    from finhrm_cli.forecast import linear
 
     tr = [(ds, w) for ds, w in _parts(dss, "train") if len(w)]
     va_all = _parts(dss, "val")
@@ -125,8 +129,8 @@ HRM_ALONE = "HRM alone"  # the column evaluate adds beside a blended run's forec
 
 def _blend_parts(model, parts, hrm_preds: list[np.ndarray]) -> list[np.ndarray]:
     """The run's forecasts from the HRM's (per part, log ratios): blended with the linear
-    partner when the run has one (``finhrm_cli.linear``), else the HRM's unchanged."""
-    from finhrm_cli import linear
+    partner when the run has one (``finhrm_cli.forecast.linear``), else the HRM's unchanged."""
+    from finhrm_cli.forecast import linear
 
     blend = getattr(model, "_finhrm_blend", None)
     if not blend:
@@ -262,13 +266,13 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals
 def _load(run_ref: str | None):
     """The run (the latest finished one without ``run_ref``), its model and config; a run
     named explicitly that is still training or unfinished loads with a one-line warning."""
-    run_dir = checkpoint.resolve_run(run_ref)
-    model, cfg = checkpoint.load_run(run_dir, required=cfgmod.RUN_KEYS)
-    status = checkpoint.run_status(run_dir)
-    if status != checkpoint.FINISHED:
+    run_dir = store.resolve_run(run_ref)
+    model, cfg = store.load_run(run_dir, required=cfgmod.RUN_KEYS)
+    status = store.run_status(run_dir)
+    if status != store.FINISHED:
         from finhrm_cli import ui
 
-        what = ("is still training" if status == checkpoint.TRAINING else
+        what = ("is still training" if status == store.TRAINING else
                 f"is unfinished (finish it with `finhrm train --resume {run_dir}`)")
         ui.warn(f"{run_dir}: this run {what}; it uses its best weights so far"
                 + ("" if cfg.get("conformal") else " and has no prediction intervals yet") + ".")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli import baselines
+from finhrm_cli.forecast import baselines
 from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, UsageError
@@ -131,7 +131,9 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
     """
     import dataclasses
 
-    from finhrm_cli import data, engine
+    from finhrm_cli import data
+    from finhrm_cli.train import step
+    from finhrm_cli.train import loop
 
     fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
     mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
@@ -167,10 +169,10 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
         n_tr = sum(len(w) for _, w in tr)
         if n_tr < tcfg.batch_size * tcfg.grad_accum or not any(len(w) for _, w in va) or not any(len(w) for _, w in te):
             raise DataError(f"walk-forward fold {i}: too few windows ({n_tr} to train on); use fewer folds.")
-        model = engine.build_model(dataclasses.replace(mcfg), tcfg.seed)
+        model = step.build_model(dataclasses.replace(mcfg), tcfg.seed)
         if callback:
             callback("fold", {"fold": i, "folds": k})
-        engine.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
+        loop.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
         # as training does: the linear partner fit on the fold's training windows, its weight
         # on the fold's validation, intervals from the blended validation forecasts
         hrm_va = _predict_parts(model, va, hrm_only=True)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli import checkpoint
+from finhrm_cli.run import store
 from finhrm_cli import config as cfgmod
 from finhrm_cli.errors import DataError
 from finhrm_cli.service._shared import _datasets_for_run, _load, _parts, _scale, run_datasets, to_prices
 
 
 def list_runs() -> dict:
-    return {"root": str(cfgmod.runs_dir()), "runs": checkpoint.list_runs()}
+    return {"root": str(cfgmod.runs_dir()), "runs": store.list_runs()}
 
 
 def _act_outputs(model, parts) -> dict:
@@ -21,10 +21,12 @@ def _act_outputs(model, parts) -> dict:
     (M, n) absolute error in price units, ``reward`` (M, n) the halting reward as in training
     (``actstats.halt_reward``), the Q probabilities ``q_halt``/``q_continue`` and their logits
     (M, n), and ``halt_step`` (n,), 0-based, where the raw outputs halt."""
-    from finhrm_cli import actstats, data, engine
+    from finhrm_cli import data
+    from finhrm_cli.forecast import actstats
+    from finhrm_cli.forecast import inference
 
     w = data.concat_windows([w for _, w in parts])
-    seg = engine.segment_outputs(model, w.x)
+    seg = inference.segment_outputs(model, w.x)
     scale = np.concatenate([_scale(ds, wp) for ds, wp in parts])
     raw = np.asarray(seg["preds"], np.float64)  # (M, n, 2) in the model's unit (targets / scale)
     known = np.isfinite(w.next_high) & np.isfinite(w.next_low)
@@ -45,7 +47,7 @@ def fit_halt_calibration(model, parts) -> dict | None:
     """The Platt map of the model's Q head on the windows of ``parts`` (``actstats.platt_fit``,
     every segment of every row pooled): ``{"a", "b", "rows"}``, or None without rows.
     ``finalize_run`` passes the training windows only."""
-    from finhrm_cli import actstats
+    from finhrm_cli.forecast import actstats
 
     parts = [(ds, w) for ds, w in parts if len(w)]
     if not parts:
@@ -60,13 +62,13 @@ def fit_halt_calibration(model, parts) -> dict | None:
 def act_stats(model, parts, calibration: dict | None = None) -> dict:
     """Per ACT step: MAE in price units with a paired bootstrap interval against step 1, the
     Q head's probabilities against the halting reward (Brier, AUC), where it halts, the
-    compute ``--act`` saves and a verdict (``finhrm_cli.actstats``).
+    compute ``--act`` saves and a verdict (``finhrm_cli.forecast.actstats``).
 
     With ``calibration`` (a run's ``halt_calibration``: ``{"a", "b", ...}``) every reported
     probability is ``sigmoid(a * logit + b)``, q_halt and q_continue alike, and
     ``uncalibrated`` holds the Brier score, AUC and means of the raw head; where rows halt is
     always read from the raw outputs (the map, a > 0, does not move it)."""
-    from finhrm_cli import actstats
+    from finhrm_cli.forecast import actstats
 
     o = _act_outputs(model, parts)
     ph, pc = o["q_halt"], o["q_continue"]
@@ -87,11 +89,11 @@ def act_stats(model, parts, calibration: dict | None = None) -> dict:
 def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None) -> dict:
     run_dir, model, cfg = _load(run_ref)
     warnings: list[str] = []
-    metrics = checkpoint.read_json(run_dir / "metrics.json", default={})
+    metrics = store.read_json(run_dir / "metrics.json", default={})
     if not isinstance(metrics, dict):
         warnings.append(f"{run_dir / 'metrics.json'}: not a JSON object; the final metrics are left out.")
         metrics = {}
-    history = checkpoint.read_history(run_dir, warnings)
+    history = store.read_history(run_dir, warnings)
     if data_path is not None:
         parts = []
         for ds in _datasets_for_run(cfg, [data_path], date_col, col_map):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli import baselines, checkpoint
+from finhrm_cli.forecast import baselines
+from finhrm_cli.run import store
 from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
@@ -65,17 +66,17 @@ def train(
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
 
-    The run folder is locked while this runs (``checkpoint.RunLock``).  ``--resume`` of a run
+    The run folder is locked while this runs (``store.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
     finalises it; of a run killed before its first checkpoint, trains it from the start."""
     with contextlib.ExitStack() as stack:
         return _train(stack, paths, settings, out, resume, date_col, col_map, callback)
 
 
-def _lock(stack, run_dir: Path) -> checkpoint.RunLock:
+def _lock(stack, run_dir: Path) -> store.RunLock:
     """Hold the run's lock until ``stack`` closes; a read-only run is one line."""
     try:
-        return stack.enter_context(checkpoint.RunLock(run_dir))
+        return stack.enter_context(store.RunLock(run_dir))
     except OSError as exc:
         raise FilesystemError.from_oserror(exc, todo=f"training writes into its run folder, so {run_dir} must be writable") from exc
 
@@ -85,17 +86,18 @@ def _resume_hint(run_dir) -> str:
 
 
 def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> dict:
-    from finhrm_cli import data, distributed, engine
+    from finhrm_cli import data, distributed
+    from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
 
     t0 = time.perf_counter()
     if resume is not None:
-        run_dir = checkpoint.resolve_run(resume)
+        run_dir = store.resolve_run(resume)
         if distributed.is_main():
             _lock(stack, run_dir)
-            clean_stale_temps(run_dir, checkpoint.temp_names())
-        cfg = checkpoint.read_config(run_dir, required=cfgmod.RUN_KEYS)
-        if (run_dir / checkpoint.METRICS).is_file():
+            clean_stale_temps(run_dir, store.temp_names())
+        cfg = store.read_config(run_dir, required=cfgmod.RUN_KEYS)
+        if (run_dir / store.METRICS).is_file():
             raise UsageError(
                 f"{run_dir}: this run is finished (metrics.json is written); nothing to resume. "
                 "Evaluate it with `finhrm evaluate RUN` or train a new run."
@@ -105,9 +107,9 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
         tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
         # the run keeps its own prepared copy of the data, so resume needs no source file
         dss = run_datasets(run_dir, cfg)
-        has_state = (run_dir / checkpoint.STATE_DIR / checkpoint.STATE_ARRAYS).is_file()
-        state = checkpoint.load_state(run_dir) if has_state else None
-        run = checkpoint.RunWriter(run_dir) if distributed.is_main() else None
+        has_state = (run_dir / store.STATE_DIR / store.STATE_ARRAYS).is_file()
+        state = store.load_state(run_dir) if has_state else None
+        run = store.RunWriter(run_dir) if distributed.is_main() else None
         info = (state or {}).get("info") or {}
         if info.get("stopped") in ("converged", "patience"):
             # training ended, but the run was stopped before its metrics were written: finish it
@@ -132,12 +134,12 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     if resume is None:
         run_dir, run = None, None
         if distributed.is_main():
-            run_dir = checkpoint.new_run_dir(_run_name(dss), root=out)
+            run_dir = store.new_run_dir(_run_name(dss), root=out)
             lock = _lock(stack, run_dir)
             try:
                 run = _create_run(run_dir, dss, fcfg, mcfg, tcfg)
             except BaseException as exc:  # disk full, Ctrl-C, ...: take back the half-made folder
-                gone = checkpoint.discard_creation(run_dir, lock)
+                gone = store.discard_creation(run_dir, lock)
                 if isinstance(exc, OSError):
                     raise FilesystemError.from_oserror(
                         exc, hint=f"the half-made run folder {run_dir} was removed" if gone else None
@@ -145,7 +147,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
                 raise
         run_dir = distributed.broadcast_path(run_dir)
     try:
-        summary = engine.train(
+        summary = loop.train(
             mcfg, tcfg, _xy(_parts(dss, "train")), _xy(_parts(dss, "val"), with_prices=True),
             callback=callback, run=run, resume=state,
         )
@@ -161,17 +163,17 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     return _finalize(run_dir, dss, summary, t0)
 
 
-def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> checkpoint.RunWriter:
+def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> store.RunWriter:
     """The new run's prepared data copy and its config.json (the mark of a created run)."""
     from finhrm_cli import data, distributed
     from finhrm_cli.fsutil import safe_component
 
-    run = checkpoint.RunWriter(run_dir)
+    run = store.RunWriter(run_dir)
     if len(dss) == 1:
-        data.save_prepared(dss[0], run_dir / checkpoint.DATA_DIR)
+        data.save_prepared(dss[0], run_dir / store.DATA_DIR)
     else:
         for ds in dss:
-            data.save_prepared(ds, run_dir / checkpoint.DATA_DIR / safe_component(ds.source.name))
+            data.save_prepared(ds, run_dir / store.DATA_DIR / safe_component(ds.source.name))
     run.save_config(
         {
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -242,9 +244,9 @@ def finalize_run(run_dir: Path, dss) -> dict:
     validation and test, write metrics.json.
 
     metrics.json is the last file a run gets: its presence marks the run finished
-    (``checkpoint.run_status``), so it is written only after config.json holds the conformal
+    (``store.run_status``), so it is written only after config.json holds the conformal
     residuals and the halting calibration."""
-    model, cfg = checkpoint.load_run(run_dir)
+    model, cfg = store.load_run(run_dir)
     cfg["halt_calibration"] = halt_calibration(model, dss)
     va = _parts(dss, "val")
     hrm_va = _predict_parts(model, va, hrm_only=True)
@@ -261,6 +263,6 @@ def finalize_run(run_dir: Path, dss) -> dict:
     if te:
         hrm_te = _predict_parts(model, te, hrm_only=True)
         metrics["test"] = score_parts(te, _blend_parts(model, te, hrm_te), cfg["conformal"], 0.8, extra=alone(hrm_te))
-    checkpoint.RunWriter(run_dir).save_config(cfg)
-    checkpoint.RunWriter(run_dir).save_metrics(metrics)
+    store.RunWriter(run_dir).save_config(cfg)
+    store.RunWriter(run_dir).save_metrics(metrics)
     return {"metrics": metrics, "blend": cfg["blend"], "blend_enabled": bool((cfg.get("train") or {}).get("blend", True))}

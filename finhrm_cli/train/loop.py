@@ -5,8 +5,8 @@
 ``train_step``s, ``log`` events and one ``validate`` (weight average, best weights, patience),
 with ``checkpoint`` saving the resumable state; ``finish`` returns the summary and
 ``interrupted`` handles Ctrl-C.  The step itself (loss, compiled update, ACT targets) is
-``engine.Trainer``; the method is described in ``finhrm_cli.engine``'s notes.
-``finhrm_cli.engine`` re-exports ``train``.
+``engine.Trainer``; the method is described in ``finhrm_cli.train.step``'s notes.
+``finhrm_cli.train.step`` re-exports ``train``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from finhrm_cli.config import ModelConfig, TrainConfig, to_dict
-from finhrm_cli.engine import (
+from finhrm_cli.train.step import (
     LOG_EVERY,
     Callback,
     Trainer,
@@ -28,8 +28,9 @@ from finhrm_cli.engine import (
     mx,
 )
 from finhrm_cli.errors import DataError, TrainingError, UsageError
-from finhrm_cli.inference import predict, price_mae
-from finhrm_cli.model import HRM
+from finhrm_cli.forecast.baselines import price_mae
+from finhrm_cli.forecast.inference import predict
+from finhrm_cli.model.hrm import HRM
 from mlx.utils import tree_unflatten
 
 
@@ -164,9 +165,9 @@ class _Fit:
         run, model = self.run, self.model
         self.params = model.param_counts()
         if run is not None:
-            from finhrm_cli import checkpoint
+            from finhrm_cli.run import store
 
-            if "model" not in (checkpoint.read_json(run.path / checkpoint.CONFIG, default={}) or {}):
+            if "model" not in (store.read_json(run.path / store.CONFIG, default={}) or {}):
                 run.update_config({"model": to_dict(self.model_cfg), "train": to_dict(self.cfg)})
             if self.resumed:
                 run.write_history(self.history)  # drop records written after the saved state
@@ -403,7 +404,7 @@ def train(
 ) -> dict:
     """Train an HRM; returns the training summary (see module docstring for the method).
 
-    ``run``: a ``checkpoint.RunWriter`` or None.  ``resume``: ``checkpoint.load_state(...)``.
+    ``run``: a ``store.RunWriter`` or None.  ``resume``: ``store.load_state(...)``.
     ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
     by default one is built from ``model_cfg`` and ``train_cfg.seed``.
     """

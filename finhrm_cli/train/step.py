@@ -1,7 +1,6 @@
 """Training of the HRM: loss, ACT targets and the compiled train step (MLX + numpy; never prints).
 
-The loop around it (epochs, validation, early stopping, checkpoints) is ``finhrm_cli.fit``;
-``train`` is re-exported here.
+The loop around it (epochs, validation, early stopping, checkpoints) is ``finhrm_cli.train.loop``.
 
 Progress goes to ``callback(event, info)`` with events ``start``, ``step`` (every
 ``LOG_EVERY`` steps), ``eval`` and ``end``.
@@ -12,7 +11,7 @@ Training follows HRM's ACT with deep supervision (sapientinc/HRM ``hrm_act_v1.py
 1. the last L and H step of the segment, with gradient (HRM's one-step gradient; the
    no-gradient steps before them come from step 2 of the previous segment),
 2. one more *no-gradient* segment pass from the new state, which gives the next segment's Q
-   logits for the q_continue target (``finhrm_cli.halting``),
+   logits for the q_continue target (``finhrm_cli.train.halting``),
 3. loss, backward, global-norm clipping and one AdamW step; the carry is detached.
 
 **Reused Q-target pass.**  Step 2 runs exactly the no-gradient L and H steps the next segment
@@ -34,7 +33,7 @@ only feeds the statistics (``train_halt_steps``): a sample halts when
 ``halt_exploration`` (drawn afresh every segment, as HRM does) it first gets a random minimum
 number of segments in [2, M].
 
-**Halting reward** (``finhrm_cli.halting``): q_halt's target is 1 when the sample's error
+**Halting reward** (``finhrm_cli.train.halting``): q_halt's target is 1 when the sample's error
 is at or below ``halt_ref``, a running median of recent training errors kept in the model's
 buffers (saved and resumed); q_continue's target is ``0.95 * sigmoid`` of the next segment's
 best Q logit, a cost per segment.  The base rate stays near one half: P(halt) stays calibrated.
@@ -50,8 +49,7 @@ windows it is the binding term, so the average spans roughly the last tenth of t
 Validation, early stopping and the saved model use the average; the optimiser keeps
 stepping the raw weights, and both are in the resumable state.
 
-Evaluation and prediction: ``finhrm_cli.inference`` (``predict``, ``segment_outputs`` and
-``price_mae`` are re-exported here).
+Evaluation and prediction: ``finhrm_cli.forecast.inference``.
 """
 
 from __future__ import annotations
@@ -69,9 +67,8 @@ import mlx.nn as nn  # noqa: E402
 import mlx.optimizers as optim  # noqa: E402
 from mlx.utils import tree_flatten, tree_map, tree_unflatten  # noqa: E402
 
-from finhrm_cli.model import HRM  # noqa: E402
-from finhrm_cli.halting import halt_targets, next_reference  # noqa: E402
-from finhrm_cli.inference import PREDICT_BATCH, predict, price_mae, segment_outputs  # noqa: E402,F401
+from finhrm_cli.model.hrm import HRM  # noqa: E402
+from finhrm_cli.train.halting import halt_targets, next_reference  # noqa: E402
 
 LOG_EVERY = 10          # steps between "step" events (and loss read-backs)
 FINAL_LR_FRAC = 0.1     # cosine decay ends at 10 % of the peak learning rate
@@ -313,5 +310,3 @@ class Trainer:
     def updates(self) -> int:
         return int(self.optimizer.state["step"].item())
 
-
-from finhrm_cli.fit import train  # noqa: E402,F401  (the loop; it imports this module)

@@ -5,7 +5,7 @@ compute ``--act`` saves, and a one-line verdict on whether later segments help.
 Inputs are per segment and per row: ``err`` (M, n) the row's absolute error in price units
 (mean of high and low), ``p_halt`` / ``p_cont`` (M, n) the Q head's probabilities and
 ``reward`` (M, n) the halting reward (``halt_reward``: 1 where the row's unit-scale error is
-at or below the model's ``halt_ref``, as in training: ``finhrm_cli.halting``).
+at or below the model's ``halt_ref``, as in training: ``finhrm_cli.train.halting``).
 
 **Calibration of the Q head** (``platt_fit``, ``platt_apply``).  ``halt_ref`` is a running
 median of the errors of the *raw* weights during training, but the saved model is their
@@ -103,7 +103,7 @@ def verdict(intervals: list[tuple[float, float]], maes: list[float], min_effect:
 
 
 def halt_reward(pred_unit, y_unit, head_scale: float, ref: float) -> np.ndarray:
-    """The halting reward of every segment and row, as in training (``finhrm_cli.halting``):
+    """The halting reward of every segment and row, as in training (``finhrm_cli.train.halting``):
     ``pred_unit`` (M, n, 2) and ``y_unit`` (n, 2) in unit target scale (the model's output
     before the price conversion), ``head_scale`` the model's ``buffers.scale`` and ``ref`` its
     ``halt_ref``.  -> (M, n) bool: the row's error at or below the reference."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finhrm_cli import baselines
+from finhrm_cli.forecast import baselines
 
 RIDGE = 1.0          # penalty on the (normalised) feature coefficients
 IRLS_ITERS = 50

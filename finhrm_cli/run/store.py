@@ -633,7 +633,7 @@ def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
     bad = [k for k, v in weights.items() if not bool(mx.all(mx.isfinite(v)).item())]
     if bad:
         raise RunError(f"{path}: weights contain NaN or infinity ({bad[0]}); train the run again.")
-    model._finhrm_digest = digest  # names the weights in the forecast cache (finhrm_cli.predcache)
+    model._finhrm_digest = digest  # names the weights in the forecast cache (finhrm_cli.forecast.memo)
 
 
 def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
@@ -642,7 +642,7 @@ def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
     the digest existed load unchecked).  -> (model, config)."""
     from finhrm_cli.config import ModelConfig
     from finhrm_cli.errors import UsageError
-    from finhrm_cli.model import HRM
+    from finhrm_cli.model.hrm import HRM
 
     run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
     cfg = read_config(run_dir, required)
@@ -653,7 +653,7 @@ def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
         raise RunError(f"{run_dir / CONFIG}: the model section is invalid ({exc}).") from exc
     load_weights(model, run_dir / WEIGHTS, tuple(cfg[k] for k in cfgmod.WEIGHTS_HASH_KEYS if cfg.get(k)))
     model.eval()
-    model._finhrm_blend = cfg.get("blend")  # the linear partner (finhrm_cli.linear), checked above
+    model._finhrm_blend = cfg.get("blend")  # the linear partner (finhrm_cli.forecast.linear), checked above
     return model, cfg
 
 

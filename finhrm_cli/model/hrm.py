@@ -34,9 +34,9 @@ A faithful port of sapientinc/HRM ``models/hrm/hrm_act_v1.py`` with a regression
   Raw (a, b) are clipped to +-1e4 target standard deviations, so high/low stay finite.
 * ACT: ``q_head`` (zero weights, bias -5) gives ``(q_halt_logit, q_continue_logit)``.
   The buffer ``halt_ref`` holds the running reference error of the halting reward (see
-  ``finhrm_cli.halting``); the training step updates it, the optimiser never does.
+  ``finhrm_cli.train.halting``); the training step updates it, the optimiser never does.
 
-The training loop, losses and halting live in ``finhrm_cli.engine``.
+The training loop, losses and halting live in ``finhrm_cli.train.step``.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ class Buffers(nn.Module):
         self.scale = mx.ones((1,))
         self.b0 = mx.array([_inv_softplus(1.0)], dtype=mx.float32)
         # ACT halting reward: running median of recent training errors (unit target scale);
-        # not trained by the optimiser, updated by the training step (finhrm_cli.halting)
+        # not trained by the optimiser, updated by the training step (finhrm_cli.train.halting)
         self.halt_ref = mx.array([HALT_REF_INIT], dtype=mx.float32)
 
 

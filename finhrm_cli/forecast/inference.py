@@ -3,8 +3,7 @@
 Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per sample, the prediction of the first
 segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
 ``segment_outputs`` returns every segment's prediction, Q probabilities and Q logits for ACT
-statistics.  ``finhrm_cli.engine`` re-exports ``predict``, ``segment_outputs`` and
-``price_mae`` (from ``finhrm_cli.baselines``).
+statistics.
 
 **Compiled only where it pays.**  ``mx.compile`` fuses the elementwise work into kernels that
 MLX's CPU backend builds with the system C++ compiler on first use (about 24 kernels for this
@@ -35,13 +34,12 @@ from functools import partial
 
 import numpy as np
 
-from finhrm_cli.baselines import price_mae  # noqa: F401  (re-exported: the MAE of log-ratio forecasts)
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.errors import UsageError
 
 mx = mlx_core()
 
-from finhrm_cli.model import HRM  # noqa: E402
+from finhrm_cli.model.hrm import HRM  # noqa: E402
 
 
 class _Fns:

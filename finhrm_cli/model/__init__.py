@@ -1,0 +1,1 @@
+"""The HRM in MLX (``hrm``): nothing here reads files, trains or prints."""
