@@ -146,7 +146,7 @@ def _make_private(path: Path) -> None:
 def _inside_runs(path: Path) -> str | None:
     """Rule 3: the runs home and run folders hold runs only."""
     from finhrm_cli import config as cfgmod
-    from finhrm_cli.fsutil import run_folder_of
+    from finhrm_cli.run.files import run_folder_of
 
     try:
         real = Path(os.path.realpath(path))

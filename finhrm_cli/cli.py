@@ -29,16 +29,12 @@ from finhrm_cli.errors import FinhrmError, FinhrmWarning, UsageError  # noqa: E4
 def _show_warning(message, category, filename, lineno, file=None, line=None, _python=None):
     """finhrm's own warnings as one ``warning:`` line on stderr; others as Python shows them."""
     if issubclass(category, FinhrmWarning):
-        from finhrm_cli import ui
+        from finhrm_cli.ui import console
 
-        ui.warn(str(message))
+        console.warn(str(message))
     else:
         _python(message, category, filename, lineno, file, line)
 
-
-import warnings as _warnings  # noqa: E402
-
-_warnings.showwarning = functools.partial(_show_warning, _python=_warnings.showwarning)
 
 app = typer.Typer(
     name="finhrm",
@@ -103,12 +99,21 @@ def _guard(fn):
 
 
 def _guarded(fn, *args, **kwargs):
-    from finhrm_cli import ui
+    import warnings
+
+    with warnings.catch_warnings():  # finhrm's warnings: one line each, every time, as they come
+        warnings.simplefilter("always", FinhrmWarning)
+        warnings.showwarning = functools.partial(_show_warning, _python=warnings.showwarning)
+        return _reported(fn, *args, **kwargs)
+
+
+def _reported(fn, *args, **kwargs):
     from finhrm_cli.errors import FilesystemError
+    from finhrm_cli.ui import console
 
     try:
         out = fn(*args, **kwargs)
-        with ui._stdout_errors():
+        with console.stdout_errors():
             sys.stdout.flush()  # a full stdout device fails here, inside the guard
         return out
     except typer.Exit:
@@ -116,14 +121,14 @@ def _guarded(fn, *args, **kwargs):
     except FinhrmError as exc:
         if _debug():
             traceback.print_exc()
-        ui.error(str(exc))
+        console.error(str(exc))
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         _quiet_sigint()
         if _debug():
             traceback.print_exc()
         msg = getattr(exc, "message", None) or "interrupted."
-        ui.error(msg)
+        console.error(msg)
         raise typer.Exit(130)
     except BrokenPipeError:
         # `finhrm predict ... | head`: the reader went away; not an error worth a trace.
@@ -135,17 +140,17 @@ def _guarded(fn, *args, **kwargs):
         if _debug():
             traceback.print_exc()
         todo = None
-        if exc.filename == ui.STDOUT:
+        if exc.filename == console.STDOUT:
             _stdout_failed()
             todo = "send the output where there is room, or write it to a file with -o FILE (predict)"
         err = FilesystemError.from_oserror(exc, todo=todo)
-        ui.error(str(err))
+        console.error(str(err))
         raise typer.Exit(err.exit_code)
     except Exception as exc:  # noqa: BLE001 - last line of defence
         if _debug():
             traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        ui.error(
+        console.error(
             f"internal error: {type(exc).__name__}: {first} "
             "(please report it; FINHRM_DEBUG=1 shows the traceback)"
         )
@@ -191,9 +196,9 @@ ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sampl
 
 def _show(result: dict, as_json: bool, render) -> None:
     """One JSON document on stdout with --json, else the command's rich view."""
-    from finhrm_cli import ui
+    from finhrm_cli.ui import console
 
-    ui.print_json(result) if as_json else render(result)
+    console.print_json(result) if as_json else render(result)
 
 
 def _col_map(items: list[str] | None) -> dict[str, str]:
@@ -226,11 +231,12 @@ def prepare(
     as_json: JsonOpt = False,
 ):
     """Read, check and featurize DATA; write a prepared dataset and show a summary."""
-    from finhrm_cli import service, ui
+    from finhrm_cli.service.preparation import prepare as run_prepare
+    from finhrm_cli.ui.views import prepare_summary
 
     fcfg = _feature_cfg(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set)
-    summary = service.prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
-    _show(summary, as_json, ui.prepare_summary)
+    summary = run_prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
+    _show(summary, as_json, prepare_summary)
 
 
 # ------------------------------------------------------------------ train
@@ -283,7 +289,9 @@ def train(
 ):
     """Train an HRM on DATA and save a run folder (weights, config, history, metrics)."""
     from finhrm_cli import config as cfgmod
-    from finhrm_cli import service, ui
+    from finhrm_cli.service.training import train as run_train
+    from finhrm_cli.ui.progress import TrainProgress
+    from finhrm_cli.ui.views import render_train
 
     flags = {
         "features": dict(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set),
@@ -301,8 +309,8 @@ def train(
     from finhrm_cli import distributed
 
     main_rank = distributed.is_main()  # under mlx.launch only rank 0 draws and prints
-    with ui.TrainProgress(quiet=quiet or as_json or not main_rank) as progress:
-        result = service.train(
+    with TrainProgress(quiet=quiet or as_json or not main_rank) as progress:
+        result = run_train(
             data_paths or [],
             settings,
             out=out,
@@ -313,7 +321,7 @@ def train(
         )
     if not main_rank:
         return
-    _show(result, as_json, ui.render_train)
+    _show(result, as_json, render_train)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -340,18 +348,20 @@ def evaluate(
     as_json: JsonOpt = False,
 ):
     """Score a run against naive baselines: MAE, RMSE, MAPE, R², direction, interval coverage."""
-    from finhrm_cli import service, ui
-    from finhrm_cli.fsutil import check_output
+    from finhrm_cli.run.files import check_output
+    from finhrm_cli.service.evaluation import evaluate as run_evaluate
+    from finhrm_cli.ui.progress import TrainProgress
+    from finhrm_cli.ui.views import render_evaluate
 
     check_output(plot, "--plot")
 
-    with ui.TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
-        result = service.evaluate(
+    with TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
+        result = run_evaluate(
             run, data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
             intervals=intervals.value,
         )
-    _show(result, as_json, ui.render_evaluate)
+    _show(result, as_json, render_evaluate)
 
 
 # ------------------------------------------------------------------ predict
@@ -377,14 +387,15 @@ def predict(
     col: ColMap = None,
 ):
     """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
-    from finhrm_cli import service, ui
-    from finhrm_cli.fsutil import check_output
+    from finhrm_cli.run.files import check_output
+    from finhrm_cli.service.prediction import predict as run_predict
+    from finhrm_cli.ui.views import render_predict
 
     check_output(output, "--output")
 
-    result = service.predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
+    result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                              date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
-    ui.render_predict(result, "json" if as_json else fmt.value, output)
+    render_predict(result, "json" if as_json else fmt.value, output)
 
 
 # ------------------------------------------------------------------ inspect
@@ -399,14 +410,15 @@ def inspect(
     as_json: JsonOpt = False,
 ):
     """Show a run: data, features, model, training curve, metrics and ACT halting stats."""
-    from finhrm_cli import service, ui
+    from finhrm_cli.service import inspection
+    from finhrm_cli.ui.views import render_inspect, render_list
 
     if list_runs:
-        result = service.list_runs()
-        _show(result, as_json, ui.render_list)
+        result = inspection.list_runs()
+        _show(result, as_json, render_list)
         return
-    result = service.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
-    _show(result, as_json, ui.render_inspect)
+    result = inspection.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
+    _show(result, as_json, render_inspect)
 
 
 _STANDALONE = False  # set by main(): the process ends with the command

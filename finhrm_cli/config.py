@@ -10,16 +10,14 @@ Three groups travel together into every run's ``config.json``:
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from finhrm_cli.errors import RunError, UsageError
+from finhrm_cli.errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,11 +73,6 @@ LIMITS: dict[str, tuple[float, float]] = {
 # positive, so the map keeps every halting decision.  The default runs on the sample data give
 # a = 1.9-26 (the raw logits barely vary, so the map stretches them) and |b| < 0.7; a value
 # outside these bounds is damage, not a calibration.
-HALT_CAL_A = (1e-3, 1000.0)
-HALT_CAL_B = 1000.0  # |b| at most
-COEF_LIMIT = 1e4     # blend coefficients (finhrm_cli.forecast.linear) above this are refused: fits on normalised
-                    # inputs give |c| < 1 (0.43 on the sample); a forecast still out of range is
-                    # refused when shown (service.prediction._check_range)
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000
@@ -98,7 +91,7 @@ def flag_label(name: str) -> str:
 Label = Callable[[str], str]
 
 
-def _got(v: Any) -> str:
+def shown(v: Any) -> str:
     """A value as shown in an error: its repr, cut short (a crafted file may hold megabytes)."""
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
@@ -111,23 +104,23 @@ def _check_fields(obj, label: Label) -> None:
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         if kind == "int":
             if isinstance(v, bool) or not isinstance(v, int):
-                raise UsageError(f"{label(f.name)} must be a whole number (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must be a whole number (got {shown(v)}).")
         elif kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise UsageError(f"{label(f.name)} must be a number (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must be a number (got {shown(v)}).")
             if not math.isfinite(v):
-                raise UsageError(f"{label(f.name)} must be a finite number (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must be a finite number (got {shown(v)}).")
         elif kind == "bool":
             if not isinstance(v, bool):
-                raise UsageError(f"{label(f.name)} must be true or false (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must be true or false (got {shown(v)}).")
         elif kind == "str":
             if not isinstance(v, str):
-                raise UsageError(f"{label(f.name)} must be text (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must be text (got {shown(v)}).")
             continue
         if f.name in LIMITS:
             lo, hi = LIMITS[f.name]
             if not lo <= v <= hi:
-                raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {_got(v)}).")
+                raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {shown(v)}).")
 
 
 @dataclass
@@ -248,7 +241,7 @@ class TrainConfig:
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
         if self.loss not in ("huber", "mse", "mae"):
-            raise UsageError(f"{label('loss')} must be huber, mse or mae (got {_got(self.loss)}).")
+            raise UsageError(f"{label('loss')} must be huber, mse or mae (got {shown(self.loss)}).")
         if self.lr <= 0:
             raise UsageError(f"{label('lr')} must be positive (got {self.lr}).")
         if self.huber_delta <= 0:
@@ -322,191 +315,3 @@ def finhrm_home() -> Path:
 
 def runs_dir() -> Path:
     return finhrm_home() / "runs"
-
-
-# ---------------------------------------------------------------------------------------------
-# a run's config.json, checked once when the run is read
-
-
-def _safe_name_error(name: Any) -> str | None:
-    """Why ``name`` cannot be a folder name inside a run (None when it can)."""
-    if not isinstance(name, str) or not name:
-        return "must be a non-empty name"
-    if len(name) > 200 or name in (".", "..") or name.startswith(".") or name != name.strip():
-        return "must be a plain folder name (no leading dot or space, at most 200 characters)"
-    if re.search(r"[/\\\x00-\x1f\x7f:]", name) or os.sep in name or (os.altsep and os.altsep in name):
-        return "must not contain a path separator or control characters"
-    return None
-
-
-def _finite(x: Any) -> bool:
-    """A finite int or float (not a bool; an int too big for a float is not finite)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:  # json reads a 400-digit integer as an int
-        return False
-
-
-def _numbers(v: Any, n: int | None = None) -> bool:
-    """A list of finite numbers (of length ``n`` when given)."""
-    return isinstance(v, list) and (n is None or len(v) == n) and all(_finite(x) for x in v)
-
-
-def _iso_date(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        _dt.date.fromisoformat(str(v)[:10])
-        return isinstance(v, str)
-    except ValueError:
-        return False
-
-
-def _check_splits(splits: Any, key: str) -> None:
-    if not isinstance(splits, dict):
-        raise UsageError(f"{key} must be an object")
-    for name, s in splits.items():
-        if not isinstance(s, dict):
-            raise UsageError(f"{key}.{name} must be an object")
-        for k in ("first_date", "last_date"):
-            if not _iso_date(s.get(k)):
-                raise UsageError(f"{key}.{name}.{k} must be a date (YYYY-MM-DD), got {_got(s.get(k))}")
-
-
-# What the commands need from a run's config.json; a run written by the engine alone (as a
-# library) holds only "model" and "train", and ``checkpoint.load_run`` accepts that.
-RUN_KEYS = ("model", "features", "train", "feature_names", "normalizer")
-
-
-def validate_run_config(cfg: Any, path: Path, required: tuple[str, ...] = ("model",)) -> dict:
-    """Check a run's config.json (``path``) before anything uses it: the ``required`` keys are
-    there, every key the commands read has the right type, every setting lies within
-    ``LIMITS``, the shapes agree with each other, every series name is a plain folder name.
-    A problem is one ``RunError`` line naming the file and the key.  Returns ``cfg``; unknown
-    keys are left alone (forward compatible)."""
-    try:
-        _validate_run_config(cfg, required)
-    except UsageError as exc:
-        raise RunError(
-            f"{path}: {str(exc).rstrip('.')}; the file is damaged or was edited by hand, "
-            "restore it or train a new run."
-        ) from None
-    return cfg
-
-
-def _check_blend(bl: Any, cfg: dict) -> None:
-    """A run's ``blend`` (finhrm_cli.forecast.linear): the HRM weight in [0, 1] and one finite
-    coefficient per feature plus the intercept for the high and the low."""
-    if bl is None:
-        return
-    if not isinstance(bl, dict):
-        raise UsageError("blend must be an object or null")
-    w = bl.get("hrm_weight")
-    if not _finite(w) or not 0.0 <= w <= 1.0:
-        raise UsageError(f"blend.hrm_weight must lie in [0, 1] (got {_got(w)})")
-    n = (cfg.get("model") or {}).get("n_features")
-    for k in ("coef_high", "coef_low"):
-        c = bl.get(k)
-        if not _numbers(c) or any(abs(v) > COEF_LIMIT for v in c):
-            raise UsageError(f"blend.{k} must be a list of finite numbers below {COEF_LIMIT:g} in size")
-        if isinstance(n, int) and len(c) != n + 1:
-            raise UsageError(f"blend.{k} has {len(c)} numbers; the model's {n} features need {n + 1}")
-
-
-def _validate_run_config(cfg: Any, required: tuple[str, ...]) -> None:
-    if not isinstance(cfg, dict):
-        raise UsageError("is not a JSON object")
-    for key in required:
-        if cfg.get(key) is None:
-            raise UsageError(f"the key {key!r} is missing")
-    sections = {}
-    for key, cls in (("features", FeatureConfig), ("model", ModelConfig), ("train", TrainConfig)):
-        if cfg.get(key) is None:
-            continue
-        if not isinstance(cfg[key], dict):
-            raise UsageError(f"{key} must be an object")
-        obj = from_dict(cls, cfg[key])
-        obj.validate(label=lambda name, key=key: f"{key}.{name}")
-        sections[key] = obj
-    fcfg, mcfg = sections.get("features"), sections.get("model")
-    if fcfg and mcfg and mcfg.seq_len != fcfg.seq_len:
-        raise UsageError(f"model.seq_len ({mcfg.seq_len}) differs from features.seq_len ({fcfg.seq_len})")
-    n = mcfg.n_features if mcfg else None
-    names = cfg.get("feature_names")
-    if names is not None:
-        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
-            raise UsageError("feature_names must be a list of names")
-        if n is not None and len(names) != n:
-            raise UsageError(f"feature_names has {len(names)} names but model.n_features is {n}")
-    norm = cfg.get("normalizer")
-    if norm is not None:
-        if not isinstance(norm, dict):
-            raise UsageError("normalizer must be an object")
-        for k in ("mean", "std"):
-            if not _numbers(norm.get(k), n):
-                raise UsageError(f"normalizer.{k} must be a list of finite numbers"
-                                 + (f", {n} of them (model.n_features)" if n else ""))
-        if len(norm["mean"]) != len(norm["std"]) or any(x <= 0 for x in norm["std"]):
-            raise UsageError("normalizer.std must be positive, one per mean")
-    conf = cfg.get("conformal")
-    if conf is not None:
-        if not isinstance(conf, dict):
-            raise UsageError("conformal must be an object or null")
-        if conf.get("units", "log") not in ("log", "scale"):
-            raise UsageError(f"conformal.units must be 'log' or 'scale' (got {_got(conf.get('units'))})")
-        for k in ("high", "low"):
-            if not _numbers(conf.get(k)):
-                raise UsageError(f"conformal.{k} must be a list of finite numbers")
-        if "n" in conf and (isinstance(conf["n"], bool) or not isinstance(conf["n"], int) or conf["n"] < 0):
-            raise UsageError(f"conformal.n must be a count (got {_got(conf['n'])})")
-    hc = cfg.get("halt_calibration")
-    if hc is not None:
-        if not isinstance(hc, dict):
-            raise UsageError("halt_calibration must be an object or null")
-        for k in ("a", "b"):
-            if not _finite(hc.get(k)):
-                raise UsageError(f"halt_calibration.{k} must be a finite number (got {_got(hc.get(k))})")
-        lo, hi = HALT_CAL_A
-        if not lo <= hc["a"] <= hi:
-            raise UsageError(f"halt_calibration.a must lie in [{lo:g}, {hi:g}] (got {hc['a']:g})")
-        if abs(hc["b"]) > HALT_CAL_B:
-            raise UsageError(f"halt_calibration.b must lie in [{-HALT_CAL_B:g}, {HALT_CAL_B:g}] (got {hc['b']:g})")
-        if "rows" in hc and (isinstance(hc["rows"], bool) or not isinstance(hc["rows"], int) or hc["rows"] < 0):
-            raise UsageError(f"halt_calibration.rows must be a count (got {_got(hc['rows'])})")
-    _check_blend(cfg.get("blend"), cfg)
-    src = cfg.get("source")
-    if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
-        raise UsageError("source must be an object with a text name")
-    if cfg.get("splits") is not None:
-        _check_splits(cfg["splits"], "splits")
-    series = cfg.get("series")
-    if series is not None:
-        if not isinstance(series, list):
-            raise UsageError("series must be a list")
-        seen = set()
-        for i, s in enumerate(series):
-            if not isinstance(s, dict):
-                raise UsageError(f"series[{i}] must be an object")
-            why = _safe_name_error(s.get("name"))
-            if why:
-                raise UsageError(f"series[{i}].name {_got(s.get('name'))} {why}")
-            if s["name"] in seen:
-                raise UsageError(f"series[{i}].name {_got(s['name'])} appears twice")
-            seen.add(s["name"])
-            if s.get("splits") is not None:
-                _check_splits(s["splits"], f"series[{i}].splits")
-    for k in ("created",):
-        if cfg.get(k) is not None and not isinstance(cfg[k], str):
-            raise UsageError(f"{k} must be text")
-    if cfg.get("versions") is not None and not isinstance(cfg["versions"], dict):
-        raise UsageError("versions must be an object")
-    for k in WEIGHTS_HASH_KEYS:
-        v = cfg.get(k)
-        if v is not None and not (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)):
-            raise UsageError(f"{k} must be a sha256 digest (64 hex digits)")
-
-
-# model.safetensors' sha256, and the one of the weights being written (see RunWriter.save_weights)
-WEIGHTS_HASH_KEYS = ("weights_sha256", "weights_sha256_next")

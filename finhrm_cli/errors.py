@@ -40,6 +40,15 @@ class FinhrmWarning(UserWarning):
     prints it as one ``warning:`` line)."""
 
 
+def warn(message: str) -> None:
+    """Tell the user something that does not stop the command.  Services and the data
+    pipeline never print: the command line shows a ``FinhrmWarning`` as one ``warning:``
+    line, and a library caller sees a Python warning."""
+    import warnings
+
+    warnings.warn(message, FinhrmWarning, stacklevel=2)
+
+
 class TrainingError(FinhrmError):
     """Training failed (for example, a non-finite loss): exit code 1."""
 

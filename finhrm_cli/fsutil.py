@@ -130,7 +130,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2,
 
 
 # ---------------------------------------------------------------------------------------------
-# untrusted names and output paths
+# untrusted names
 
 
 def safe_component(name: object, default: str = "data") -> str:
@@ -145,63 +145,6 @@ def safe_component(name: object, default: str = "data") -> str:
     while len(s.encode("utf-8")) > 120:
         s = s[:-1]
     return s or default
-
-
-def run_folder_of(path: Path) -> Path | None:
-    """The run folder ``path`` lies in (itself or an ancestor holding config.json next to
-    model.safetensors, state/ or history.jsonl), else None."""
-    for d in [path, *path.parents]:
-        try:
-            if (d / "config.json").is_file() and any(
-                (d / f).exists() for f in ("model.safetensors", "state", "history.jsonl")
-            ):
-                return d
-        except OSError:
-            return None
-    return None
-
-
-def check_run_free(path: str | os.PathLike, option: str) -> None:
-    """Refuse an output path (file or folder) that is, or lies inside, a run folder or the runs home."""
-    from finhrm_cli import config as cfgmod
-    from finhrm_cli.errors import UsageError
-
-    p = Path(path).expanduser()
-    resolved = Path(os.path.realpath(p))
-    home = Path(os.path.realpath(cfgmod.runs_dir()))
-    run = run_folder_of(resolved)
-    if run is not None:
-        raise UsageError(
-            f"{option} {p}: lies inside the run folder {run}; finhrm never writes outputs into a run, "
-            "pick a path outside it."
-        )
-    if resolved == home or home in resolved.parents:
-        raise UsageError(f"{option} {p}: lies inside the runs home {home}; pick a path outside it.")
-
-
-def check_output(path: str | os.PathLike | None, option: str) -> Path | None:
-    """Refuse an output path that exists and is not a regular file (folder, device, FIFO,
-    symlink), or that lies inside the runs home or a run folder.  One-line UsageError."""
-    from finhrm_cli.errors import UsageError
-
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    try:
-        st = p.lstat()
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise UsageError(f"{option} {p}: cannot use this path ({exc.strerror}); pick another output file.") from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = (
-            "a symlink" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
-            else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
-        )
-        raise UsageError(f"{option} {p}: exists and is {kind}; finhrm only replaces regular files, pick another output file.")
-    check_run_free(p, option)
-    return p
 
 
 # ---------------------------------------------------------------------------------------------

@@ -245,10 +245,9 @@ def test_an_overlong_cache_path_only_turns_the_cache_off(tmp_path, monkeypatch):
     from finhrm_cli.forecast import memo
 
     monkeypatch.setenv("FINHRM_CACHE", str(tmp_path / ("a" * 300)))
-    model = type("M", (), {"_finhrm_digest": "ab" * 32})()
     x = np.ones((3, 4, 2), np.float32)
     with pytest.warns(Warning, match="255 bytes"):
-        out = memo.predict(model, x, lambda m, v: np.zeros((len(v), 2), np.float32))
+        out = memo.predict(memo.identity("ab" * 32, None), None, x, lambda m, v: np.zeros((len(v), 2), np.float32))
     assert out.shape == (3, 2)
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from finhrm_cli.run import store
+from finhrm_cli.run import files
+from finhrm_cli.run import create
 from finhrm_cli.train import step
 from finhrm_cli.forecast import inference
 from finhrm_cli.config import ModelConfig, to_dict
@@ -31,7 +33,7 @@ def mcfg(**kw) -> ModelConfig:
 def make_run(root, name="spy", seed=0, created=None, val_mae=None, finished=True):
     model = step.build_model(mcfg(), seed)
     model.set_target_stats(np.random.default_rng(seed).normal([0.01, -0.01], 0.01, (50, 2)))
-    path = store.new_run_dir(name, root=root)
+    path = create.new_run_dir(name, root=root)
     run = store.RunWriter(path)
     run.save_weights(model)
     cfg = {"model": to_dict(mcfg()), "source": {"path": f"/data/{name}.csv"}}
@@ -54,28 +56,29 @@ def test_new_run_dir_names_and_never_overwrites(tmp_path, monkeypatch):
         def now(cls, tz=None):
             return real_dt.datetime(2025, 3, 4, 5, 6, 7)
 
-    monkeypatch.setattr(store._dt, "datetime", Fixed)
-    a = store.new_run_dir("My Data", root=tmp_path / "runs")
-    b = store.new_run_dir("My Data", root=tmp_path / "runs")
-    c = store.new_run_dir("My Data", root=tmp_path / "runs")
+    monkeypatch.setattr(create._dt, "datetime", Fixed)
+    a = create.new_run_dir("My Data", root=tmp_path / "runs")
+    b = create.new_run_dir("My Data", root=tmp_path / "runs")
+    c = create.new_run_dir("My Data", root=tmp_path / "runs")
     assert [p.name for p in (a, b, c)] == ["My-Data-20250304-050607", "My-Data-20250304-050607-2",
                                            "My-Data-20250304-050607-3"]
     for p in (a, b, c):  # new and empty but for the marker that names the folder as finhrm's
-        assert [q.name for q in p.iterdir()] == [store.MARKER]
-        assert json.loads((p / store.MARKER).read_text())["run"] == p.name
+        assert [q.name for q in p.iterdir()] == [files.MARKER]
+        assert json.loads((p / files.MARKER).read_text())["run"] == p.name
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path):
     path, model = make_run(tmp_path)
     x = np.random.default_rng(1).standard_normal((33, T, F)).astype(np.float32)
     before = inference.predict(model, x)
-    loaded, cfg = store.load_run(path)
+    forecaster, cfg = store.load_run(path)
+    loaded = forecaster.model
     after = inference.predict(loaded, x)
     assert np.array_equal(before, after)
     stored = mx.load(str(path / "model.safetensors"))
     assert {"buffers.H_init", "buffers.L_init", "buffers.c_mid", "buffers.scale", "buffers.b0"} <= stored.keys()
     assert np.array_equal(np.array(stored["buffers.scale"]), np.array(model.buffers.scale))
-    assert cfg["model"]["d_model"] == 32
+    assert cfg.model.d_model == 32
     assert not [p for p in os.listdir(path) if "tmp" in p]  # no temp files left behind
 
 

@@ -462,10 +462,11 @@ def test_inspect_act_table_fits_an_80_column_terminal(monkeypatch):
     step 1's MAE."""
     from rich.console import Console
 
-    from finhrm_cli import ui
+    from finhrm_cli.ui import console as ui_console
+    from finhrm_cli.ui import views
 
     console = Console(width=80, record=True, highlight=False, force_terminal=False)
-    monkeypatch.setattr(ui, "out", console)
+    monkeypatch.setattr(ui_console, "out", console)
     step = dict(mae=0.5192, q_halt=0.484, reward_rate=0.535, q_continue=0.402, halted=383, halted_share=1.0,
                 brier=0.248, auc=0.57)
     steps = [dict(step=1, **step)] + [
@@ -475,7 +476,7 @@ def test_inspect_act_table_fits_an_80_column_terminal(monkeypatch):
                calibration=dict(brier=0.248, auc=0.573, mean_p_halt=0.485, reward_rate=0.537), halt_ref=0.573,
                mean_halting_step=1.0, compute_saved=0.75, mae_all_steps=0.5194, mae_act=0.5192, mae_act_change=-0.0001,
                best_step=1, verdict="later segments make no measurable difference on this run")
-    ui.render_act(act)
+    views.render_act(act)
     text = console.export_text()
     assert "…" not in text
     assert "+0.02% [-0.03, +0.08]" in text and "383 (100.0%)" in text
@@ -484,14 +485,15 @@ def test_inspect_act_table_fits_an_80_column_terminal(monkeypatch):
 def test_predict_says_unbounded_instead_of_printing_infinity(monkeypatch):
     from rich.console import Console
 
-    from finhrm_cli import ui
+    from finhrm_cli.ui import console as ui_console
+    from finhrm_cli.ui import views
 
     console = Console(width=100, record=True, highlight=False, force_terminal=False)
-    monkeypatch.setattr(ui, "out", console)
-    monkeypatch.setattr(ui, "err", console)
+    monkeypatch.setattr(ui_console, "out", console)
+    monkeypatch.setattr(ui_console, "err", console)
     row = dict(date="2015-06-18", close=94.98, pred_high=95.48, pred_low=94.57, pred_high_lo=0.0,
                pred_high_hi=float("inf"), pred_low_lo=0.0, pred_low_hi=float("inf"))
-    ui.render_predict({"rows": [row], "coverage": 0.8, "run": "r"}, "table")
+    views.render_predict({"rows": [row], "coverage": 0.8, "run": "r"}, "table")
     text = console.export_text()
     assert "inf" not in text.replace("interval", "") and text.count("unbounded") == 3
     assert "too few rows to bound the 80% interval" in text

@@ -263,7 +263,7 @@ def test_normalizer_uses_training_rows_only():
 
 @pytest.mark.parametrize("feature_set", ["hrm18", "extended"])
 def test_normalizer_fit_by_column_equals_the_2d_fit_bit_for_bit(feature_set):
-    # _finish fits column by column (no 2-D copy of a big frame): same numbers as before
+    # finish_dataset fits column by column (no 2-D copy of a big frame): same numbers as before
     ds = data.from_bars(bars_df(synthetic_ohlcv(700, 3)), FeatureConfig(feature_set=feature_set))
     tr, h = ds.splits["train"], ds.fcfg.horizon
     ref = Normalizer.fit(ds.features()[tr["start"]: tr["end"] - h])

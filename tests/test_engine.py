@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from finhrm_cli.run import store
+from finhrm_cli.run import files
 from finhrm_cli.train import step
 from finhrm_cli.train import loop
 from finhrm_cli.forecast import inference
@@ -181,14 +182,14 @@ def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
     model = step.build_model(mcfg(d_model=64, n_heads=4), 0)
     x = data(150)["x"]
     full = inference.predict(model, x)           # plain graph: chunks of 128, the last padded to 32
-    assert model._finhrm_seen == 150 and getattr(model, "_finhrm_fns", None) is None
+    assert inference.usage(model).seen == 150 and inference.usage(model).compiled is None
     for i in (0, 77, 149):                    # each alone: padded to 8
         np.testing.assert_array_equal(inference.predict(model, x[i:i + 1])[0], full[i])
     np.testing.assert_array_equal(inference.predict(model, x[:20]), full[:20])
     inference.COMPILE_ABOVE, saved = 200, inference.COMPILE_ABOVE
     try:                                      # past 200 windows seen, the compiled pass takes over
         again = inference.predict(model, x)
-        assert model._finhrm_fns is not None
+        assert inference.usage(model).compiled is not None
         np.testing.assert_array_equal(again, full)
         np.testing.assert_array_equal(inference.predict(model, x[77:78])[0], full[77])
     finally:
@@ -263,7 +264,7 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path):
     model = step.build_model(mcfg(), 3)
     loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2, seed=3, ema=0.8), tr, None, run=run, model=model)
     state = store.load_state(run.path)
-    saved = {k: np.array(v) for k, v in mx.load(str(run.path / store.WEIGHTS)).items()}
+    saved = {k: np.array(v) for k, v in mx.load(str(run.path / files.WEIGHTS)).items()}
     raw = {k: np.array(v) for k, v in state["weights"].items()}
     avg = {k: np.array(v) for k, v in state["ema"].items()}
     assert avg and set(avg) < set(saved)                  # trainable weights only, no buffers
@@ -311,7 +312,8 @@ def test_nonfinite_loss_stops_and_keeps_the_best_weights(tmp_path, when):
 
     with pytest.raises(TrainingError, match="NaN or infinite.*--lr"):
         loop.train(mcfg(), TrainConfig(batch_size=16, epochs=5), tr, va, callback=poison, run=run, model=model)
-    loaded, _ = store.load_run(run.path)
+    forecaster, _ = store.load_run(run.path)
+    loaded = forecaster.model
     pred = inference.predict(loaded, va["x"])
     assert np.isfinite(pred).all()
     state = store.load_state(run.path)

@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from conftest import synthetic_ohlcv
 from finhrm_cli.run import store
+from finhrm_cli.run import lock
+from finhrm_cli.run import create
 from finhrm_cli.cli import app
 
 pytestmark = pytest.mark.slow
@@ -94,14 +96,14 @@ def _check_left_behind(run: Path, data: Path, home: Path, what: str) -> str:
         # killed while the folder was being filled: not a run, and nothing treats it as one
         assert run.name not in [r["name"] for r in store.list_runs(run.parent)], what
         # ...and a later run creation removes it once it is stale (here: at once)
-        assert store.clean_abandoned(run.parent, older_than=-1) == [run], (what, list(run.iterdir()))
+        assert create.clean_abandoned(run.parent, older_than=-1) == [run], (what, list(run.iterdir()))
         return "abandoned, cleaned"
-    status = store.run_status(run)
+    status = lock.run_status(run)
     assert status != "training", f"{what}: the dead process still holds the lock"
     if status == "unfinished":
         res = _cli(["train", "--resume", run, "--quiet", "--json"], home)
         assert res.exit_code == 0, f"{what}: resume failed: {res.output}"
-        assert store.run_status(run) == "finished", what
+        assert lock.run_status(run) == "finished", what
     res = _cli(["predict", data, "--model", run, "--json"], home)
     assert res.exit_code == 0, f"{what}: {res.output}"
     row = json.loads(res.stdout)["rows"][0]

@@ -19,8 +19,8 @@ from finhrm_cli.train import step
 from finhrm_cli.forecast import inference
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.config import FeatureConfig, ModelConfig
-from finhrm_cli.service import inspection, training
-from finhrm_cli.service._shared import _parts
+from finhrm_cli.forecast.forecaster import Forecaster
+from finhrm_cli.forecast.parts import of as windows_of
 
 mx = mlx_core()
 
@@ -63,12 +63,19 @@ def sample(tmp_path_factory):
     seg = inference.segment_outputs(model, base.windows("train").x)
     # q_continue level with q_halt at step 1, so rows halt at different steps
     model.q_head.bias = mx.array([0.0, float(np.median(seg["q_halt_logit"][0] - seg["q_continue_logit"][0]))])
-    o = inspection._act_outputs(model, _parts([base], "train"))
+    o = actstats.act_outputs(model, windows_of([base], "train"))
     unit = np.abs(np.asarray(inference.segment_outputs(model, base.windows("train").x)["preds"], np.float64)
                   - base.windows("train").y / base.windows("train").scale[:, None]).mean(-1)
     model.buffers.halt_ref = mx.array([float(np.median(unit))])  # rewards of both kinds
     assert o["q_halt_logit"].std() > 0.05  # the logits vary from row to row
     return {"tmp": tmp, "lines": lines, "base": base, "after": after, "model": model}
+
+
+def halt_calibration(model, dss):
+    """The Q head's calibration map as a run gets it (``Forecaster.finish``)."""
+    fc = Forecaster(model)
+    fc.finish(dss)
+    return fc.halt_calibration
 
 
 def _prepare(sample, lines, name):
@@ -77,29 +84,29 @@ def _prepare(sample, lines, name):
 
 def test_calibration_is_fit_on_training_rows_only(sample):
     model, base, lines, after = sample["model"], sample["base"], sample["lines"], sample["after"]
-    cal = training.halt_calibration(model, [base])
+    cal = halt_calibration(model, [base])
     assert cal["rows"] == base.splits["train"]["n_windows"] and cal["a"] > 0
     # every validation and test session changed: the map does not move
     other = _prepare(sample, _rescale(lines, after, 1), "later_changed.csv")
     for split in ("val", "test"):
         assert not np.allclose(other.windows(split).close, base.windows(split).close)
-    assert training.halt_calibration(model, [other]) == cal
+    assert halt_calibration(model, [other]) == cal
     # ... while changing training sessions does (the test can fail)
     first_train = min(after) // 3
     moved = _prepare(sample, _rescale(lines, range(first_train, first_train + 100), 2), "train_changed.csv")
-    assert training.halt_calibration(model, [moved]) != cal
+    assert halt_calibration(model, [moved]) != cal
 
 
 def test_inspect_maps_both_q_outputs_and_keeps_where_rows_halt(sample):
     model, base = sample["model"], sample["base"]
-    parts = _parts([base], "val")
+    parts = windows_of([base], "val")
     seg = inference.segment_outputs(model, base.windows("val").x)
-    plain = inspection.act_stats(model, parts)
+    plain = actstats.act_stats(model, parts)
     assert plain["halt_calibration"] is None
     assert plain["uncalibrated"]["brier"] == pytest.approx(plain["calibration"]["brier"], rel=1e-6)
     for a, b in ((0.5, 0.3), (actstats.HALT_CAL_A[0], 4.0), (3.0, -2.0)):
         cal = {"a": a, "b": b, "rows": 1}
-        r = inspection.act_stats(model, parts, cal)
+        r = actstats.act_stats(model, parts, cal)
         for k, s in enumerate(r["steps"]):
             assert s["q_halt"] == pytest.approx(actstats.platt_apply(seg["q_halt_logit"][k], a, b).mean(), rel=1e-9)
             assert s["q_continue"] == pytest.approx(actstats.platt_apply(seg["q_continue_logit"][k], a, b).mean(), rel=1e-9)

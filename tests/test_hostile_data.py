@@ -16,9 +16,10 @@ import polars as pl
 import pytest
 
 from conftest import synthetic_ohlcv
-from finhrm_cli import data, ui
+from finhrm_cli import data
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.errors import DataError, FilesystemError
+from finhrm_cli.ui import views
 
 HEADER = ["date", "open", "high", "low", "close", "volume"]
 COL = {c: i for i, c in enumerate(HEADER)}
@@ -185,7 +186,7 @@ def test_disk_full_writing_predictions_names_the_output_file(tmp_path, monkeypat
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as info:
-        ui.render_predict(RESULT, "csv", str(out))
+        views.render_predict(RESULT, "csv", str(out))
     exc = info.value
     assert exc.errno == errno.ENOSPC and exc.filename == str(out) and exc.filename2 is None
     msg = str(FilesystemError.from_oserror(exc))

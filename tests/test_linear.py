@@ -11,10 +11,11 @@ import pytest
 from finhrm_cli import data
 from finhrm_cli.train import step
 from finhrm_cli.forecast import linear
-from finhrm_cli.config import FeatureConfig, ModelConfig, validate_run_config
+from finhrm_cli.config import FeatureConfig, ModelConfig
+from finhrm_cli.run.config import RunConfig
 from finhrm_cli.data.dataset import Windows
 from finhrm_cli.errors import UsageError
-from finhrm_cli.service import training
+from finhrm_cli.forecast.forecaster import Forecaster
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic_tradingview.csv"
 
@@ -100,7 +101,7 @@ def _moved(tmp, lines, rows, name):
 
 def test_blend_is_fit_on_training_and_validation_rows_only(runs):
     tmp, lines, base, model = runs
-    bl = training.blend_for(model, [base])
+    bl = Forecaster(model).fit_blend([base])
     assert bl is not None and 0.0 <= bl["hrm_weight"] <= 1.0
     assert len(bl["coef_high"]) == len(base.feature_names) + 1
     assert bl["rows"] == len(base.windows("train"))
@@ -108,10 +109,10 @@ def test_blend_is_fit_on_training_and_validation_rows_only(runs):
     first_test = n_rows - base.splits["test"]["n_windows"] + 2  # a margin past the last val target
     later = _moved(tmp, lines, range(first_test, n_rows), "test_moved.csv")
     assert not np.allclose(later.windows("test").close, base.windows("test").close)
-    assert training.blend_for(model, [later]) == bl
+    assert Forecaster(model).fit_blend([later]) == bl
     # the check has teeth: moving training sessions moves the coefficients
     early = _moved(tmp, lines, range(200, 260), "train_moved.csv")
-    assert training.blend_for(model, [early])["coef_high"] != bl["coef_high"]
+    assert Forecaster(model).fit_blend([early])["coef_high"] != bl["coef_high"]
 
 
 @pytest.mark.parametrize("bad", [
@@ -121,9 +122,9 @@ def test_blend_is_fit_on_training_and_validation_rows_only(runs):
 def test_a_crafted_blend_in_config_json_is_refused(bad, tmp_path):
     good = {"hrm_weight": 0.5, "coef_high": [0.0, 1.0, 2.0], "coef_low": [0.0, -1.0, 0.5]}
     cfg = {"model": {"n_features": 2}, "blend": good}
-    validate_run_config(cfg, tmp_path / "config.json")
+    RunConfig.from_dict(cfg, tmp_path / "config.json")
     with pytest.raises(UsageError, match="blend"):
-        validate_run_config({**cfg, "blend": {**good, **bad}}, tmp_path / "config.json")
+        RunConfig.from_dict({**cfg, "blend": {**good, **bad}}, tmp_path / "config.json")
 
 
 def test_a_mix_that_would_cross_is_rearranged():

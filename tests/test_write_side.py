@@ -22,8 +22,11 @@ from typer.testing import CliRunner
 from conftest import synthetic_ohlcv
 from finhrm_cli import fsutil
 from finhrm_cli.run import store
+from finhrm_cli.run import lock
+from finhrm_cli.run import files
+from finhrm_cli.run import create
 from finhrm_cli.cli import app
-from finhrm_cli.errors import DataError, FilesystemError, RunError, UsageError
+from finhrm_cli.errors import DataError, FilesystemError, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -221,7 +224,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
     assert len(runs) == 1
     stuck = runs[0]
     assert not (stuck / "metrics.json").exists()
-    assert store.run_status(stuck) == "unfinished" and store.run_status(done) == "finished"
+    assert lock.run_status(stuck) == "unfinished" and lock.run_status(done) == "finished"
     state = json.loads((stuck / "state" / "state.json").read_text())
     assert state["stopped"] in ("converged", "patience")  # training itself had ended
 
@@ -252,7 +255,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
 
     res = cli(["train", "--resume", stuck, "--json"], home)
     assert res.exit_code == 0, res.output
-    assert (stuck / "metrics.json").exists() and store.run_status(stuck) == "finished"
+    assert (stuck / "metrics.json").exists() and lock.run_status(stuck) == "finished"
     assert not old.exists() and not old_st.exists() and fresh.exists()
     cfg = json.loads((stuck / "config.json").read_text())
     assert cfg["conformal"]
@@ -279,8 +282,8 @@ def test_no_finished_run_is_one_line(tmp_path, data_csv, monkeypatch):
 
 
 def test_second_train_of_a_locked_run_is_refused(home, trained):
-    with store.RunLock(trained):
-        assert store.run_status(trained) == "training"
+    with lock.RunLock(trained):
+        assert lock.run_status(trained) == "training"
         assert [r["status"] for r in store.list_runs(home / "runs") if r["name"] == trained.name] == ["training"]
         history = (trained / "history.jsonl").read_bytes()
         res = cli(["train", "--resume", trained, "--quiet"], home)
@@ -289,22 +292,22 @@ def test_second_train_of_a_locked_run_is_refused(home, trained):
         assert "another `finhrm train`" in line and str(os.getpid()) in line
         assert (trained / "history.jsonl").read_bytes() == history
         with pytest.raises(RunError, match="another"):
-            store.RunLock(trained).acquire()
-    assert store.run_status(trained) == "finished"
+            lock.RunLock(trained).acquire()
+    assert lock.run_status(trained) == "finished"
 
 
 def test_lock_dies_with_its_process(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    code = f"from finhrm_cli.run import store; store.RunLock({str(run)!r}).acquire(); print('ok', flush=True); import time; time.sleep(60)"
+    code = f"from finhrm_cli.run import lock; lock.RunLock({str(run)!r}).acquire(); print('ok', flush=True); import time; time.sleep(60)"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ok"
-        assert store.is_locked(run)
+        assert lock.is_locked(run)
         p.kill()
         p.wait(10)
-        assert not store.is_locked(run)
-        with store.RunLock(run):
+        assert not lock.is_locked(run)
+        with lock.RunLock(run):
             pass
     finally:
         if p.poll() is None:
@@ -432,7 +435,8 @@ def test_half_replaced_prepared_folder_is_detected(tmp_path, monkeypatch):
 
 
 def test_second_ctrl_c_while_reporting_the_first_exits_130_quietly(tmp_path, monkeypatch):
-    from finhrm_cli import service, ui
+    from finhrm_cli.service import inspection
+    from finhrm_cli.ui import console
 
     def first(*a, **kw):
         raise KeyboardInterrupt
@@ -440,8 +444,8 @@ def test_second_ctrl_c_while_reporting_the_first_exits_130_quietly(tmp_path, mon
     def second(msg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(service, "list_runs", first)
-    monkeypatch.setattr(ui, "error", second)
+    monkeypatch.setattr(inspection, "list_runs", first)
+    monkeypatch.setattr(console, "error", second)
     old = signal.getsignal(signal.SIGINT)
     try:
         res = cli(["inspect", "--list"], tmp_path)
@@ -480,15 +484,15 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
     runs = tmp_path / "runs"
     long_ago = time.time() - 2 * fsutil.STALE_SECONDS
 
-    def made(name, files=(), old=True, marker=True):
+    def made(name, names=(), old=True, marker=True):
         if marker:
-            p = store.new_run_dir("x", root=runs)
+            p = create.new_run_dir("x", root=runs)
             p = p.rename(runs / name)
-            (p / store.MARKER).write_text(json.dumps({"run": name, "id": "0" * 32}))
+            (p / files.MARKER).write_text(json.dumps({"run": name, "id": "0" * 32}))
         else:
             p = runs / name
             p.mkdir(parents=True)
-        for f in files:
+        for f in names:
             q = p / f
             q.parent.mkdir(parents=True, exist_ok=True)
             q.write_text("x")
@@ -506,13 +510,13 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
     foreign_in_data = made("spy-20240101-101016", ["data/features.parquet", "data/aapl.csv"])
     other = made("qqq-20240101-101013", ["data/features.parquet", "notes.txt"])
     copied = made("iwm-20240101-101017", ["data/features.parquet"])
-    (copied / store.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
-    os.utime(copied / store.MARKER, (long_ago, long_ago))
+    (copied / files.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
+    os.utime(copied / files.MARKER, (long_ago, long_ago))
     locked = made("iwm-20240101-101014", ["train.lock"])
-    with store.RunLock(locked):
+    with lock.RunLock(locked):
         os.utime(locked / "train.lock", (long_ago, long_ago))
         os.utime(locked, (long_ago, long_ago))
-        new = store.new_run_dir("spy", root=runs)
+        new = create.new_run_dir("spy", root=runs)
     assert not abandoned.exists() and not series.exists() and not empty.exists()
     assert (users / "data" / "aapl.csv").read_text() == "x" and users_empty.exists()
     for kept in (fresh, foreign_in_data, other, copied, locked, new):
@@ -551,19 +555,19 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path,
     for f in ("metrics.json", "model.safetensors"):
         (run / f).unlink()
     (run / "history.jsonl").write_text('{"epoch": 1, "stale": true}\n')
-    assert store.run_status(run) == "unfinished"
+    assert lock.run_status(run) == "unfinished"
     res = cli(["train", "--resume", run, "--json"], home)
     assert res.exit_code == 0, res.output
-    assert store.run_status(run) == "finished"
+    assert lock.run_status(run) == "finished"
     assert (run / "model.safetensors").read_bytes() == weights  # same seed, same data: same weights
     assert all("stale" not in ln for ln in (run / "history.jsonl").read_text().splitlines())
 
 
 def test_resume_of_a_read_only_run_is_one_line(home, trained, monkeypatch):
     def read_only(self):
-        raise OSError(errno.EROFS, "Read-only file system", str(self.run_dir / store.LOCK))
+        raise OSError(errno.EROFS, "Read-only file system", str(self.run_dir / files.LOCK))
 
-    monkeypatch.setattr(store.RunLock, "acquire", read_only)
+    monkeypatch.setattr(lock.RunLock, "acquire", read_only)
     res = cli(["train", "--resume", trained, "--quiet"], home)
     assert res.exit_code == 2
     line = one_error_line(res)

@@ -55,12 +55,12 @@ from finhrm_cli.data.features import (
     SLOW_CONTEXT,
     TARGET_COLUMNS,
     VOLUME_FLOOR,
-    _scale_expr,
+    scale_expr,
     build_features,
     context_width,
     feature_columns,
 )
-from finhrm_cli.data.dataset import SPLITS, Dataset, Normalizer, Windows, concat_windows
+from finhrm_cli.data.dataset import SPLITS, Dataset, Normalizer, Windows, concat_windows, pool_normalizer
 from finhrm_cli.data.prepared import from_bars, prepare, prepare_many, save_prepared
 
 __all__ = [
@@ -71,9 +71,9 @@ __all__ = [
     # features
     "EMA_ALPHA", "EXTENDED_EXTRA", "FEATURE_PREFIX", "FEATURE_SETS", "HRM18", "RAW_COLUMNS",
     "RSI_MA_N", "RSI_N", "SCALE_FLOOR", "SCALE_N", "SLOW_CONTEXT", "TARGET_COLUMNS", "VOLUME_FLOOR",
-    "_scale_expr", "build_features", "context_width", "feature_columns",
+    "scale_expr", "build_features", "context_width", "feature_columns",
     # dataset
-    "SPLITS", "Dataset", "Normalizer", "Windows", "concat_windows",
+    "SPLITS", "Dataset", "Normalizer", "Windows", "concat_windows", "pool_normalizer",
     # prepared
     "from_bars", "prepare", "prepare_many", "save_prepared",
 ]

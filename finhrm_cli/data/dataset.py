@@ -2,7 +2,7 @@
 
 ``Dataset`` holds the feature frame of one series with its splits and normaliser and
 cuts it into ``Windows`` (numpy stride tricks); ``Normalizer`` is fit on training rows
-only; ``concat_windows`` joins the windows of several series.  ``_finish`` turns a
+only; ``concat_windows`` joins the windows of several series.  ``finish_dataset`` turns a
 feature frame into a Dataset (used by ``prepared``).
 """
 
@@ -17,7 +17,8 @@ import polars as pl
 
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.data.features import RSI_MA_N, RSI_N, feature_columns
-from finhrm_cli.data.reading import N_PREV, PREPARED_FORMAT, PREPARED_VERSION, Source, _fail
+from finhrm_cli.data.reading import N_PREV, PREPARED_FORMAT, PREPARED_VERSION, Source
+from finhrm_cli.data.values import fail
 from finhrm_cli.errors import DataError
 
 
@@ -85,7 +86,7 @@ class Windows:
     low: np.ndarray
     next_high: np.ndarray  # (n,) float64 actual price h ahead; NaN if unknown
     next_low: np.ndarray
-    scale: np.ndarray      # (n,) float64 volatility scale of the last observed day (see _scale_expr)
+    scale: np.ndarray      # (n,) float64 volatility scale of the last observed day (see scale_expr)
 
     def __len__(self) -> int:
         return int(self.end.shape[0])
@@ -162,6 +163,10 @@ class Dataset:
         """(n_rows, F) float64 un-normalised features of every row of ``frame``."""
         return self.frame.select(feature_columns(self.feature_names)).to_numpy().astype(np.float64, copy=False)
 
+    def use_normalizer(self, normalizer: "Normalizer") -> None:
+        """Normalise with ``normalizer`` from now on (several series share one)."""
+        self.normalizer, self._x = normalizer, None
+
     def _normalized(self) -> np.ndarray:
         if self._x is None:
             self._x = np.ascontiguousarray(self.normalizer.transform(self.features()), dtype=np.float32)
@@ -213,7 +218,7 @@ class Dataset:
     def head(self, n_rows: int, fcfg: FeatureConfig, normalizer: "Normalizer | None" = None) -> "Dataset":
         """The first ``n_rows`` rows as a dataset of their own, split by ``fcfg`` and with a
         normaliser fit on its own training rows (walk-forward folds)."""
-        return _finish(self.frame.head(n_rows), self.feature_names, self.source, fcfg, normalizer,
+        return finish_dataset(self.frame.head(n_rows), self.feature_names, self.source, fcfg, normalizer,
                        self.dropped, self.source.path, 1)
 
     # ---- descriptions
@@ -266,14 +271,14 @@ def _too_few(shown: str, fcfg: FeatureConfig, n_read: int, usable: int, warm: in
             f"seq_len={fcfg.seq_len}, horizon={fcfg.horizon} and splits {fcfg.train_frac:.2f}/{fcfg.val_frac:.2f}/"
             f"{1 - fcfg.train_frac - fcfg.val_frac:.2f} need at least {need} usable rows"
         )
-    return _fail(
+    return fail(
         shown,
         f"too few rows: {what} ({need + warm} in the file with {warm} indicator warm-up rows), but it has "
         f"{n_read} rows, {usable} usable; use a longer history or lower --seq-len/--horizon.",
     )
 
 
-def _finish(frame, names, source, fcfg, normalizer, dropped, shown, min_windows) -> Dataset:
+def finish_dataset(frame, names, source, fcfg, normalizer, dropped, shown, min_windows) -> Dataset:
     usable = frame.height
     warm = sum(dropped.values())
     need = _rows_needed(fcfg, min_windows)
@@ -298,3 +303,12 @@ def concat_windows(parts: list[Windows]) -> Windows:
     if len(parts) == 1:
         return parts[0]
     return Windows(**{f.name: np.concatenate([getattr(w, f.name) for w in parts]) for f in dataclasses.fields(Windows)})
+
+
+def pool_normalizer(dss) -> None:
+    """One normaliser for several series, fit on all their training rows (each series' own
+    rows up to its training split, less the horizon, so no target leaks into it)."""
+    rows = [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - ds.fcfg.horizon] for ds in dss]
+    pooled = Normalizer.fit(np.concatenate(rows))
+    for ds in dss:
+        ds.use_normalizer(pooled)

@@ -2,7 +2,7 @@
 
 The feature sets (``HRM18``, ``FEATURE_SETS``), the indicators a file may lack (EMA 7,
 Wilder RSI and its mean, the previous days' extremes), the scale-free inputs, the extra
-features of the "extended" set, the volatility scale (``_scale_expr``) and the targets,
+features of the "extended" set, the volatility scale (``scale_expr``) and the targets,
 all put together by ``build_features`` in one lazy query.  Everything at row t reads
 rows <= t only (targets aside).
 """
@@ -14,7 +14,8 @@ import math
 import polars as pl
 
 from finhrm_cli.config import FeatureConfig
-from finhrm_cli.data.reading import INDICATOR_COLS, N_PREV, _first
+from finhrm_cli.data.reading import INDICATOR_COLS, N_PREV
+from finhrm_cli.data.values import first_index
 from finhrm_cli.errors import DataError
 
 # --------------------------------------------------------------------------- feature sets
@@ -125,7 +126,7 @@ def _true_range() -> pl.Expr:
     return (hi / lo).log()
 
 
-def _scale_expr() -> pl.Expr:
+def scale_expr() -> pl.Expr:
     """The volatility scale of day t: mean log true range over the last SCALE_N days.
 
     Targets are divided by it for training (and predictions multiplied back), so the model
@@ -202,14 +203,14 @@ def _feature_exprs(names: list[str], has_volume: bool, volume_window: int, scale
         else:
             raise DataError(f"feature {name!r} has no definition in finhrm_cli/data/features.py; pick another --feature-set.")
         if scale_inputs and name in LOG_RATIO_FEATURES:
-            e = e / _scale_expr()
+            e = e / scale_expr()
         elif scale_inputs and name in LOG_LEVEL_FEATURES:
-            e = e - _scale_expr().log()
+            e = e - scale_expr().log()
         exprs.append(e.cast(pl.Float64).alias(FEATURE_PREFIX + name))
     return exprs
 
 
-def _target_exprs(h: int) -> list[pl.Expr]:
+def target_exprs(h: int) -> list[pl.Expr]:
     return [
         pl.col("high").shift(-h).alias("next_high"),
         pl.col("low").shift(-h).alias("next_low"),
@@ -246,15 +247,15 @@ def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFram
     )
     if "rsi_ma" not in present:
         lf = lf.with_columns(pl.col("rsi").rolling_mean(RSI_MA_N).alias("rsi_ma"))
-    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window, fcfg.scale_inputs) + _target_exprs(fcfg.horizon) + [_scale_expr()])
+    lf = lf.with_columns(_feature_exprs(names, has_volume, fcfg.volume_window, fcfg.scale_inputs) + target_exprs(fcfg.horizon) + [scale_expr()])
     lf = lf.with_columns(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() for c in fcols]).alias("_ok"))
     full = lf.select(["date"] + RAW_COLUMNS[1:] + TARGET_COLUMNS + fcols + ["_file_blank", "_ok"]).collect()
 
     ok = full["_ok"].to_numpy()
-    lead = _first(ok)
+    lead = first_index(ok)
     lead = full.height if lead is None else lead
     frame = full.slice(lead)
-    bad = _first(~frame["_ok"].to_numpy())
+    bad = first_index(~frame["_ok"].to_numpy())
     if bad is not None:
         row = frame.row(bad, named=True)
         missing = [c[len(FEATURE_PREFIX):] for c in fcols if row[c] is None or not math.isfinite(row[c])]
@@ -263,7 +264,7 @@ def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFram
             "fill the gap in the file or delete the row."
         )
     file_blank = full["_file_blank"].to_numpy()[:lead]
-    n_file = int(_first(~file_blank) if _first(~file_blank) is not None else lead)
+    n_file = int(first_index(~file_blank) if first_index(~file_blank) is not None else lead)
     dropped: dict[str, int] = {}
     if n_file:
         dropped["warm-up blanks in the file's indicator columns"] = n_file

@@ -36,14 +36,14 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from finhrm_cli.data.values import _fail
+from finhrm_cli.data.values import fail
 
 CHUNK = 1 << 20     # streaming look
 BLOCK = 8 << 20     # rows parsed at a time on the fast path
 
 
 @dataclass
-class _Raw:
+class Raw:
     frame: pl.DataFrame         # as read: strings (or float64 on the fast path) for CSV, typed for Parquet
     where: Callable[[int], str]  # row index -> "line N" / "row N"
     kind: str                   # "csv" | "parquet"
@@ -83,8 +83,8 @@ class _TextCheck:
 
 def _open_error(path: Path, shown: str, exc: OSError):
     if isinstance(exc, PermissionError):
-        return _fail(shown, "cannot be read (permission denied); fix its permissions (chmod u+r) or copy it.")
-    return _fail(shown, f"cannot be read ({exc.strerror or exc}); check the file.")
+        return fail(shown, "cannot be read (permission denied); fix its permissions (chmod u+r) or copy it.")
+    return fail(shown, f"cannot be read ({exc.strerror or exc}); check the file.")
 
 
 def _look(path: Path, shown: str) -> tuple[str, Path | None, bytes, _TextCheck]:
@@ -122,7 +122,7 @@ def _checked_chunks(first: bytes, read, check: _TextCheck):
 def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
     """Decompress to a temporary file (removed by ``DataFile.close``), feeding the check."""
     def no_room(exc: OSError):
-        return _fail(
+        return fail(
             shown,
             f"cannot be decompressed to {tempfile.gettempdir()} ({exc.strerror or exc}); free some space there "
             "(or set TMPDIR), or decompress the file yourself.",
@@ -141,18 +141,18 @@ def _gunzip(path: Path, shown: str, check: _TextCheck) -> tuple[Path, bytes]:
                 out.write(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         tmp.unlink(missing_ok=True)
-        raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
+        raise fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno is None:  # a format error, not the system's
-            raise _fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
+            raise fail(shown, f"is gzip-compressed but cannot be decompressed ({exc}); re-download or re-compress it.") from None
         raise no_room(exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if not check.nonblank:
         tmp.unlink(missing_ok=True)
-        raise _fail(shown, "is empty once decompressed; export the bars again.")
+        raise fail(shown, "is empty once decompressed; export the bars again.")
     return tmp, head
 
 
@@ -172,16 +172,16 @@ class DataFile:
 
     def _open(self, path: Path, shown: str, head: bytes, check: _TextCheck) -> None:
         self.plain = self._tmp or path
-        self._raw: _Raw | None = None
+        self._raw: Raw | None = None
         self.separator = ","
         if not check.nonblank:
-            raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
+            raise fail(shown, "is empty; export the bars again (a header line and one row per day).")
         if head[:4] == b"PAR1":
             self.kind = "parquet"
             self.headers = _parquet_headers(self.plain, shown)
             return
         if path.suffix.lower() == ".parquet":
-            raise _fail(shown, "has a .parquet suffix but is not a Parquet file; re-export it or rename it.")
+            raise fail(shown, "has a .parquet suffix but is not a Parquet file; re-export it or rename it.")
         self.kind = "csv"
         self._header = _fast_header(head, check)
         if self._header is not None:
@@ -199,7 +199,7 @@ class DataFile:
             self._raw = _read_compat(self.plain, shown)
             self.headers = [str(c) for c in self._raw.frame.columns]
 
-    def load(self, dates: str, numbers: list[str]) -> _Raw:
+    def load(self, dates: str, numbers: list[str]) -> Raw:
         """The ``dates`` column (as read) and the ``numbers`` columns (float64 when the fast
         path could parse every cell, strings otherwise)."""
         if self._raw is not None:
@@ -229,7 +229,7 @@ def open_data(path: Path, shown: str) -> DataFile:
 # --------------------------------------------------------------------------- Parquet
 
 def _parquet_error(shown: str, exc: Exception):
-    return _fail(shown, f"is not a readable Parquet file ({str(exc).splitlines()[0][:120]}); re-export it.")
+    return fail(shown, f"is not a readable Parquet file ({str(exc).splitlines()[0][:120]}); re-export it.")
 
 
 def _parquet_headers(path: Path, shown: str) -> list[str]:
@@ -239,18 +239,18 @@ def _parquet_headers(path: Path, shown: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001  (polars raises several types for corrupt files)
         raise _parquet_error(shown, exc) from None
     if not names:
-        raise _fail(shown, "is a Parquet file without columns; re-export it.")
+        raise fail(shown, "is a Parquet file without columns; re-export it.")
     if n == 0:
-        raise _fail(shown, "has columns but no data rows; export the bars again.")
+        raise fail(shown, "has columns but no data rows; export the bars again.")
     return [str(c) for c in names]
 
 
-def _load_parquet(path: Path, shown: str, columns: list[str]) -> _Raw:
+def _load_parquet(path: Path, shown: str, columns: list[str]) -> Raw:
     try:
         frame = pl.read_parquet(path, columns=columns)
     except Exception as exc:  # noqa: BLE001
         raise _parquet_error(shown, exc) from None
-    return _Raw(frame, lambda i: f"row {i + 1}", "parquet")
+    return Raw(frame, lambda i: f"row {i + 1}", "parquet")
 
 
 # --------------------------------------------------------------------------- CSV, fast path
@@ -287,7 +287,7 @@ def _blocks(path: Path):
             yield buf[:cut]
 
 
-def _load_csv_fast(path: Path, sep: str, header: bytes, headers: list[str], dates: str, numbers: list[str]) -> _Raw | None:
+def _load_csv_fast(path: Path, sep: str, header: bytes, headers: list[str], dates: str, numbers: list[str]) -> Raw | None:
     """Date column as strings, number columns as float64, blank lines dropped (their line
     numbers kept), read block by block so that neither the text nor a frame of strings is
     ever whole in memory; None if a block needs the careful path (a number cell only the
@@ -345,18 +345,18 @@ def _load_csv_fast(path: Path, sep: str, header: bytes, headers: list[str], date
     if frame.height == 0:
         return None
     if not blank.any():
-        return _Raw(frame, lambda i: f"line {i + 2}", "csv", sep, clean=True, unterminated=unterminated)
+        return Raw(frame, lambda i: f"line {i + 2}", "csv", sep, clean=True, unterminated=unterminated)
     keep = ~blank
     if not keep.any():
         return None
     line_of = np.flatnonzero(keep.to_numpy()) + 2
-    return _Raw(frame.filter(keep), lambda i: f"line {int(line_of[i])}", "csv", sep, clean=True,
+    return Raw(frame.filter(keep), lambda i: f"line {int(line_of[i])}", "csv", sep, clean=True,
                 unterminated=unterminated)
 
 
 # --------------------------------------------------------------------------- CSV, careful path
 
-def _read_compat(path: Path, shown: str) -> _Raw:
+def _read_compat(path: Path, shown: str) -> Raw:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -371,18 +371,18 @@ def _decode_text(data: bytes, shown: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError:
-            raise _fail(shown, "is not valid UTF-16 text; save it as CSV UTF-8.") from None
+            raise fail(shown, "is not valid UTF-16 text; save it as CSV UTF-8.") from None
     if data.startswith(b"PK\x03\x04"):
-        raise _fail(shown, "is a ZIP archive or Excel workbook, not a CSV; unzip it or export the sheet as CSV.")
+        raise fail(shown, "is a ZIP archive or Excel workbook, not a CSV; unzip it or export the sheet as CSV.")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        raise _fail(shown, f"line {line}: contains NUL bytes, so it is binary, not a CSV; export the data as CSV (UTF-8).")
+        raise fail(shown, f"line {line}: contains NUL bytes, so it is binary, not a CSV; export the data as CSV (UTF-8).")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise _fail(
+        raise fail(
             shown,
             f"line {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as CSV UTF-8 "
             "(or convert it, e.g. iconv -f latin1 -t utf-8).",
@@ -400,16 +400,16 @@ def _sniff_separator(header: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _read_csv_text(text: str, shown: str) -> _Raw:
+def _read_csv_text(text: str, shown: str) -> Raw:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     head = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if head is None:
-        raise _fail(shown, "is empty; export the bars again (a header line and one row per day).")
+        raise fail(shown, "is empty; export the bars again (a header line and one row per day).")
     sep = _sniff_separator(lines[head])
     header = _split_header(lines[head], sep)
     if len(header) < 2:
-        raise _fail(
+        raise fail(
             shown,
             f"line {head + 1}: found a single column ({lines[head].strip()[:60]!r}); expected comma-, semicolon- "
             "or tab-separated columns such as date,open,high,low,close; export the data as CSV.",
@@ -426,14 +426,14 @@ def _read_csv_text(text: str, shown: str) -> _Raw:
     except Exception as exc:  # ragged rows and the like: find the line ourselves
         bad = _find_ragged_line(lines, head, sep, len(header))
         if bad is not None:
-            raise _fail(
+            raise fail(
                 shown,
                 f"line {bad[0]}: has {bad[1]} fields but the header has {len(header)}; "
                 "fix that row (a stray separator or an unquoted comma in a number?).",
             ) from None
-        raise _fail(shown, f"cannot be parsed as CSV ({str(exc).splitlines()[0][:120]}); check the file.") from None
+        raise fail(shown, f"cannot be parsed as CSV ({str(exc).splitlines()[0][:120]}); check the file.") from None
     if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
+        raise fail(shown, "has a header but no data rows; export the bars again.")
     # Blank lines come back as all-null rows: drop them but keep their line numbers.
     first_line = head + 2  # 1-based line of data row 0
     blank = pl.all_horizontal(
@@ -441,7 +441,7 @@ def _read_csv_text(text: str, shown: str) -> _Raw:
     )
     frame = frame.with_row_index("_i").filter(~blank)
     if frame.height == 0:
-        raise _fail(shown, "has a header but no data rows; export the bars again.")
+        raise fail(shown, "has a header but no data rows; export the bars again.")
     line_of = (frame["_i"].to_numpy().astype(np.int64) + first_line)
     frame = frame.drop("_i")
     # A last non-blank line with no line break after it: a file still being written when copied?
@@ -449,7 +449,7 @@ def _read_csv_text(text: str, shown: str) -> _Raw:
     while not lines[last].strip():
         last -= 1
     unterminated = last + 1 if last == len(lines) - 1 else None
-    return _Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep, unterminated=unterminated)
+    return Raw(frame, lambda i: f"line {int(line_of[i])}", "csv", sep, unterminated=unterminated)
 
 
 def _find_ragged_line(lines: list[str], head: int, sep: str, width: int):

@@ -13,18 +13,17 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from finhrm_cli.config import FeatureConfig
-from finhrm_cli.data.dataset import Dataset, Normalizer, _finish
-from finhrm_cli.data.features import FEATURE_SETS, RAW_COLUMNS, _target_exprs, build_features, feature_columns
+from finhrm_cli.data.dataset import Dataset, Normalizer, finish_dataset, pool_normalizer
+from finhrm_cli.data.features import FEATURE_SETS, RAW_COLUMNS, target_exprs, build_features, feature_columns
+from finhrm_cli.data.values import fail
 from finhrm_cli.data.reading import (
     PREPARED_FORMAT,
     PREPARED_FRAME,
     PREPARED_META,
     Source,
-    _fail,
     expand_inputs,
     read_bars,
 )
@@ -53,7 +52,7 @@ def prepare(
     bars, source = read_bars(path, date_col=date_col, col_map=col_map)
     try:
         frame, dropped = build_features(bars, fcfg)
-        return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
+        return finish_dataset(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
     except DataError as exc:
         if exc.message.startswith(shown):
             raise
@@ -72,7 +71,7 @@ def from_bars(
     if source is None:
         source = Source(path="<memory>", name="memory", shape="generic", columns={}, fingerprint="", n_rows=bars.height)
     frame, dropped = build_features(bars, fcfg)
-    return _finish(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, source.path, min_windows)
+    return finish_dataset(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, source.path, min_windows)
 
 
 def prepare_many(
@@ -102,12 +101,7 @@ def prepare_many(
         else:
             seen[name] = 1
     if normalizer is None and len(dss) > 1:
-        h = fcfg.horizon
-        rows = [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - h] for ds in dss]
-        pooled = Normalizer.fit(np.concatenate(rows))
-        for ds in dss:
-            ds.normalizer = pooled
-            ds._x = None
+        pool_normalizer(dss)
     return dss
 
 
@@ -178,7 +172,7 @@ def _check_manifest(p: Path, shown: str, files) -> None:
     f = p / PREPARED_FRAME
     ok = f.stat().st_size == entry["bytes"] and _sha256_file(f) == entry["sha256"]
     if not ok:
-        raise _fail(
+        raise fail(
             shown,
             f"{PREPARED_FRAME} does not match {PREPARED_META} (a `finhrm prepare` was interrupted while replacing "
             f"it, or the file was changed); run `finhrm prepare FILE -o {shown}` again.",
@@ -200,24 +194,24 @@ def _load_prepared(p: Path, shown: str, fcfg: FeatureConfig, normalizer, min_win
     except DataError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise _fail(shown, f"is not a valid prepared folder ({exc}); run `finhrm prepare FILE -o {shown}` again.") from None
+        raise fail(shown, f"is not a valid prepared folder ({exc}); run `finhrm prepare FILE -o {shown}` again.") from None
     except Exception as exc:  # corrupt parquet
-        raise _fail(shown, f"has an unreadable {PREPARED_FRAME} ({str(exc).splitlines()[0][:100]}); run `finhrm prepare` again.") from None
+        raise fail(shown, f"has an unreadable {PREPARED_FRAME} ({str(exc).splitlines()[0][:100]}); run `finhrm prepare` again.") from None
     missing = [c for c in RAW_COLUMNS + feature_columns(names) if c not in frame.columns]
     if missing:
-        raise _fail(shown, f"{PREPARED_FRAME} lacks columns {', '.join(missing)}; run `finhrm prepare` again.")
+        raise fail(shown, f"{PREPARED_FRAME} lacks columns {', '.join(missing)}; run `finhrm prepare` again.")
     for attr in ("volume_window", "feature_set"):
         if getattr(fcfg, attr) != getattr(stored, attr):
-            raise _fail(
+            raise fail(
                 shown,
                 f"was prepared with {attr}={getattr(stored, attr)!r}, not {getattr(fcfg, attr)!r}; "
                 "pass the original data file instead, or prepare again with the new setting.",
             )
     if fcfg.horizon != stored.horizon:
-        frame = frame.with_columns(_target_exprs(fcfg.horizon))
+        frame = frame.with_columns(target_exprs(fcfg.horizon))
     origin = source.shape
     source = dataclasses.replace(
         source, path=shown, shape="prepared",
         notes=list(source.notes) + [f"loaded from a prepared folder (made from a {origin} file {meta['source'].get('path')})."],
     )
-    return _finish(frame, names, source, fcfg, normalizer, dropped, shown, min_windows)
+    return finish_dataset(frame, names, source, fcfg, normalizer, dropped, shown, min_windows)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from finhrm_cli.data.files import _Raw, open_data
-from finhrm_cli.data.values import _fail, _first, parse_dates, parse_numbers, rel_precision  # noqa: F401  (_fail, _first: re-exported)
+from finhrm_cli.data.files import Raw, open_data
+from finhrm_cli.data.values import fail, first_index, parse_dates, parse_numbers, rel_precision
 from finhrm_cli.errors import DataError
 
 N_PREV = 5              # prev1_high .. prev5_low: the previous days' extremes an export may carry
@@ -148,9 +148,9 @@ def _check_path(path: Path, shown: str) -> None:
             close = sorted(p.name for p in parent.iterdir() if p.suffix.lower() in (".csv", ".gz", ".parquet"))[:5]
             if close:
                 hint = f" (files there: {', '.join(close)})"
-        raise _fail(shown, f"file not found{hint}; check the path.")
+        raise fail(shown, f"file not found{hint}; check the path.")
     if path.is_dir():
-        raise _fail(
+        raise fail(
             shown,
             f"is a folder but not a prepared dataset (no {PREPARED_META}); pass a CSV or Parquet "
             "file, or a folder written by `finhrm prepare -o`.",
@@ -175,7 +175,7 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
         hits = [h for h in headers if norm[h] == _norm(name)]
         if hits:
             return hits[0]
-        raise _fail(shown, f"{what}: no column {name!r}; found columns: {found}.")
+        raise fail(shown, f"{what}: no column {name!r}; found columns: {found}.")
 
     mapping: dict[str, str] = {}
     if date_col is not None:
@@ -199,7 +199,7 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
                 mapping["date"] = first
                 used.add(first)
         if "date" not in mapping:
-            raise _fail(
+            raise fail(
                 shown,
                 f"no date column (looked for {', '.join(DATE_ALIASES[:5])}); found columns: {found}; "
                 "pass --date-col NAME.",
@@ -217,7 +217,7 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
                 break
     for canon in PRICE_COLS:
         if canon not in mapping:
-            raise _fail(
+            raise fail(
                 shown,
                 f"no {canon!r} column; found columns: {found}. Rename the column or pass --col {canon}=NAME.",
             )
@@ -235,7 +235,7 @@ def _detect_shape(headers: list[str], mapping: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- read_bars
 
-def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray | None:
+def _date_order(raw: Raw, dates: pl.Series, n: int, shown: str, warnings: list[str]) -> np.ndarray | None:
     """Row order that sorts the bars by date (with a warning if the file was not in date
     order); duplicate dates fail, naming both lines."""
     # Duplicate dates: name both lines.  None: the rows are in date order already.
@@ -245,7 +245,7 @@ def _date_order(raw: _Raw, dates: pl.Series, n: int, shown: str, warnings: list[
     dup = np.flatnonzero(np.diff(day[srt]) == 0)
     if dup.size:
         a, b = sorted((int(srt[dup[0]]), int(srt[dup[0] + 1])))
-        raise _fail(
+        raise fail(
             shown,
             f"{raw.where(a)} and {raw.where(b)} have the same date {dates[a]}; daily bars need one row per day "
             "(intraday data is not aggregated), so delete the duplicate.",
@@ -265,22 +265,22 @@ def _check_prices(cols: dict[str, np.ndarray], mapping: dict[str, str], where, s
     low <= open, close <= high, up to a relative ``rtol`` (the columns' representation
     error: float32 ones are coarse)."""
     for canon in PRICE_COLS:
-        i = _first(cols[canon] <= 0)
+        i = first_index(cols[canon] <= 0)
         if i is not None:
-            raise _fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
-        i = _first(cols[canon] > PRICE_MAX)
+            raise fail(shown, f"{where(i)}: non-positive price {cols[canon][i]:g} in column {mapping[canon]!r}; prices must be above 0, fix or delete the row.")
+        i = first_index(cols[canon] > PRICE_MAX)
         if i is not None:
-            raise _fail(shown, f"{where(i)}: {cols[canon][i]:g} in column {mapping[canon]!r} is implausibly large for a price (above {PRICE_MAX:g}); fix or delete the row.")
+            raise fail(shown, f"{where(i)}: {cols[canon][i]:g} in column {mapping[canon]!r} is implausibly large for a price (above {PRICE_MAX:g}); fix or delete the row.")
     hi, lo = cols["high"], cols["low"]
     tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
-    i = _first(hi < lo - tol)
+    i = first_index(hi < lo - tol)
     if i is not None:
-        raise _fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
+        raise fail(shown, f"{where(i)}: high {hi[i]:g} is below low {lo[i]:g} (columns {mapping['high']!r}, {mapping['low']!r}); fix or delete the row.")
     outside = {canon: (cols[canon] < lo - tol) | (cols[canon] > hi + tol) for canon in ("close", "open")}
-    i = _first(outside["close"] | outside["open"])
+    i = first_index(outside["close"] | outside["open"])
     if i is not None:
         canon = "close" if outside["close"][i] else "open"
-        raise _fail(shown, f"{where(i)}: {canon} {cols[canon][i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping[canon]!r}); fix or delete the row.")
+        raise fail(shown, f"{where(i)}: {canon} {cols[canon][i]:g} lies outside [low {lo[i]:g}, high {hi[i]:g}] (column {mapping[canon]!r}); fix or delete the row.")
 
 
 def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mapping: dict[str, str], where, shown: str) -> None:
@@ -289,25 +289,25 @@ def _check_indicators(cols: dict[str, np.ndarray], indicators: list[str], mappin
     for canon in indicators:
         v = cols[canon]
         blank = np.isnan(v)
-        start = _first(~blank)
+        start = first_index(~blank)
         if start is None:
-            raise _fail(shown, f"column {mapping[canon]!r} is blank on every row; fill it or delete the column so finhrm computes it.")
-        i = _first(blank[start:])
+            raise fail(shown, f"column {mapping[canon]!r} is blank on every row; fill it or delete the column so finhrm computes it.")
+        i = first_index(blank[start:])
         if i is not None:
-            raise _fail(
+            raise fail(
                 shown,
                 f"{where(start + i)}: blank cell in column {mapping[canon]!r} after its warm-up; fill it, delete the row, "
                 "or delete the column so finhrm computes it.",
             )
         valid = v[start:]
         if canon in PRICE_LIKE_INDICATORS:
-            j = _first(valid <= 0)
+            j = first_index(valid <= 0)
             if j is not None:
-                raise _fail(shown, f"{where(start + j)}: non-positive value {valid[j]:g} in column {mapping[canon]!r}; fix it or delete the column.")
+                raise fail(shown, f"{where(start + j)}: non-positive value {valid[j]:g} in column {mapping[canon]!r}; fix it or delete the column.")
         else:
-            j = _first((valid < -1e-6) | (valid > 100 + 1e-6))
+            j = first_index((valid < -1e-6) | (valid > 100 + 1e-6))
             if j is not None:
-                raise _fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
+                raise fail(shown, f"{where(start + j)}: {valid[j]:g} in column {mapping[canon]!r} is outside 0..100; fix it or delete the column.")
 
 
 GAP_DAYS = 30           # a longer gap between consecutive sessions gets a warning
@@ -349,7 +349,7 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
         )
 
 
-def _parse_columns(raw: _Raw, mapping: dict[str, str], shown: str, warnings: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+def _parse_columns(raw: Raw, mapping: dict[str, str], shown: str, warnings: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Price, volume and indicator columns as float64 arrays in file order (volume NaN if absent)."""
     def numbers(canon: str, allow_blank: bool) -> np.ndarray:
         h = mapping[canon]
@@ -358,9 +358,9 @@ def _parse_columns(raw: _Raw, mapping: dict[str, str], shown: str, warnings: lis
     cols = {canon: numbers(canon, False) for canon in PRICE_COLS}
     if "volume" in mapping:
         vol = numbers("volume", False)
-        i = _first(vol < 0)
+        i = first_index(vol < 0)
         if i is not None:
-            raise _fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
+            raise fail(shown, f"{raw.where(i)}: negative volume {vol[i]:g} in column {mapping['volume']!r}; fix the cell or delete the row.")
         cols["volume"] = vol
     else:
         cols["volume"] = np.full(raw.frame.height, np.nan)

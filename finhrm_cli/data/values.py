@@ -15,12 +15,12 @@ import polars as pl
 from finhrm_cli.errors import DataError
 
 
-def _fail(path, msg: str) -> DataError:
+def fail(path, msg: str) -> DataError:
     return DataError(f"{path}: {msg}")
 
 # --------------------------------------------------------------------------- cell parsing
 
-def _first(mask: np.ndarray) -> int | None:
+def first_index(mask: np.ndarray) -> int | None:
     idx = np.flatnonzero(mask)
     return int(idx[0]) if idx.size else None
 
@@ -71,10 +71,10 @@ def parse_numbers(s: pl.Series, where, header: str, canon: str, shown: str, allo
             values = _lenient_numbers(stripped, canon)
         blank = (stripped.is_null() | (stripped == "")).to_numpy()
         bad = (values.is_null().to_numpy() & ~blank)
-        i = _first(bad)
+        i = first_index(bad)
         if i is not None:
             v = stripped[i]
-            raise _fail(
+            raise fail(
                 shown,
                 f"{where(i)}: {v!r} in column {header!r} is not a number; {_number_hint(v, sep)}.",
             )
@@ -84,20 +84,20 @@ def parse_numbers(s: pl.Series, where, header: str, canon: str, shown: str, allo
         out = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=False)
         blank = s.is_null().to_numpy()
     else:
-        raise _fail(shown, f"column {header!r} holds {s.dtype}, not numbers; fix the column type or pass --col.")
+        raise fail(shown, f"column {header!r} holds {s.dtype}, not numbers; fix the column type or pass --col.")
     if blank.any():
         out = np.where(blank, np.nan, out)  # (else: possibly a read-only view of the column: no copy)
     if not allow_blank:
-        i = _first(blank)
+        i = first_index(blank)
         if i is not None:
             fix = "fill the cell or delete the row" if canon != "volume" else (
                 "fill it, delete the row, or remove the volume column if the data has no volume"
             )
-            raise _fail(shown, f"{where(i)}: blank cell in column {header!r}; {fix}.")
-    i = _first(~blank & ~np.isfinite(out))
+            raise fail(shown, f"{where(i)}: blank cell in column {header!r}; {fix}.")
+    i = first_index(~blank & ~np.isfinite(out))
     if i is not None:
         kind = "NaN" if np.isnan(out[i]) else "infinity"
-        raise _fail(shown, f"{where(i)}: {kind} in column {header!r}; replace it with a number or delete the row.")
+        raise fail(shown, f"{where(i)}: {kind} in column {header!r}; replace it with a number or delete the row.")
     return out
 
 
@@ -127,8 +127,8 @@ def _epoch_to_dates(values: np.ndarray, header: str, where, shown) -> pl.Series:
     elif np.all((values >= lo * 1000) & (values < hi * 1000)):
         secs = values / 1000.0
     else:
-        i = _first(~((values >= lo * 1000) & (values < hi * 1000)))
-        raise _fail(
+        i = first_index(~((values >= lo * 1000) & (values < hi * 1000)))
+        raise fail(
             shown,
             f"{where(i)}: {values[i]:.15g} in column {header!r} is not a unix time in seconds or milliseconds "
             f"between 1900 and 2100; {_DATE_FIX}.",
@@ -145,25 +145,25 @@ def parse_dates(s: pl.Series, where, header: str, shown: str, stripped: bool = F
     elif isinstance(s.dtype, pl.Datetime):
         out = s.dt.date()
     elif s.dtype.is_numeric():
-        i = _first(s.is_null().to_numpy())
+        i = first_index(s.is_null().to_numpy())
         if i is not None:
-            raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
+            raise fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
         return _epoch_to_dates(s.cast(pl.Float64).to_numpy(), header, where, shown)
     elif s.dtype == pl.String:
         out = _parse_date_strings(s if stripped else s.str.strip_chars(), header, where, shown)
     else:
-        raise _fail(shown, f"column {header!r} holds {s.dtype}, not dates; {_DATE_FIX}.")
-    i = _first(out.is_null().to_numpy())
+        raise fail(shown, f"column {header!r} holds {s.dtype}, not dates; {_DATE_FIX}.")
+    i = first_index(out.is_null().to_numpy())
     if i is not None:
-        raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
+        raise fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
     return out.rename("date")
 
 
 def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
     blank = (s.is_null() | (s == "")).to_numpy()
-    i = _first(blank)
+    i = first_index(blank)
     if i is not None:
-        raise _fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
+        raise fail(shown, f"{where(i)}: blank date in column {header!r}; fill it or delete the row.")
     if s.str.contains(r"^[+-]?\d+(\.\d*)?$").all():
         if (s.str.len_chars() == 8).all():
             compact = s.str.strptime(pl.Date, "%Y%m%d", strict=False)
@@ -172,9 +172,9 @@ def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
         return _epoch_to_dates(s.cast(pl.Float64).to_numpy(), header, where, shown)
     if s.str.contains(_ISO.pattern).all():
         out = s.str.extract(r"^(\d{4}-\d{1,2}-\d{1,2})", 1).str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-        i = _first(out.is_null().to_numpy())
+        i = first_index(out.is_null().to_numpy())
         if i is not None:
-            raise _fail(shown, f"{where(i)}: cannot read the date {s[i]!r} in column {header!r}; {_DATE_FIX}.")
+            raise fail(shown, f"{where(i)}: cannot read the date {s[i]!r} in column {header!r}; {_DATE_FIX}.")
         return out
     bare = s.str.replace(_TIME_TAIL.pattern, "")
     results = []
@@ -184,15 +184,15 @@ def _parse_date_strings(s: pl.Series, header: str, where, shown) -> pl.Series:
     best = max(r[0] for r in results)
     winners = [r for r in results if r[0] == best]
     if best == 0:
-        raise _fail(shown, f"{where(0)}: cannot read the date {s[0]!r} in column {header!r}; {_DATE_FIX}.")
+        raise fail(shown, f"{where(0)}: cannot read the date {s[0]!r} in column {header!r}; {_DATE_FIX}.")
     if len(winners) > 1 and any(not w[2].equals(winners[0][2]) for w in winners[1:]):
         fmts = " or ".join(_human_format(w[1]) for w in winners[:2])
-        raise _fail(
+        raise fail(
             shown,
             f"dates in column {header!r} like {s[0]!r} are ambiguous ({fmts}: day or month first?); {_DATE_FIX}.",
         )
     parsed = winners[0][2]
-    i = _first(parsed.is_null().to_numpy())
+    i = first_index(parsed.is_null().to_numpy())
     if i is not None:
-        raise _fail(shown, f"{where(i)}: cannot read the date {s[i]!r} in column {header!r}; {_DATE_FIX}.")
+        raise fail(shown, f"{where(i)}: cannot read the date {s[i]!r} in column {header!r}; {_DATE_FIX}.")
     return parsed

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from finhrm_cli.config import HALT_CAL_A, HALT_CAL_B
 
+HALT_CAL_A = (1e-3, 1000.0)  # the Platt slope a is held in here (a > 0 never moves a halting decision)
+HALT_CAL_B = 1000.0          # and |b| at most this
 BOOT_SAMPLES = 2000
 BOOT_LEVEL = 0.90
 BOOT_SEED = 0
@@ -256,3 +257,74 @@ def report(err: np.ndarray, p_halt: np.ndarray, p_cont: np.ndarray, reward: np.n
         "best_step": 1 + int(np.argmin(maes)),
         "verdict": verdict(iv, maes),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# a model's segments on windows (MLX through ``inference``)
+
+
+def act_outputs(model, parts) -> dict:
+    """Every segment's outputs on the windows of ``parts`` with a known next session: ``err``
+    (M, n) absolute error in price units, ``reward`` (M, n) the halting reward as in training
+    (``halt_reward``), the Q probabilities ``q_halt``/``q_continue`` and their logits
+    (M, n), and ``halt_step`` (n,), 0-based, where the raw outputs halt."""
+    from finhrm_cli import data
+    from finhrm_cli.forecast import inference
+    from finhrm_cli.forecast.parts import scale as part_scale
+    from finhrm_cli.forecast.scoring import to_prices
+
+    w = data.concat_windows([w for _, w in parts])
+    seg = inference.segment_outputs(model, w.x)
+    scale = np.concatenate([part_scale(ds, wp) for ds, wp in parts])
+    raw = np.asarray(seg["preds"], np.float64)  # (M, n, 2) in the model's unit (targets / scale)
+    known = np.isfinite(w.next_high) & np.isfinite(w.next_low)
+    err = []
+    for s in range(raw.shape[0]):
+        ph, pl = to_prices(raw[s] * scale[:, None], w.close)
+        err.append(((np.abs(ph - w.next_high) + np.abs(pl - w.next_low)) / 2)[known])
+    y_unit = np.asarray(w.y, np.float64)[known] / scale[known, None]
+    reward = halt_reward(raw[:, known], y_unit, float(model.buffers.scale[0]),
+                                  float(model.buffers.halt_ref[0]))
+    out = {"err": np.stack(err), "reward": reward, "halt_step": np.asarray(seg["halt_step"])[known] - 1}
+    for k in ("q_halt", "q_continue", "q_halt_logit", "q_continue_logit"):
+        out[k] = np.asarray(seg[k])[:, known]
+    return out
+
+
+def fit_halt_calibration(model, parts) -> dict | None:
+    """The Platt map of the model's Q head on the windows of ``parts`` (``platt_fit``,
+    every segment of every row pooled): ``{"a", "b", "rows"}``, or None without rows.
+    ``Forecaster.finish`` passes the training windows only."""
+    parts = [(ds, w) for ds, w in parts if len(w)]
+    if not parts:
+        return None
+    o = act_outputs(model, parts)
+    if o["reward"].size == 0:
+        return None
+    ab = platt_fit(o["q_halt_logit"], o["reward"])
+    return None if ab is None else {"a": ab[0], "b": ab[1], "rows": int(o["reward"].shape[1])}
+
+
+def act_stats(model, parts, calibration: dict | None = None) -> dict:
+    """Per ACT step: MAE in price units with a paired bootstrap interval against step 1, the
+    Q head's probabilities against the halting reward (Brier, AUC), where it halts, the
+    compute ``--act`` saves and a verdict (``finhrm_cli.forecast.actstats``).
+
+    With ``calibration`` (a run's ``halt_calibration``: ``{"a", "b", ...}``) every reported
+    probability is ``sigmoid(a * logit + b)``, q_halt and q_continue alike, and
+    ``uncalibrated`` holds the Brier score, AUC and means of the raw head; where rows halt is
+    always read from the raw outputs (the map, a > 0, does not move it)."""
+    o = act_outputs(model, parts)
+    ph, pc = o["q_halt"], o["q_continue"]
+    if calibration:
+        a, b = calibration["a"], calibration["b"]
+        ph, pc = platt_apply(o["q_halt_logit"], a, b), platt_apply(o["q_continue_logit"], a, b)
+    out = report(o["err"], ph, pc, o["reward"], halt_step=o["halt_step"])
+    out["halt_ref"] = float(model.buffers.halt_ref[0])
+    out["halt_calibration"] = dict(calibration) if calibration else None
+    raw = np.asarray(o["q_halt"], np.float64)
+    out["uncalibrated"] = {
+        "brier": brier(raw, o["reward"]), "auc": auc(raw, o["reward"]),
+        "mean_p_halt": float(raw.mean()), "step1_p_halt": float(raw[0].mean()),
+    }
+    return out

@@ -30,6 +30,7 @@ that compares ``predict``'s row with the same row of ``predict --all`` guards th
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 
 import numpy as np
@@ -42,22 +43,35 @@ mx = mlx_core()
 from finhrm_cli.model.hrm import HRM  # noqa: E402
 
 
-class _Fns:
-    """Per-model cache of the compiled forward pass (a plain attribute, not a parameter)."""
+class Usage:
+    """What inference keeps per model between calls: the windows it has forecast in this
+    process and its compiled forward pass, once made.  Held here, keyed by the model's
+    identity and dropped with the model, never as attributes on the MLX module."""
 
-    def __init__(self, fn):
-        self.compiled = fn
+    def __init__(self):
+        self.seen = 0
+        self.compiled = None
+
+
+_USAGE: dict[int, Usage] = {}
+
+
+def usage(model: HRM) -> Usage:
+    u = _USAGE.get(id(model))
+    if u is None:
+        u = _USAGE[id(model)] = Usage()
+        weakref.finalize(model, _USAGE.pop, id(model), None)
+    return u
 
 
 def _infer_fn(model: HRM, compiled: bool = False):
     """Every segment's prediction, Q probabilities and Q logits for a batch of windows;
     ``compiled`` gives the ``mx.compile``-d version (made once per model)."""
     if compiled:
-        fns = getattr(model, "_finhrm_fns", None)
-        if fns is None:
-            fns = _Fns(partial(mx.compile, inputs=model.state)(_infer_fn(model)))
-            model._finhrm_fns = fns
-        return fns.compiled
+        u = usage(model)
+        if u.compiled is None:
+            u.compiled = partial(mx.compile, inputs=model.state)(_infer_fn(model))
+        return u.compiled
     M = model.cfg.halt_max_steps
 
     def all_segments(x):
@@ -103,9 +117,9 @@ def _run_segments(model: HRM, x, batch_size: int):
     was_training = model.training
     model.eval()
     bs = max(1, int(batch_size))
-    seen = getattr(model, "_finhrm_seen", 0) + n
-    model._finhrm_seen = seen
-    fn = _infer_fn(model, compiled=seen > COMPILE_ABOVE)
+    u = usage(model)
+    u.seen += n
+    fn = _infer_fn(model, compiled=u.seen > COMPILE_ABOVE)
     try:
         for start in range(0, n, bs):
             chunk = x[start:start + bs]

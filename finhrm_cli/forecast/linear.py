@@ -19,7 +19,7 @@ share of the work is on view.
   tickers count alike; a tie keeps the HRM), then shrunk halfway to equal weights:
   ``w = (w* + 0.5) / 2`` (``SHRINK``).  Forecast = ``w * hrm + (1 - w) * linear``.
 * A run's ``blend`` in config.json holds ``hrm_weight``, ``coef_high``/``coef_low`` (intercept
-  first, then one per feature) and the validation MAEs; ``config.validate_run_config`` checks
+  first, then one per feature) and the validation MAEs; ``run.config.RunConfig`` checks
   it like any other untrusted input.  Runs without it forecast with the HRM alone.
 """
 
@@ -29,6 +29,9 @@ import numpy as np
 
 from finhrm_cli.forecast import baselines
 
+COEF_LIMIT = 1e4     # coefficients above this are refused when a run is read: fits on normalised
+                    # inputs give |c| < 1 (0.43 on the sample); a forecast still out of range
+                    # is refused when shown (service.prediction)
 RIDGE = 1.0          # penalty on the (normalised) feature coefficients
 IRLS_ITERS = 50
 IRLS_TOL = 1e-7      # stop when the coefficients move less than this (max abs)

@@ -45,28 +45,27 @@ def folder() -> Path | None:
     return cache.trusted_folder("forecasts")
 
 
-def identity(model) -> str:
-    """The digest naming everything that fixes ``model``'s output for an input (module
-    notes); "" for a model whose weights were not loaded from a file (never cached)."""
-    weights = getattr(model, "_finhrm_digest", None)
-    if not weights:
+def identity(weights_sha256: str | None, settings) -> str:
+    """The text naming everything that fixes a model's output for an input (module notes):
+    the weights' digest and ``settings`` (the model's ``ModelConfig``); "" without a digest
+    (a model whose weights were not loaded from a file is never cached)."""
+    if not weights_sha256:
         return ""
     from finhrm_cli import __version__, blas
 
-    cfg = getattr(model, "cfg", None)
     try:
         import dataclasses
 
-        settings = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else repr(cfg)
+        shown = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else repr(settings)
     except TypeError:
-        settings = repr(cfg)
+        shown = repr(settings)
     try:
         from importlib.metadata import version
 
         mlx_version = version("mlx")
     except Exception:  # noqa: BLE001
         mlx_version = "?"
-    ident = {"weights": weights, "model": settings, "finhrm": __version__, "mlx": mlx_version,
+    ident = {"weights": weights_sha256, "model": shown, "finhrm": __version__, "mlx": mlx_version,
              "blas": blas.info().get("kind")}
     return json.dumps(ident, sort_keys=True, default=str)
 
@@ -126,13 +125,10 @@ def save(ident: str, table: dict[bytes, np.ndarray], mode: str = "all") -> bool:
     return True
 
 
-def predict(model, x: np.ndarray, predict_fn) -> np.ndarray:
+def predict(ident: str, model, x: np.ndarray, predict_fn) -> np.ndarray:
     """``predict_fn(model, x)`` (n, 2) with the rows already in the cache taken from it.
-    Calls of more than ``MAX_ROWS`` windows bypass the cache.
-
-    The model's ``identity`` names the file (the weights' digest comes from
-    ``checkpoint.load_weights``); a model without one is run in full."""
-    ident = identity(model)
+    ``ident`` (``identity``) names the cache file; with "" the model runs in full, as it
+    does for calls of more than ``MAX_ROWS`` windows."""
     x = np.asarray(x, np.float32)
     if not ident or len(x) == 0 or len(x) > MAX_ROWS or folder() is None:
         return predict_fn(model, x)  # (a call beyond the cache's size would only churn it)

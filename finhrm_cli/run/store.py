@@ -1,13 +1,4 @@
-"""Run folders: create, write atomically, find, list and load.
-
-A run is one folder, never overwritten::
-
-    model.safetensors   best weights, frozen buffers included (H_init, L_init, head stats)
-    config.json         model / feature / training config, normalizer, versions, ...
-    history.jsonl       one line per evaluation
-    metrics.json        final metrics
-    state/              state.safetensors (current weights, optimizer, rng key; the JSON
-                        bookkeeping rides in its metadata) and state.json (a readable copy)
+"""Run folders: write atomically, find, list and load (the file names: ``run.files``).
 
 Every write goes to a temporary file in the same folder, then ``os.replace``: a crash or
 Ctrl-C leaves the old file or the new one, never half a file.
@@ -20,37 +11,27 @@ import hashlib
 import json
 import math
 import os
-import re
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
 
-from finhrm_cli import config as cfgmod
 from finhrm_cli.fsutil import json_default
 from finhrm_cli.errors import RunError
-from finhrm_cli.fsutil import atomic_write_text, temp_target, write_error
+from finhrm_cli.fsutil import atomic_write_text, write_error
+from finhrm_cli.forecast.forecaster import Forecaster
+from finhrm_cli.run.config import RunConfig
+from finhrm_cli.run.create import runs_root
+from finhrm_cli.run.files import (
+    CONFIG, HISTORY, METRICS, STATE_ARRAYS, STATE_DIR, STATE_JSON, STATE_META_KEY, WEIGHTS,
+)
+from finhrm_cli.run.lock import FINISHED, run_status
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-HISTORY = "history.jsonl"
-METRICS = "metrics.json"
-STATE_DIR = "state"
-STATE_ARRAYS = "state.safetensors"
-STATE_JSON = "state.json"
-MARKER = ".finhrm-run"       # written first into a new run folder: {"run": its name, "id": a random id}
-DATA_DIR = "data"
-_STATE_META_KEY = "finhrm_state"
 
 
 def _mx():
     from finhrm_cli.blas import mlx_core
 
     return mlx_core()
-
-
-def _root(root) -> Path:
-    return Path(root).expanduser() if root is not None else cfgmod.runs_dir()
 
 
 def _dumps(obj: Any, indent: int | None = 2) -> str:
@@ -90,237 +71,7 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict[str, str] |
 
 
 # ---------------------------------------------------------------------------------------------
-# creating and writing
-
-
-def _safe_name(name: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
-    return name[:80] or "run"
-
-
-def new_run_dir(data_name: str, root=None) -> Path:
-    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...), holding
-    only its marker (``MARKER``: the folder's name and a random id), which is what later lets
-    finhrm recognise a creation it abandoned as its own (``clean_abandoned``)."""
-    base = _root(root)
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
-    clean_abandoned(base)
-    stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1, 10_000):
-        path = base / (stem if i == 1 else f"{stem}-{i}")
-        try:
-            path.mkdir(exist_ok=False)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
-        try:
-            atomic_write_text(path / MARKER, json.dumps({"run": path.name, "id": uuid.uuid4().hex}) + "\n")
-        except BaseException:
-            try:
-                path.rmdir()  # empty but for a temp file at most: made a moment ago, by us
-            except OSError:
-                pass
-            raise
-        return path
-    raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
-
-
-LOCK = "train.lock"
-
-try:  # a lock on the run folder while training (POSIX); Windows is not a target, but do not crash there
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover
-    _fcntl = None
-
-
-class RunLock:
-    """An exclusive, non-blocking lock on a run folder (``flock`` on ``train.lock``) held while
-    a run trains or is finalised: a second ``train --resume`` of the same run is refused.
-    The kernel drops it when the process dies, so a killed run never stays locked."""
-
-    def __init__(self, run_dir):
-        self.run_dir = Path(run_dir)
-        self.fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        path = self.run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if _fcntl is not None:
-            try:
-                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    pid = os.read(fd, 32).decode("ascii", "replace").strip()
-                except OSError:
-                    pid = ""
-                os.close(fd)
-                who = f" (pid {pid})" if pid.isdigit() else ""
-                raise RunError(
-                    f"{self.run_dir}: another `finhrm train`{who} is using this run; "
-                    "wait for it to finish (or stop it) and try again."
-                ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            try:
-                if _fcntl is not None:
-                    _fcntl.flock(self.fd, _fcntl.LOCK_UN)
-            finally:
-                os.close(self.fd)
-                self.fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire() if self.fd is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def is_locked(run_dir) -> bool:
-    """True while some process trains (holds the lock on) ``run_dir``."""
-    if _fcntl is None:
-        return False
-    try:
-        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
-        _fcntl.flock(fd, _fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-FINISHED, TRAINING, UNFINISHED = "finished", "training", "unfinished"
-
-
-def run_status(run_dir) -> str:
-    """``finished`` (metrics.json, the last file a run writes, is there), ``training`` (a
-    process holds its lock) or ``unfinished`` (crashed or interrupted: ``--resume`` it)."""
-    run_dir = Path(run_dir)
-    if is_locked(run_dir):
-        return TRAINING
-    return FINISHED if (run_dir / METRICS).is_file() else UNFINISHED
-
-
-_RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
-
-
-def _own_marker(p: Path) -> bool:
-    """``p`` holds the marker ``new_run_dir`` wrote into it, naming ``p`` itself."""
-    try:
-        st = (p / MARKER).lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
-            return False
-        m = json.loads((p / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(m, dict) and m.get("run") == p.name and isinstance(m.get("id"), str) and len(m["id"]) == 32
-
-
-def _data_files_only(data: Path) -> bool:
-    """``data/`` holds nothing but what ``save_prepared`` writes: meta.json, features.parquet
-    and their temp files, directly or in one level of per-series folders."""
-    from finhrm_cli.data.reading import PREPARED_FRAME, PREPARED_META
-
-    ours = {PREPARED_META, PREPARED_FRAME}
-
-    def plain(f: Path) -> bool:
-        return (f.name in ours or temp_target(f.name) in ours) and not f.is_symlink() and f.is_file()
-
-    for entry in data.iterdir():
-        if entry.is_symlink():
-            return False
-        if entry.is_dir():
-            if not all(plain(f) for f in entry.iterdir()):
-                return False
-        elif not plain(entry):
-            return False
-    return True
-
-
-def abandoned_creation(p: Path) -> bool:
-    """``p`` is a run folder whose creation stopped before config.json: named as
-    ``new_run_dir`` names runs, holding its own marker, and nothing but the marker,
-    ``train.lock`` and the prepared data (checked file by file)."""
-    if p.is_symlink() or not p.is_dir() or not _RUN_NAME.search(p.name) or not _own_marker(p):
-        return False
-    names = {c.name for c in p.iterdir()}
-    if not names <= {MARKER, DATA_DIR, LOCK} or (p / CONFIG).exists():
-        return False
-    if DATA_DIR in names:
-        data = p / DATA_DIR
-        if data.is_symlink() or not data.is_dir() or not _data_files_only(data):
-            return False
-    return True
-
-
-def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
-    """Remove run folders whose creation was killed before config.json was written
-    (``abandoned_creation``: finhrm's marker naming the folder, nothing foreign inside),
-    unlocked and untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).
-    A folder without finhrm's own marker is never touched, whatever its name or content."""
-    import shutil
-    import time
-
-    from finhrm_cli.fsutil import STALE_SECONDS
-
-    limit = STALE_SECONDS if older_than is None else older_than
-    removed = []
-    try:
-        entries = list(Path(base).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        try:
-            if not abandoned_creation(p) or is_locked(p):
-                continue
-            files = [p, *p.rglob("*")]
-            if time.time() - max(f.lstat().st_mtime for f in files) <= limit:
-                continue
-            shutil.rmtree(p)
-            removed.append(p)
-        except OSError:
-            continue
-    return removed
-
-
-def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
-    """Undo ``new_run_dir`` after the run's data or config failed to be written (disk full,
-    Ctrl-C): release ``lock`` and remove the folder, only if it is still a creation of
-    finhrm's (``abandoned_creation``).  True when removed; never raises."""
-    import shutil
-
-    if lock is not None:
-        lock.release()
-    try:
-        if abandoned_creation(Path(run_dir)):
-            shutil.rmtree(run_dir)
-            return True
-    except OSError:
-        pass
-    return False
-
-
-def temp_names() -> set[str]:
-    """The files a run folder or a prepared folder may have interrupted temp copies of."""
-    from finhrm_cli.data.reading import PREPARED_FRAME, PREPARED_META
-
-    return {CONFIG, HISTORY, METRICS, STATE_JSON, Path(WEIGHTS).stem, Path(STATE_ARRAYS).stem, MARKER,
-            PREPARED_META, PREPARED_FRAME}
+# writing
 
 
 class RunWriter:
@@ -366,7 +117,16 @@ class RunWriter:
             self.save_config(cfg)
         return out
 
-    def save_config(self, cfg: dict) -> Path:
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
+    def has_model_config(self) -> bool:
+        """config.json exists and records the model's settings."""
+        return "model" in (read_json(self.path / CONFIG, default={}) or {})
+
+    def save_config(self, cfg: "RunConfig | dict") -> Path:
+        if isinstance(cfg, RunConfig):
+            cfg = cfg.to_dict()
         return atomic_write_text(self.path / CONFIG, _dumps(cfg) + "\n")
 
     def update_config(self, updates: dict) -> Path:
@@ -401,7 +161,7 @@ class RunWriter:
         arrays.update({f"ema/{k}": v for k, v in (ema or {}).items()})
         arrays["rng/key"] = rng_key
         sdir = self.path / STATE_DIR
-        atomic_save_safetensors(sdir / STATE_ARRAYS, arrays, {_STATE_META_KEY: _dumps(info, indent=None)})
+        atomic_save_safetensors(sdir / STATE_ARRAYS, arrays, {STATE_META_KEY: _dumps(info, indent=None)})
         atomic_write_text(sdir / STATE_JSON, _dumps(info) + "\n")
         return sdir
 
@@ -427,16 +187,16 @@ def read_json(path, default: Any = ...) -> Any:
         raise RunError(f"{path}: not valid JSON ({exc}); the file is corrupt, train a new run.") from exc
 
 
-def read_config(run_dir, required: tuple[str, ...] = ("model",)) -> dict:
-    """config.json of a run, checked by ``config.validate_run_config`` (types, bounds, names);
-    ``required`` lists the keys that must be there (``config.RUN_KEYS`` for the commands)."""
+def read_config(run_dir, required: tuple[str, ...] = ("model",)) -> RunConfig:
+    """config.json of a run, checked and typed (``RunConfig.from_dict``: types, bounds,
+    names); ``required`` lists the keys that must be there (``RUN_KEYS`` for the commands)."""
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / CONFIG, default=None)
     if cfg is None:
         raise RunError(f"{run_dir}: not a finhrm run (no {CONFIG}); pass a run folder made by `finhrm train`.")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise RunError(f"{run_dir / CONFIG}: has no model section; it is not a finhrm run config.")
-    return cfgmod.validate_run_config(cfg, run_dir / CONFIG, required)
+    return RunConfig.from_dict(cfg, run_dir / CONFIG, required)
 
 
 def read_history(run_dir, warnings: list[str] | None = None) -> list[dict]:
@@ -494,7 +254,7 @@ def _runs(base: Path) -> list[Path]:
 def resolve_run(ref: str | os.PathLike | None, root=None) -> Path:
     """Find a run: None -> the latest; else a run folder, a path to its model.safetensors,
     a run name under the runs folder, or a unique prefix of one."""
-    base = _root(root)
+    base = runs_root(root)
     if ref is None or str(ref) == "":
         runs = _runs(base)
         if not runs:
@@ -564,7 +324,7 @@ def _best_val_mae(run_dir: Path) -> float | None:
 def list_runs(root=None) -> list[dict]:
     """Runs under the runs folder, newest first."""
     out = []
-    for p in _runs(_root(root)):
+    for p in _runs(runs_root(root)):
         try:
             cfg = read_json(p / CONFIG, default={})
         except RunError:
@@ -604,10 +364,10 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
+def load_weights(model, path, sha256: tuple[str, ...] = ()) -> str:
     """Load ``path`` into ``model`` strictly (every array, right shapes, finite).  With
     ``sha256`` (the digests config.json accepts), the file's own digest must be one of them.
-    The digest is kept as ``model._finhrm_digest``."""
+    Returns the file's digest (it names the weights in the forecast cache)."""
     mx = _mx()
     path = Path(path)
     if not path.is_file():
@@ -633,28 +393,31 @@ def load_weights(model, path, sha256: tuple[str, ...] = ()) -> None:
     bad = [k for k, v in weights.items() if not bool(mx.all(mx.isfinite(v)).item())]
     if bad:
         raise RunError(f"{path}: weights contain NaN or infinity ({bad[0]}); train the run again.")
-    model._finhrm_digest = digest  # names the weights in the forecast cache (finhrm_cli.forecast.memo)
+    return digest
 
 
-def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
+def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Forecaster, RunConfig]:
     """Rebuild the model from config.json (checked, see ``read_config``) and load
     model.safetensors, checking it against the digest config.json records (runs made before
-    the digest existed load unchecked).  -> (model, config)."""
-    from finhrm_cli.config import ModelConfig
+    the digest existed load unchecked).  -> (the run's Forecaster, its RunConfig)."""
     from finhrm_cli.errors import UsageError
     from finhrm_cli.model.hrm import HRM
 
     run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
-    cfg = read_config(run_dir, required)
+    rc = read_config(run_dir, required)
     try:
-        mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
-        model = HRM(mcfg)
+        model = HRM(rc.model)
     except (TypeError, ValueError, UsageError) as exc:
         raise RunError(f"{run_dir / CONFIG}: the model section is invalid ({exc}).") from exc
-    load_weights(model, run_dir / WEIGHTS, tuple(cfg[k] for k in cfgmod.WEIGHTS_HASH_KEYS if cfg.get(k)))
+    digest = load_weights(model, run_dir / WEIGHTS, rc.weight_digests())
     model.eval()
-    model._finhrm_blend = cfg.get("blend")  # the linear partner (finhrm_cli.forecast.linear), checked above
-    return model, cfg
+    return Forecaster(model, digest, blend=rc.blend, conformal=rc.conformal,
+                      halt_calibration=rc.halt_calibration), rc
+
+
+def has_state(run_dir) -> bool:
+    """The run has a resumable training state (written at its first checkpoint)."""
+    return (Path(run_dir) / STATE_DIR / STATE_ARRAYS).is_file()
 
 
 def load_state(path) -> dict:
@@ -669,7 +432,7 @@ def load_state(path) -> dict:
         raise RunError(f"{path}: no saved training state ({STATE_DIR}/{STATE_ARRAYS} missing); start a new run with `finhrm train DATA`.")
     try:
         arrays, meta = mx.load(str(f), return_metadata=True)
-        info = json.loads(meta[_STATE_META_KEY]) if _STATE_META_KEY in meta else read_json(sdir / STATE_JSON)
+        info = json.loads(meta[STATE_META_KEY]) if STATE_META_KEY in meta else read_json(sdir / STATE_JSON)
         out = {"info": info, "weights": {}, "optimizer": {}, "rng_key": arrays["rng/key"], "path": str(sdir),
                "ema": {}}
     except RunError:
@@ -682,3 +445,32 @@ def load_state(path) -> dict:
         if group in ("model", "optimizer", "ema"):
             out[{"model": "weights"}.get(group, group)][name] = v
     return out
+
+
+def open_run(run_ref: str | os.PathLike | None) -> tuple[Path, Forecaster, RunConfig]:
+    """The run a command works on (the latest finished one without ``run_ref``), its
+    Forecaster and its config; a run named explicitly that is still training or unfinished
+    loads with a one-line warning."""
+    from finhrm_cli.errors import warn
+    from finhrm_cli.run.config import RUN_KEYS
+    from finhrm_cli.run.lock import TRAINING
+
+    run_dir = resolve_run(run_ref)
+    fc, rc = load_run(run_dir, required=RUN_KEYS)
+    status = run_status(run_dir)
+    if status != FINISHED:
+        what = ("is still training" if status == TRAINING else
+                f"is unfinished (finish it with `finhrm train --resume {run_dir}`)")
+        warn(f"{run_dir}: this run {what}; it uses its best weights so far"
+             + ("" if rc.conformal else " and has no prediction intervals yet") + ".")
+    return run_dir, fc, rc
+
+
+def read_metrics(run_dir, warnings: list[str]) -> dict:
+    """metrics.json of a finished run ({} when missing; a file that is not a JSON object is
+    left out with a message in ``warnings``)."""
+    metrics = read_json(Path(run_dir) / METRICS, default={})
+    if not isinstance(metrics, dict):
+        warnings.append(f"{Path(run_dir) / METRICS}: not a JSON object; the final metrics are left out.")
+        metrics = {}
+    return metrics

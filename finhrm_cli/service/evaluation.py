@@ -7,40 +7,36 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli.forecast import baselines
-from finhrm_cli import config as cfgmod
-from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, UsageError
-from finhrm_cli.service._shared import (
-    HRM_ALONE, Callback, _blend_parts, _cutoff_for, blend_for, _datasets_for_run, _iso, _load, _parts, _predict_parts, _scale, _xy, run_datasets,
-    interval_arrays, score_parts, to_prices,
-)
+from finhrm_cli.forecast import baselines
+from finhrm_cli.forecast.forecaster import Forecaster
+from finhrm_cli.forecast.parts import iso, of, stack
+from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
+from finhrm_cli.run.data import datasets_for_run, run_datasets
+from finhrm_cli.run.store import open_run
+from finhrm_cli.train.step import Callback
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
              intervals: str = "adaptive") -> dict:
-    if plot is not None:
-        from finhrm_cli.fsutil import check_output
-
-        check_output(plot, "--plot")
-    run_dir, model, cfg = _load(run_ref)
+    run_dir, fc, rc = open_run(run_ref)
     notes: list[str] = []
     if walk_forward:
-        return _walk_forward(run_dir, cfg, walk_forward, coverage, callback, intervals)
+        return _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals)
     if data_path:
         paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
         parts = []
-        for ds in _datasets_for_run(cfg, paths, date_col, col_map):
+        for ds in datasets_for_run(rc, paths, date_col, col_map):
             w = ds.windows("all")
-            cutoff = _cutoff_for(cfg, ds.source.name)
+            cutoff = rc.cutoff(ds.source.name)
             if cutoff is not None:
                 keep = np.nonzero(w.dates > cutoff)[0]
                 left_out = len(w) - len(keep)
                 if left_out:
                     notes.append(
-                        f"{ds.source.name}: {left_out} rows up to {_iso(cutoff)} lie inside the run's training and "
+                        f"{ds.source.name}: {left_out} rows up to {iso(cutoff)} lie inside the run's training and "
                         "validation period and were left out."
                     )
                 w = w.subset(keep)
@@ -49,7 +45,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
         where = ", ".join(str(p) for p in paths)
     else:
         parts = []
-        for ds in run_datasets(run_dir, cfg):
+        for ds in run_datasets(run_dir, rc):
             if split == "all":
                 ends = np.concatenate([ds.window_ends(s) for s in ("train", "val", "test")])
                 w = ds.windows("all")
@@ -65,18 +61,17 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
     segments: dict = {}
-    hrm = _predict_parts(model, parts, act=act, segments=segments, hrm_only=True)
-    preds = _blend_parts(model, parts, hrm)
-    cutoffs = [_cutoff_for(cfg, ds.source.name) for ds, _ in parts]
-    extra = {HRM_ALONE: hrm} if cfg.get("blend") else None
-    scored = score_parts(parts, preds, cfg.get("conformal"), coverage, intervals, cutoffs, extra)
+    hrm = fc.hrm(parts, act=act, segments=segments)
+    preds = fc.combine(parts, hrm)
+    cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
+    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm))
     result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
         result["act_segments"] = segments
     if plot is not None:
         ds, w = parts[0]
-        iv = interval_arrays(ds, w, preds[0], cfg.get("conformal"), coverage, intervals, cutoffs[0])
+        iv = interval_arrays(ds, w, preds[0], fc.conformal, coverage, intervals, cutoffs[0])
         result["plot"] = str(_plot(plot, w, preds[0], iv, coverage))
         if len(parts) > 1:
             notes.append(f"the plot shows the first series, {ds.source.name}.")
@@ -120,7 +115,7 @@ def _plot(path: Path, w, pred_log, iv, coverage) -> Path:
     return Path(path)
 
 
-def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: Callback | None,
+def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback | None,
                   intervals: str = "adaptive") -> dict:
     """K expanding-window folds over the run's data, each retrained with the run's settings.
 
@@ -135,10 +130,8 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
     from finhrm_cli.train import step
     from finhrm_cli.train import loop
 
-    fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
-    mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
-    tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
-    fulls = run_datasets(run_dir, cfg)
+    fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
+    fulls = run_datasets(run_dir, rc)
     for full in fulls:
         block = full.frame.height // (k + 1)
         if block < 2 * (fcfg.seq_len + fcfg.horizon) + 2:
@@ -160,30 +153,21 @@ def _walk_forward(run_dir: Path, cfg: dict, k: int, coverage: float, callback: C
             fit_total += fit_rows - val_rows
             val_total += val_rows
         if len(dss) > 1:  # one normaliser pooled over the fold's training rows, as in training
-            h = fcfg.horizon
-            pooled = data.Normalizer.fit(np.concatenate(
-                [ds.features()[ds.splits["train"]["start"]: ds.splits["train"]["end"] - h] for ds in dss]))
-            for ds in dss:
-                ds.normalizer, ds._x = pooled, None
-        tr, va, te = _parts(dss, "train"), _parts(dss, "val"), _parts(dss, "test")
+            data.pool_normalizer(dss)
+        tr, va, te = of(dss, "train"), of(dss, "val"), of(dss, "test")
         n_tr = sum(len(w) for _, w in tr)
         if n_tr < tcfg.batch_size * tcfg.grad_accum or not any(len(w) for _, w in va) or not any(len(w) for _, w in te):
             raise DataError(f"walk-forward fold {i}: too few windows ({n_tr} to train on); use fewer folds.")
         model = step.build_model(dataclasses.replace(mcfg), tcfg.seed)
         if callback:
             callback("fold", {"fold": i, "folds": k})
-        loop.train(mcfg, tcfg, _xy(tr), _xy(va, with_prices=True), callback=callback, model=model)
-        # as training does: the linear partner fit on the fold's training windows, its weight
-        # on the fold's validation, intervals from the blended validation forecasts
-        hrm_va = _predict_parts(model, va, hrm_only=True)
-        model._finhrm_blend = blend_for(model, dss, hrm_va) if tcfg.blend else None
-        pv = _blend_parts(model, va, hrm_va)
-        conformal = baselines.conformal_residuals(
-            np.concatenate(pv), np.concatenate([w.y for _, w in va]), np.concatenate([_scale(d, w) for d, w in va]))
-        te = [(d, w) for d, w in te if len(w)]
-        hrm_te = _predict_parts(model, te, hrm_only=True)
-        scored = score_parts(te, _blend_parts(model, te, hrm_te), conformal, coverage, intervals,
-                             extra={HRM_ALONE: hrm_te} if model._finhrm_blend else None)
+        loop.train(mcfg, tcfg, stack(tr), stack(va, with_prices=True), callback=callback, model=model)
+        # as training does (Forecaster.finish): the linear partner fit on the fold's training
+        # windows, its weight on the fold's validation, intervals from the blended validation
+        # forecasts; the Q head's calibration map is not needed to score a fold
+        fc = Forecaster(model)
+        fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
+        scored = fc.score([(d, w) for d, w in te if len(w)], coverage, intervals)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
     mean: dict[str, dict] = {}
     for name in [n for n in folds[0]["results"] if all(n in f["results"] for f in folds)]:

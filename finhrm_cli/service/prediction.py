@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
-from finhrm_cli.service._shared import _cutoff_for, _datasets_for_run, _iso, _load, _predict_parts, interval_arrays, to_prices
+from finhrm_cli.forecast.parts import iso
+from finhrm_cli.forecast.scoring import interval_arrays, to_prices
+from finhrm_cli.run.data import datasets_for_run
+from finhrm_cli.run.store import open_run
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
@@ -20,27 +23,27 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     """
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
-    run_dir, model, cfg = _load(run_ref)
-    dss = _datasets_for_run(cfg, data_paths, date_col, col_map)
+    run_dir, fc, rc = open_run(run_ref)
+    dss = datasets_for_run(rc, data_paths, date_col, col_map)
     parts = []
     for ds in dss:
         w = ds.windows("all")
         if len(w) == 0:
-            need = cfg["features"]["seq_len"]
+            need = rc.features.seq_len
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
         if not all_rows:
             keep = np.array([len(w) - 1])
-            cutoff = _cutoff_for(cfg, ds.source.name)
-            if intervals == "adaptive" and cfg.get("conformal") and cutoff is not None:
+            cutoff = rc.cutoff(ds.source.name)
+            if intervals == "adaptive" and fc.conformal and cutoff is not None:
                 keep = np.union1d(np.nonzero(w.dates > cutoff)[0], keep)
             w = w.subset(keep)
         parts.append((ds, w))
     segments: dict = {}
-    preds = _predict_parts(model, parts, act=act, segments=segments)
-    conformal = cfg.get("conformal")
+    preds = fc.forecast(parts, act=act, segments=segments)
+    conformal = fc.conformal
     rows = []
     for (ds, w), pred in zip(parts, preds):
-        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, _cutoff_for(cfg, ds.source.name))
+        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, rc.cutoff(ds.source.name))
         if not all_rows:  # only the last row is shown
             last = np.array([len(w) - 1])
             w, pred = w.subset(last), pred[last]
@@ -50,7 +53,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         for i in range(len(w)):
             r = {"ticker": ds.source.name} if len(parts) > 1 else {}
             r.update({
-                "date": _iso(w.dates[i]),
+                "date": iso(w.dates[i]),
                 "close": float(w.close[i]),
                 "pred_high": float(ph[i]),
                 "pred_low": float(pl[i]),
@@ -63,7 +66,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     return {
         "run": str(run_dir),
         "data": [str(ds.source.path) for ds in dss] if len(dss) > 1 else str(dss[0].source.path),
-        "horizon": cfg["features"]["horizon"],
+        "horizon": rc.features.horizon,
         "coverage": coverage,
         "intervals": intervals if conformal else None,
         "rows": rows,
@@ -87,7 +90,7 @@ def _check_range(ds, w, ph: np.ndarray, pl: np.ndarray) -> None:
         return
     i = int(np.flatnonzero(~ok)[0])
     raise DataError(
-        f"{ds.source.path}: the forecast after {_iso(w.dates[i])} (close {w.close[i]:.6g}) is not a price range "
+        f"{ds.source.path}: the forecast after {iso(w.dates[i])} (close {w.close[i]:.6g}) is not a price range "
         f"(high {ph[i]:.6g}, low {pl[i]:.6g}); that row's values or the run's settings are far out of range: "
         "check the row, or train the run again."
     )

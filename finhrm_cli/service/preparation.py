@@ -9,7 +9,7 @@ from finhrm_cli.config import FeatureConfig
 
 def prepare(path: Path, fcfg: FeatureConfig, out: Path | None = None, date_col=None, col_map=None) -> dict:
     from finhrm_cli import data
-    from finhrm_cli.fsutil import check_run_free
+    from finhrm_cli.run.files import check_run_free
 
     if out is not None:
         check_run_free(out, "--out")

@@ -1,4 +1,4 @@
-"""``finhrm train``: new or resumed run, then calibrate the intervals and score it (``finalize_run``)."""
+"""``finhrm train``: new or resumed run, then finish the forecaster and score it (``finalize_run``)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import datetime as _dt
 import time
 from pathlib import Path
 
-import numpy as np
-
-from finhrm_cli.forecast import baselines
-from finhrm_cli.run import store
-from finhrm_cli import config as cfgmod
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
-from finhrm_cli.service._shared import (
-    HRM_ALONE, Callback, _blend_parts, _parts, blend_for, _predict_parts, _scale, _versions, _xy, run_datasets, score_parts, warn_sources,
-)
+from finhrm_cli.forecast.parts import of, stack
+from finhrm_cli.run import create, lock, store
+from finhrm_cli.run.config import RUN_KEYS, RunConfig
+from finhrm_cli.run.data import data_folder, run_datasets, warn_sources
+from finhrm_cli.train.step import Callback
 
 
 def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
@@ -66,17 +63,17 @@ def train(
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
 
-    The run folder is locked while this runs (``store.RunLock``).  ``--resume`` of a run
+    The run folder is locked while this runs (``lock.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
     finalises it; of a run killed before its first checkpoint, trains it from the start."""
-    with contextlib.ExitStack() as stack:
-        return _train(stack, paths, settings, out, resume, date_col, col_map, callback)
+    with contextlib.ExitStack() as exits:
+        return _train(exits, paths, settings, out, resume, date_col, col_map, callback)
 
 
-def _lock(stack, run_dir: Path) -> store.RunLock:
-    """Hold the run's lock until ``stack`` closes; a read-only run is one line."""
+def _lock(exits, run_dir: Path) -> lock.RunLock:
+    """Hold the run's lock until ``exits`` closes; a read-only run is one line."""
     try:
-        return stack.enter_context(store.RunLock(run_dir))
+        return exits.enter_context(lock.RunLock(run_dir))
     except OSError as exc:
         raise FilesystemError.from_oserror(exc, todo=f"training writes into its run folder, so {run_dir} must be writable") from exc
 
@@ -85,30 +82,28 @@ def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
 
-def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> dict:
+def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> dict:
     from finhrm_cli import data, distributed
     from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
+    from finhrm_cli.run.files import temp_names
 
     t0 = time.perf_counter()
     if resume is not None:
         run_dir = store.resolve_run(resume)
         if distributed.is_main():
-            _lock(stack, run_dir)
-            clean_stale_temps(run_dir, store.temp_names())
-        cfg = store.read_config(run_dir, required=cfgmod.RUN_KEYS)
-        if (run_dir / store.METRICS).is_file():
+            _lock(exits, run_dir)
+            clean_stale_temps(run_dir, temp_names())
+        rc = store.read_config(run_dir, required=RUN_KEYS)
+        if lock.finished(run_dir):
             raise UsageError(
                 f"{run_dir}: this run is finished (metrics.json is written); nothing to resume. "
                 "Evaluate it with `finhrm evaluate RUN` or train a new run."
             )
-        fcfg = cfgmod.from_dict(FeatureConfig, cfg["features"])
-        mcfg = cfgmod.from_dict(ModelConfig, cfg["model"])
-        tcfg = cfgmod.from_dict(TrainConfig, cfg["train"])
+        fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
         # the run keeps its own prepared copy of the data, so resume needs no source file
-        dss = run_datasets(run_dir, cfg)
-        has_state = (run_dir / store.STATE_DIR / store.STATE_ARRAYS).is_file()
-        state = store.load_state(run_dir) if has_state else None
+        dss = run_datasets(run_dir, rc)
+        state = store.load_state(run_dir) if store.has_state(run_dir) else None
         run = store.RunWriter(run_dir) if distributed.is_main() else None
         info = (state or {}).get("info") or {}
         if info.get("stopped") in ("converged", "patience"):
@@ -134,12 +129,12 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
     if resume is None:
         run_dir, run = None, None
         if distributed.is_main():
-            run_dir = store.new_run_dir(_run_name(dss), root=out)
-            lock = _lock(stack, run_dir)
+            run_dir = create.new_run_dir(_run_name(dss), root=out)
+            held = _lock(exits, run_dir)
             try:
                 run = _create_run(run_dir, dss, fcfg, mcfg, tcfg)
             except BaseException as exc:  # disk full, Ctrl-C, ...: take back the half-made folder
-                gone = store.discard_creation(run_dir, lock)
+                gone = create.discard_creation(run_dir, held)
                 if isinstance(exc, OSError):
                     raise FilesystemError.from_oserror(
                         exc, hint=f"the half-made run folder {run_dir} was removed" if gone else None
@@ -148,7 +143,7 @@ def _train(stack, paths, settings, out, resume, date_col, col_map, callback) -> 
         run_dir = distributed.broadcast_path(run_dir)
     try:
         summary = loop.train(
-            mcfg, tcfg, _xy(_parts(dss, "train")), _xy(_parts(dss, "val"), with_prices=True),
+            mcfg, tcfg, stack(of(dss, "train")), stack(of(dss, "val"), with_prices=True),
             callback=callback, run=run, resume=state,
         )
     except KeyboardInterrupt as exc:
@@ -170,30 +165,26 @@ def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> store.RunWriter:
 
     run = store.RunWriter(run_dir)
     if len(dss) == 1:
-        data.save_prepared(dss[0], run_dir / store.DATA_DIR)
+        data.save_prepared(dss[0], data_folder(run_dir))
     else:
         for ds in dss:
-            data.save_prepared(ds, run_dir / store.DATA_DIR / safe_component(ds.source.name))
-    run.save_config(
-        {
-            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "versions": _versions(),
-            "features": cfgmod.to_dict(fcfg),
-            "model": cfgmod.to_dict(mcfg),
-            "train": cfgmod.to_dict(tcfg),
-            "feature_names": dss[0].feature_names,
-            "normalizer": dss[0].normalizer.to_dict(),
-            "source": dss[0].source.to_dict(),
-            "splits": dss[0].splits,
-            "series": [
-                {"name": ds.source.name, "source": ds.source.to_dict(), "splits": ds.splits, "dropped": ds.dropped}
-                for ds in dss
-            ],
-            "dropped": dss[0].dropped,
-            "conformal": None,
-            "processes": distributed.size(),
-        }
-    )
+            data.save_prepared(ds, data_folder(run_dir, safe_component(ds.source.name)))
+    run.save_config(RunConfig(
+        created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        versions=create.versions(),
+        features=fcfg,
+        model=mcfg,
+        train=tcfg,
+        feature_names=dss[0].feature_names,
+        normalizer=dss[0].normalizer.to_dict(),
+        source=dss[0].source.to_dict(),
+        splits=dss[0].splits,
+        series=[{"name": ds.source.name, "source": ds.source.to_dict(), "splits": ds.splits, "dropped": ds.dropped}
+                for ds in dss],
+        dropped=dss[0].dropped,
+        conformal=None,
+        processes=distributed.size(),
+    ))
     return run
 
 
@@ -229,40 +220,23 @@ class _Interrupted(KeyboardInterrupt):
         self.message = message
 
 
-def halt_calibration(model, dss) -> dict | None:
-    """The Platt map of ``model``'s ACT Q head (``inspection.fit_halt_calibration``), fit on
-    the training windows of ``dss`` and on nothing else: validation chose the epoch and
-    calibrates the intervals, test is held out, so neither may shape what the head reports."""
-    from finhrm_cli.service.inspection import fit_halt_calibration
-
-    return fit_halt_calibration(model, _parts(dss, "train"))
-
-
 def finalize_run(run_dir: Path, dss) -> dict:
-    """Fit the linear partner (``blend``, training rows; its weight on validation), calibrate
-    intervals on validation and the ACT Q head on training (``halt_calibration``), score
-    validation and test, write metrics.json.
+    """Finish the trained HRM (``Forecaster.finish``: the Q head's calibration map on the
+    training windows, the linear partner on training with its weight on validation, the
+    conformal residuals on validation), score validation and test, write metrics.json.
 
     metrics.json is the last file a run gets: its presence marks the run finished
-    (``store.run_status``), so it is written only after config.json holds the conformal
+    (``lock.run_status``), so it is written only after config.json holds the conformal
     residuals and the halting calibration."""
-    model, cfg = store.load_run(run_dir)
-    cfg["halt_calibration"] = halt_calibration(model, dss)
-    va = _parts(dss, "val")
-    hrm_va = _predict_parts(model, va, hrm_only=True)
-    cfg["blend"] = model._finhrm_blend = blend_for(model, dss, hrm_va) if (cfg.get("train") or {}).get("blend", True) else None
-    pred_va = _blend_parts(model, va, hrm_va)
-    cfg["conformal"] = baselines.conformal_residuals(
-        np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
-        np.concatenate([_scale(ds, w) for ds, w in va]),
-    )
+    fc, rc = store.load_run(run_dir)
+    hrm_va = fc.finish(dss, blend=rc.blend_enabled())
+    rc.halt_calibration, rc.blend, rc.conformal = fc.halt_calibration, fc.blend, fc.conformal
     # the validation rows calibrated the intervals: score them with the static ones
-    alone = (lambda p: {HRM_ALONE: p}) if cfg["blend"] else (lambda p: None)
-    metrics = {"val": score_parts(va, pred_va, cfg["conformal"], 0.8, intervals="split", extra=alone(hrm_va))}
-    te = [(ds, w) for ds, w in _parts(dss, "test") if len(w)]
+    metrics = {"val": fc.score(of(dss, "val"), 0.8, intervals="split", hrm_preds=hrm_va)}
+    te = [(ds, w) for ds, w in of(dss, "test") if len(w)]
     if te:
-        hrm_te = _predict_parts(model, te, hrm_only=True)
-        metrics["test"] = score_parts(te, _blend_parts(model, te, hrm_te), cfg["conformal"], 0.8, extra=alone(hrm_te))
-    store.RunWriter(run_dir).save_config(cfg)
-    store.RunWriter(run_dir).save_metrics(metrics)
-    return {"metrics": metrics, "blend": cfg["blend"], "blend_enabled": bool((cfg.get("train") or {}).get("blend", True))}
+        metrics["test"] = fc.score(te, 0.8)
+    writer = store.RunWriter(run_dir)
+    writer.save_config(rc)
+    writer.save_metrics(metrics)
+    return {"metrics": metrics, "blend": fc.blend, "blend_enabled": rc.blend_enabled()}

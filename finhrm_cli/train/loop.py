@@ -5,8 +5,8 @@
 ``train_step``s, ``log`` events and one ``validate`` (weight average, best weights, patience),
 with ``checkpoint`` saving the resumable state; ``finish`` returns the summary and
 ``interrupted`` handles Ctrl-C.  The step itself (loss, compiled update, ACT targets) is
-``engine.Trainer``; the method is described in ``finhrm_cli.train.step``'s notes.
-``finhrm_cli.train.step`` re-exports ``train``.
+``train.step.Trainer``; the method is described in ``finhrm_cli.train.step``'s notes.  The
+bookkeeping that a resume restores is a ``train.state.TrainState``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from finhrm_cli.train.step import (
     Callback,
     Trainer,
     TrainingInterrupted,
-    _flat,
+    flat,
     build_model,
     mx,
 )
@@ -31,6 +31,7 @@ from finhrm_cli.errors import DataError, TrainingError, UsageError
 from finhrm_cli.forecast.baselines import price_mae
 from finhrm_cli.forecast.inference import predict
 from finhrm_cli.model.hrm import HRM
+from finhrm_cli.train.state import TrainState
 from mlx.utils import tree_unflatten
 
 
@@ -70,6 +71,65 @@ def _zero_log() -> dict:  # running sums since the last "step" event
     return {"reg": mx.array(0.0), "n": mx.array(0.0), "t": time.perf_counter(), "samples": 0}
 
 
+def _batch_sizes(tr: dict, cfg: TrainConfig) -> tuple[int, int, int, int]:
+    """Batch size against the number of processes and of training windows; finite data.
+    -> (training windows, windows per step, this process's rank, its share of a batch)."""
+    from finhrm_cli import distributed
+
+    B, A = cfg.batch_size, cfg.grad_accum
+    n_train, per_step = len(tr["x"]), B * A
+    world, rank = distributed.size(), distributed.rank()
+    if B % world:
+        raise UsageError(
+            f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
+        )
+    if n_train < per_step:
+        what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
+        raise DataError(
+            f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
+            "lower --batch-size or --seq-len, or use a longer history."
+        )
+    for arr, what in ((tr["x"], "inputs"), (tr["y"], "targets")):
+        if bad := _nonfinite_rows(arr):
+            raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
+    return n_train, per_step, rank, B // world
+
+
+def _check_resume(resume: dict, info: dict, steps_per_epoch: int) -> None:
+    """A saved state must be unfinished and fit this data and batch size (no-op if none)."""
+    if info.get("stopped") in ("converged", "patience"):
+        raise UsageError(
+            f"{resume.get('path', 'this run')}: training already finished "
+            f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
+            "Evaluate it with `finhrm evaluate RUN` or train a new run."
+        )
+    if info.get("steps_per_epoch") not in (None, steps_per_epoch):
+        raise UsageError(
+            f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
+            f"but this data and --batch-size give {steps_per_epoch}; resume with the run's own data and "
+            "settings, or train a new run."
+        )
+
+
+def _validation_mae(model, va: dict | None, rec: dict) -> float | None:
+    """Validation MAE of the model's current weights, also written into ``rec``; None when
+    there is nothing to score them on (no validation, or no row with a known next session):
+    then the latest weights are the ones to keep."""
+    rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
+    if va is None:
+        return None
+    pred = predict(model, va["x"])
+    if "scale" in va:  # targets were divided by a per-window scale (see data.scale_expr)
+        pred = pred * va["scale"][:, None]
+    maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
+    if maes is None:
+        return None
+    mh, ml = maes
+    vm = (mh + ml) / 2
+    rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
+    return vm
+
+
 class _Fit:
     """One call of ``train``: its state, and each step of the schedule as a method.
 
@@ -84,14 +144,14 @@ class _Fit:
         self.model_cfg, self.cfg, self.emit, self.run = model_cfg, train_cfg, emit, run
         self.tr = _check_split(train, "training", model_cfg)
         va = self.va = _check_split(val, "validation", model_cfg, prices=True)
-        self._check_sizes()
+        self.n_train, self.per_step, self.rank, self.B_local = _batch_sizes(self.tr, train_cfg)
         self.has_val = va is not None and len(va["x"]) > 0 and all(k in va for k in ("close", "next_high", "next_low"))
         self.epochs = train_cfg.epochs
         self.steps_per_epoch = self.n_train // self.per_step
         self.total_steps = self.steps_per_epoch * self.epochs
         self.resumed = bool(resume)
         info = dict(resume["info"]) if resume else {}
-        self._check_resume(resume or {}, info)
+        _check_resume(resume or {}, info, self.steps_per_epoch)
         if model is None:
             model = build_model(model_cfg, train_cfg.seed)
         if not resume:
@@ -102,61 +162,8 @@ class _Fit:
         if resume:
             self.trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
         model.train()
-        self._restore_counters(info)
-
-    def _check_sizes(self) -> None:
-        """Batch size against the number of processes and of training windows; finite data."""
-        from finhrm_cli import distributed
-
-        B, A = self.cfg.batch_size, self.cfg.grad_accum
-        self.n_train = n_train = len(self.tr["x"])
-        self.per_step = per_step = B * A
-        world, self.rank = distributed.size(), distributed.rank()
-        if B % world:
-            raise UsageError(
-                f"--batch-size {B} does not split evenly over {world} processes; use a multiple of {world}."
-            )
-        self.B_local = B // world
-        if n_train < per_step:
-            what = f"--batch-size {B}" + (f" x --grad-accum {A}" if A > 1 else "")
-            raise DataError(
-                f"only {n_train} training windows, fewer than one step of {per_step} ({what}); "
-                "lower --batch-size or --seq-len, or use a longer history."
-            )
-        for arr, what in ((self.tr["x"], "inputs"), (self.tr["y"], "targets")):
-            if bad := _nonfinite_rows(arr):
-                raise DataError(f"{bad} training windows have NaN or infinite {what}; drop or fix those rows.")
-
-    def _check_resume(self, resume: dict, info: dict) -> None:
-        """A saved state must be unfinished and fit this data and batch size (no-op if none)."""
-        if info.get("stopped") in ("converged", "patience"):
-            raise UsageError(
-                f"{resume.get('path', 'this run')}: training already finished "
-                f"({info['stopped']} after epoch {info.get('epoch')}); nothing to resume. "
-                "Evaluate it with `finhrm evaluate RUN` or train a new run."
-            )
-        if info.get("steps_per_epoch") not in (None, self.steps_per_epoch):
-            raise UsageError(
-                f"{resume.get('path', 'the saved state')}: saved with {info['steps_per_epoch']} steps per epoch, "
-                f"but this data and --batch-size give {self.steps_per_epoch}; resume with the run's own data and "
-                "settings, or train a new run."
-            )
-
-    def _restore_counters(self, info: dict) -> None:
-        """Counters, history and the shuffling RNG: fresh, or as saved in ``info``."""
-        self.np_rng = np.random.default_rng(self.cfg.seed)
-        if self.resumed and info.get("np_rng"):
-            self.np_rng.bit_generator.state = info["np_rng"]
-        self.step = int(info.get("step", 0))
-        self.epoch = int(info.get("epoch", 0))                # completed epochs
-        self.epoch_batch = int(info.get("epoch_batch", 0))    # batches done in the current epoch
-        self.best_val = info.get("best_val_mae")
-        self.best_epoch = info.get("best_epoch")
-        self.bad_evals = int(info.get("bad_evals", 0))
-        self.history: list[dict] = list(info.get("history", []))
-        self.seconds_before = float(info.get("seconds", 0.0))
-        self.train_seconds_before = float(info.get("train_seconds", 0.0))
-        self.samples_before = int(info.get("samples", 0))
+        self.s = TrainState.from_dict(info)
+        self.np_rng = self.s.rng(train_cfg.seed, info)
 
     # -- the schedule ----------------------------------------------------------------------
 
@@ -165,24 +172,21 @@ class _Fit:
         run, model = self.run, self.model
         self.params = model.param_counts()
         if run is not None:
-            from finhrm_cli.run import store
-
-            if "model" not in (store.read_json(run.path / store.CONFIG, default={}) or {}):
+            if not run.has_model_config():
                 run.update_config({"model": to_dict(self.model_cfg), "train": to_dict(self.cfg)})
             if self.resumed:
-                run.write_history(self.history)  # drop records written after the saved state
-        self.best_weights = _flat(model.parameters())  # references; the model ends holding the best
-        if self.resumed and run is not None and self.best_epoch is not None and (run.path / "model.safetensors").is_file():
-            self.best_weights = dict(mx.load(str(run.path / "model.safetensors")))  # kept before the resume
+                run.write_history(self.s.history)  # drop records written after the saved state
+        self.best_weights = flat(model.parameters())  # references; the model ends holding the best
+        kept = run.weights_path() if run is not None else None
+        if self.resumed and kept is not None and self.s.best_epoch is not None and kept.is_file():
+            self.best_weights = dict(mx.load(str(kept)))  # kept before the resume
         self.emit("start", {
             "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
             "n_train": self.n_train, "n_val": len(self.va["x"]) if self.va is not None else 0,
-            "params": self.params["trainable"], "param_counts": self.params, "step": self.step,
-            "epoch": self.epoch, "updates_per_step": self.M, "resumed": self.resumed,
+            "params": self.params["trainable"], "param_counts": self.params, "step": self.s.step,
+            "epoch": self.s.epoch, "updates_per_step": self.M, "resumed": self.resumed,
         })
-        self.t0 = time.perf_counter()
-        self.train_seconds = 0.0
-        self.samples = 0
+        self.s.t0, self.s.train_seconds, self.s.samples = time.perf_counter(), 0.0, 0
         self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
         self.snap = self._snapshot(self.epoch_rng_state)
         self.acc, self.log_acc, self.stopped = _zero_acc(), _zero_log(), None
@@ -195,18 +199,18 @@ class _Fit:
         self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
         perm = self.np_rng.permutation(self.n_train)
         every = self.cfg.eval_every
-        for bi in range(self.epoch_batch, self.steps_per_epoch):
+        for bi in range(self.s.epoch_batch, self.steps_per_epoch):
             self.train_step(perm, bi)
-            if every and self.step % every == 0 and self.epoch_batch < self.steps_per_epoch:
+            if every and self.s.step % every == 0 and self.s.epoch_batch < self.steps_per_epoch:
                 self.validate()
                 self.checkpoint(self.snap, {"stopped": self.stopped})
                 if self.stopped:
                     return
         self.validate()  # end of epoch
-        self.epoch += 1
-        self.epoch_batch = 0
+        self.s.epoch += 1
+        self.s.epoch_batch = 0
         self.snap = self._snapshot(copy.deepcopy(self.np_rng.bit_generator.state))
-        done = "converged" if self.epoch >= self.epochs else None
+        done = "converged" if self.s.epoch >= self.epochs else None
         self.checkpoint(self.snap, {"stopped": self.stopped or done})
 
     def train_step(self, perm: np.ndarray, bi: int) -> None:
@@ -216,7 +220,7 @@ class _Fit:
         lo, hi = self.rank * self.B_local, (self.rank + 1) * self.B_local
         idx = perm[bi * per_step:(bi + 1) * per_step].reshape(A, B)[:, lo:hi]
         out = self.trainer.train_batch(mx.array(self.tr["x"][idx]), mx.array(self.tr["y"][idx]))
-        self.trainer.update_average(self.step)
+        self.trainer.update_average(self.s.step)
         acc, log_acc = self.acc, self.log_acc  # lazy sums
         for k, v in (("reg", out["reg_sum"]), ("q", out["q_sum"]), ("n", out["n_scored"])):
             acc[k] = acc[k] + v
@@ -224,25 +228,25 @@ class _Fit:
         acc["hn"] += per_step
         log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
         log_acc["n"] = log_acc["n"] + out["n_scored"]
-        self.step += 1
-        self.epoch_batch = bi + 1
-        self.samples += per_step
+        self.s.step += 1
+        self.s.epoch_batch = bi + 1
+        self.s.samples += per_step
         log_acc["samples"] += per_step
         self.snap = self._snapshot(self.epoch_rng_state)
-        if self.step % LOG_EVERY == 0 or self.epoch_batch == self.steps_per_epoch:
+        if self.s.step % LOG_EVERY == 0 or self.s.epoch_batch == self.steps_per_epoch:
             self.log(tb)
         else:
-            self.train_seconds += time.perf_counter() - tb
+            self.s.train_seconds += time.perf_counter() - tb
 
     def log(self, tb: float) -> None:
         """Read the loss back (the one host sync, every ``LOG_EVERY`` steps); emit ``step``."""
         n = float(self.log_acc["n"].item())
         loss = float(self.log_acc["reg"].item()) / n if n else float("nan")
-        self.train_seconds += time.perf_counter() - tb
+        self.s.train_seconds += time.perf_counter() - tb
         if not math.isfinite(loss):
-            self.nonfinite(f"at step {self.step} (epoch {self.epoch + 1})")
+            self.nonfinite(f"at step {self.s.step} (epoch {self.s.epoch + 1})")
         self.emit("step", {
-            "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+            "step": self.s.step, "epoch": self.s.epoch + 1, "loss": loss,
             "lr": float(self.trainer.optimizer.learning_rate.item()),
             "samples_per_s": round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
         })
@@ -251,63 +255,45 @@ class _Fit:
     def validate(self) -> None:
         """Score the (averaged) weights on the validation windows, keep them if best, append
         the history record, emit ``eval``; out of patience sets ``stopped``."""
-        acc, step, trainer, model = self.acc, self.step, self.trainer, self.model
+        acc, step, trainer, model = self.acc, self.s.step, self.trainer, self.model
         n = float(acc["n"].item())
         train_loss = float(acc["reg"].item()) / n if n else None
         q_loss = float(acc["q"].item()) / n if n else None
         halt_mean = float(acc["halt"].item()) / acc["hn"] if acc["hn"] else None
         if train_loss is not None and not math.isfinite(train_loss):
             self.nonfinite(f"before the evaluation at step {step}")
-        rec = {"epoch": self.epoch + 1, "step": step,
+        rec = {"epoch": self.s.epoch + 1, "step": step,
                "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
         raw = None
         if trainer.ema is not None:  # evaluate (and keep) the averaged weights
-            raw = _flat(model.trainable_parameters())
+            raw = flat(model.trainable_parameters())
             model.update(tree_unflatten(list(trainer.ema.items())))
-        is_best = self._score(rec)
+        vm = _validation_mae(self.model, self.va if self.has_val else None, rec)
+        if vm is not None and not math.isfinite(vm):
+            self.nonfinite(f"(validation predictions at step {step} are not finite)")
+        is_best = vm is None or self.s.best_val is None or vm < self.s.best_val * (1.0 - self.cfg.min_delta)
         if is_best:
-            self.best_val = rec.get("val_mae")
-            self.best_epoch = rec["epoch"]
-            self.bad_evals = 0
-            self.best_weights = _flat(model.parameters())
+            self.s.best_val = rec.get("val_mae")
+            self.s.best_epoch = rec["epoch"]
+            self.s.bad_evals = 0
+            self.best_weights = flat(model.parameters())
             if self.run is not None:
                 self.run.save_weights(model)
         else:
-            self.bad_evals += 1
+            self.s.bad_evals += 1
         if raw is not None:  # back to the raw weights to go on training
             model.update(tree_unflatten(list(raw.items())))
-        rec.update(best_val_mae=self.best_val, best_epoch=self.best_epoch, is_best=is_best,
-                   samples_per_s=self._samples_per_s(), seconds=self._seconds(),
+        rec.update(best_val_mae=self.s.best_val, best_epoch=self.s.best_epoch, is_best=is_best,
+                   samples_per_s=self.s.samples_per_s(), seconds=self.s.seconds(),
                    lr=float(trainer.optimizer.learning_rate.item()))
-        self.history.append(rec)
+        self.s.history.append(rec)
         if self.run is not None:
             self.run.append_history(rec)
         self.acc = _zero_acc()
         self.emit("eval", dict(rec))
         model.train()
-        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+        if self.cfg.patience and self.s.bad_evals >= self.cfg.patience:
             self.stopped = "patience"
-
-    def _score(self, rec: dict) -> bool:
-        """Validation MAE of the model's current weights into ``rec``; True if they are the
-        ones to keep (better by ``min_delta``, or nothing to score them on)."""
-        va = self.va
-        if not self.has_val:
-            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
-            return True  # no validation: the latest weights are the ones to keep
-        pred = predict(self.model, va["x"])
-        if "scale" in va:  # targets were divided by a per-window scale (see data._scale_expr)
-            pred = pred * va["scale"][:, None]
-        maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
-        if maes is None:  # no validation row has a known next session: keep the latest
-            rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
-            return True
-        mh, ml = maes
-        vm = (mh + ml) / 2
-        if not math.isfinite(vm):
-            self.nonfinite(f"(validation predictions at step {self.step} are not finite)")
-        rec.update(val_mae=vm, val_mae_high=mh, val_mae_low=ml)
-        return self.best_val is None or vm < self.best_val * (1.0 - self.cfg.min_delta)
 
     def checkpoint(self, s: dict, extra: dict | None = None) -> None:
         """Save the resumable state of snapshot ``s`` into the run (if any).  A Ctrl-C during
@@ -321,7 +307,7 @@ class _Fit:
                 self.nonfinite(f"(the weights at step {s['step']} are not finite)")
             with sigint_deferred():
                 self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                                    info=self._state_info(s, extra), ema=s["ema"])
+                                    info=self.s.to_dict(s, self.steps_per_epoch, extra), ema=s["ema"])
 
     def finish(self) -> dict:
         """The model takes the best weights; emit ``end``; the summary."""
@@ -349,8 +335,8 @@ class _Fit:
         self.stopped = "nonfinite"
         self.model.update(tree_unflatten(list(self.best_weights.items())))
         self.emit("end", self.summary("nonfinite"))
-        kept = (f"the best weights so far (epoch {self.best_epoch}) are kept in {self.run.path}"
-                if self.run is not None and self.best_epoch is not None else "no weights were saved")
+        kept = (f"the best weights so far (epoch {self.s.best_epoch}) are kept in {self.run.path}"
+                if self.run is not None and self.s.best_epoch is not None else "no weights were saved")
         raise TrainingError(
             f"training diverged: the loss became NaN or infinite {where}; {kept}. "
             f"Lower --lr (now {self.cfg.lr:g}) or --grad-clip, or check the data for extreme rows."
@@ -359,34 +345,14 @@ class _Fit:
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _snapshot(self, np_rng_state: dict) -> dict:
-        return {**self.trainer.snapshot(), "step": self.step, "epoch": self.epoch,
-                "epoch_batch": self.epoch_batch, "np_rng": np_rng_state}
-
-    def _seconds(self) -> float:
-        return round(self.seconds_before + time.perf_counter() - self.t0, 3)
-
-    def _samples_per_s(self) -> float | None:
-        tsec = self.train_seconds_before + self.train_seconds
-        return round((self.samples_before + self.samples) / tsec, 2) if tsec > 0 else None
-
-    def _state_info(self, s: dict, extra: dict | None = None) -> dict:
-        out = {
-            "step": s["step"], "epoch": s["epoch"], "epoch_batch": s["epoch_batch"],
-            "np_rng": s["np_rng"], "best_val_mae": self.best_val, "best_epoch": self.best_epoch,
-            "bad_evals": self.bad_evals, "history": self.history,
-            "seconds": self.seconds_before + (time.perf_counter() - self.t0),
-            "train_seconds": self.train_seconds_before + self.train_seconds,
-            "samples": self.samples_before + self.samples, "steps_per_epoch": self.steps_per_epoch,
-            "updates": int(s["optimizer"]["step"].item()),
-        }
-        out.update(extra or {})
-        return out
+        return {**self.trainer.snapshot(), "step": self.s.step, "epoch": self.s.epoch,
+                "epoch_batch": self.s.epoch_batch, "np_rng": np_rng_state}
 
     def summary(self, reason: str) -> dict:
         return {
-            "best_epoch": self.best_epoch, "best_val_mae": self.best_val, "epochs_run": self.epoch,
-            "steps": self.step, "seconds": self._seconds(), "train_samples_per_s": self._samples_per_s(),
-            "stopped": reason, "history": self.history, "n_train": self.n_train,
+            "best_epoch": self.s.best_epoch, "best_val_mae": self.s.best_val, "epochs_run": self.s.epoch,
+            "steps": self.s.step, "seconds": self.s.seconds(), "train_samples_per_s": self.s.samples_per_s(),
+            "stopped": reason, "history": self.s.history, "n_train": self.n_train,
             "params": self.params["trainable"], "run": str(self.run.path) if self.run is not None else None,
         }
 
@@ -411,7 +377,7 @@ def train(
     fit = _Fit(model_cfg, train_cfg, train, val, callback or (lambda event, info: None), run, resume, model)
     fit.start()
     try:
-        while fit.epoch < fit.epochs and fit.stopped is None:
+        while fit.s.epoch < fit.epochs and fit.stopped is None:
             fit.run_epoch()
     except KeyboardInterrupt:
         if fit.stopped is not None:

@@ -130,7 +130,7 @@ def bce_logits(logits: mx.array, target: mx.array) -> mx.array:
     return mx.logaddexp(0.0, logits) - logits * target
 
 
-def _flat(tree) -> dict:
+def flat(tree) -> dict:
     return dict(tree_flatten(tree))
 
 
@@ -177,7 +177,7 @@ class Trainer:
         self._prefix = partial(mx.compile, inputs=self.state)(self._first_prefix)
         self._segs = [mx.array(s, dtype=mx.int32) for s in range(self.M)]
         # weight average (module docstring): None when TrainConfig.ema is 0
-        self.ema = _flat(model.trainable_parameters()) if train_cfg.ema > 0 else None
+        self.ema = flat(model.trainable_parameters()) if train_cfg.ema > 0 else None
 
     # -- pieces traced into the compiled step ----------------------------------------------
 
@@ -278,15 +278,15 @@ class Trainer:
         if self.ema is None:
             return
         d = min(self.cfg.ema, (1.0 + n_steps) / (10.0 + n_steps))
-        cur = _flat(self.model.trainable_parameters())
+        cur = flat(self.model.trainable_parameters())
         self.ema = {k: d * v + (1.0 - d) * cur[k] for k, v in self.ema.items()}
         mx.async_eval(list(self.ema.values()))
 
     def snapshot(self) -> dict:
         """References (MLX arrays are immutable) to everything a resume needs."""
         return {
-            "weights": _flat(self.model.parameters()),
-            "optimizer": _flat(self.optimizer.state),
+            "weights": flat(self.model.parameters()),
+            "optimizer": flat(self.optimizer.state),
             "rng_key": self.rng["key"],
             "ema": self.ema,
         }
@@ -296,7 +296,7 @@ class Trainer:
             self.model.load_weights(list(weights.items()), strict=True)
         except ValueError as exc:
             raise RunError(f"saved state does not fit this model ({' '.join(str(exc).split())[:160]}).") from exc
-        cur = _flat(self.optimizer.state)
+        cur = flat(self.optimizer.state)
         if set(cur) != set(optimizer) or any(cur[k].shape != optimizer[k].shape for k in cur):
             raise RunError("saved optimizer state does not fit this model; start a new run.")
         self.optimizer.state.update(tree_unflatten(list(optimizer.items())))
@@ -304,7 +304,7 @@ class Trainer:
         if self.ema is not None:  # a state saved without averaging starts it from the weights
             if ema and set(ema) != set(self.ema):
                 raise RunError("saved weight average does not fit this model; start a new run.")
-            self.ema = dict(ema) if ema else _flat(self.model.trainable_parameters())
+            self.ema = dict(ema) if ema else flat(self.model.trainable_parameters())
 
     @property
     def updates(self) -> int:

@@ -1,103 +1,27 @@
-"""Everything the user sees, drawn with rich: consoles, the training progress, tables, charts.
+"""Every command's view: what ``prepare``, ``train``, ``evaluate``, ``predict`` (as a
+table), ``inspect`` and ``inspect --list`` show, and the small terminal charts they use.
 
-Data goes to stdout (tables, JSON, CSV); progress, warnings and errors go to stderr, so
-``finhrm predict data.csv --format csv > out.csv`` stays clean.  ``NO_COLOR`` is honoured
-by rich itself.
+Each ``render_*`` takes the dict a ``service`` function returned and draws it with rich:
+tables and charts on stdout, notes and warnings on stderr (``ui.console``).  ``--json``
+bypasses these (``console.print_json``); ``predict``'s JSON and CSV go through
+``ui.export``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Iterable, Sequence
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.panel import Panel
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+from finhrm_cli.ui import console, export
+from finhrm_cli.ui.console import fmt_bytes, fmt_num, fmt_p, fmt_pct, note, show, warn
 
 
-# ---------------------------------------------------------------------------- basics
-def error(message: str) -> None:
-    """One line on stderr: the whole of a user error."""
-    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-
-
-def warn(message: str) -> None:
-    err.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
-
-
-def note(message: str) -> None:
-    err.print(Text(message, style="dim"), soft_wrap=True)
-
-
-STDOUT = "standard output"
-
-
-class _stdout_errors:
-    """Name standard output in an OSError raised while writing to it (a full device, a
-    closed pipe), so the error handler can say where the write failed."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, typ, exc, tb):
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = STDOUT
-        return False
-
-
-def print_json(obj: Any) -> None:
-    """One JSON document on stdout, nothing else (no colour, no wrapping)."""
-    from finhrm_cli.fsutil import dumps_strict
-
-    with _stdout_errors():
-        sys.stdout.write(dumps_strict(obj) + "\n")
-        sys.stdout.flush()
-
-
-def fmt_num(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, (int,)) and not isinstance(x, bool):
-        return f"{x:,}"
-    try:
-        xf = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(xf):
-        return "-"
-    if xf != 0 and (abs(xf) >= 1e6 or abs(xf) < 10 ** (-digits)):
-        return f"{xf:.{digits}g}"
-    return f"{xf:,.{digits}f}"
-
-
-def fmt_pct(x: Any, digits: int = 1) -> str:
-    if x is None:
-        return "-"
-    xf = float(x)
-    return "-" if math.isnan(xf) else f"{100 * xf:.{digits}f}%"
-
-
-def fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
+# ---------------------------------------------------------------------------- building blocks
 def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
     t = Table(title=title, show_header=False, title_justify="left", title_style="bold", box=None, pad_edge=False)
     t.add_column(style="cyan", no_wrap=True)
@@ -105,12 +29,6 @@ def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
     for k, v in rows:
         t.add_row(k, v if isinstance(v, (Text, Table)) else str(v))
     return t
-
-
-def show(*renderables) -> None:
-    with _stdout_errors():
-        for r in renderables:
-            out.print(r)
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -150,78 +68,6 @@ def prepare_summary(summary: dict) -> None:
         warn(w)
 
 
-# ---------------------------------------------------------------------------- training
-class TrainProgress:
-    """The engine's callback, drawn as a rich progress bar on stderr.
-
-    Shows epoch and step, the latest training loss, validation MAE in price units,
-    samples/s and the time left.  ``quiet`` draws nothing.
-    """
-
-    def __init__(self, quiet: bool = False, price_unit: str = ""):
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task = None
-        self.fields = {"loss": "-", "val": "-", "best": "-", "sps": "-", "epoch": "-", "label": "train"}
-        self.price_unit = price_unit
-
-    def __enter__(self):
-        if not self.quiet:
-            self.progress = Progress(
-                TextColumn("[bold]{task.fields[label]}[/] epoch {task.fields[epoch]}"),
-                BarColumn(bar_width=28),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("val MAE {task.fields[val]} (kept {task.fields[best]})"),
-                TextColumn("{task.fields[sps]} samples/s"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=False,
-            )
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None and self.task is not None:  # drawn only once training started,
-            self.progress.__exit__(*exc)                          # so an early error stays one line
-        return False
-
-    def __call__(self, event: str, info: dict) -> None:
-        if self.progress is None:
-            return
-        if event == "fold":
-            self.fields["label"] = f"fold {info['fold']}/{info['folds']}"
-            return
-        if event == "start":
-            if self.task is None:
-                self.progress.__enter__()
-            self.task = self.progress.add_task(
-                "train", total=info.get("total_steps"), completed=info.get("step", 0),
-                **{**self.fields, "epoch": str(info.get("epoch", 0) + 1)},
-            )
-            return
-        if self.task is None:
-            return
-        upd: dict[str, Any] = {}
-        if "epoch" in info:
-            upd["epoch"] = str(info["epoch"])
-        if event == "step":
-            upd["loss"] = f"{info.get('loss', float('nan')):.4f}"
-            if info.get("samples_per_s"):
-                upd["sps"] = f"{info['samples_per_s']:,.0f}"
-            self.progress.update(self.task, completed=info.get("step"), **upd)
-        elif event == "eval":
-            upd["val"] = fmt_num(info.get("val_mae"), 4)
-            upd["best"] = fmt_num(info.get("best_val_mae"), 4)
-            if info.get("samples_per_s"):
-                upd["sps"] = f"{info['samples_per_s']:,.0f}"
-            self.progress.update(self.task, completed=info.get("step"), **upd)
-        elif event == "end":
-            total = self.progress.tasks[0].total if self.progress.tasks else None
-            self.progress.update(self.task, completed=info.get("steps", total))
-
-
 # ---------------------------------------------------------------------------- metrics
 METRIC_ROWS = [
     ("MAE high", "mae_high", fmt_num),
@@ -241,13 +87,6 @@ METRIC_ROWS = [
     ("skill (MAE / persistence)", "skill", lambda v: fmt_num(v, 3)),
     ("p (DM test vs finhrm)", "dm_p", lambda v: fmt_p(v)),
 ]
-
-
-def fmt_p(p: Any) -> str:
-    """A p-value: three decimals, '<0.001' below that, '-' when there is none."""
-    if p is None or not isinstance(p, (int, float)) or p != p:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def metrics_table(title: str, results: dict[str, dict]) -> Table:
@@ -420,101 +259,73 @@ def act_segments_note(seg: dict | None) -> None:
          "could be skipped (all segments still run, in one batch).")
 
 
-PRED_FIELDS = ["date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"]
-
-
 def render_predict(result: dict, fmt: str, output=None) -> None:
-    import csv
-    import io
-    from pathlib import Path
-
+    """predict's view: JSON or CSV (to stdout or ``output``) through ``export``; else a
+    table of the forecasts with their intervals."""
+    if export.write_forecasts(result, fmt, output):
+        return
     rows = result["rows"]
-    if fmt == "json":
-        from finhrm_cli.fsutil import dumps_strict
-
-        text = dumps_strict(result) + "\n"
-    elif fmt == "csv":
-        buf = io.StringIO()
-        fields = (["ticker"] if rows and "ticker" in rows[0] else []) + PRED_FIELDS
-        wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        wr.writeheader()
-        for r in rows:
-            wr.writerow({k: ("" if r[k] is None or (isinstance(r[k], float) and not math.isfinite(r[k]))
-                             else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
-        text = buf.getvalue()
-    else:
-        text = None
-    if output is not None:
-        from finhrm_cli.fsutil import atomic_write_text, check_output
-
-        if text is None:  # a table asked for a file: write CSV, the useful format there
-            return render_predict(result, "csv", output)
-        check_output(output, "--output")
-        try:
-            atomic_write_text(Path(output), text)
-        except OSError as exc:
-            # a full disk fails on the hidden temp file beside FILE, or names no file at all:
-            # name the file the user asked for
-            raise OSError(exc.errno, exc.strerror or str(exc), str(output)) from exc
-        note(f"{len(rows):,} prediction(s) written to {output}")
-        return
-    if text is not None:
-        with _stdout_errors():
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        return
     cov = result.get("coverage", 0.8)
     h = result.get("horizon", 1)
     ahead = "the next session" if h == 1 else f"{h} sessions ahead"
-
-    unbounded = []
-
-    def iv(lo, hi):
-        if lo is None:
-            return "-"
-        if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
-            unbounded.append(1)
-            return "unbounded"
-        return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
-
+    unbounded: list[int] = []
     if len(rows) == 1:
-        r = rows[0]
-        c = r["close"]
-        t = Table(title=f"Forecast for {ahead} after {r['date']} (close {fmt_num(c, 2)})",
-                  title_justify="left", title_style="bold", box=None, pad_edge=False)
-        for col in ("", "forecast", "vs close", f"{cov:.0%} interval"):
-            t.add_column(col, justify="left" if not col else "right")
-        t.add_row(Text("high", style="green"), Text(fmt_num(r["pred_high"], 2), style="bold green"),
-                  f"{100 * (r['pred_high'] / c - 1):+.2f}%", iv(r["pred_high_lo"], r["pred_high_hi"]))
-        t.add_row(Text("low", style="red"), Text(fmt_num(r["pred_low"], 2), style="bold red"),
-                  f"{100 * (r['pred_low'] / c - 1):+.2f}%", iv(r["pred_low_lo"], r["pred_low_hi"]))
-        show(t)
+        show(_forecast_table(rows[0], ahead, cov, unbounded))
     else:
-        multi = "ticker" in rows[0]
-        wide = out.width >= (112 if multi else 96)
-        t = Table(title=f"Forecasts for {ahead} after each date" + (f" ({cov:.0%} intervals)" if wide else ""),
-                  title_justify="left", title_style="bold")
-        cols = (["ticker"] if multi else []) + ["date", "close", "high"] + (["high interval"] if wide else []) \
-            + ["low"] + (["low interval"] if wide else [])
-        for col in cols:
-            t.add_column(col, justify="left" if col == "ticker" else "right", no_wrap=True)
-        for r in rows[-200:]:
-            cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2),
-                                                       Text(fmt_num(r["pred_high"], 2), style="green")]
-            cells += [iv(r["pred_high_lo"], r["pred_high_hi"])] if wide else []
-            cells += [Text(fmt_num(r["pred_low"], 2), style="red")]
-            cells += [iv(r["pred_low_lo"], r["pred_low_hi"])] if wide else []
-            t.add_row(*cells)
-        show(t)
-        if not wide:
-            note("intervals are left out at this terminal width; --format csv shows them.")
-        if len(rows) > 200:
-            note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
+        _show_forecast_rows(rows, ahead, cov, unbounded)
     if unbounded:
         note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
              "train on a longer history or ask for a lower --coverage.")
     act_segments_note(result.get("act_segments"))
     note(f"model: {result.get('run')}")
+
+
+def _interval_cell(lo, hi, unbounded: list) -> str:
+    """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
+    if lo is None:
+        return "-"
+    if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
+        unbounded.append(1)
+        return "unbounded"
+    return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
+
+
+def _forecast_table(r: dict, ahead: str, cov: float, unbounded: list) -> Table:
+    """One forecast: high and low, their change from the close and their intervals."""
+    c = r["close"]
+    t = Table(title=f"Forecast for {ahead} after {r['date']} (close {fmt_num(c, 2)})",
+              title_justify="left", title_style="bold", box=None, pad_edge=False)
+    for col in ("", "forecast", "vs close", f"{cov:.0%} interval"):
+        t.add_column(col, justify="left" if not col else "right")
+    t.add_row(Text("high", style="green"), Text(fmt_num(r["pred_high"], 2), style="bold green"),
+              f"{100 * (r['pred_high'] / c - 1):+.2f}%", _interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded))
+    t.add_row(Text("low", style="red"), Text(fmt_num(r["pred_low"], 2), style="bold red"),
+              f"{100 * (r['pred_low'] / c - 1):+.2f}%", _interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded))
+    return t
+
+
+def _show_forecast_rows(rows: list[dict], ahead: str, cov: float, unbounded: list) -> None:
+    """Several forecasts (tickers, or --all): the last 200 rows; intervals when they fit."""
+    multi = "ticker" in rows[0]
+    wide = console.out.width >= (112 if multi else 96)
+    t = Table(title=f"Forecasts for {ahead} after each date" + (f" ({cov:.0%} intervals)" if wide else ""),
+              title_justify="left", title_style="bold")
+    cols = (["ticker"] if multi else []) + ["date", "close", "high"] + (["high interval"] if wide else []) \
+        + ["low"] + (["low interval"] if wide else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col == "ticker" else "right", no_wrap=True)
+    for r in rows[-200:]:
+        cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2),
+                                                   Text(fmt_num(r["pred_high"], 2), style="green")]
+        cells += [_interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded)] if wide else []
+        cells += [Text(fmt_num(r["pred_low"], 2), style="red")]
+        cells += [_interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded)] if wide else []
+        t.add_row(*cells)
+    show(t)
+    if not wide:
+        note("intervals are left out at this terminal width; --format csv shows them.")
+    if len(rows) > 200:
+        note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
 
 
 def render_list(result: dict) -> None:

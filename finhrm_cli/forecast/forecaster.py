@@ -1,0 +1,125 @@
+"""The Forecaster: a trained HRM and everything that turns its output into a run's forecast.
+
+It holds the HRM, its linear partner (``blend``), the conformal residuals of the intervals,
+the ACT Q head's calibration map and the weights' digest (which names the forecast cache).
+``finish`` is the one recipe that completes a trained HRM, used by ``finhrm train`` and by
+each walk-forward fold: the calibration map on the training windows, the linear partner on
+the training windows with its weight chosen on validation, the conformal residuals on
+validation.  Test rows are never read by it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finhrm_cli.forecast import baselines, inference, linear, memo
+from finhrm_cli.forecast.parts import of, scale, stack
+from finhrm_cli.forecast.scoring import HRM_ALONE, score_parts
+
+
+class Forecaster:
+    def __init__(self, model, weights_sha256: str | None = None, blend: dict | None = None,
+                 conformal: dict | None = None, halt_calibration: dict | None = None):
+        self.model = model
+        self.weights_sha256 = weights_sha256
+        self.blend = blend
+        self.conformal = conformal
+        self.halt_calibration = halt_calibration
+
+    @property
+    def cfg(self):
+        """The HRM's ``ModelConfig``."""
+        return self.model.cfg
+
+    # ------------------------------------------------------------------ forecasts
+
+    def hrm(self, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
+        """The HRM's forecasts (log ratios) for every part, in one pass, split back per part.
+        With ``act`` each row stops at the segment its Q head halts on, and ``segments`` (a
+        dict, if given) receives the segments used (``actstats.segments_used``)."""
+        from finhrm_cli.forecast import actstats
+
+        sizes = [len(w) for _, w in parts]
+        if sum(sizes) == 0:
+            return [np.zeros((0, 2)) for _ in parts]
+        x = np.concatenate([w.x for _, w in parts])
+        if act:
+            raw, used = inference.predict_act(self.model, x)
+            if segments is not None:
+                segments.update(actstats.segments_used(used, self.model.cfg.halt_max_steps))
+        else:
+            ident = memo.identity(self.weights_sha256, self.model.cfg)
+            raw = memo.predict(ident, self.model, x, inference.predict)
+        out, i = [], 0
+        for (ds, w), n in zip(parts, sizes):
+            out.append(raw[i:i + n] * scale(ds, w)[:, None])
+            i += n
+        return out
+
+    def combine(self, parts, hrm_preds: list[np.ndarray]) -> list[np.ndarray]:
+        """The forecasts from the HRM's: blended with the linear partner when there is one."""
+        if not self.blend:
+            return hrm_preds
+        out = []
+        for p, (ds, w) in zip(hrm_preds, parts):
+            s = scale(ds, w)[:, None]
+            out.append(linear.combine(self.blend, p / s, w.x[:, -1, :]) * s)
+        return out
+
+    def forecast(self, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
+        """The run's forecasts (log ratios) for every part."""
+        return self.combine(parts, self.hrm(parts, act, segments))
+
+    def extra(self, hrm_preds) -> dict[str, Any] | None:
+        """The forecasts scored beside the run's: the HRM alone when it is blended."""
+        return {HRM_ALONE: hrm_preds} if self.blend else None
+
+    # ------------------------------------------------------------------ finishing a trained HRM
+
+    def fit_blend(self, dss, hrm_va: list[np.ndarray] | None = None) -> dict | None:
+        """The linear partner (``forecast.linear``): fit on the training windows' last day,
+        the HRM's weight chosen on validation; test rows are never read.  ``hrm_va``: the
+        HRM's validation forecasts when the caller has them."""
+        tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
+        va_all = of(dss, "val")
+        if hrm_va is None:
+            hrm_va = self.hrm(va_all)
+        keep = [i for i, (_, w) in enumerate(va_all) if len(w)]
+        if not tr or not keep:
+            return None
+        va = [va_all[i] for i in keep]
+        scales = [scale(ds, w) for ds, w in va]
+        xy = stack(tr)
+        return linear.fit_blend(xy["x"][:, -1, :], xy["y"], [hrm_va[i] / s[:, None] for i, s in zip(keep, scales)],
+                                [w.x[:, -1, :] for _, w in va], [w for _, w in va], scales)
+
+    def finish(self, dss, blend: bool = True, calibrate_halting: bool = True) -> list[np.ndarray]:
+        """Complete a trained HRM on the series ``dss``: the Q head's calibration map
+        (training windows), the linear partner (``blend``; training windows, weight on
+        validation) and the conformal residuals (validation).  Returns the HRM's validation
+        forecasts, for scoring beside the blend."""
+        from finhrm_cli.forecast.actstats import fit_halt_calibration
+
+        if calibrate_halting:
+            # validation chose the epoch and calibrates the intervals, test is held out: neither
+            # may shape what the head reports
+            self.halt_calibration = fit_halt_calibration(self.model, of(dss, "train"))
+        va = of(dss, "val")
+        hrm_va = self.hrm(va)
+        self.blend = self.fit_blend(dss, hrm_va) if blend else None
+        pred_va = self.combine(va, hrm_va)
+        self.conformal = baselines.conformal_residuals(
+            np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
+            np.concatenate([scale(ds, w) for ds, w in va]),
+        )
+        return hrm_va
+
+    def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
+              hrm_preds: list[np.ndarray] | None = None) -> dict:
+        """The run's forecasts on ``parts`` against the baselines, with the HRM alone beside
+        when blended (``scoring.score_parts``)."""
+        hrm = self.hrm(parts) if hrm_preds is None else hrm_preds
+        return score_parts(parts, self.combine(parts, hrm), self.conformal, coverage, intervals, cutoffs,
+                           self.extra(hrm))

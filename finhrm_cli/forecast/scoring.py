@@ -1,0 +1,127 @@
+"""Scoring forecasts against the naive baselines, and prediction intervals in prices.
+
+``score_parts`` pools all parts (and reports each series when there are several): the
+model's metrics next to persistence and the recent range, each baseline (and any extra
+forecast, such as the HRM alone) with the Diebold-Mariano test of equal MAE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from finhrm_cli.forecast import baselines
+from finhrm_cli.forecast.parts import iso, known, scale
+
+HRM_ALONE = "HRM alone"  # the column shown beside a blended run's forecast
+
+
+def to_prices(pred_log: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log ratios to the close -> (high, low) prices."""
+    close = np.asarray(close, np.float64)
+    p = np.asarray(pred_log, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused where it is shown
+        return close * np.exp(p[:, 0]), close * np.exp(p[:, 1])
+
+
+INTERVAL_METHODS = ("adaptive", "split")
+
+
+def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptive", cutoff=None):
+    """Price intervals for the windows ``w`` (in time order), or None without residuals.
+
+    ``split``: the static split-conformal interval of the validation residuals.
+    ``adaptive``: adaptive conformal inference (``baselines.adaptive_intervals``): the
+    miscoverage level starts at ``1 - coverage`` and learns from the outcomes of rows dated
+    after ``cutoff`` (the run's last validation day; None: every row), each known only
+    ``horizon`` sessions after its forecast.  Rows whose outcome is unknown never update it.
+    """
+    if not conformal:
+        return None
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"unknown interval method {method!r}")
+    s = scale(ds, w)
+    if method == "split":
+        return baselines.intervals(pred_log, w.close, conformal, coverage, s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(np.stack([w.next_high, w.next_low], axis=1) / np.asarray(w.close, np.float64)[:, None])
+    update = np.ones(len(w), bool) if cutoff is None else (w.dates > np.datetime64(cutoff, "D"))
+    iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,
+                                         horizon=ds.fcfg.horizon, update=update)
+    return iv
+
+
+def _part_arrays(ds, w, pred_log, conformal, coverage, method="adaptive", cutoff=None) -> dict:
+    """Forecasts, actuals and baselines of one part in price units (known targets only)."""
+    iv = interval_arrays(ds, w, pred_log, conformal, coverage, method, cutoff)  # in time order, all rows
+    keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)
+    if iv is not None:
+        iv = {k: v[keep] for k, v in iv.items()}
+    w, pred_log = known(w, pred_log)
+    ph, pl = to_prices(pred_log, w.close)
+    f = ds.frame
+    rh, rl = baselines.recent_range(f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
+                                    w.end, ds.fcfg.horizon)
+    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl, "h": ds.fcfg.horizon}
+
+
+def _results(a: dict) -> dict:
+    """Metrics of the model and the baselines; each baseline also gets the Diebold-Mariano
+    test of equal MAE against the model on the same rows (``dm_stat`` < 0: the model's
+    errors are smaller; ``dm_p``: two-sided p-value).  ``a["extra"]``: more forecasts to
+    show beside the model (e.g. the HRM alone), tested the same way."""
+    w = a["w"]
+    extra = a.get("extra") or {}
+    res = {"finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"])}
+    for name, (eh, el) in extra.items():
+        res[name] = baselines.metrics(eh, el, w.next_high, w.next_low, w.close)
+    res["persistence"] = baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close)
+    res["recent range"] = baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close)
+    actual = np.stack([w.next_high, w.next_low], axis=1)
+    e_model = np.stack([a["ph"], a["pl"]], axis=1) - actual
+    others = [*extra.items(), ("persistence", (w.high, w.low)), ("recent range", (a["rh"], a["rl"]))]
+    for name, (bh, bl) in others:
+        dm = baselines.diebold_mariano(e_model, np.stack([bh, bl], axis=1) - actual, a["h"])
+        res[name]["dm_stat"], res[name]["dm_p"] = dm["stat"], dm["p"]
+    return baselines.with_skill(res)
+
+
+def _summary_of(w, res, coverage, conformal, method) -> dict:
+    return {
+        "rows": int(len(w)),
+        "first_date": iso(w.dates.min()) if len(w) else None,
+        "last_date": iso(w.dates.max()) if len(w) else None,
+        "coverage_target": coverage if conformal else None,
+        "intervals": method if conformal else None,
+        "results": res,
+    }
+
+
+def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals: str = "adaptive",
+                cutoffs: list | None = None, extra: dict[str, list[np.ndarray]] | None = None) -> dict:
+    """Model against the baselines, pooled over all parts, and per series when there are several.
+
+    ``intervals``: "adaptive" or "split" (see ``interval_arrays``); ``cutoffs``: per part, the
+    day after which outcomes may adapt the intervals (None: every scored row); ``extra``:
+    name -> per-part forecasts (log ratios) scored beside the model, e.g. the HRM alone.
+    """
+    from finhrm_cli import data
+
+    cutoffs = cutoffs or [None] * len(parts)
+    arrays = [_part_arrays(ds, w, p, conformal, coverage, intervals, c) for (ds, w), p, c in zip(parts, preds, cutoffs)]
+    for i, ((_, w), a) in enumerate(zip(parts, arrays)):
+        a["extra"] = {name: to_prices(known(w, ps[i])[1], a["w"].close) for name, ps in (extra or {}).items()}
+    pooled = {
+        "w": data.concat_windows([a["w"] for a in arrays]),
+        **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
+        "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
+        "h": max(a["h"] for a in arrays),
+        "extra": {name: tuple(np.concatenate([a["extra"][name][j] for a in arrays]) for j in (0, 1))
+                  for name in (extra or {})},
+    }
+    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal, intervals)
+    if len(parts) > 1:
+        out["series"] = {
+            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal, intervals)
+            for (ds, _), a in zip(parts, arrays)
+        }
+    return out

@@ -1,0 +1,302 @@
+"""A run's config.json, typed (``RunConfig``) and checked once when the run is read.
+
+config.json is untrusted input (a run folder can be damaged, copied or edited by hand), so
+``RunConfig.from_dict`` checks every key the commands read before anything uses it: types,
+the settings' bounds, shapes that must agree, series names that must be plain folder names.
+A problem is one ``RunError`` line naming the file and the key.  Keys this version does not
+know are kept as they are (``extra``) and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig, from_dict, shown, to_dict
+from finhrm_cli.errors import RunError, UsageError
+
+# What the commands need; a run written by the engine alone (as a library) holds only "model"
+# and "train", and ``store.load_run`` accepts that.
+RUN_KEYS = ("model", "features", "train", "feature_names", "normalizer")
+# model.safetensors' sha256, and the one of the weights being written (see RunWriter.save_weights)
+WEIGHTS_HASH_KEYS = ("weights_sha256", "weights_sha256_next")
+_SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    """Everything config.json holds.  The three settings groups are dataclasses; the rest
+    are the JSON values as written (checked by ``from_dict``)."""
+
+    model: ModelConfig | None = None
+    features: FeatureConfig | None = None
+    train: TrainConfig | None = None
+    feature_names: list[str] | None = None
+    normalizer: dict | None = None
+    created: str | None = None
+    versions: dict | None = None
+    source: dict | None = None
+    splits: dict | None = None
+    series: list[dict] | None = None
+    dropped: dict | None = None
+    conformal: dict | None = None
+    blend: dict | None = None
+    halt_calibration: dict | None = None
+    processes: int | None = None
+    weights_sha256: str | None = None
+    weights_sha256_next: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: Any, path: Path, required: tuple[str, ...] = ("model",)) -> "RunConfig":
+        """Check ``cfg`` (read from ``path``) and type it; one ``RunError`` line otherwise."""
+        try:
+            check(cfg, required)
+        except UsageError as exc:
+            raise RunError(
+                f"{path}: {str(exc).rstrip('.')}; the file is damaged or was edited by hand, "
+                "restore it or train a new run."
+            ) from None
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in cfg.items() if k in known}
+        for key, kind in _SECTIONS.items():
+            if cfg.get(key) is not None:
+                values[key] = from_dict(kind, cfg[key])
+        return cls(**values, extra={k: v for k, v in cfg.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        """config.json's content: known keys in a stable order, then the unknown ones."""
+        out: dict = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            if f.name in _SECTIONS:
+                v = to_dict(v) if v is not None else None
+            if v is not None or f.name in ("conformal", "blend", "halt_calibration"):
+                out[f.name] = v
+        out.update(self.extra)
+        return out
+
+    def weight_digests(self) -> tuple[str, ...]:
+        """The sha256 digests model.safetensors may have (two while it is being replaced)."""
+        return tuple(d for d in (self.weights_sha256, self.weights_sha256_next) if d)
+
+    def series_names(self) -> list[str]:
+        return [s["name"] for s in self.series or []]
+
+    def blend_enabled(self) -> bool:
+        return self.train is None or self.train.blend
+
+    def cutoff(self, name: str):
+        """Last validation date of the series ``name`` (of the latest series when unknown),
+        as ``datetime64[D]``, or None."""
+        series = self.series or [{"name": (self.source or {}).get("name"), "splits": self.splits}]
+        dates = {s["name"]: ((s.get("splits") or {}).get("val") or {}).get("last_date") for s in series}
+        d = dates.get(name) or max((v for v in dates.values() if v), default=None)
+        return np.datetime64(d) if d else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks
+
+
+def _safe_name_error(name: Any) -> str | None:
+    """Why ``name`` cannot be a folder name inside a run (None when it can)."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty name"
+    if len(name) > 200 or name in (".", "..") or name.startswith(".") or name != name.strip():
+        return "must be a plain folder name (no leading dot or space, at most 200 characters)"
+    if re.search(r"[/\\\x00-\x1f\x7f:]", name) or os.sep in name or (os.altsep and os.altsep in name):
+        return "must not contain a path separator or control characters"
+    return None
+
+
+def _finite(x: Any) -> bool:
+    """A finite int or float (not a bool; an int too big for a float is not finite)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # json reads a 400-digit integer as an int
+        return False
+
+
+def _numbers(v: Any, n: int | None = None) -> bool:
+    """A list of finite numbers (of length ``n`` when given)."""
+    return isinstance(v, list) and (n is None or len(v) == n) and all(_finite(x) for x in v)
+
+
+def _count(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v >= 0
+
+
+def _iso_date(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        _dt.date.fromisoformat(str(v)[:10])
+        return isinstance(v, str)
+    except ValueError:
+        return False
+
+
+def _check_splits(splits: Any, key: str) -> None:
+    if not isinstance(splits, dict):
+        raise UsageError(f"{key} must be an object")
+    for name, s in splits.items():
+        if not isinstance(s, dict):
+            raise UsageError(f"{key}.{name} must be an object")
+        for k in ("first_date", "last_date"):
+            if not _iso_date(s.get(k)):
+                raise UsageError(f"{key}.{name}.{k} must be a date (YYYY-MM-DD), got {shown(s.get(k))}")
+
+
+def check(cfg: Any, required: tuple[str, ...] = ("model",)) -> None:
+    """Every check of config.json, in the order a reader meets the keys; ``UsageError``."""
+    if not isinstance(cfg, dict):
+        raise UsageError("is not a JSON object")
+    for key in required:
+        if cfg.get(key) is None:
+            raise UsageError(f"the key {key!r} is missing")
+    n = _check_sections(cfg)
+    _check_inputs(cfg, n)
+    _check_conformal(cfg.get("conformal"))
+    _check_halt_calibration(cfg.get("halt_calibration"))
+    _check_blend(cfg.get("blend"), n)
+    _check_source_and_series(cfg)
+    _check_bookkeeping(cfg)
+
+
+def _check_sections(cfg: dict) -> int | None:
+    """The settings groups against their bounds; the model's feature count (or None)."""
+    sections = {}
+    for key, cls in _SECTIONS.items():
+        if cfg.get(key) is None:
+            continue
+        if not isinstance(cfg[key], dict):
+            raise UsageError(f"{key} must be an object")
+        obj = from_dict(cls, cfg[key])
+        obj.validate(label=lambda name, key=key: f"{key}.{name}")
+        sections[key] = obj
+    fcfg, mcfg = sections.get("features"), sections.get("model")
+    if fcfg and mcfg and mcfg.seq_len != fcfg.seq_len:
+        raise UsageError(f"model.seq_len ({mcfg.seq_len}) differs from features.seq_len ({fcfg.seq_len})")
+    return mcfg.n_features if mcfg else None
+
+
+def _check_inputs(cfg: dict, n: int | None) -> None:
+    names = cfg.get("feature_names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise UsageError("feature_names must be a list of names")
+        if n is not None and len(names) != n:
+            raise UsageError(f"feature_names has {len(names)} names but model.n_features is {n}")
+    norm = cfg.get("normalizer")
+    if norm is None:
+        return
+    if not isinstance(norm, dict):
+        raise UsageError("normalizer must be an object")
+    for k in ("mean", "std"):
+        if not _numbers(norm.get(k), n):
+            raise UsageError(f"normalizer.{k} must be a list of finite numbers"
+                             + (f", {n} of them (model.n_features)" if n else ""))
+    if len(norm["mean"]) != len(norm["std"]) or any(x <= 0 for x in norm["std"]):
+        raise UsageError("normalizer.std must be positive, one per mean")
+
+
+def _check_conformal(conf: Any) -> None:
+    if conf is None:
+        return
+    if not isinstance(conf, dict):
+        raise UsageError("conformal must be an object or null")
+    if conf.get("units", "log") not in ("log", "scale"):
+        raise UsageError(f"conformal.units must be 'log' or 'scale' (got {shown(conf.get('units'))})")
+    for k in ("high", "low"):
+        if not _numbers(conf.get(k)):
+            raise UsageError(f"conformal.{k} must be a list of finite numbers")
+    if "n" in conf and not _count(conf["n"]):
+        raise UsageError(f"conformal.n must be a count (got {shown(conf['n'])})")
+
+
+def _check_halt_calibration(hc: Any) -> None:
+    from finhrm_cli.forecast.actstats import HALT_CAL_A, HALT_CAL_B
+
+    if hc is None:
+        return
+    if not isinstance(hc, dict):
+        raise UsageError("halt_calibration must be an object or null")
+    for k in ("a", "b"):
+        if not _finite(hc.get(k)):
+            raise UsageError(f"halt_calibration.{k} must be a finite number (got {shown(hc.get(k))})")
+    lo, hi = HALT_CAL_A
+    if not lo <= hc["a"] <= hi:
+        raise UsageError(f"halt_calibration.a must lie in [{lo:g}, {hi:g}] (got {hc['a']:g})")
+    if abs(hc["b"]) > HALT_CAL_B:
+        raise UsageError(f"halt_calibration.b must lie in [{-HALT_CAL_B:g}, {HALT_CAL_B:g}] (got {hc['b']:g})")
+    if "rows" in hc and not _count(hc["rows"]):
+        raise UsageError(f"halt_calibration.rows must be a count (got {shown(hc['rows'])})")
+
+
+def _check_blend(bl: Any, n: int | None) -> None:
+    """A run's ``blend`` (finhrm_cli.forecast.linear): the HRM weight in [0, 1] and one finite
+    coefficient per feature plus the intercept for the high and the low."""
+    from finhrm_cli.forecast.linear import COEF_LIMIT
+
+    if bl is None:
+        return
+    if not isinstance(bl, dict):
+        raise UsageError("blend must be an object or null")
+    w = bl.get("hrm_weight")
+    if not _finite(w) or not 0.0 <= w <= 1.0:
+        raise UsageError(f"blend.hrm_weight must lie in [0, 1] (got {shown(w)})")
+    for k in ("coef_high", "coef_low"):
+        c = bl.get(k)
+        if not _numbers(c) or any(abs(v) > COEF_LIMIT for v in c):
+            raise UsageError(f"blend.{k} must be a list of finite numbers below {COEF_LIMIT:g} in size")
+        if isinstance(n, int) and len(c) != n + 1:
+            raise UsageError(f"blend.{k} has {len(c)} numbers; the model's {n} features need {n + 1}")
+
+
+def _check_source_and_series(cfg: dict) -> None:
+    src = cfg.get("source")
+    if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
+        raise UsageError("source must be an object with a text name")
+    if cfg.get("splits") is not None:
+        _check_splits(cfg["splits"], "splits")
+    series = cfg.get("series")
+    if series is None:
+        return
+    if not isinstance(series, list):
+        raise UsageError("series must be a list")
+    seen = set()
+    for i, s in enumerate(series):
+        if not isinstance(s, dict):
+            raise UsageError(f"series[{i}] must be an object")
+        why = _safe_name_error(s.get("name"))
+        if why:
+            raise UsageError(f"series[{i}].name {shown(s.get('name'))} {why}")
+        if s["name"] in seen:
+            raise UsageError(f"series[{i}].name {shown(s['name'])} appears twice")
+        seen.add(s["name"])
+        if s.get("splits") is not None:
+            _check_splits(s["splits"], f"series[{i}].splits")
+
+
+def _check_bookkeeping(cfg: dict) -> None:
+    if cfg.get("created") is not None and not isinstance(cfg["created"], str):
+        raise UsageError("created must be text")
+    if cfg.get("versions") is not None and not isinstance(cfg["versions"], dict):
+        raise UsageError("versions must be an object")
+    for k in WEIGHTS_HASH_KEYS:
+        v = cfg.get(k)
+        if v is not None and not (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)):
+            raise UsageError(f"{k} must be a sha256 digest (64 hex digits)")

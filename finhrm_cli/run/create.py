@@ -1,0 +1,181 @@
+"""Creating a run folder, and taking back a creation that did not finish.
+
+finhrm deletes only what it can prove it made: a new folder gets a marker naming it first
+(``MARKER``), and only a folder holding that marker, with nothing foreign inside, is ever
+removed (``clean_abandoned``, ``discard_creation``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import stat
+import uuid
+from pathlib import Path
+
+from finhrm_cli import config as cfgmod
+from finhrm_cli.errors import RunError
+from finhrm_cli.fsutil import atomic_write_text, temp_target
+from finhrm_cli.run.files import CONFIG, DATA_DIR, LOCK, MARKER
+from finhrm_cli.run.lock import RunLock, is_locked
+
+
+def runs_root(root) -> Path:
+    """``root`` (``--out``) or the runs home."""
+    return Path(root).expanduser() if root is not None else cfgmod.runs_dir()
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
+    return name[:80] or "run"
+
+
+def new_run_dir(data_name: str, root=None) -> Path:
+    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...), holding
+    only its marker (``MARKER``: the folder's name and a random id), which is what later lets
+    finhrm recognise a creation it abandoned as its own (``clean_abandoned``)."""
+    base = runs_root(root)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
+    clean_abandoned(base)
+    stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 10_000):
+        path = base / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir(exist_ok=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
+        try:
+            atomic_write_text(path / MARKER, json.dumps({"run": path.name, "id": uuid.uuid4().hex}) + "\n")
+        except BaseException:
+            try:
+                path.rmdir()  # empty but for a temp file at most: made a moment ago, by us
+            except OSError:
+                pass
+            raise
+        return path
+    raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+
+
+_RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
+
+
+def _own_marker(p: Path) -> bool:
+    """``p`` holds the marker ``new_run_dir`` wrote into it, naming ``p`` itself."""
+    try:
+        st = (p / MARKER).lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
+            return False
+        m = json.loads((p / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(m, dict) and m.get("run") == p.name and isinstance(m.get("id"), str) and len(m["id"]) == 32
+
+
+def _data_files_only(data: Path) -> bool:
+    """``data/`` holds nothing but what ``save_prepared`` writes: meta.json, features.parquet
+    and their temp files, directly or in one level of per-series folders."""
+    from finhrm_cli.data.reading import PREPARED_FRAME, PREPARED_META
+
+    ours = {PREPARED_META, PREPARED_FRAME}
+
+    def plain(f: Path) -> bool:
+        return (f.name in ours or temp_target(f.name) in ours) and not f.is_symlink() and f.is_file()
+
+    for entry in data.iterdir():
+        if entry.is_symlink():
+            return False
+        if entry.is_dir():
+            if not all(plain(f) for f in entry.iterdir()):
+                return False
+        elif not plain(entry):
+            return False
+    return True
+
+
+def abandoned_creation(p: Path) -> bool:
+    """``p`` is a run folder whose creation stopped before config.json: named as
+    ``new_run_dir`` names runs, holding its own marker, and nothing but the marker,
+    ``train.lock`` and the prepared data (checked file by file)."""
+    if p.is_symlink() or not p.is_dir() or not _RUN_NAME.search(p.name) or not _own_marker(p):
+        return False
+    names = {c.name for c in p.iterdir()}
+    if not names <= {MARKER, DATA_DIR, LOCK} or (p / CONFIG).exists():
+        return False
+    if DATA_DIR in names:
+        data = p / DATA_DIR
+        if data.is_symlink() or not data.is_dir() or not _data_files_only(data):
+            return False
+    return True
+
+
+def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
+    """Remove run folders whose creation was killed before config.json was written
+    (``abandoned_creation``: finhrm's marker naming the folder, nothing foreign inside),
+    unlocked and untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).
+    A folder without finhrm's own marker is never touched, whatever its name or content."""
+    import shutil
+    import time
+
+    from finhrm_cli.fsutil import STALE_SECONDS
+
+    limit = STALE_SECONDS if older_than is None else older_than
+    removed = []
+    try:
+        entries = list(Path(base).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        try:
+            if not abandoned_creation(p) or is_locked(p):
+                continue
+            files = [p, *p.rglob("*")]
+            if time.time() - max(f.lstat().st_mtime for f in files) <= limit:
+                continue
+            shutil.rmtree(p)
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
+    """Undo ``new_run_dir`` after the run's data or config failed to be written (disk full,
+    Ctrl-C): release ``lock`` and remove the folder, only if it is still a creation of
+    finhrm's (``abandoned_creation``).  True when removed; never raises."""
+    import shutil
+
+    if lock is not None:
+        lock.release()
+    try:
+        if abandoned_creation(Path(run_dir)):
+            shutil.rmtree(run_dir)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+
+
+def versions() -> dict:
+    """What made a run: finhrm, MLX, numpy and Python versions and the BLAS MLX runs on."""
+    import platform
+
+    import numpy as np
+
+    from finhrm_cli import __version__, blas
+
+    mx = blas.mlx_core()
+    return {
+        "finhrm": __version__,
+        "mlx": getattr(mx, "__version__", "?"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "blas": blas.info().get("kind"),
+    }

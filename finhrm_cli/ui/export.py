@@ -1,0 +1,63 @@
+"""``predict``'s forecasts as files: JSON or CSV, to ``--output`` or to stdout.
+
+Split from the views because this is data, not a picture: it must be byte-stable for
+scripts (``finhrm predict ... --format csv > out.csv``), written atomically to a file, and
+a failed write must name the file the user asked for.  The table view is in ``views``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+from finhrm_cli.ui.console import note, stdout_errors
+
+PRED_FIELDS = ["date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"]
+
+
+def forecast_text(result: dict, fmt: str) -> str | None:
+    """The forecasts as JSON (the whole result) or CSV (one line per row); None for a table."""
+    rows = result["rows"]
+    if fmt == "json":
+        from finhrm_cli.fsutil import dumps_strict
+
+        return dumps_strict(result) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = (["ticker"] if rows and "ticker" in rows[0] else []) + PRED_FIELDS
+        wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        wr.writeheader()
+        for r in rows:
+            wr.writerow({k: ("" if r[k] is None or (isinstance(r[k], float) and not math.isfinite(r[k]))
+                             else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
+        return buf.getvalue()
+    return None
+
+
+def write_forecasts(result: dict, fmt: str, output=None) -> bool:
+    """Write the forecasts as ``fmt`` to ``output`` (a table asked for a file is written as
+    CSV, the useful format there) or, for JSON and CSV, to stdout.  False when nothing was
+    written: a table for the terminal, which the caller draws."""
+    text = forecast_text(result, fmt)
+    if output is not None:
+        from finhrm_cli.fsutil import atomic_write_text
+
+        if text is None:
+            text = forecast_text(result, "csv")
+        try:  # (the command line checked the path before any work: run.files.check_output)
+            atomic_write_text(Path(output).expanduser(), text)
+        except OSError as exc:
+            # a full disk fails on the hidden temp file beside FILE, or names no file at all:
+            # name the file the user asked for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(output)) from exc
+        note(f"{len(result['rows']):,} prediction(s) written to {output}")
+        return True
+    if text is None:
+        return False
+    with stdout_errors():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return True
