@@ -14,7 +14,7 @@ OpenBLAS.  On macOS nothing is done: MLX uses Accelerate and Metal there.
 function with the system C++ compiler on first use and caches the shared object under
 ``std::filesystem::temp_directory_path() / "mlx" / VERSION / "cpu"``, that is under
 ``$TMPDIR`` (``/tmp`` by default).  A fresh container, a CI job or a reboot that clears the
-temp folder pays the compiler again (about 130 kernels for training, 30-90 s on 2 cores).
+temp folder pays the compiler again (docs/speed.md has the figures).
 ``kernel_cache()`` points ``TMPDIR`` at finhrm's own cache folder before MLX is imported
 (``$FINHRM_CACHE``, else the platform's user cache folder, e.g. ``~/.cache/finhrm``), so
 only the very first run on a machine compiles.  That folder is code: MLX loads the shared
@@ -118,8 +118,7 @@ def auto_threads() -> int:
     """BLAS threads for this machine as it is now: the cores other work leaves free.
 
     MKL's OpenMP threads wait for each other at the end of every matmul, so when another
-    process holds a core, a thread parked there stalls the rest: on 2 cores with one busy,
-    2 threads trained at 30 samples/s and 1 thread at 89 (quiet: 122 and 93).  So finhrm
+    process holds a core, a thread parked there stalls the rest (docs/speed.md).  So finhrm
     counts the cores other work keeps busy at start-up and uses the ones left (at least 1).
     """
     n = os.cpu_count() or 1
@@ -142,7 +141,7 @@ def _mkl_env() -> None:
     os.environ.setdefault("KMP_WARNINGS", "0")
     # Intel OpenMP threads spin 200 ms after each parallel region by default; our matmuls
     # are small and frequent, and with a second process (mlx.launch, a test run) the
-    # spinning threads starve each other (measured: 126 -> 15 samples/s).  Sleep at once.
+    # spinning threads starve each other (docs/speed.md).  Sleep at once.
     os.environ.setdefault("KMP_BLOCKTIME", "1")
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,12 +67,6 @@ LIMITS: dict[str, tuple[float, float]] = {
     "min_delta": (0.0, 1.0),
     "ema": (0.0, 1.0),
 }
-# A run's "halt_calibration" in config.json: the map logit' = a * logit + b that
-# ``service.training.finalize_run`` fits to the ACT Q head on the training rows
-# (``finhrm_cli.forecast.actstats.platt_fit``, which keeps its result inside these bounds).  a must be
-# positive, so the map keeps every halting decision.  The default runs on the sample data give
-# a = 1.9-26 (the raw logits barely vary, so the map stretches them) and |b| < 0.7; a value
-# outside these bounds is damage, not a calibration.
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
 MAX_PARAMS = 250_000_000
@@ -123,22 +117,32 @@ def _check_fields(obj, label: Label) -> None:
                 raise UsageError(f"{label(f.name)} must lie in [{lo}, {hi}] (got {shown(v)}).")
 
 
+def setting(default, help: str):
+    """A settings field with its command-line help: one source for the default the code uses,
+    the one ``--help`` shows (``help_for``) and the one a test compares them by."""
+    return field(default=default, metadata={"help": help})
+
+
+FEATURE_SET_HELP = (
+    "Feature set: extended (the 18 inputs plus volatility, returns, gap, 20-day extremes, weekday), long "
+    "(extended plus 66/132-session ranges and range-based volatility estimators), slow (extended plus a "
+    "66-250-session context that only the H module reads: two clocks) or hrm18 (the original 18)."
+)
+
+
 @dataclass
 class FeatureConfig:
-    seq_len: int = 10          # days per window
-    horizon: int = 1           # predict the high/low h sessions ahead
-    train_frac: float = 0.70   # chronological split; test gets the rest
-    val_frac: float = 0.15
-    volume_window: int = 20    # trailing mean for relative volume
-    # "extended" = the original 18 inputs + volatility, returns, gap, 20-day extremes and day
-    # of week; chosen over "hrm18" on validation MAE (sample data and GOOG), see README.
-    feature_set: str = "extended"  # see data.FEATURE_SETS
-    # Divide the targets by the trailing volatility scale (mean log true range, 20 days) for
-    # training and multiply predictions back: one model then fits calm and wild markets alike.
-    scale_targets: bool = True
-    # Divide the log price-ratio inputs by the same scale (log volatility levels become
-    # relative to it): scale-free inputs.
-    scale_inputs: bool = False
+    seq_len: int = setting(10, "Days per window.")
+    horizon: int = setting(1, "Predict the high/low this many sessions ahead.")
+    train_frac: float = setting(0.70, "Share of rows for training (the earliest).")
+    val_frac: float = setting(0.15, "Share of rows for validation; test gets the rest.")
+    volume_window: int = setting(20, "Sessions in the trailing mean of relative volume.")
+    # "extended" was chosen over "hrm18" on validation MAE (docs/results.md)
+    feature_set: str = setting("extended", FEATURE_SET_HELP)
+    # one model then fits calm and wild markets alike
+    scale_targets: bool = setting(True, "Divide the targets by the trailing volatility scale (mean log "
+                                        "true range, 20 days) for training; predictions are scaled back.")
+    scale_inputs: bool = setting(False, "Divide the log price-ratio inputs by the same scale (scale-free inputs).")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
@@ -153,21 +157,21 @@ class FeatureConfig:
 
 @dataclass
 class ModelConfig:
-    n_features: int = 18
-    seq_len: int = 10
-    d_model: int = 128
-    n_heads: int = 4
-    h_layers: int = 2
-    l_layers: int = 2
-    h_cycles: int = 2
-    l_cycles: int = 2
-    expansion: float = 4.0
-    halt_max_steps: int = 4
-    halt_exploration: float = 0.1
-    n_out: int = 2
+    n_features: int = setting(18, "Inputs per day (set from the feature set).")
+    seq_len: int = setting(10, "Days per window (set from the features).")
+    d_model: int = setting(128, "Hidden width.")
+    n_heads: int = setting(4, "Attention heads.")
+    h_layers: int = setting(2, "Blocks in the high-level module.")
+    l_layers: int = setting(2, "Blocks in the low-level module.")
+    h_cycles: int = setting(2, "High-level updates per segment.")
+    l_cycles: int = setting(2, "Low-level updates per high-level update.")
+    expansion: float = setting(4.0, "SwiGLU width over d_model.")
+    halt_max_steps: int = setting(4, "ACT segments at most.")
+    halt_exploration: float = setting(0.1, "ACT exploration probability.")
+    n_out: int = setting(2, "Outputs: the high and the low.")
     # Two clocks: the last h_context feature columns are a slow context (set by the feature
     # set, see data.context_width) that H reads from the window's last day; L gets the rest.
-    h_context: int = 0
+    h_context: int = setting(0, "Slow-context inputs only the high-level module reads (set by the feature set).")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
@@ -204,39 +208,34 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    # The learning rate decays (cosine) over the epochs, so their number is the schedule's
-    # length, not only a cap: 6 epochs with their decay are level with 30 epochs cut by early
-    # stopping on validation MAE (S&P 500 -0.5%, GOOG +0.3%, NASDAQ +0.3%, sample 0.0%) in
-    # half the time on 5,000 sessions, see README.
-    epochs: int = 6
-    patience: int = 6
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    warmup_frac: float = 0.05
+    batch_size: int = setting(64, "Windows per optimizer step.")
+    lr: float = setting(1e-3, "Peak learning rate.")
+    weight_decay: float = setting(0.1, "AdamW weight decay.")
+    # The learning rate decays over the epochs, so their number is the schedule's length, not
+    # only a cap: a short decayed schedule was level with a long one cut by early stopping, in
+    # half the time (docs/results.md).
+    epochs: int = setting(6, "Epochs; the learning rate decays over them (cosine), so this sets the schedule too.")
+    patience: int = setting(6, "Stop after this many epochs without a better validation MAE.")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    grad_clip: float = setting(1.0, "Global gradient-norm clip; 0 turns it off.")
+    warmup_frac: float = setting(0.05, "Share of the updates the learning rate warms up over.")
     # The score is MAE, and the L1 loss aims at the conditional median, the MAE-optimal point
-    # forecast; chosen over huber on validation MAE (GOOG, S&P 500, sample data), see README.
-    loss: str = "mae"
-    huber_delta: float = 1.0   # in units of the normalised target
-    seed: int = 0
-    eval_every: int = 0        # steps between validations; 0 = once per epoch
-    # An evaluation counts as better (kept, resets patience) only when it lowers the best
-    # validation MAE by more than this fraction.  With the L1 loss and weight averaging the
-    # validation curve is flat, and 0.05% gains kept runs going for 20+ epochs: 0.2% cut
-    # training time by 15-25% (GOOG, sample) for at most 0.2% of validation MAE.
-    min_delta: float = 0.002
-    # Exponential moving average of the weights, updated after every step (decay
-    # min(ema, (1+n)/(10+n)) at step n); validation, early stopping and the saved model use
-    # the average.  Chosen on validation MAE: it takes the noise out of the epoch-to-epoch
-    # curve, so early stopping no longer picks a lucky or unlucky epoch.  0 turns it off.
-    ema: float = 0.95
-    # Blend the HRM with a median (L1) linear regression on the last day's inputs, fit on the
-    # training windows, the HRM's weight chosen on validation (finhrm_cli.forecast.linear).  On the
-    # real series, 3-seed test MAE / best anchor, HRM alone -> blend: GOOG 0.985 -> 0.978,
-    # S&P 500 1.001 -> 0.995, NASDAQ 1.017 -> 1.005; see README.  False: the HRM alone.
-    blend: bool = True
+    # forecast (chosen over huber on validation MAE, docs/results.md).
+    loss: str = setting("mae", "Regression loss: mae (the score is MAE), huber or mse.")
+    huber_delta: float = setting(1.0, "Huber loss threshold, in units of the normalised target.")
+    seed: int = setting(0, "Random seed; the same seed gives the same weights.")
+    eval_every: int = setting(0, "Steps between validations; 0: once per epoch.")
+    # With the L1 loss and weight averaging the validation curve is flat, and tiny gains kept
+    # runs going for many epochs at no benefit (docs/results.md).
+    min_delta: float = setting(0.002, "Relative drop in validation MAE that counts as better for early stopping.")
+    # Taking the noise out of the epoch-to-epoch curve keeps early stopping from picking a
+    # lucky or unlucky epoch.  Decay min(ema, (1+n)/(10+n)) at step n.
+    ema: float = setting(0.95, "Average the weights (exponential moving average with this decay per step); "
+                               "validation and the saved model use the average. 0 turns it off.")
+    # The linear partner (finhrm_cli.forecast.linear); its measurements are in docs/results.md.
+    blend: bool = setting(True, "Blend the HRM with a median linear regression on the last day's inputs (fit on "
+                                "training rows, the HRM's weight chosen on validation; `finhrm inspect` shows it). "
+                                "--no-blend: the HRM alone.")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
@@ -255,6 +254,20 @@ class TrainConfig:
 SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
 # command-line spellings accepted in a --config file too
 ALIASES = {"heads": "n_heads", "features": "feature_set"}
+
+
+def default_text(f) -> str:
+    """A field's default as ``--help`` shows it."""
+    v = f.default
+    if isinstance(v, bool):
+        return f"--{'' if v else 'no-'}{flag_label(f.name)[2:]}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def help_for(cls, name: str) -> str:
+    """The ``--help`` text of the setting ``name`` of ``cls``: its help and its default."""
+    f = {f.name: f for f in fields(cls)}[name]
+    return f"{f.metadata['help']} [default: {default_text(f)}]"
 
 
 def to_dict(obj: Any) -> dict:

@@ -48,8 +48,9 @@ class Recorder:
         self.events: list[tuple[str, dict]] = []
         self.raise_at_step = raise_at_step
 
-    def __call__(self, event, info):
-        self.events.append((event, dict(info)))
+    def __call__(self, ev):
+        event, info = ev.kind, ev.as_dict()
+        self.events.append((event, info))
         if event == "step" and self.raise_at_step is not None and info["step"] >= self.raise_at_step:
             self.raise_at_step = None
             raise KeyboardInterrupt
@@ -306,7 +307,8 @@ def test_nonfinite_loss_stops_and_keeps_the_best_weights(tmp_path, when):
     model = step.build_model(mcfg(), 0)
     run = store.RunWriter(tmp_path / "nan")
 
-    def poison(event, info):
+    def poison(ev):
+        event, info = ev.kind, ev.as_dict()
         if event == when[0] and info["step" if event == "step" else "epoch"] == when[1]:
             model.head.weight = model.head.weight * float("nan")
 

@@ -84,7 +84,7 @@ class Trainer:
         new = []
 
         def run_dir():
-            new[:] = [p for p in self.runs.iterdir() if p not in before]
+            new[:] = [p for p in self.runs.iterdir() if p not in before and not p.name.startswith(".")]  # (not the staging folder)
             return bool(new)
 
         return proc, run_dir, new

@@ -145,3 +145,32 @@ def test_rooms_stay_readable():
             if isinstance(node, ast.ClassDef) and size > 250:
                 bad.append(f"{m}.{node.name}: class of {size} lines")
     assert not bad, bad
+
+
+def test_help_shows_the_defaults_the_code_uses():
+    """One source for defaults and help: every option of a setting shows the dataclass's
+    default, and no help text spells a default by hand."""
+    import dataclasses
+
+    import typer
+
+    from finhrm_cli.cli import app
+    from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig, default_text
+
+    settings = {}
+    for cls in (FeatureConfig, ModelConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            settings.setdefault(f.name, f)
+    settings["heads"] = settings["n_heads"]
+    cmd = typer.main.get_command(app)
+    checked = 0
+    for name, command in cmd.commands.items():
+        for p in command.params:
+            text = p.help or ""
+            if p.name in settings and getattr(p, "param_type_name", "") == "option":
+                assert text.endswith(f"[default: {default_text(settings[p.name])}]"), (name, p.name, text)
+                assert text.count("[default:") == 1, (name, p.name, text)
+                checked += 1
+            else:
+                assert "[default:" not in text, (name, p.name, text)
+    assert checked >= 25

@@ -512,12 +512,21 @@ def test_abandoned_run_creations_are_cleaned_when_a_run_is_created(tmp_path):
     copied = made("iwm-20240101-101017", ["data/features.parquet"])
     (copied / files.MARKER).write_text(json.dumps({"run": "iwm-20240101-000000", "id": "0" * 32}))
     os.utime(copied / files.MARKER, (long_ago, long_ago))
+    staged = runs / ".spy-20240101-101018.creating-0123456789abcdef0123456789abcdef"   # killed before the rename
+    staged.mkdir()
+    (staged / "..finhrm-run.ab12cd34.tmp").write_text('{"run": "sp')
+    look_alike = runs / ".notes-20240101-101019.creating-0123456789abcdef0123456789abcdef"
+    look_alike.mkdir()
+    (look_alike / "mine.txt").write_text("x")
+    for q in (staged, look_alike, *staged.iterdir(), *look_alike.iterdir()):
+        os.utime(q, (long_ago, long_ago))
     locked = made("iwm-20240101-101014", ["train.lock"])
     with lock.RunLock(locked):
         os.utime(locked / "train.lock", (long_ago, long_ago))
         os.utime(locked, (long_ago, long_ago))
         new = create.new_run_dir("spy", root=runs)
-    assert not abandoned.exists() and not series.exists() and not empty.exists()
+    assert not abandoned.exists() and not series.exists() and not empty.exists() and not staged.exists()
+    assert (look_alike / "mine.txt").exists()
     assert (users / "data" / "aapl.csv").read_text() == "x" and users_empty.exists()
     for kept in (fresh, foreign_in_data, other, copied, locked, new):
         assert kept.exists(), kept

@@ -9,10 +9,8 @@ at or below the model's ``halt_ref``, as in training: ``finhrm_cli.train.halting
 
 **Calibration of the Q head** (``platt_fit``, ``platt_apply``).  ``halt_ref`` is a running
 median of the errors of the *raw* weights during training, but the saved model is their
-moving average (``TrainConfig.ema``), here from epoch 2 or 3, whose errors are lower: on the
-training rows its reward rate is 0.52-0.54, not one half (seed 1: 0.508 with the raw weights
-of the same epoch and the same reference, 0.542 with their average), and on validation
-0.55-0.56, while the head's mean P(halt) is 0.48-0.52.  ``service.training.finalize_run``
+moving average (``TrainConfig.ema``), whose errors are lower, so the head's P(halt) runs
+below the reward rate it is scored against (docs/results.md).  ``Forecaster.finish``
 therefore fits, on the training rows only, a logistic map ``logit' = a * logit + b`` (Platt
 scaling) from the saved model's q_halt logits to its rewards there, and ``finhrm inspect``
 reports probabilities through it (q_halt and q_continue alike).  With ``a > 0`` the map is
@@ -26,8 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 
-HALT_CAL_A = (1e-3, 1000.0)  # the Platt slope a is held in here (a > 0 never moves a halting decision)
-HALT_CAL_B = 1000.0          # and |b| at most this
+# A run's halt_calibration keeps a in HALT_CAL_A (a > 0 never moves a halting decision) and
+# |b| within HALT_CAL_B; the default runs stay far inside (docs/results.md), so a value outside
+# is damage, not a calibration.
+HALT_CAL_A = (1e-3, 1000.0)
+HALT_CAL_B = 1000.0
 BOOT_SAMPLES = 2000
 BOOT_LEVEL = 0.90
 BOOT_SEED = 0

@@ -6,13 +6,10 @@ segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), an
 statistics.
 
 **Compiled only where it pays.**  ``mx.compile`` fuses the elementwise work into kernels that
-MLX's CPU backend builds with the system C++ compiler on first use (about 24 kernels for this
-forward pass, 15-30 s on a fresh machine; cached afterwards, see ``finhrm_cli.blas``).  On a
-quiet 2-core machine the compiled pass is about 18% faster on big inputs (256 windows: 310-340
-against 263-279 windows/s), and its outputs are bit-identical to the plain graph's; but each
-process pays about a second to trace it even with the kernels cached (a warm ``finhrm
-predict`` of ~375 windows took 2.78 s compiled against 2.71 s plain), and 15-30 s more on a
-fresh machine.  So a model switches to the compiled pass once it has forecast more than
+MLX's CPU backend builds with the system C++ compiler on first use (cached afterwards, see
+``finhrm_cli.blas``).  The compiled pass is faster on big inputs and its outputs are
+bit-identical to the plain graph's, but each process pays to trace it even with the kernels
+cached, and far more on a fresh machine (docs/speed.md).  So a model switches to the compiled pass once it has forecast more than
 ``COMPILE_ABOVE`` windows in this process: a one-off command on a few hundred windows
 (``finhrm predict``, which with adaptive intervals forecasts the rows after the run's
 validation period; a typical evaluate) runs the plain graph and a first forecast on a new
@@ -21,8 +18,7 @@ benchmark loop runs compiled.
 
 **Batch shapes.**  Windows go through in chunks of ``batch_size`` (128); the last chunk is
 padded to the smallest of 8, 32 or ``batch_size`` that holds it, so the one-window forecast
-of ``finhrm predict`` costs an 8-row batch, not a 128-row one (0.15-0.3 CPU-s against
-1.2-1.7).  A window's forecast must not depend on which chunk it lands in: BLAS kernels are
+of ``finhrm predict`` costs an 8-row batch, not a 128-row one.  A window's forecast must not depend on which chunk it lands in: BLAS kernels are
 chosen by matrix size, and a single row (M = seq_len + 1 tokens) takes a different path and
 differs in the last bits, which is why nothing smaller than 8 windows is run.  The CLI test
 that compares ``predict``'s row with the same row of ``predict --all`` guards this.

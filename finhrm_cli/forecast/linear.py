@@ -3,10 +3,8 @@ with the HRM's forecast at a weight chosen on validation.  numpy only; never pri
 
 Why: on the real series of ``benchmarks/real_data.py`` a least-absolute-deviation regression
 of the vol-scaled targets on the window's last day (the same normalised inputs the HRM reads)
-is level with the HRM or ahead of it (test MAE / best anchor, 3-seed means: GOOG 0.981,
-S&P 500 0.993, NASDAQ 1.003 against the HRM's 0.985, 1.001, 1.017), and the blend, 0.978 /
-0.995 / 1.005, is the most robust of the three (on the S&P 500 rounded to a tick grid: blend
-1.007, HRM 1.004, linear 1.017).  The weight leans on the validation rows, so a series where
+is level with the HRM or ahead of it, and the blend is the most robust of the three
+(docs/results.md).  The weight leans on the validation rows, so a series where
 the HRM carries less signal leans on the linear forecast and one where it carries more leans
 on the HRM; ``finhrm inspect`` shows the weight and both parts' validation MAE, so the HRM's
 share of the work is on view.
@@ -29,19 +27,16 @@ import numpy as np
 
 from finhrm_cli.forecast import baselines
 
-COEF_LIMIT = 1e4     # coefficients above this are refused when a run is read: fits on normalised
-                    # inputs give |c| < 1 (0.43 on the sample); a forecast still out of range
-                    # is refused when shown (service.prediction)
+COEF_LIMIT = 1e4     # coefficients above this are refused when a run is read (fits on normalised
+                    # inputs stay far below it); a forecast still out of range is refused when
+                    # shown (service.prediction)
 RIDGE = 1.0          # penalty on the (normalised) feature coefficients
 IRLS_ITERS = 50
 IRLS_TOL = 1e-7      # stop when the coefficients move less than this (max abs)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 # The weight kept is halfway between validation's best and equal weights: a weight fit on a
 # few hundred rows is noisy, and equal weights are the robust default of forecast
-# combination.  Checked on validation alone (README): with the weight picked on the first
-# half of each run's validation rows and scored on the second half (28 runs), MAE / the HRM
-# alone, mean (worst): validation's best 0.996 (1.021), halfway 0.995 (1.011), equal 0.995
-# (1.004).  The HRM keeps 25-75%.
+# combination.  Checked on validation alone (docs/results.md).  The HRM keeps 25-75%.
 SHRINK = 0.5
 MIN_TRAIN = 50       # fewer training windows than this: no linear part
 MIN_VAL = 20         # fewer validation windows with known targets: no linear part

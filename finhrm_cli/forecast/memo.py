@@ -1,8 +1,8 @@
 """Forecasts already made, kept between commands so a daily ``finhrm predict`` stays fast.
 
 Adaptive intervals need the forecast of every row after the run's validation period (a few
-hundred rows on a daily file), and one new row arrives per day.  Recomputing them all costs
-about 1.5 s on 2 CPU cores; this cache keeps each window's forecast under a digest of the
+hundred rows on a daily file), and one new row arrives per day.  Rather than recompute them
+all (docs/speed.md), this cache keeps each window's forecast under a digest of the
 exact model input, so the next call runs the model on the new rows only.
 
 * One file per model identity and mode: ``<cache>/forecasts/<identity>-<mode>.npz`` in

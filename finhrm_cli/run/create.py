@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import shutil
 import stat
 import uuid
 from pathlib import Path
@@ -32,9 +34,14 @@ def _safe_name(name: str) -> str:
 
 
 def new_run_dir(data_name: str, root=None) -> Path:
-    """A new, empty run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...), holding
-    only its marker (``MARKER``: the folder's name and a random id), which is what later lets
-    finhrm recognise a creation it abandoned as its own (``clean_abandoned``)."""
+    """A new run folder ``{data_name}-{YYYYmmdd-HHMMSS}`` (then -2, -3, ...), holding only its
+    marker (``MARKER``: the folder's name and a random id), which is what later lets finhrm
+    recognise a creation it abandoned as its own (``clean_abandoned``).
+
+    The folder appears whole: it is made as a hidden staging folder (``.NAME.creating-ID``)
+    with the marker written inside, then renamed into place, so no instant leaves a run
+    folder that finhrm could not prove it made (a kill mid-way leaves the staging folder,
+    which is recognisably finhrm's)."""
     base = runs_root(root)
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -42,27 +49,35 @@ def new_run_dir(data_name: str, root=None) -> Path:
         raise RunError(f"{base}: cannot create the runs folder ({exc.strerror}); pass --out DIR or set FINHRM_HOME.") from exc
     clean_abandoned(base)
     stem = f"{_safe_name(data_name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1, 10_000):
-        path = base / (stem if i == 1 else f"{stem}-{i}")
-        try:
-            path.mkdir(exist_ok=False)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunError(f"{path}: cannot create the run folder ({exc.strerror}).") from exc
-        try:
-            atomic_write_text(path / MARKER, json.dumps({"run": path.name, "id": uuid.uuid4().hex}) + "\n")
-        except BaseException:
+    ident = uuid.uuid4().hex
+    staging = base / f".{stem}.creating-{ident}"
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise RunError(f"{base}: cannot create a run folder there ({exc.strerror}).") from exc
+    try:
+        for i in range(1, 10_000):
+            path = base / (stem if i == 1 else f"{stem}-{i}")
+            if path.exists() or path.is_symlink():
+                continue
+            atomic_write_text(staging / MARKER, json.dumps({"run": path.name, "id": ident}) + "\n")
             try:
-                path.rmdir()  # empty but for a temp file at most: made a moment ago, by us
+                os.rename(staging, path)  # (refused when a non-empty folder of that name appeared meanwhile)
             except OSError:
-                pass
-            raise
-        return path
-    raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+                if path.exists():
+                    continue
+                raise
+            return path
+        raise RunError(f"{base}: too many runs named {stem}; pass --out DIR.")  # pragma: no cover
+    except OSError as exc:
+        raise RunError(f"{base}: cannot create a run folder there ({exc.strerror}).") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)  # ours, made above: the marker at most
 
 
 _RUN_NAME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # the tail new_run_dir gives every run
+_STAGING = re.compile(r"^\..+-\d{8}-\d{6}\.creating-(?P<id>[0-9a-f]{32})$")
 
 
 def _own_marker(p: Path) -> bool:
@@ -98,10 +113,21 @@ def _data_files_only(data: Path) -> bool:
     return True
 
 
+def _staging(p: Path) -> bool:
+    """``p`` is a staging folder ``new_run_dir`` left (killed before the rename): its name,
+    and nothing inside but the marker or the marker's temp file."""
+    if not _STAGING.match(p.name) or p.is_symlink() or not p.is_dir():
+        return False
+    return all(c.name == MARKER or temp_target(c.name) == MARKER for c in p.iterdir())
+
+
 def abandoned_creation(p: Path) -> bool:
     """``p`` is a run folder whose creation stopped before config.json: named as
     ``new_run_dir`` names runs, holding its own marker, and nothing but the marker,
-    ``train.lock`` and the prepared data (checked file by file)."""
+    ``train.lock`` and the prepared data (checked file by file); or a staging folder of
+    ``new_run_dir``'s that never became a run."""
+    if _staging(p):
+        return True
     if p.is_symlink() or not p.is_dir() or not _RUN_NAME.search(p.name) or not _own_marker(p):
         return False
     names = {c.name for c in p.iterdir()}
@@ -119,7 +145,6 @@ def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
     (``abandoned_creation``: finhrm's marker naming the folder, nothing foreign inside),
     unlocked and untouched for ``older_than`` seconds (default ``fsutil.STALE_SECONDS``).
     A folder without finhrm's own marker is never touched, whatever its name or content."""
-    import shutil
     import time
 
     from finhrm_cli.fsutil import STALE_SECONDS
@@ -148,8 +173,6 @@ def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
     """Undo ``new_run_dir`` after the run's data or config failed to be written (disk full,
     Ctrl-C): release ``lock`` and remove the folder, only if it is still a creation of
     finhrm's (``abandoned_creation``).  True when removed; never raises."""
-    import shutil
-
     if lock is not None:
         lock.release()
     try:
@@ -159,8 +182,6 @@ def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
     except OSError:
         pass
     return False
-
-
 
 
 def versions() -> dict:

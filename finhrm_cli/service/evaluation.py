@@ -14,7 +14,7 @@ from finhrm_cli.forecast.parts import iso, of, stack
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.data import datasets_for_run, run_datasets
 from finhrm_cli.run.store import open_run
-from finhrm_cli.train.step import Callback
+from finhrm_cli.train.events import Callback, FoldStarted
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
@@ -160,7 +160,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
             raise DataError(f"walk-forward fold {i}: too few windows ({n_tr} to train on); use fewer folds.")
         model = step.build_model(dataclasses.replace(mcfg), tcfg.seed)
         if callback:
-            callback("fold", {"fold": i, "folds": k})
+            callback(FoldStarted(fold=i, folds=k))
         loop.train(mcfg, tcfg, stack(tr), stack(va, with_prices=True), callback=callback, model=model)
         # as training does (Forecaster.finish): the linear partner fit on the fold's training
         # windows, its weight on the fold's validation, intervals from the blended validation

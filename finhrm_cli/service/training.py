@@ -13,7 +13,7 @@ from finhrm_cli.forecast.parts import of, stack
 from finhrm_cli.run import create, lock, store
 from finhrm_cli.run.config import RUN_KEYS, RunConfig
 from finhrm_cli.run.data import data_folder, run_datasets, warn_sources
-from finhrm_cli.train.step import Callback
+from finhrm_cli.train.events import Callback
 
 
 def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:

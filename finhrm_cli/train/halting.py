@@ -22,7 +22,7 @@ update ``ref`` (validation and prediction never do); it is saved with the weight
 resumable state, so ``finhrm inspect`` computes the same reward on validation.  The errors
 that set ``ref`` are the raw weights'; the saved model is their average
 (``TrainConfig.ema``), whose errors are lower, so its reward rate sits above one half and
-``finalize_run`` fits a calibration map for the Q head on the training rows
+``Forecaster.finish`` fits a calibration map for the Q head on the training rows
 (``finhrm_cli.forecast.actstats``, config.json ``halt_calibration``) rather than move ``ref``, the
 target the head was trained on.
 """

@@ -20,7 +20,6 @@ import numpy as np
 from finhrm_cli.config import ModelConfig, TrainConfig, to_dict
 from finhrm_cli.train.step import (
     LOG_EVERY,
-    Callback,
     Trainer,
     TrainingInterrupted,
     flat,
@@ -31,6 +30,7 @@ from finhrm_cli.errors import DataError, TrainingError, UsageError
 from finhrm_cli.forecast.baselines import price_mae
 from finhrm_cli.forecast.inference import predict
 from finhrm_cli.model.hrm import HRM
+from finhrm_cli.train.events import Callback, Ended, Evaluated, Started, Stepped, ignore
 from finhrm_cli.train.state import TrainState
 from mlx.utils import tree_unflatten
 
@@ -180,12 +180,12 @@ class _Fit:
         kept = run.weights_path() if run is not None else None
         if self.resumed and kept is not None and self.s.best_epoch is not None and kept.is_file():
             self.best_weights = dict(mx.load(str(kept)))  # kept before the resume
-        self.emit("start", {
-            "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-            "n_train": self.n_train, "n_val": len(self.va["x"]) if self.va is not None else 0,
-            "params": self.params["trainable"], "param_counts": self.params, "step": self.s.step,
-            "epoch": self.s.epoch, "updates_per_step": self.M, "resumed": self.resumed,
-        })
+        self.emit(Started(
+            epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+            n_train=self.n_train, n_val=len(self.va["x"]) if self.va is not None else 0,
+            params=self.params["trainable"], param_counts=self.params, step=self.s.step,
+            epoch=self.s.epoch, updates_per_step=self.M, resumed=self.resumed,
+        ))
         self.s.t0, self.s.train_seconds, self.s.samples = time.perf_counter(), 0.0, 0
         self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
         self.snap = self._snapshot(self.epoch_rng_state)
@@ -245,11 +245,11 @@ class _Fit:
         self.s.train_seconds += time.perf_counter() - tb
         if not math.isfinite(loss):
             self.nonfinite(f"at step {self.s.step} (epoch {self.s.epoch + 1})")
-        self.emit("step", {
-            "step": self.s.step, "epoch": self.s.epoch + 1, "loss": loss,
-            "lr": float(self.trainer.optimizer.learning_rate.item()),
-            "samples_per_s": round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
-        })
+        self.emit(Stepped(
+            step=self.s.step, epoch=self.s.epoch + 1, loss=loss,
+            lr=float(self.trainer.optimizer.learning_rate.item()),
+            samples_per_s=round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
+        ))
         self.log_acc = _zero_log()
 
     def validate(self) -> None:
@@ -290,7 +290,7 @@ class _Fit:
         if self.run is not None:
             self.run.append_history(rec)
         self.acc = _zero_acc()
-        self.emit("eval", dict(rec))
+        self.emit(Evaluated(**rec))
         model.train()
         if self.cfg.patience and self.s.bad_evals >= self.cfg.patience:
             self.stopped = "patience"
@@ -299,7 +299,7 @@ class _Fit:
         """Save the resumable state of snapshot ``s`` into the run (if any).  A Ctrl-C during
         the save is held until it is done (a second Ctrl-C never cuts the state short).  A
         state saved as stopped (converged, patience) means training ended, not that the run
-        is finished: that takes metrics.json (see ``service.training.finalize_run``)."""
+        is finished: that takes metrics.json (``service.training.finalize_run``)."""
         if self.run is not None:
             from finhrm_cli.fsutil import sigint_deferred
 
@@ -315,7 +315,7 @@ class _Fit:
         self.model.update(tree_unflatten(list(self.best_weights.items())))
         mx.eval(self.model.parameters())
         result = self.summary(self.stopped)
-        self.emit("end", dict(result))
+        self.emit(Ended(**result))
         return result
 
     def interrupted(self) -> None:
@@ -325,7 +325,7 @@ class _Fit:
         self.model.update(tree_unflatten(list(self.best_weights.items())))
         summ = self.summary("interrupted")
         try:
-            self.emit("end", summ)
+            self.emit(Ended(**summ))
         except Exception:  # noqa: BLE001  (the UI may be half torn down by Ctrl-C)
             pass
         raise TrainingInterrupted(self.run.path if self.run is not None else None, summ) from None
@@ -334,7 +334,7 @@ class _Fit:
         """The loss or weights went NaN/inf: keep the best weights, emit ``end``, raise."""
         self.stopped = "nonfinite"
         self.model.update(tree_unflatten(list(self.best_weights.items())))
-        self.emit("end", self.summary("nonfinite"))
+        self.emit(Ended(**self.summary("nonfinite")))
         kept = (f"the best weights so far (epoch {self.s.best_epoch}) are kept in {self.run.path}"
                 if self.run is not None and self.s.best_epoch is not None else "no weights were saved")
         raise TrainingError(
@@ -374,7 +374,7 @@ def train(
     ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
     by default one is built from ``model_cfg`` and ``train_cfg.seed``.
     """
-    fit = _Fit(model_cfg, train_cfg, train, val, callback or (lambda event, info: None), run, resume, model)
+    fit = _Fit(model_cfg, train_cfg, train, val, callback or ignore, run, resume, model)
     fit.start()
     try:
         while fit.s.epoch < fit.epochs and fit.stopped is None:

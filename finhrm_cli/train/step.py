@@ -2,8 +2,8 @@
 
 The loop around it (epochs, validation, early stopping, checkpoints) is ``finhrm_cli.train.loop``.
 
-Progress goes to ``callback(event, info)`` with events ``start``, ``step`` (every
-``LOG_EVERY`` steps), ``eval`` and ``end``.
+Progress goes to one callback as typed events (``finhrm_cli.train.events``): ``Started``,
+``Stepped`` (every ``LOG_EVERY`` steps), ``Evaluated`` and ``Ended``.
 
 Training follows HRM's ACT with deep supervision (sapientinc/HRM ``hrm_act_v1.py`` and its
 ``ACTLossHead``).  For each batch, for each of ``halt_max_steps`` segments:
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable
 
 from finhrm_cli.blas import mlx_core
 from finhrm_cli.config import ModelConfig, TrainConfig
@@ -74,7 +73,6 @@ LOG_EVERY = 10          # steps between "step" events (and loss read-backs)
 FINAL_LR_FRAC = 0.1     # cosine decay ends at 10 % of the peak learning rate
 BETAS = (0.9, 0.95)     # HRM's AdamATan2 betas
 
-Callback = Callable[[str, dict], None]
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from finhrm_cli.train.events import Ended, Evaluated, Event, FoldStarted, Started, Stepped
 from finhrm_cli.ui import console
 from finhrm_cli.ui.console import fmt_num
 
@@ -58,36 +59,29 @@ class TrainProgress:
             self.progress.__exit__(*exc)                          # so an early error stays one line
         return False
 
-    def __call__(self, event: str, info: dict) -> None:
+    def __call__(self, event: Event) -> None:
         if self.progress is None:
             return
-        if event == "fold":
-            self.fields["label"] = f"fold {info['fold']}/{info['folds']}"
-            return
-        if event == "start":
+        if isinstance(event, FoldStarted):
+            self.fields["label"] = f"fold {event.fold}/{event.folds}"
+        elif isinstance(event, Started):
             if self.task is None:
                 self.progress.__enter__()
             self.task = self.progress.add_task(
-                "train", total=info.get("total_steps"), completed=info.get("step", 0),
-                **{**self.fields, "epoch": str(info.get("epoch", 0) + 1)},
+                "train", total=event.total_steps, completed=event.step,
+                **{**self.fields, "epoch": str(event.epoch + 1)},
             )
+        elif self.task is None:
             return
-        if self.task is None:
-            return
-        upd: dict[str, Any] = {}
-        if "epoch" in info:
-            upd["epoch"] = str(info["epoch"])
-        if event == "step":
-            upd["loss"] = f"{info.get('loss', float('nan')):.4f}"
-            if info.get("samples_per_s"):
-                upd["sps"] = f"{info['samples_per_s']:,.0f}"
-            self.progress.update(self.task, completed=info.get("step"), **upd)
-        elif event == "eval":
-            upd["val"] = fmt_num(info.get("val_mae"), 4)
-            upd["best"] = fmt_num(info.get("best_val_mae"), 4)
-            if info.get("samples_per_s"):
-                upd["sps"] = f"{info['samples_per_s']:,.0f}"
-            self.progress.update(self.task, completed=info.get("step"), **upd)
-        elif event == "end":
-            total = self.progress.tasks[0].total if self.progress.tasks else None
-            self.progress.update(self.task, completed=info.get("steps", total))
+        elif isinstance(event, Stepped):
+            upd: dict[str, Any] = {"epoch": str(event.epoch), "loss": f"{event.loss:.4f}"}
+            if event.samples_per_s:
+                upd["sps"] = f"{event.samples_per_s:,.0f}"
+            self.progress.update(self.task, completed=event.step, **upd)
+        elif isinstance(event, Evaluated):
+            upd = {"epoch": str(event.epoch), "val": fmt_num(event.val_mae, 4), "best": fmt_num(event.best_val_mae, 4)}
+            if event.samples_per_s:
+                upd["sps"] = f"{event.samples_per_s:,.0f}"
+            self.progress.update(self.task, completed=event.step, **upd)
+        elif isinstance(event, Ended):
+            self.progress.update(self.task, completed=event.steps)
