@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 DEMO   ?= $(CURDIR)/.demo
 
-.PHONY: demo test venv bench sample clean
+.PHONY: demo test test-fast venv bench sample clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ venv: $(STAMP)
 
 test: $(TSTAMP)
 	$(BIN)/python -m pytest -q
+
+# The unit tests only (tests/unit): nothing trained through the CLI, no subprocesses; under a
+# minute.  `make test` runs these and the end-to-end ones (tests/e2e).
+test-fast: $(TSTAMP)
+	$(BIN)/python -m pytest -q tests/unit
 
 # The whole pipeline on the bundled synthetic data, in a throw-away FINHRM_HOME, with the small
 # demo configuration (sample_data/demo.toml) and MLX's compiler off (MLX_DISABLE_COMPILE=1):

@@ -1,25 +1,18 @@
-"""Shared fixtures: small, valid synthetic daily bars (no files unless asked)."""
+"""Shared fixtures for tests/unit and tests/e2e.
+
+Small, valid synthetic daily bars (no files unless asked), and one tiny run trained once per
+session through the command line: nothing trains unless a test asks for ``trained_summary``,
+``trained_run`` or a fixture built on them.  Plain helpers are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import json
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-
-def synthetic_ohlcv(n: int = 200, seed: int = 0, start: dt.date = dt.date(2020, 1, 1), price: float = 100.0) -> dict:
-    """A valid random daily series as numpy arrays: dates (business days), open, high, low, close, volume."""
-    rng = np.random.default_rng(seed)
-    ret = rng.standard_t(4, n) * 0.01
-    close = price * np.exp(np.cumsum(ret))
-    prev = np.concatenate([[price], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0, 0.003, n))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.005, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.005, n)))
-    volume = np.round(rng.lognormal(12, 0.5, n))
-    dates = np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
-    return {"date": dates, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
+from helpers import SAMPLE_TV, TINY, cli, synthetic_ohlcv
 
 
 @pytest.fixture
@@ -38,3 +31,37 @@ def bars_frame():
         return pl.DataFrame({k: (pl.Series(k, v).cast(pl.Date) if k == "date" else v) for k, v in d.items()})
 
     return make
+
+
+# --------------------------------------------------------------------------- the session's trained run
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Path:
+    """The FINHRM_HOME the session's run is trained into.  It holds that run and nothing else,
+    so tests may rely on "the latest run" and on ``inspect --list`` there: a test that trains
+    writes its run elsewhere (``--out`` or ``fresh_home``), a test that tampers copies the run."""
+    return tmp_path_factory.mktemp("trained_home")
+
+
+@pytest.fixture(scope="session")
+def trained_summary(trained_home) -> dict:
+    """One tiny model trained once per session on the sample data, the way a user would
+    (``finhrm train sample_data/synthetic_tradingview.csv`` with helpers.TINY, a few seconds):
+    the JSON summary the command prints."""
+    res = cli(["train", SAMPLE_TV, *TINY, "--json"], trained_home)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_summary) -> Path:
+    """The session's trained run folder, to read only: a test that changes a run works on its
+    own copy (``shutil.copytree(trained_run, tmp_path / "run")``)."""
+    return Path(trained_summary["run"])
+
+
+@pytest.fixture
+def fresh_home(tmp_path_factory) -> Path:
+    """An empty FINHRM_HOME of the test's own."""
+    return tmp_path_factory.mktemp("home")

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import synthetic_ohlcv
+from helpers import synthetic_ohlcv
 from finhrm_cli import data
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.errors import DataError, FilesystemError
@@ -53,7 +53,7 @@ def compact(msg: str) -> bool:
     return len(msg) < 400 and not re.search(r"\d{25}", msg)
 
 
-# --------------------------------------------------------------------------- case 6: open outside [low, high]
+# --------------------------------------------------------------------------- open outside [low, high]
 
 @pytest.mark.parametrize("side, factor", [("high", 1.05), ("low", 0.95)])
 def test_open_outside_low_high_is_refused_naming_line_value_and_column(tmp_path, side, factor):
@@ -74,7 +74,7 @@ def test_open_uses_the_same_tolerance_as_close(tmp_path):
     assert "line 32" in error(write(tmp_path / "bad.csv", body))
 
 
-# --------------------------------------------------------------------------- case 12: implausibly large prices
+# --------------------------------------------------------------------------- implausibly large prices
 
 @pytest.mark.parametrize("col", ["open", "high", "low", "close"])
 def test_implausibly_large_price_is_refused(tmp_path, col):
@@ -108,7 +108,7 @@ def test_split_warning_ratio_stays_compact_for_extreme_moves(tmp_path):
     assert compact(w), w
 
 
-# --------------------------------------------------------------------------- case 11: last line cut off
+# --------------------------------------------------------------------------- last line cut off
 
 CUT = "has no line break at the end"
 
@@ -170,7 +170,7 @@ def test_cut_file_warning_reaches_prepare(tmp_path):
                                                           "while being written, so check that row's values."]
 
 
-# --------------------------------------------------------------------------- case 13: disk full on predict -o FILE
+# --------------------------------------------------------------------------- disk full on predict -o FILE
 
 RESULT = {"rows": [{"date": "2024-01-02", "close": 10.0, "pred_high": 10.5, "pred_low": 9.5, "pred_high_lo": None,
                     "pred_high_hi": None, "pred_low_lo": None, "pred_low_hi": None}], "coverage": 0.8, "run": "r"}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "synthetic_tradingview.csv"
+from helpers import SAMPLE_TV as SAMPLE
+
 LAUNCH = Path(sys.executable).with_name("mlx.launch")
 ARGS = [
     "train", str(SAMPLE), "--d-model", "32", "--heads", "2", "--h-layers", "1", "--l-layers", "1",

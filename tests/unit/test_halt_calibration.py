@@ -1,9 +1,9 @@
-"""The ACT Q head's calibration map (issue 13): fit on training rows only, applied to both Q
+"""The ACT Q head's calibration map: fit on training rows only, applied to both Q
 outputs in ``inspect``, never moving a halting decision.
 
 A tiny untrained model with a random Q head stands in for a trained one (its logits vary from
 row to row and its rewards have both values); the command-line side (``finalize_run`` writes
-the map, a crafted one is refused) is in test_cli.py and test_untrusted_runs.py.
+the map, a crafted one is refused) is in e2e/test_cli.py and e2e/test_untrusted_runs_cli.py.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from finhrm_cli.blas import mlx_core
 from finhrm_cli.config import FeatureConfig, ModelConfig
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import of as windows_of
+from helpers import SAMPLE_TV as SAMPLE
 
 mx = mlx_core()
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic_tradingview.csv"
 N_LINES = 900  # a header and 899 sessions: ~600 training windows
 
 

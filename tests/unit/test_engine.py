@@ -188,6 +188,7 @@ def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
         np.testing.assert_array_equal(inference.predict(model, x[i:i + 1])[0], full[i])
     np.testing.assert_array_equal(inference.predict(model, x[:20]), full[:20])
     inference.COMPILE_ABOVE, saved = 200, inference.COMPILE_ABOVE
+    inference.usage(model).build_kernels = True  # (as in training: this process may build the kernels)
     try:                                      # past 200 windows seen, the compiled pass takes over
         again = inference.predict(model, x)
         assert inference.usage(model).compiled is not None

@@ -1,7 +1,8 @@
 """End to end through the command line: train, evaluate, predict and inspect a small run.
 
-One small model is trained once per session on the sample data (a few seconds), into a
-temporary FINHRM_HOME; the tests then drive the commands the way a user would.
+The session's tiny run (conftest.py), trained once on the sample data into a FINHRM_HOME that
+holds it alone, is the run the tests drive the commands against, the way a user would.  Tests
+that train write their runs elsewhere (``--out`` or a fresh home).
 """
 
 from __future__ import annotations
@@ -16,73 +17,44 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from finhrm_cli.cli import app
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_TV = ROOT / "sample_data" / "synthetic_tradingview.csv"
-SAMPLE_YAHOO = ROOT / "sample_data" / "synthetic_yahoo.csv"
-TINY = [
-    "--d-model", "32", "--heads", "2", "--h-layers", "1", "--l-layers", "1",
-    "--h-cycles", "1", "--l-cycles", "1", "--halt-max-steps", "2",
-    "--batch-size", "64", "--epochs", "3", "--patience", "3", "--lr", "3e-3",
-]
+from helpers import SAMPLE_TV, SAMPLE_YAHOO, TINY
+from helpers import cli as run_cli
 
 
-def run_cli(args, home, input=None):
-    runner = CliRunner()
-    res = runner.invoke(app, [str(a) for a in args], env={"FINHRM_HOME": str(home), "NO_COLOR": "1"},
-                        catch_exceptions=False, input=input)
-    return res
-
-
-@pytest.fixture(scope="session")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("finhrm_home")
-
-
-@pytest.fixture(scope="session")
-def trained(home):
-    res = run_cli(["train", SAMPLE_TV, *TINY, "--json"], home)
-    assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout)
-    return summary
-
-
-def test_train_writes_a_complete_run(trained):
-    run = Path(trained["run"])
+def test_train_writes_a_complete_run(trained_summary):
+    run = Path(trained_summary["run"])
     for name in ("model.safetensors", "config.json", "history.jsonl", "metrics.json", "state"):
         assert (run / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["features"]["seq_len"] == 10 and cfg["model"]["d_model"] == 32
     assert len(cfg["feature_names"]) == 30 and cfg["source"]["fingerprint"]
     assert cfg["conformal"]["n"] > 100
-    assert trained["train_samples_per_s"] > 0 and trained["best_epoch"] >= 1
-    m = trained["metrics"]["test"]["results"]
+    assert trained_summary["train_samples_per_s"] > 0 and trained_summary["best_epoch"] >= 1
+    m = trained_summary["metrics"]["test"]["results"]
     assert set(m) == {"finhrm", "HRM alone", "persistence", "recent range"}
     assert m["finhrm"]["range_valid"] == 1.0
     # the linear partner: fit on the training windows, its weight within [0.25, 0.75]
     bl = cfg["blend"]
-    assert bl == trained["blend"] and 0.25 <= bl["hrm_weight"] <= 0.75
+    assert bl == trained_summary["blend"] and 0.25 <= bl["hrm_weight"] <= 0.75
     assert bl["rows"] == cfg["splits"]["train"]["n_windows"] and len(bl["coef_high"]) == 31
     hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
 
 
-def test_runs_are_never_overwritten(home, trained, tmp_path):
-    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], home)
+def test_runs_are_never_overwritten(trained_home, trained_summary, tmp_path):
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], trained_home)
     assert res.exit_code == 0, res.output
     first = json.loads(res.stdout)["run"]
-    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], home)
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--epochs", "1", "--json", "--out", tmp_path], trained_home)
     second = json.loads(res.stdout)["run"]
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
 
 
-def test_predict_last_row_equals_its_row_in_all(home, trained):
-    one = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--format", "json"], home)
+def test_predict_last_row_equals_its_row_in_all(trained_home, trained_summary):
+    one = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--format", "json"], trained_home)
     assert one.exit_code == 0, one.output
-    allr = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--all", "--format", "json"], home)
+    allr = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--all", "--format", "json"], trained_home)
     rows_one = json.loads(one.stdout)["rows"]
     rows_all = json.loads(allr.stdout)["rows"]
     assert len(rows_one) == 1 and len(rows_all) > 2000
@@ -90,15 +62,15 @@ def test_predict_last_row_equals_its_row_in_all(home, trained):
     r = rows_one[0]
     assert set(r) == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
     assert r["date"] == "2025-02-27"
-    alias = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--json"], home)
+    alias = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--json"], trained_home)
     assert json.loads(alias.stdout)["rows"] == rows_one
     assert r["pred_high"] >= r["pred_low"]
     assert r["pred_high_lo"] <= r["pred_high"] <= r["pred_high_hi"]
     assert r["pred_low_lo"] <= r["pred_low"] <= r["pred_low_hi"]
 
 
-def test_predict_act_reports_segments_per_row(home, trained):
-    res = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--all", "--act", "--json"], home)
+def test_predict_act_reports_segments_per_row(trained_home, trained_summary):
+    res = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--all", "--act", "--json"], trained_home)
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     seg = r["act_segments"]
@@ -106,20 +78,20 @@ def test_predict_act_reports_segments_per_row(home, trained):
     hist = seg["segments_histogram"]
     assert seg["mean_segments"] == pytest.approx((hist[0] + 2 * hist[1]) / len(r["rows"]))
     assert seg["skippable_share"] == pytest.approx(1 - seg["mean_segments"] / 2)
-    human = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--act"], home)
+    human = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--act"], trained_home)
     assert human.exit_code == 0 and "segments per row" in human.output and "could be skipped" in human.output
 
 
-def test_predict_csv_output_file(home, trained, tmp_path):
+def test_predict_csv_output_file(trained_home, trained_summary, tmp_path):
     out = tmp_path / "pred.csv"
-    res = run_cli(["predict", SAMPLE_TV, "--all", "--format", "csv", "-o", out], home)
+    res = run_cli(["predict", SAMPLE_TV, "--all", "--format", "csv", "-o", out], trained_home)
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert rows[0].keys() == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
     assert all(float(r["pred_high"]) >= float(r["pred_low"]) for r in rows)
 
 
-def test_predict_is_scale_free(home, trained, tmp_path):
+def test_predict_is_scale_free(trained_home, trained_summary, tmp_path):
     """The same series at 100x the price level gives 100x the forecast."""
     import polars as pl
 
@@ -127,50 +99,50 @@ def test_predict_is_scale_free(home, trained, tmp_path):
     scaled = df.with_columns([pl.col(c) * 100 for c in ("Open", "High", "Low", "Close", "Adj Close")])
     path = tmp_path / "x100.csv"
     scaled.write_csv(path)
-    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, "--all", "-f", "json"], home).stdout)["rows"]
-    b = json.loads(run_cli(["predict", path, "--all", "-f", "json"], home).stdout)["rows"]
+    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, "--all", "-f", "json"], trained_home).stdout)["rows"]
+    b = json.loads(run_cli(["predict", path, "--all", "-f", "json"], trained_home).stdout)["rows"]
     for key in ("pred_high", "pred_low", "pred_high_lo", "pred_low_hi"):
         np.testing.assert_allclose([r[key] for r in b], [100 * r[key] for r in a], rtol=1e-5)
 
 
-def test_evaluate_reports_model_and_baselines(home, trained):
-    res = run_cli(["evaluate", trained["run"], "--json"], home)
+def test_evaluate_reports_model_and_baselines(trained_home, trained_summary):
+    res = run_cli(["evaluate", trained_summary["run"], "--json"], trained_home)
     assert res.exit_code == 0, res.output
     ev = json.loads(res.stdout)
     assert ev["split"] == "test"
-    stored = trained["metrics"]["test"]["results"]["finhrm"]
+    stored = trained_summary["metrics"]["test"]["results"]["finhrm"]
     assert ev["results"]["finhrm"]["mae"] == pytest.approx(stored["mae"], rel=1e-9)
     assert ev["results"]["persistence"]["skill"] == 1.0
     # with a fresh file, rows inside the training period are left out and the output says so
-    fresh = run_cli(["evaluate", trained["run"], "--data", SAMPLE_YAHOO, "--json"], home)
+    fresh = run_cli(["evaluate", trained_summary["run"], "--data", SAMPLE_YAHOO, "--json"], trained_home)
     fe = json.loads(fresh.stdout)
     assert any("left out" in n for n in fe["notes"])
-    assert fe["first_date"] > trained["metrics"]["val"]["last_date"]
+    assert fe["first_date"] > trained_summary["metrics"]["val"]["last_date"]
 
 
-def test_evaluate_reports_diebold_mariano_per_baseline(home, trained):
-    ev = json.loads(run_cli(["evaluate", trained["run"], "--json"], home).stdout)
+def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_summary):
+    ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
     for name in ("persistence", "recent range"):
         r = ev["results"][name]
         assert 0.0 <= r["dm_p"] <= 1.0
         # the statistic's sign says who is ahead, as the MAEs do
         assert (r["dm_stat"] < 0) == (ev["results"]["finhrm"]["mae"] < r["mae"])
     assert "dm_p" not in ev["results"]["finhrm"]
-    wf = json.loads(run_cli(["evaluate", trained["run"], "--walk-forward", "2", "--json"], home).stdout)
+    wf = json.loads(run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home).stdout)
     assert all(0.0 <= f["results"]["persistence"]["dm_p"] <= 1.0 for f in wf["folds"])
     assert "dm_p" not in wf["mean"]["persistence"]  # p-values are not averaged
 
 
-def test_adaptive_intervals_start_after_training_and_never_look_ahead(home, trained, tmp_path):
+def test_adaptive_intervals_start_after_training_and_never_look_ahead(trained_home, trained_summary, tmp_path):
     import polars as pl
 
     def rows(path, method):
-        res = run_cli(["predict", path, "--model", trained["run"], "--all", "-f", "json", "--intervals", method], home)
+        res = run_cli(["predict", path, "--model", trained_summary["run"], "--all", "-f", "json", "--intervals", method], trained_home)
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout)["rows"]
 
     ada, split = rows(SAMPLE_TV, "adaptive"), rows(SAMPLE_TV, "split")
-    cutoff = trained["metrics"]["val"]["last_date"]
+    cutoff = trained_summary["metrics"]["val"]["last_date"]
     keys = ("pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi")
     inside = [i for i, r in enumerate(ada) if r["date"] <= cutoff]
     after = [i for i, r in enumerate(ada) if r["date"] > cutoff]
@@ -188,32 +160,32 @@ def test_adaptive_intervals_start_after_training_and_never_look_ahead(home, trai
     for a, b in zip(cut, ada):
         assert [a[k] for k in keys] == pytest.approx([b[k] for k in keys], rel=1e-6)
     # predict without --all gives the last row's adaptive interval, as --all does
-    one = json.loads(run_cli(["predict", short, "--model", trained["run"], "-f", "json"], home).stdout)["rows"]
+    one = json.loads(run_cli(["predict", short, "--model", trained_summary["run"], "-f", "json"], trained_home).stdout)["rows"]
     assert [one[0][k] for k in keys] == pytest.approx([cut[-1][k] for k in keys], rel=1e-6)
 
 
-def test_interval_coverage_near_requested(home, trained):
+def test_interval_coverage_near_requested(trained_home, trained_summary):
     for cov in (0.8, 0.9):
-        ev = json.loads(run_cli(["evaluate", trained["run"], "--json", "--coverage", cov], home).stdout)
+        ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json", "--coverage", cov], trained_home).stdout)
         m = ev["results"]["finhrm"]
         assert abs(m["coverage_high"] - cov) <= 0.05, m
         assert abs(m["coverage_low"] - cov) <= 0.05, m
 
 
-def test_no_blend_trains_the_hrm_alone_and_predicts_with_it(home, tmp_path):
-    res = run_cli(["train", SAMPLE_TV, *TINY, "--no-blend", "--json", "--out", str(tmp_path)], home)
+def test_no_blend_trains_the_hrm_alone_and_predicts_with_it(fresh_home, tmp_path):
+    res = run_cli(["train", SAMPLE_TV, *TINY, "--no-blend", "--json", "--out", str(tmp_path)], fresh_home)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     cfg = json.loads((Path(summary["run"]) / "config.json").read_text())
     assert cfg["blend"] is None and cfg["train"]["blend"] is False
     assert set(summary["metrics"]["test"]["results"]) == {"finhrm", "persistence", "recent range"}
-    ev = json.loads(run_cli(["evaluate", summary["run"], "--json"], home).stdout)
+    ev = json.loads(run_cli(["evaluate", summary["run"], "--json"], fresh_home).stdout)
     assert "HRM alone" not in ev["results"]
     assert ev["results"]["finhrm"]["mae"] == pytest.approx(summary["metrics"]["test"]["results"]["finhrm"]["mae"], rel=1e-9)
 
 
-def test_inspect_json_and_act_stats(home, trained):
-    res = run_cli(["inspect", trained["run"], "--json"], home)
+def test_inspect_json_and_act_stats(trained_home, trained_summary):
+    res = run_cli(["inspect", trained_summary["run"], "--json"], trained_home)
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     for key in ("run", "source", "splits", "feature_names", "model", "parameters", "training", "history", "metrics", "act"):
@@ -223,14 +195,14 @@ def test_inspect_json_and_act_stats(home, trained):
     assert len(act["steps"]) == 2
     # the per-step MAE (the HRM's own) at the last step equals evaluate's "HRM alone" on the
     # same split; the run's forecast blends it with the linear partner inspect reports
-    ev = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--json"], home).stdout)
+    ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--json"], trained_home).stdout)
     assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
     bl = r["blend"]
     assert 0.25 <= bl["hrm_weight"] <= 0.75 and bl["val_mae"]["blend"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
     assert bl["val_mae"]["hrm"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
     assert 0.0 <= ev["results"]["HRM alone"]["dm_p"] <= 1.0
     # ... and with --act, inspect's ACT MAE and segments are evaluate --act's
-    ev_act = json.loads(run_cli(["evaluate", trained["run"], "--split", "val", "--act", "--json"], home).stdout)
+    ev_act = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--act", "--json"], trained_home).stdout)
     assert act["mae_act"] == pytest.approx(ev_act["results"]["HRM alone"]["mae"], rel=1e-9)
     seg = ev_act["act_segments"]
     assert seg["segments_histogram"] == act["halting_histogram"] and seg["max_segments"] == 2
@@ -248,23 +220,23 @@ def test_inspect_json_and_act_stats(home, trained):
                               "later segments make no measurable difference on this run")
     assert act["halt_ref"] > 0
     # the Q head's map, fit by train on the training windows, is what inspect reports through
-    cfg = json.loads((Path(trained["run"]) / "config.json").read_text())
+    cfg = json.loads((Path(trained_summary["run"]) / "config.json").read_text())
     hc = cfg["halt_calibration"]
     assert act["halt_calibration"] == hc and hc["a"] > 0 and hc["rows"] == cfg["splits"]["train"]["n_windows"]
     assert set(act["uncalibrated"]) == {"brier", "auc", "mean_p_halt", "step1_p_halt"}
     assert r["parameters"]["trainable"] > 0
     # inspect reports the epoch training kept (not merely the lowest validation MAE)
-    assert r["training"]["best_epoch"] == trained["best_epoch"]
+    assert r["training"]["best_epoch"] == trained_summary["best_epoch"]
 
 
-def test_inspect_list(home, trained):
-    r = json.loads(run_cli(["inspect", "--list", "--json"], home).stdout)
-    assert any(x["path"] == trained["run"] for x in r["runs"])
+def test_inspect_list(trained_home, trained_summary):
+    r = json.loads(run_cli(["inspect", "--list", "--json"], trained_home).stdout)
+    assert any(x["path"] == trained_summary["run"] for x in r["runs"])
 
 
-def test_human_views_render(home, trained):
+def test_human_views_render(trained_home, trained_summary):
     for args in (["evaluate"], ["inspect"], ["inspect", "--list"], ["predict", SAMPLE_TV]):
-        res = run_cli(args, home)
+        res = run_cli(args, trained_home)
         assert res.exit_code == 0, (args, res.output)
         assert "Traceback" not in res.output
         if args == ["evaluate"]:  # the Diebold-Mariano p-value sits beside the skill
@@ -286,34 +258,34 @@ def test_human_views_render(home, trained):
         (["train"], "DATA"),
     ],
 )
-def test_user_errors_exit_2_in_one_line(home, trained, args, needle):
-    res = run_cli(args, home)
+def test_user_errors_exit_2_in_one_line(trained_home, trained_summary, args, needle):
+    res = run_cli(args, trained_home)
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.output
 
 
-def test_corrupt_run_is_one_line(home, tmp_path):
+def test_corrupt_run_is_one_line(fresh_home, tmp_path):
     bad = tmp_path / "badrun"
     bad.mkdir()
     (bad / "config.json").write_text("{not json")
     (bad / "model.safetensors").write_bytes(b"\x00" * 64)
-    res = run_cli(["inspect", bad], home)
+    res = run_cli(["inspect", bad], fresh_home)
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
 
 
-def test_config_file_and_flags(home, tmp_path):
+def test_config_file_and_flags(fresh_home, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[model]\nd_model = 32\nheads = 2\n[train]\nepochs = 1\nbatch_size = 64\n")
     res = run_cli(["train", SAMPLE_TV, "--config", cfg, "--h-layers", "1", "--l-layers", "1", "--h-cycles", "1",
-                   "--l-cycles", "1", "--halt-max-steps", "1", "--epochs", "1", "--json", "--out", tmp_path], home)
+                   "--l-cycles", "1", "--halt-max-steps", "1", "--epochs", "1", "--json", "--out", tmp_path], fresh_home)
     assert res.exit_code == 0, res.output
     run = Path(json.loads(res.stdout)["run"])
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["d_model"] == 32 and saved["model"]["h_layers"] == 1  # file and flag
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nd_modle = 3\n")
-    res = run_cli(["train", SAMPLE_TV, "--config", bad], home)
+    res = run_cli(["train", SAMPLE_TV, "--config", bad], fresh_home)
     assert res.exit_code == 2 and "d_modle" in res.output
 
 
@@ -328,12 +300,12 @@ def test_option_typo_is_a_usage_error():
     assert out.returncode == 2 and "--epochs" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_walk_forward_folds(home, trained):
-    res = run_cli(["evaluate", trained["run"], "--walk-forward", "2", "--json"], home)
+def test_walk_forward_folds(trained_home, trained_summary):
+    res = run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home)
     assert res.exit_code == 0, res.output
     wf = json.loads(res.stdout)
     assert [f["fold"] for f in wf["folds"]] == [1, 2]
-    # folds expand and each tests after what it trained on
+    # folds expand and each tests after what it trained_summary on
     assert wf["folds"][0]["train_rows"] < wf["folds"][1]["train_rows"]
     assert wf["folds"][0]["last_date"] < wf["folds"][1]["first_date"]
     maes = [f["results"]["finhrm"]["mae"] for f in wf["folds"]]
@@ -343,9 +315,9 @@ def test_walk_forward_folds(home, trained):
     assert wf["mean"]["HRM alone"]["mae"] == pytest.approx(np.mean(alone)) and alone != maes
 
 
-def test_plot_needs_matplotlib_or_writes_png(home, trained, tmp_path):
+def test_plot_needs_matplotlib_or_writes_png(trained_home, trained_summary, tmp_path):
     out = tmp_path / "p.png"
-    res = run_cli(["evaluate", trained["run"], "--plot", out], home)
+    res = run_cli(["evaluate", trained_summary["run"], "--plot", out], trained_home)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -367,10 +339,10 @@ def _three_tickers(tmp_path) -> Path:
     return folder
 
 
-def test_several_tickers_train_evaluate_predict(home, tmp_path):
+def test_several_tickers_train_evaluate_predict(fresh_home, tmp_path):
     folder = _three_tickers(tmp_path)
     res = run_cli(["train", folder / "AAA.csv", folder / "BBB.csv", folder / "CCC.csv", *TINY, "--epochs", "1",
-                   "--json", "--out", tmp_path / "runs"], home)
+                   "--json", "--out", tmp_path / "runs"], fresh_home)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["series"] == ["AAA", "BBB", "CCC"]
@@ -381,12 +353,12 @@ def test_several_tickers_train_evaluate_predict(home, tmp_path):
     test = summary["metrics"]["test"]
     assert set(test["series"]) == {"AAA", "BBB", "CCC"}
     assert test["rows"] == sum(s["rows"] for s in test["series"].values())
-    ev = json.loads(run_cli(["evaluate", run, "--json"], home).stdout)
+    ev = json.loads(run_cli(["evaluate", run, "--json"], fresh_home).stdout)
     assert ev["results"]["finhrm"]["mae"] == pytest.approx(test["results"]["finhrm"]["mae"], rel=1e-9)
-    pred = json.loads(run_cli(["predict", folder, "--model", run, "-f", "json"], home).stdout)["rows"]
+    pred = json.loads(run_cli(["predict", folder, "--model", run, "-f", "json"], fresh_home).stdout)["rows"]
     assert [r["ticker"] for r in pred] == ["AAA", "BBB", "CCC"]
     # BBB is AAA's first 1,500 days at 3.7x the price: the same forecast, scaled, on that day
-    alone = json.loads(run_cli(["predict", folder / "AAA.csv", "--model", run, "--all", "-f", "json"], home).stdout)["rows"]
+    alone = json.loads(run_cli(["predict", folder / "AAA.csv", "--model", run, "--all", "-f", "json"], fresh_home).stdout)["rows"]
     day = {r["date"]: r for r in alone}[pred[1]["date"]]
     assert pred[1]["pred_high"] == pytest.approx(3.7 * day["pred_high"], rel=1e-5)
 
@@ -403,23 +375,23 @@ def test_pooled_normaliser_uses_training_rows_of_every_series(tmp_path):
     np.testing.assert_allclose(dss[0].normalizer.mean, rows.mean(axis=0))
 
 
-def test_predict_warns_about_suspicious_data_in_the_file_it_reads(home, trained, tmp_path):
+def test_predict_warns_about_suspicious_data_in_the_file_it_reads(trained_home, trained_summary, tmp_path):
     lines = Path(SAMPLE_YAHOO).read_text().splitlines()
     head, rows = lines[0], [ln.split(",") for ln in lines[1:]]
     for r in rows[2000:]:  # an unadjusted 2-for-1 split: every price halves from here on
         r[1:6] = [f"{float(v) / 2:.4f}" for v in r[1:6]]
     path = tmp_path / "split.csv"
     path.write_text("\n".join([head, *(",".join(r) for r in rows)]) + "\n")
-    res = run_cli(["predict", path, "--model", trained["run"], "--json"], home)
+    res = run_cli(["predict", path, "--model", trained_summary["run"], "--json"], trained_home)
     assert res.exit_code == 0, res.output
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and rows[2000][0] in warned[0] and "split-adjusted" in warned[0], res.stderr
     assert json.loads(res.stdout)["rows"]  # stdout is still one JSON document
-    clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained["run"], "--json"], home)
+    clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--json"], trained_home)
     assert "warning:" not in clean.stderr
 
 
-def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(home, trained, tmp_path, monkeypatch):
+def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(trained_home, trained_summary, tmp_path, monkeypatch):
     """The forecast cache (finhrm_cli.forecast.memo): the second predict runs the model on no
     row it has seen, a file with one more session on that row only, and the output is the
     same as with the cache off."""
@@ -438,10 +410,10 @@ def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(home, trained, t
     df = pl.read_csv(SAMPLE_TV)
     short = tmp_path / "short.csv"
     df.head(df.height - 1).write_csv(short)
-    args = ["--model", trained["run"], "-f", "json"]
+    args = ["--model", trained_summary["run"], "-f", "json"]
 
     def rows(path):
-        res = run_cli(["predict", path, *args], home)
+        res = run_cli(["predict", path, *args], trained_home)
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout)["rows"]
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import synthetic_ohlcv
+from helpers import synthetic_ohlcv
 from finhrm_cli import data
 from finhrm_cli import config
 
@@ -435,7 +435,7 @@ def test_given_indicators_are_used_as_given(tmp_path, series):
 def test_sample_data_files_read():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "sample_data"
+    root = Path(__file__).resolve().parents[2] / "sample_data"
     a = data.prepare(root / "synthetic_tradingview.csv", FeatureConfig())
     b = data.prepare(root / "synthetic_yahoo.csv", FeatureConfig())
     assert a.source.shape == "tradingview" and b.source.shape == "yahoo"

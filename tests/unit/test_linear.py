@@ -3,8 +3,6 @@ validation, the blend arithmetic, and that neither reads a test row."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,8 +14,8 @@ from finhrm_cli.run.config import RunConfig
 from finhrm_cli.data.dataset import Windows
 from finhrm_cli.errors import UsageError
 from finhrm_cli.forecast.forecaster import Forecaster
+from helpers import SAMPLE_TV as SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic_tradingview.csv"
 
 
 def test_median_regression_finds_the_conditional_median_not_the_mean():

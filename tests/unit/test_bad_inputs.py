@@ -8,31 +8,22 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_ohlcv
 from finhrm_cli import data
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.errors import DataError
+from helpers import CSV_HEADER as HEADER
+from helpers import corrupt_cell as corrupt
+from helpers import csv_rows as rows
+from helpers import scale_prices as _scale_prices
+from helpers import shift_dates as _shift_dates
+from helpers import synthetic_ohlcv
+from helpers import write_rows as write
 
 FCFG = FeatureConfig()
-HEADER = ["date", "open", "high", "low", "close", "volume"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def rows(n: int = 150, seed: int = 4) -> list[list[str]]:
-    d = synthetic_ohlcv(n, seed)
-    return [[str(d["date"][i]), *(f"{d[c][i]:.6f}" for c in HEADER[1:])] for i in range(n)]
-
-
-def write(path: Path, header=HEADER, body=None, sep=",") -> Path:
-    body = rows() if body is None else body
-    path.write_text("\n".join(sep.join(r) for r in [header, *body]) + "\n", encoding="utf-8")
-    return path
 
 
 def tv(n: int = 150):
@@ -50,12 +41,6 @@ def error(path, **kw) -> str:
     assert str(path) in msg, msg
     assert info.value.exit_code == 2
     return msg
-
-
-def corrupt(tmp_path, i: int, col: str, value: str, name="bad.csv") -> Path:
-    body = rows()
-    body[i][HEADER.index(col)] = value
-    return write(tmp_path / name, body=body)
 
 
 def test_valid_file_passes(tmp_path):
@@ -471,20 +456,6 @@ def test_line_ends_across_streaming_chunks(tmp_path, monkeypatch, ending, fast):
 
 # --------------------------------------------------------------------------- suspicious data (warnings)
 
-def _shift_dates(body, at: int, days: int):
-    import datetime as dt
-
-    for r in body[at:]:
-        r[0] = str(dt.date.fromisoformat(r[0]) + dt.timedelta(days=days))
-    return body
-
-
-def _scale_prices(body, at: int, factor: float):
-    for r in body[at:]:
-        r[1:5] = [f"{float(v) * factor:.6f}" for v in r[1:5]]
-    return body
-
-
 def test_normal_series_gets_no_warning(tmp_path):
     body = _shift_dates(rows(), 100, 25)  # a 4-week break (a long holiday) is normal
     _, src = data.read_bars(write(tmp_path / "ok.csv", body=body))
@@ -505,19 +476,6 @@ def test_split_like_move_warns_naming_date_and_ratio(tmp_path):
     [w] = src.warnings
     assert body[80][0] in w and "ratio 0.5" in w and "split-adjusted" in w, w
     assert body[79][0] not in w  # the day of the move, not the day before
-
-
-def test_cli_prepare_shows_each_warning_on_one_line(tmp_path):
-    body = _scale_prices(_shift_dates(rows(), 40, 800), 100, 3.0)
-    path = write(tmp_path / "odd.csv", body=body)
-    env = {k: v for k, v in os.environ.items() if k != "FINHRM_DEBUG"}
-    env.update(FINHRM_HOME=str(tmp_path / "home"), NO_COLOR="1", COLUMNS="80")
-    proc = subprocess.run([sys.executable, "-m", "finhrm_cli", "prepare", str(path), "-o", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
-    assert len(warned) == 2 and "2.2 years" in warned[0] and "ratio 3.0" in warned[1], proc.stderr
-    assert sum(1 for ln in proc.stderr.splitlines() if ln.strip()) == 2, proc.stderr
 
 
 def _mixed_float_parquet(path, close_from, nudge=0.0):
@@ -561,35 +519,6 @@ def test_bad_feature_config_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError):
         data.prepare(write(tmp_path / "ok.csv"), FeatureConfig(seq_len=0))
-
-
-# --------------------------------------------------------------------------- through the CLI
-
-CLI_CASES = {
-    "missing": lambda p: p / "missing.csv",
-    "non_numeric": lambda p: corrupt(p, 30, "close", "abc"),
-    "duplicate": lambda p: write(p / "dup.csv", body=[*rows()[:50], rows()[49], *rows()[50:]]),
-    "binary": lambda p: (p / "b.csv").write_bytes(b"\x00\xff" * 64) and p / "b.csv",
-    "too_few": lambda p: write(p / "short.csv", body=rows(40)),
-    "high_low": lambda p: corrupt(p, 30, "high", "1.0"),
-}
-
-
-@pytest.mark.skipif(not (ROOT / "finhrm_cli" / "cli.py").exists(), reason="finhrm_cli/cli.py not written yet")
-@pytest.mark.parametrize("case", sorted(CLI_CASES))
-def test_cli_prepare_bad_input_exits_2(tmp_path, case):
-    bad = CLI_CASES[case](tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "FINHRM_DEBUG"}
-    env.update(FINHRM_HOME=str(tmp_path / "home"), NO_COLOR="1", COLUMNS="200")
-    proc = subprocess.run(
-        [sys.executable, "-m", "finhrm_cli", "prepare", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
-    )
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error:") and str(bad) in lines[0]
 
 
 # --------------------------------------------------------------------------- fuzz

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "finhrm_cli"
+from helpers import ROOT
+
+PKG = ROOT / "finhrm_cli"
 FILES = sorted(PKG.rglob("*.py"))
 RUN_FILE_NAMES = ("model.safetensors", "config.json", "history.jsonl", "metrics.json", "state.safetensors",
                   "state.json", "train.lock", ".finhrm-run")

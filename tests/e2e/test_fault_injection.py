@@ -1,4 +1,4 @@
-"""Fault injection (issue 15): kill `finhrm train` at random points, the final seconds included,
+"""Fault injection: kill `finhrm train` at random points, the final seconds included,
 and check that every run left behind is complete (loads and predicts with intervals) or
 resumable (`train --resume` completes it).
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import synthetic_ohlcv
 from finhrm_cli.run import store
 from finhrm_cli.run import lock
 from finhrm_cli.run import create
 from finhrm_cli.cli import app
+from helpers import synthetic_ohlcv
 
 pytestmark = pytest.mark.slow
 

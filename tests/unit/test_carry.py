@@ -1,0 +1,142 @@
+"""Carry-and-replace ACT training (``act_training = "carry"``, HRM's schedule): every training
+window is taken in once per epoch and costs the segments it uses, halted slots take the next
+window, and an interrupted run resumes to the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finhrm_cli.blas import mlx_core
+from finhrm_cli.config import ModelConfig, TrainConfig
+from finhrm_cli.run import store
+from finhrm_cli.train import loop, step
+from finhrm_cli.train.carry import CarryTrainer
+
+mx = mlx_core()
+from mlx.utils import tree_flatten  # noqa: E402
+
+T, F = 5, 4
+
+
+def mcfg(**kw) -> ModelConfig:
+    base = dict(n_features=F, seq_len=T, d_model=32, n_heads=2, h_layers=1, l_layers=1,
+                h_cycles=1, l_cycles=2, halt_max_steps=3, halt_exploration=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, T, F)).astype(np.float32)
+    hi = 0.01 + 0.006 * np.tanh(x[:, -1, 0])
+    lo = -0.01 - 0.006 * np.tanh(x[:, -1, 2])
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    return {"x": x, "y": np.stack([hi, lo], 1).astype(np.float32), "close": close,
+            "next_high": close * np.exp(hi), "next_low": close * np.exp(lo)}
+
+
+def carry_epoch(model, n=50, B=8, seed=0):
+    """One carry-and-replace epoch with the Trainer alone: the stats of every update."""
+    tc = TrainConfig(batch_size=B, epochs=1, act_training="carry", ema=0.0)
+    tr = CarryTrainer(model, tc, 10, (1, B))
+    d = data(n, seed)
+    model.set_target_stats(d["y"])
+    X, Y = mx.array(d["x"]), mx.array(d["y"])
+    perm = mx.array(np.random.default_rng(seed).permutation(n).astype(np.int32))
+    tr.begin_epoch()
+    out = []
+    for _ in range(10 * n):
+        s = tr.carry_batch(X, Y, perm).tolist()
+        out.append(s)
+        if s[5] == 0:
+            break
+    return np.array(out), tr
+
+
+def set_q(model, halt: float, cont: float):
+    model.q_head.weight = mx.zeros(model.q_head.weight.shape)
+    model.q_head.bias = mx.array([halt, cont])
+
+
+def test_a_q_head_that_halts_at_once_costs_one_segment_per_window():
+    model = step.build_model(mcfg(), 0)
+    set_q(model, 5.0, -5.0)
+    stats, tr = carry_epoch(model, n=50, B=8)
+    assert stats[-1, 5] == 0                       # every window taken in and halted
+    assert stats[:, 4].sum() == 50                 # 50 windows finished, each once
+    assert stats[:, 2].sum() == 50                 # 50 slot-segments trained: one each
+    assert stats[:, 3].sum() / stats[:, 4].sum() == 1.0
+    assert len(stats) == 7                         # ceil(50 / 8) updates, the last one part empty
+    assert tr.updates == 7
+
+
+def test_a_q_head_that_never_halts_runs_every_segment():
+    model = step.build_model(mcfg(halt_max_steps=3), 0)
+    set_q(model, -5.0, 5.0)
+    stats, _ = carry_epoch(model, n=40, B=8)
+    assert stats[:, 4].sum() == 40 and stats[:, 2].sum() == 40 * 3
+    assert stats[:, 3].sum() / stats[:, 4].sum() == 3.0
+    assert len(stats) == 15                        # 5 batches of windows x 3 segments
+
+
+def test_exploration_keeps_some_windows_going():
+    model = step.build_model(mcfg(halt_max_steps=4, halt_exploration=0.5), 0)
+    set_q(model, 5.0, -5.0)
+    stats, _ = carry_epoch(model, n=64, B=8)
+    seg = stats[:, 3].sum() / stats[:, 4].sum()
+    assert stats[:, 4].sum() == 64 and 1.0 < seg < 4.0
+
+
+def weights(model) -> dict:
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+def test_loop_reports_segments_per_window_and_trains():
+    tr_d, va_d = data(96, 1), data(24, 2)
+    tc = TrainConfig(batch_size=16, epochs=2, seed=3, act_training="carry")
+    s = loop.train(mcfg(halt_exploration=0.1), tc, tr_d, va_d)
+    assert s["stopped"] == "converged" and s["epochs_run"] == 2
+    for h in s["history"]:
+        assert 1.0 <= h["train_segments"] <= 3.0 and np.isfinite(h["val_mae"])
+    every = loop.train(mcfg(halt_exploration=0.1), TrainConfig(batch_size=16, epochs=2, seed=3), tr_d, va_d)
+    assert all(h["train_segments"] == 3.0 for h in every["history"])
+
+
+class Interrupt:
+    def __init__(self, at: int):
+        self.at = at
+
+    def __call__(self, ev):
+        if ev.kind == "step" and self.at is not None and ev.step >= self.at:
+            self.at = None
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_carry_run_resumes_to_the_same_weights(tmp_path):
+    tr_d, va_d = data(96, 1), data(24, 2)
+    tc = TrainConfig(batch_size=16, epochs=2, seed=5, act_training="carry")
+    m = mcfg(halt_exploration=0.3)
+    ref_model = step.build_model(m, 5)
+    loop.train(m, tc, tr_d, va_d, model=ref_model, run=store.RunWriter(tmp_path / "ref"))
+    run = store.RunWriter(tmp_path / "int")
+    with pytest.raises(step.TrainingInterrupted):
+        loop.train(m, tc, tr_d, va_d, run=run, callback=Interrupt(10))
+    state = store.load_state(run.path)
+    assert state["carry"] and state["info"]["epoch_batch"] > 0      # stopped mid-epoch, carry saved
+    model = step.build_model(m, 0)
+    loop.train(m, tc, tr_d, va_d, run=run, resume=state, model=model)
+    final, expect = weights(model), weights(ref_model)
+    for k in expect:
+        np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_a_state_from_the_other_schedule_is_refused(tmp_path):
+    tr_d, va_d = data(64, 1), data(16, 2)
+    run = store.RunWriter(tmp_path / "r")
+    with pytest.raises(step.TrainingInterrupted):
+        loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2), tr_d, va_d, run=run, callback=Interrupt(2))
+    state = store.load_state(run.path)
+    with pytest.raises(Exception, match="carry-and-replace"):
+        loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2, act_training="carry"), tr_d, va_d,
+                   run=run, resume=state)
