@@ -247,6 +247,11 @@ class Loss(str, Enum):
     mae = "mae"
 
 
+class ActTraining(str, Enum):
+    every = "every"
+    carry = "carry"
+
+
 _M = "Model"
 _T = "Training"
 _F = "Features"
@@ -285,6 +290,7 @@ def train(
     loss: Annotated[Optional[Loss], typer.Option("--loss", help=help_for(TrainConfig, "loss"), rich_help_panel=_T)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=help_for(TrainConfig, "seed"), rich_help_panel=_T)] = None,
     blend: Annotated[Optional[bool], typer.Option("--blend/--no-blend", help=help_for(TrainConfig, "blend"), rich_help_panel=_T, show_default=False)] = None,
+    act_training: Annotated[Optional[ActTraining], typer.Option("--act-training", help=help_for(TrainConfig, "act_training"), rich_help_panel=_T, show_default=False)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -300,7 +306,7 @@ def train(
                       l_cycles=l_cycles, halt_max_steps=halt_max_steps, halt_exploration=halt_exploration),
         "train": dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
                       grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema, min_delta=min_delta,
-                      blend=blend),
+                      blend=blend, act_training=act_training.value if act_training else None),
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")

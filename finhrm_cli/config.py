@@ -236,9 +236,16 @@ class TrainConfig:
     blend: bool = setting(True, "Blend the HRM with a median linear regression on the last day's inputs (fit on "
                                 "training rows, the HRM's weight chosen on validation; `finhrm inspect` shows it). "
                                 "--no-blend: the HRM alone.")
+    # How ACT spends training compute (train.step): "every" runs every segment for every
+    # window; "carry" is HRM's carry-and-replace, one segment per update for every batch slot,
+    # a halted slot taking the next window, so a window costs the segments it uses.
+    act_training: str = setting("every", "ACT training: every (every segment for every window) or carry "
+                                         "(HRM's carry-and-replace: a window costs the segments it uses).")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
+        if self.act_training not in ("every", "carry"):
+            raise UsageError(f"{label('act_training')} must be every or carry (got {shown(self.act_training)}).")
         if self.loss not in ("huber", "mse", "mae"):
             raise UsageError(f"{label('loss')} must be huber, mse or mae (got {shown(self.loss)}).")
         if self.lr <= 0:

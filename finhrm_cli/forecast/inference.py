@@ -1,7 +1,7 @@
 """Inference with a trained HRM: all segments per window, ACT halting (MLX + numpy).
 
-Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per sample, the prediction of the first
-segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
+Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per
+sample, the prediction of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
 ``segment_outputs`` returns every segment's prediction, Q probabilities and Q logits for ACT
 statistics.
 
@@ -9,17 +9,18 @@ statistics.
 MLX's CPU backend builds with the system C++ compiler on first use (cached afterwards, see
 ``finhrm_cli.blas``).  The compiled pass is faster on big inputs and its outputs are
 bit-identical to the plain graph's, but each process pays to trace it even with the kernels
-cached, and far more on a fresh machine (docs/speed.md).  So a model switches to the compiled pass once it has forecast more than
-``COMPILE_ABOVE`` windows in this process: a one-off command on a few hundred windows
-(``finhrm predict``, which with adaptive intervals forecasts the rows after the run's
-validation period; a typical evaluate) runs the plain graph and a first forecast on a new
-machine compiles nothing, while a long backfill, validation epoch after epoch, or a
-benchmark loop runs compiled.
+cached, and far more on a fresh machine (docs/speed.md).  So a model switches to the
+compiled pass only once it has forecast more than ``COMPILE_ABOVE`` windows in this
+process, and only where its kernels need no compiler (``_use_compiled``): a one-off command
+on a few hundred windows runs the plain graph, and so does a backfill on a machine whose
+kernel cache lacks this model's kernels (the compiler would cost far more than the compiled
+pass saves).  Training, which waits for the compiler for its own step anyway, builds them
+while validating, so a later backfill or walk-forward on that machine runs compiled.
 
 **Batch shapes.**  Windows go through in chunks of ``batch_size`` (128); the last chunk is
 padded to the smallest of 8, 32 or ``batch_size`` that holds it, so the one-window forecast
-of ``finhrm predict`` costs an 8-row batch, not a 128-row one.  A window's forecast must not depend on which chunk it lands in: BLAS kernels are
-chosen by matrix size, and a single row (M = seq_len + 1 tokens) takes a different path and
+of ``finhrm predict`` costs an 8-row batch, not a 128-row one.  A window's forecast must not
+depend on which chunk it lands in: BLAS kernels are chosen by matrix size, and a single row (M = seq_len + 1 tokens) takes a different path and
 differs in the last bits, which is why nothing smaller than 8 windows is run.  The CLI test
 that compares ``predict``'s row with the same row of ``predict --all`` guards this.
 """
@@ -41,12 +42,57 @@ from finhrm_cli.model.hrm import HRM  # noqa: E402
 
 class Usage:
     """What inference keeps per model between calls: the windows it has forecast in this
-    process and its compiled forward pass, once made.  Held here, keyed by the model's
-    identity and dropped with the model, never as attributes on the MLX module."""
+    process, its compiled forward pass once made, and whether this process may build the
+    compiled kernels (``build_kernels``: training, which waits for the compiler anyway).
+    Held here, keyed by the model's identity and dropped with the model, never as attributes
+    on the MLX module."""
 
     def __init__(self):
         self.seen = 0
         self.compiled = None
+        self.build_kernels = False
+
+
+def _kernels_marker(model: HRM):
+    """The file that says this model's compiled forward pass is in the persistent kernel
+    cache (``finhrm_cli.blas``); None without a persistent cache (nothing to find later)."""
+    import dataclasses
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from finhrm_cli import blas
+
+    folder = blas.info().get("kernel_cache")
+    if not folder:
+        return None
+    sig = json.dumps([dataclasses.asdict(model.cfg), getattr(mx, "__version__", "?"), PREDICT_BATCH,
+                      list(_SMALL_BATCHES)], sort_keys=True)
+    return Path(folder) / f".finhrm-forward-{hashlib.sha256(sig.encode()).hexdigest()[:24]}"
+
+
+def _use_compiled(model: HRM, u: Usage) -> bool:
+    """The compiled pass pays only past ``COMPILE_ABOVE`` windows, and only where its kernels
+    need no compiler: made already in this process, found in the kernel cache, or built by a
+    process that waits for the compiler anyway (training).  A cold backfill runs plain."""
+    if u.seen <= COMPILE_ABOVE:
+        return False
+    if u.compiled is not None or u.build_kernels:
+        return True
+    marker = _kernels_marker(model)
+    return marker is not None and marker.is_file()
+
+
+def _built(model: HRM) -> None:
+    """Record that this model's compiled kernels are in the persistent cache (best effort)."""
+    marker = _kernels_marker(model)
+    if marker is not None and not marker.exists():
+        try:
+            from finhrm_cli.fsutil import atomic_write_bytes
+
+            atomic_write_bytes(marker, b"", mode=0o600)
+        except OSError:
+            pass
 
 
 _USAGE: dict[int, Usage] = {}
@@ -115,7 +161,8 @@ def _run_segments(model: HRM, x, batch_size: int):
     bs = max(1, int(batch_size))
     u = usage(model)
     u.seen += n
-    fn = _infer_fn(model, compiled=u.seen > COMPILE_ABOVE)
+    compiled = _use_compiled(model, u)
+    fn = _infer_fn(model, compiled=compiled)
     try:
         for start in range(0, n, bs):
             chunk = x[start:start + bs]
@@ -127,6 +174,8 @@ def _run_segments(model: HRM, x, batch_size: int):
             mx.eval(*outs)
             for dst, out in zip((preds, qh, qc, zh, zc), outs):
                 dst[:, start:start + m] = np.array(out)[:, :m]
+        if compiled:
+            _built(model)
     finally:
         model.train(was_training)
     return preds, qh, qc, zh, zc

@@ -151,7 +151,8 @@ class RunWriter:
     def save_metrics(self, metrics: dict) -> Path:
         return atomic_write_text(self.path / METRICS, _dumps(metrics) + "\n")
 
-    def save_state(self, *, weights: dict, optimizer: dict, rng_key, info: dict, ema: dict | None = None) -> Path:
+    def save_state(self, *, weights: dict, optimizer: dict, rng_key, info: dict, ema: dict | None = None,
+                   carry: dict | None = None) -> Path:
         """Everything ``--resume`` needs: current weights and optimizer state (flat dicts of
         arrays), the rng key and the JSON bookkeeping ``info`` (step, epoch, best so far,
         numpy rng state, history).  One safetensors file holds all of it (the JSON in its
@@ -159,6 +160,7 @@ class RunWriter:
         arrays = {f"model/{k}": v for k, v in weights.items()}
         arrays.update({f"optimizer/{k}": v for k, v in optimizer.items()})
         arrays.update({f"ema/{k}": v for k, v in (ema or {}).items()})
+        arrays.update({f"carry/{k}": v for k, v in (carry or {}).items()})
         arrays["rng/key"] = rng_key
         sdir = self.path / STATE_DIR
         atomic_save_safetensors(sdir / STATE_ARRAYS, arrays, {STATE_META_KEY: _dumps(info, indent=None)})
@@ -434,7 +436,7 @@ def load_state(path) -> dict:
         arrays, meta = mx.load(str(f), return_metadata=True)
         info = json.loads(meta[STATE_META_KEY]) if STATE_META_KEY in meta else read_json(sdir / STATE_JSON)
         out = {"info": info, "weights": {}, "optimizer": {}, "rng_key": arrays["rng/key"], "path": str(sdir),
-               "ema": {}}
+               "ema": {}, "carry": {}}
     except RunError:
         raise
     except Exception as exc:
@@ -442,7 +444,7 @@ def load_state(path) -> dict:
         raise RunError(f"{f}: cannot read the training state ({detail}); it is corrupt, start a new run.") from exc
     for k, v in arrays.items():
         group, _, name = k.partition("/")
-        if group in ("model", "optimizer", "ema"):
+        if group in ("model", "optimizer", "ema", "carry"):
             out[{"model": "weights"}.get(group, group)][name] = v
     return out
 

@@ -58,6 +58,8 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
             "best_val_mae": last.get("best_val_mae"),
             "seconds": last.get("seconds"),
             "samples_per_s": last.get("samples_per_s"),
+            "act_training": rc.train.act_training if rc.train else None,
+            "segments_per_window": last.get("train_segments"),
         },
         "history": history,
         "blend": fc.blend,

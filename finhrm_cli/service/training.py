@@ -210,8 +210,18 @@ def _finalize(run_dir: Path, dss, summary: dict, t0: float) -> dict:
         stopped=summary.get("stopped"),
         train_samples_per_s=summary.get("train_samples_per_s"),
         seconds=round(time.perf_counter() - t0, 2),
+        **_act_training(run_dir),
     )
     return result
+
+
+def _act_training(run_dir: Path) -> dict:
+    """How ACT spent training compute: the mode and the segments a window ran (last epoch)."""
+    rc = store.read_config(run_dir)
+    hist = store.read_history(run_dir)
+    return {"act_training": rc.train.act_training if rc.train else None,
+            "segments_per_window": next((h["train_segments"] for h in reversed(hist)
+                                         if isinstance(h.get("train_segments"), (int, float))), None)}
 
 
 class _Interrupted(KeyboardInterrupt):

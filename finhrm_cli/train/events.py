@@ -48,6 +48,7 @@ class Stepped(_Event):
     loss: float
     lr: float
     samples_per_s: float
+    progress: float  # batches of windows finished (the progress bar's unit; = step but with carry-and-replace)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Evaluated(_Event):
     train_loss: float | None
     q_loss: float | None
     train_halt_steps: float | None
+    train_segments: float | None  # segments a training window ran, on average
     val_mae: float | None
     val_mae_high: float | None
     val_mae_low: float | None

@@ -44,11 +44,13 @@ def halt_targets(err, ref, nq_halt, nq_cont, is_last):
     return halt, HALT_GAMMA * mx.sigmoid(nxt)
 
 
-def next_reference(ref, err, group=None):
-    """The running median after seeing the errors ``err`` (all processes' when ``group``)."""
-    above = (err > ref).astype(mx.float32).sum()
-    below = (err < ref).astype(mx.float32).sum()
-    n = mx.array(float(err.size))
+def next_reference(ref, err, group=None, weight=None):
+    """The running median after seeing the errors ``err`` (all processes' when ``group``);
+    ``weight`` (0 or 1 per error) leaves out the empty batch slots of carry-and-replace."""
+    w = mx.ones(err.shape, dtype=mx.float32) if weight is None else weight.astype(mx.float32)
+    above = ((err > ref).astype(mx.float32) * w).sum()
+    below = ((err < ref).astype(mx.float32) * w).sum()
+    n = w.sum() if weight is not None else mx.array(float(err.size))
     if group is not None:
         above, below, n = (mx.distributed.all_sum(v, group=group) for v in (above, below, n))
-    return ref * mx.exp(HALT_REF_RATE * (above - below) / n)
+    return ref * mx.exp(HALT_REF_RATE * (above - below) / mx.maximum(n, 1.0))

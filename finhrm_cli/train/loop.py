@@ -28,8 +28,10 @@ from finhrm_cli.train.step import (
 )
 from finhrm_cli.errors import DataError, TrainingError, UsageError
 from finhrm_cli.forecast.baselines import price_mae
+from finhrm_cli.forecast import inference
 from finhrm_cli.forecast.inference import predict
 from finhrm_cli.model.hrm import HRM
+from finhrm_cli.train.carry import CarryTrainer, run_carry_epoch
 from finhrm_cli.train.events import Callback, Ended, Evaluated, Started, Stepped, ignore
 from finhrm_cli.train.state import TrainState
 from mlx.utils import tree_unflatten
@@ -157,10 +159,17 @@ class _Fit:
         if not resume:
             model.set_target_stats(self.tr["y"])
         self.model = model
+        inference.usage(model).build_kernels = True  # training waits for the compiler anyway
         self.M = model_cfg.halt_max_steps
-        self.trainer = Trainer(model, train_cfg, self.total_steps * self.M, seed=train_cfg.seed)
+        self.carry = train_cfg.act_training == "carry"
+        if self.carry:  # the schedule runs over the windows taken in: total_steps batches of them
+            self.trainer = CarryTrainer(model, train_cfg, self.total_steps, (train_cfg.grad_accum, self.B_local),
+                                        seed=train_cfg.seed)
+        else:
+            self.trainer = Trainer(model, train_cfg, self.total_steps * self.M, seed=train_cfg.seed)
         if resume:
-            self.trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"))
+            self.trainer.restore(resume["weights"], resume["optimizer"], resume["rng_key"], resume.get("ema"),
+                                 resume.get("carry"))
         model.train()
         self.s = TrainState.from_dict(info)
         self.np_rng = self.s.rng(train_cfg.seed, info)
@@ -188,13 +197,16 @@ class _Fit:
         ))
         self.s.t0, self.s.train_seconds, self.s.samples = time.perf_counter(), 0.0, 0
         self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
-        self.snap = self._snapshot(self.epoch_rng_state)
+        self.snap = self.snapshot(self.epoch_rng_state)
         self.acc, self.log_acc, self.stopped = _zero_acc(), _zero_log(), None
+        self.epoch_windows = 0  # windows that finished this epoch (this session)
 
     def run_epoch(self) -> None:
         """One shuffled pass over the training windows (from ``epoch_batch`` when resuming
         mid-epoch), validating every ``eval_every`` steps and at the end, with a checkpoint
-        after each validation."""
+        after each validation.  Carry-and-replace: ``train.carry.run_carry_epoch``."""
+        if self.carry:
+            return run_carry_epoch(self)
         # np_rng holds the state from the start of this epoch (also when resuming mid-epoch)
         self.epoch_rng_state = copy.deepcopy(self.np_rng.bit_generator.state)
         perm = self.np_rng.permutation(self.n_train)
@@ -206,10 +218,15 @@ class _Fit:
                 self.checkpoint(self.snap, {"stopped": self.stopped})
                 if self.stopped:
                     return
-        self.validate()  # end of epoch
+        self.end_epoch()
+
+    def end_epoch(self) -> None:
+        """Validate, count the epoch, checkpoint (with whether training is done)."""
+        self.validate()
         self.s.epoch += 1
         self.s.epoch_batch = 0
-        self.snap = self._snapshot(copy.deepcopy(self.np_rng.bit_generator.state))
+        self.epoch_windows = 0
+        self.snap = self.snapshot(copy.deepcopy(self.np_rng.bit_generator.state))
         done = "converged" if self.s.epoch >= self.epochs else None
         self.checkpoint(self.snap, {"stopped": self.stopped or done})
 
@@ -226,13 +243,14 @@ class _Fit:
             acc[k] = acc[k] + v
         acc["halt"] = acc["halt"] + out["halt_sum"]
         acc["hn"] += per_step
+        self.epoch_windows += per_step
         log_acc["reg"] = log_acc["reg"] + out["reg_sum"]
         log_acc["n"] = log_acc["n"] + out["n_scored"]
         self.s.step += 1
         self.s.epoch_batch = bi + 1
         self.s.samples += per_step
         log_acc["samples"] += per_step
-        self.snap = self._snapshot(self.epoch_rng_state)
+        self.snap = self.snapshot(self.epoch_rng_state)
         if self.s.step % LOG_EVERY == 0 or self.s.epoch_batch == self.steps_per_epoch:
             self.log(tb)
         else:
@@ -245,8 +263,9 @@ class _Fit:
         self.s.train_seconds += time.perf_counter() - tb
         if not math.isfinite(loss):
             self.nonfinite(f"at step {self.s.step} (epoch {self.s.epoch + 1})")
+        progress = (self.s.epoch * self.steps_per_epoch + self.epoch_windows / self.per_step) if self.carry else self.s.step
         self.emit(Stepped(
-            step=self.s.step, epoch=self.s.epoch + 1, loss=loss,
+            step=self.s.step, epoch=self.s.epoch + 1, loss=loss, progress=round(progress, 3),
             lr=float(self.trainer.optimizer.learning_rate.item()),
             samples_per_s=round(self.log_acc["samples"] / max(time.perf_counter() - self.log_acc["t"], 1e-9), 2),
         ))
@@ -263,7 +282,9 @@ class _Fit:
         if train_loss is not None and not math.isfinite(train_loss):
             self.nonfinite(f"before the evaluation at step {step}")
         rec = {"epoch": self.s.epoch + 1, "step": step,
-               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean}
+               "train_loss": train_loss, "q_loss": q_loss, "train_halt_steps": halt_mean,
+               # segments a training window ran: where it halted (carry), or all of them
+               "train_segments": (halt_mean if self.carry else float(self.M)) if n else None}
         raw = None
         if trainer.ema is not None:  # evaluate (and keep) the averaged weights
             raw = flat(model.trainable_parameters())
@@ -307,7 +328,8 @@ class _Fit:
                 self.nonfinite(f"(the weights at step {s['step']} are not finite)")
             with sigint_deferred():
                 self.run.save_state(weights=s["weights"], optimizer=s["optimizer"], rng_key=s["rng_key"],
-                                    info=self.s.to_dict(s, self.steps_per_epoch, extra), ema=s["ema"])
+                                    info=self.s.to_dict(s, self.steps_per_epoch, extra), ema=s["ema"],
+                                    carry=s["carry"])
 
     def finish(self) -> dict:
         """The model takes the best weights; emit ``end``; the summary."""
@@ -344,7 +366,7 @@ class _Fit:
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def _snapshot(self, np_rng_state: dict) -> dict:
+    def snapshot(self, np_rng_state: dict) -> dict:
         return {**self.trainer.snapshot(), "step": self.s.step, "epoch": self.s.epoch,
                 "epoch_batch": self.s.epoch_batch, "np_rng": np_rng_state}
 

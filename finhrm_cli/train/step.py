@@ -146,7 +146,7 @@ class Trainer:
     """
 
     def __init__(self, model: HRM, train_cfg: TrainConfig, total_updates: int, *, seed: int = 0,
-                 reuse_pass: bool = True):
+                 reuse_pass: bool = True, scheduled: bool = True):
         self.model = model
         self.cfg = train_cfg
         mcfg = model.cfg
@@ -163,19 +163,26 @@ class Trainer:
         self.group = distributed.group() if self.world > 1 else None
         self.samples_per_step = train_cfg.batch_size * train_cfg.grad_accum // self.world
         warmup = int(round(train_cfg.warmup_frac * total_updates))
-        self.optimizer = optim.AdamW(
-            learning_rate=lr_schedule(train_cfg.lr, total_updates, warmup),
+        self.lr_at = lr_schedule(train_cfg.lr, total_updates, warmup)
+        self.optimizer = optim.AdamW(  # (not ``scheduled``: the caller sets it at every update)
+            learning_rate=self.lr_at if scheduled else train_cfg.lr,
             betas=list(BETAS), weight_decay=train_cfg.weight_decay, bias_correction=True,
         )
         self.optimizer.init(model.trainable_parameters())
         self.rng = {"key": mx.random.split(mx.random.key(int(seed)), 2)[1]}
-        self.state = [model.state, self.optimizer.state, self.rng]
-        self._loss_grad = nn.value_and_grad(model, self._loss)
+        self.carry: dict = {}  # carry-and-replace's slots (train.carry.CarryTrainer); part of the state
+        self.state = [model.state, self.optimizer.state, self.rng, self.carry]
+        self.loss_grad = nn.value_and_grad(model, self._loss)
         self._step = partial(mx.compile, inputs=self.state, outputs=self.state)(self._segment_step)
         self._prefix = partial(mx.compile, inputs=self.state)(self._first_prefix)
         self._segs = [mx.array(s, dtype=mx.int32) for s in range(self.M)]
         # weight average (module docstring): None when TrainConfig.ema is 0
         self.ema = flat(model.trainable_parameters()) if train_cfg.ema > 0 else None
+
+    def q_rows(self, batch: int) -> int:
+        """Rows of a batch whose q_continue target is computed (all of them here; carry-and-
+        replace computes it on a share, ``train.carry.Q_TARGET_SHARE``)."""
+        return batch
 
     # -- pieces traced into the compiled step ----------------------------------------------
 
@@ -184,9 +191,10 @@ class Trainer:
         pre = [self.model.segment_prefix((zH[a], zL[a]), self.model.embed(x[a])) for a in range(x.shape[0])]
         return mx.stack([p[0] for p in pre]), mx.stack([p[1] for p in pre])
 
-    def _loss(self, x, y, zH, zL, is_last):
+    def _loss(self, x, y, zH, zL, is_last, w=None):
         """``(zH, zL)``: the segment's carry, or with the reused pass the state its last L
-        and H step start from."""
+        and H step start from.  ``w`` (carry-and-replace): 1 for a batch slot holding a
+        window, 0 for an empty one, which then adds nothing to the loss."""
         model = self.model
         x_emb = model.embed(x)
         pre = (zH, zL) if self.reuse else model.segment_prefix((zH, zL), x_emb)
@@ -195,7 +203,17 @@ class Trainer:
         reg = regression_loss(r, self.cfg.loss, self.cfg.huber_delta).mean(axis=-1)
         err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
         ref = model.buffers.halt_ref
-        if self.M > 1:
+        q = self.q_rows(x.shape[0])
+        if self.M > 1 and q < x.shape[0]:  # the q_continue target on the first q rows only
+            xe = tuple(None if e is None else mx.stop_gradient(e[:q]) for e in x_emb)
+            npre = model.segment_prefix((carry[0][:q], carry[1][:q]), xe)
+            _, _, nq_halt, nq_cont = model.segment_final(npre, xe)
+            last = is_last[:q] if isinstance(is_last, mx.array) and is_last.ndim else is_last
+            halt_t, cont_t = halt_targets(err[:q], ref, mx.stop_gradient(nq_halt), mx.stop_gradient(nq_cont), last)
+            cont = bce_logits(q_cont[:q], cont_t) * (x.shape[0] / q)  # importance weight: same expected loss
+            q_loss = bce_logits(q_halt, (err <= ref).astype(mx.float32))
+            q_loss = q_loss + mx.concatenate([cont, mx.zeros((x.shape[0] - q,))])
+        elif self.M > 1:
             xe = tuple(None if e is None else mx.stop_gradient(e) for e in x_emb)
             npre = model.segment_prefix(carry, xe)
             _, _, nq_halt, nq_cont = model.segment_final(npre, xe)
@@ -205,6 +223,8 @@ class Trainer:
                 carry = npre
         else:
             q_loss = bce_logits(q_halt, (err <= ref).astype(mx.float32))
+        if w is not None:
+            reg, q_loss = reg * w, q_loss * w
         loss = (reg + 0.5 * q_loss).sum() / self.samples_per_step
         return loss, (carry, q_halt, q_cont, reg.sum(), q_loss.sum(), err)
 
@@ -219,7 +239,7 @@ class Trainer:
         zHs, zLs, qhs, qcs, errs = [], [], [], [], []
         reg_sum = q_sum = mx.array(0.0)
         for a in range(A):
-            (_, aux), g = self._loss_grad(x[a], y[a], zH[a], zL[a], is_last)
+            (_, aux), g = self.loss_grad(x[a], y[a], zH[a], zL[a], is_last)
             (nzH, nzL), q_halt, q_cont, reg_a, q_a, err = aux
             grads = g if grads is None else tree_map(mx.add, grads, g)
             zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont); errs.append(err)
@@ -287,9 +307,11 @@ class Trainer:
             "optimizer": flat(self.optimizer.state),
             "rng_key": self.rng["key"],
             "ema": self.ema,
+            "carry": dict(self.carry),
         }
 
-    def restore(self, weights: dict, optimizer: dict, rng_key, ema: dict | None = None) -> None:
+    def restore(self, weights: dict, optimizer: dict, rng_key, ema: dict | None = None,
+                carry: dict | None = None) -> None:
         try:
             self.model.load_weights(list(weights.items()), strict=True)
         except ValueError as exc:
@@ -303,6 +325,12 @@ class Trainer:
             if ema and set(ema) != set(self.ema):
                 raise RunError("saved weight average does not fit this model; start a new run.")
             self.ema = dict(ema) if ema else flat(self.model.trainable_parameters())
+        if self.carry:
+            if not carry or set(carry) != set(self.carry) or any(
+                    carry[k].shape != v.shape for k, v in self.carry.items()):
+                raise RunError("saved state was not trained with carry-and-replace at these settings; "
+                               "resume it with its own settings, or start a new run.")
+            self.carry.update(carry)
 
     @property
     def updates(self) -> int:

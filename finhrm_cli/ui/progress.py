@@ -77,11 +77,12 @@ class TrainProgress:
             upd: dict[str, Any] = {"epoch": str(event.epoch), "loss": f"{event.loss:.4f}"}
             if event.samples_per_s:
                 upd["sps"] = f"{event.samples_per_s:,.0f}"
-            self.progress.update(self.task, completed=event.step, **upd)
+            self.progress.update(self.task, completed=event.progress, **upd)
         elif isinstance(event, Evaluated):
             upd = {"epoch": str(event.epoch), "val": fmt_num(event.val_mae, 4), "best": fmt_num(event.best_val_mae, 4)}
             if event.samples_per_s:
                 upd["sps"] = f"{event.samples_per_s:,.0f}"
-            self.progress.update(self.task, completed=event.step, **upd)
+            self.progress.update(self.task, **upd)
         elif isinstance(event, Ended):
-            self.progress.update(self.task, completed=event.steps)
+            self.progress.update(self.task, completed=self.progress.tasks[0].total if event.stopped == "converged"
+                                 else self.progress.tasks[0].completed)

@@ -1,0 +1,175 @@
+"""An epoch of carry-and-replace training (``TrainConfig.act_training = "carry"``), as HRM trains.
+
+Each update runs one segment for every batch slot; a slot whose window halted takes the next
+window of the epoch's permutation (``Trainer.carry_batch``).  The epoch ends when every
+training window has been taken in and has halted.  A window costs the segments it uses: a
+model whose Q head halts at step 1 trains at close to the one-segment cost, while every
+segment a window runs is still supervised.  With several processes each takes its own share
+of the permutation and all stop together.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from functools import partial
+
+import numpy as np
+
+from finhrm_cli.train.halting import next_reference
+from finhrm_cli.train.step import LOG_EVERY, Trainer, mx
+
+import mlx.nn as nn  # noqa: E402  (after step: finhrm_cli.blas loads the fast BLAS first)
+import mlx.optimizers as optim  # noqa: E402
+from mlx.utils import tree_map  # noqa: E402
+
+
+def run_carry_epoch(fit) -> None:
+    """One pass over the training windows by carry-and-replace (``fit``: the loop's ``_Fit``),
+    validating every ``eval_every`` updates and at the end, with a checkpoint after each
+    validation; resumes mid-epoch from the carry of a saved state."""
+    from finhrm_cli import distributed
+
+    s, tr = fit.s, fit.trainer
+    fit.epoch_rng_state = copy.deepcopy(fit.np_rng.bit_generator.state)
+    perm = fit.np_rng.permutation(fit.n_train)
+    world = distributed.size()
+    local = perm[fit.rank::world] if world > 1 else perm
+    perm_dev = mx.array(local.astype(np.int32))
+    if getattr(fit, "X", None) is None:
+        fit.X, fit.Y = mx.array(fit.tr["x"]), mx.array(fit.tr["y"])
+    if s.epoch_batch == 0:
+        tr.begin_epoch()
+    every = fit.cfg.eval_every
+    while True:
+        tb = time.perf_counter()
+        stats = tr.carry_batch(fit.X, fit.Y, perm_dev)
+        tr.update_average(s.step)
+        reg, q, scored, seg_sum, halted, remaining = stats.tolist()  # one sync per update
+        acc, log_acc = fit.acc, fit.log_acc
+        acc["reg"], acc["q"], acc["n"] = acc["reg"] + reg, acc["q"] + q, acc["n"] + scored
+        acc["halt"] = acc["halt"] + seg_sum
+        acc["hn"] += int(halted)
+        log_acc["reg"], log_acc["n"] = log_acc["reg"] + reg, log_acc["n"] + scored
+        s.step += 1
+        s.epoch_batch += 1
+        s.samples += int(halted)
+        log_acc["samples"] += int(halted)
+        fit.epoch_windows += int(halted)
+        fit.snap = fit.snapshot(fit.epoch_rng_state)
+        if s.step % LOG_EVERY == 0 or remaining == 0:
+            fit.log(tb)
+        else:
+            s.train_seconds += time.perf_counter() - tb
+        if remaining == 0:
+            break
+        if every and s.step % every == 0:
+            fit.validate()
+            fit.checkpoint(fit.snap, {"stopped": fit.stopped})
+            if fit.stopped:
+                return
+    fit.end_epoch()
+
+
+# The q_continue target needs one more no-gradient segment (HRM's extra pass), which costs most
+# of an update once windows halt early (docs/speed.md).  Carry-and-replace computes it on this
+# share of each batch's slots, weighted up so the expected loss is the same: the slots hold
+# windows in permutation order, so the share is a random sample of them.
+Q_TARGET_SHARE = 0.25
+
+
+class CarryTrainer(Trainer):
+    """The ``Trainer`` for carry-and-replace: a carry per batch slot (z_H, z_L, the segments
+    run, the window held), one compiled update that runs one segment for every slot.  No
+    reused Q-target pass (a slot's next segment may hold another window), and the learning
+    rate is set at every update from the windows taken in, since the number of updates
+    follows the halting (``total_updates``: batches of windows)."""
+
+    def __init__(self, model, train_cfg, total_updates: int, slots: tuple[int, int], *, seed: int = 0):
+        super().__init__(model, train_cfg, total_updates, seed=seed, reuse_pass=False, scheduled=False)
+        A, B = slots
+        shape = (A, B, model.seq, model.cfg.d_model)
+        self.carry.update(zH=mx.zeros(shape), zL=mx.zeros(shape), pos=mx.full((A, B), -1, mx.int32),
+                          steps=mx.zeros((A, B), mx.int32), alive=mx.zeros((A, B), mx.bool_),
+                          ptr=mx.array(0, mx.int32), taken=mx.array(0, mx.int32))
+        self._carry_step = partial(mx.compile, inputs=self.state, outputs=self.state)(self._carry_update)
+
+    def q_rows(self, batch: int) -> int:
+        return max(1, int(round(batch * Q_TARGET_SHARE)))
+
+    def _carry_update(self, X, Y, perm):
+        """Carry-and-replace (HRM's training): one segment for every batch slot, one update.
+        A slot that is free (its window halted) takes the next window of the epoch's
+        permutation ``perm`` and starts from the initial carry; a slot with nothing left to
+        take stays empty (weight 0).  Every slot holding a window is trained on this segment
+        (deep supervision); it halts where its Q head says halt (after the exploration
+        minimum) or at the last segment, and its slot is refilled at the next update."""
+        c, model, M = self.carry, self.model, self.M
+        A, B = c["pos"].shape
+        n = perm.shape[0]
+        free = mx.logical_not(c["alive"])
+        order = (mx.cumsum(free.reshape(-1).astype(mx.int32)) - 1).reshape(A, B)
+        newpos = c["ptr"] + order
+        take = mx.logical_and(free, newpos < n)
+        pos = mx.where(free, mx.where(take, newpos, -1), c["pos"])
+        c["ptr"] = mx.minimum(c["ptr"] + take.astype(mx.int32).sum(), n)
+        steps = mx.where(free, 0, c["steps"])
+        valid = pos >= 0
+        w = valid.astype(mx.float32)
+        idx = perm[mx.maximum(pos, 0)]
+        x, y = X[idx], Y[idx]
+        fresh = take[..., None, None]
+        zH = mx.where(fresh, model.buffers.H_init, c["zH"])
+        zL = mx.where(fresh, model.buffers.L_init, c["zL"])
+        is_last = (steps + 1) >= M
+        grads = None
+        zHs, zLs, qhs, qcs, errs = [], [], [], [], []
+        reg_sum = q_sum = mx.array(0.0)
+        for a in range(A):
+            (_, aux), g = self.loss_grad(x[a], y[a], zH[a], zL[a], is_last[a], w[a])
+            (nzH, nzL), q_halt, q_cont, reg_a, q_a, err = aux
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont); errs.append(err)
+            reg_sum, q_sum = reg_sum + reg_a, q_sum + q_a
+        if self.world > 1:
+            grads = nn.average_gradients(grads, group=self.group)
+        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
+            grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
+        self.optimizer.learning_rate = self.lr_at(c["taken"].astype(mx.float32) / float(self.samples_per_step))
+        self.optimizer.update(model, grads)
+        model.buffers.halt_ref = next_reference(model.buffers.halt_ref, mx.stack(errs), self.group, valid)
+        steps = steps + valid.astype(mx.int32)
+        q_halt, q_cont = mx.stack(qhs), mx.stack(qcs)
+        halted = mx.logical_or(steps >= M, q_halt > q_cont) if M > 1 else mx.ones_like(valid)
+        if M > 1 and self.explore > 0:
+            key, k1, k2 = mx.random.split(self.rng["key"], 3)
+            self.rng["key"] = key
+            lo, hi = self.rank * B, (self.rank + 1) * B
+            explore = (mx.random.uniform(shape=(A, B * self.world), key=k1) < self.explore)[:, lo:hi]
+            min_halt = mx.where(explore, mx.random.randint(2, M + 1, (A, B * self.world), key=k2)[:, lo:hi], 0)
+            halted = mx.logical_and(halted, steps >= min_halt)
+        halted = mx.logical_and(halted, valid)
+        c["alive"] = mx.logical_and(valid, mx.logical_not(halted))
+        c["pos"], c["steps"], c["zH"], c["zL"] = pos, steps, mx.stack(zHs), mx.stack(zLs)
+        c["taken"] = c["taken"] + take.astype(mx.int32).sum()
+        stats = mx.stack([reg_sum, q_sum, w.sum(), (steps * halted).astype(mx.float32).sum(),
+                          halted.astype(mx.float32).sum(),
+                          (n - c["ptr"] + c["alive"].astype(mx.int32).sum()).astype(mx.float32)])
+        if self.world > 1:
+            stats = mx.distributed.all_sum(stats, group=self.group)
+        return stats
+
+    def begin_epoch(self) -> None:
+        """Carry-and-replace: every slot free, the permutation from its start."""
+        A, B = self.carry["pos"].shape
+        self.carry.update(pos=mx.full((A, B), -1, mx.int32), steps=mx.zeros((A, B), mx.int32),
+                          alive=mx.zeros((A, B), mx.bool_), ptr=mx.array(0, mx.int32))
+
+    def carry_batch(self, X: mx.array, Y: mx.array, perm: mx.array) -> mx.array:
+        """One carry-and-replace update over the epoch's windows ``X[perm]``, ``Y[perm]``.
+        Lazy (6,) float32: loss sum, Q loss sum, windows trained on this segment, segments of
+        the windows that halted, windows that halted, windows still to finish (every
+        process's when several)."""
+        stats = self._carry_step(X, Y, perm)
+        mx.async_eval(self.state, stats)
+        return stats
