@@ -4,8 +4,8 @@ Each update runs one segment for every batch slot; a slot whose window halted ta
 window of the epoch's permutation (``Trainer.carry_batch``).  The epoch ends when every
 training window has been taken in and has halted.  A window costs the segments it uses: a
 model whose Q head halts at step 1 trains at close to the one-segment cost, while every
-segment a window runs is still supervised.  With several processes each takes its own share
-of the permutation and all stop together.
+segment a window runs is still supervised.  With several processes each holds its share of
+the batch's slots and the refill is global, so they train as one process would.
 """
 
 from __future__ import annotations
@@ -28,14 +28,10 @@ def run_carry_epoch(fit) -> None:
     """One pass over the training windows by carry-and-replace (``fit``: the loop's ``_Fit``),
     validating every ``eval_every`` updates and at the end, with a checkpoint after each
     validation; resumes mid-epoch from the carry of a saved state."""
-    from finhrm_cli import distributed
-
     s, tr = fit.s, fit.trainer
     fit.epoch_rng_state = copy.deepcopy(fit.np_rng.bit_generator.state)
     perm = fit.np_rng.permutation(fit.n_train)
-    world = distributed.size()
-    local = perm[fit.rank::world] if world > 1 else perm
-    perm_dev = mx.array(local.astype(np.int32))
+    perm_dev = mx.array(perm.astype(np.int32))  # every process the same permutation (global refill)
     if getattr(fit, "X", None) is None:
         fit.X, fit.Y = mx.array(fit.tr["x"]), mx.array(fit.tr["y"])
     if s.epoch_batch == 0:
@@ -108,11 +104,18 @@ class CarryTrainer(Trainer):
         A, B = c["pos"].shape
         n = perm.shape[0]
         free = mx.logical_not(c["alive"])
-        order = (mx.cumsum(free.reshape(-1).astype(mx.int32)) - 1).reshape(A, B)
-        newpos = c["ptr"] + order
-        take = mx.logical_and(free, newpos < n)
+        # the refill is global: with several processes each holds its slots of the one batch
+        # (as in every-segment training), so the windows go to slots exactly as in one process
+        gfree = free.astype(mx.int32)
+        if self.world > 1:
+            gfree = mx.distributed.all_gather(gfree, group=self.group)
+            gfree = gfree.reshape(self.world, A, B).transpose(1, 0, 2).reshape(A, self.world * B)
+        gpos = c["ptr"] + (mx.cumsum(gfree.reshape(-1)) - 1).reshape(gfree.shape)
+        gtake = mx.logical_and(gfree > 0, gpos < n)
+        lo, hi = self.rank * B, (self.rank + 1) * B
+        newpos, take = gpos[:, lo:hi], gtake[:, lo:hi]
         pos = mx.where(free, mx.where(take, newpos, -1), c["pos"])
-        c["ptr"] = mx.minimum(c["ptr"] + take.astype(mx.int32).sum(), n)
+        c["ptr"] = mx.minimum(c["ptr"] + gtake.astype(mx.int32).sum(), n)
         steps = mx.where(free, 0, c["steps"])
         valid = pos >= 0
         w = valid.astype(mx.float32)
@@ -135,7 +138,8 @@ class CarryTrainer(Trainer):
             grads = nn.average_gradients(grads, group=self.group)
         if self.cfg.grad_clip and self.cfg.grad_clip > 0:
             grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
-        self.optimizer.learning_rate = self.lr_at(c["taken"].astype(mx.float32) / float(self.samples_per_step))
+        self.optimizer.learning_rate = self.lr_at(
+            c["taken"].astype(mx.float32) / float(self.samples_per_step * self.world))
         self.optimizer.update(model, grads)
         model.buffers.halt_ref = next_reference(model.buffers.halt_ref, mx.stack(errs), self.group, valid)
         steps = steps + valid.astype(mx.int32)
@@ -151,13 +155,13 @@ class CarryTrainer(Trainer):
         halted = mx.logical_and(halted, valid)
         c["alive"] = mx.logical_and(valid, mx.logical_not(halted))
         c["pos"], c["steps"], c["zH"], c["zL"] = pos, steps, mx.stack(zHs), mx.stack(zLs)
-        c["taken"] = c["taken"] + take.astype(mx.int32).sum()
+        c["taken"] = c["taken"] + gtake.astype(mx.int32).sum()  # every process's windows
         stats = mx.stack([reg_sum, q_sum, w.sum(), (steps * halted).astype(mx.float32).sum(),
-                          halted.astype(mx.float32).sum(),
-                          (n - c["ptr"] + c["alive"].astype(mx.int32).sum()).astype(mx.float32)])
+                          halted.astype(mx.float32).sum(), c["alive"].astype(mx.float32).sum()])
         if self.world > 1:
             stats = mx.distributed.all_sum(stats, group=self.group)
-        return stats
+        left = (n - c["ptr"]).astype(mx.float32)  # the same on every process
+        return mx.concatenate([stats[:5], (stats[5] + left)[None]])
 
     def begin_epoch(self) -> None:
         """Carry-and-replace: every slot free, the permutation from its start."""

@@ -29,13 +29,14 @@ def _history(out: Path) -> list[dict]:
 
 
 @pytest.mark.skipif(not LAUNCH.exists() and shutil.which("mlx.launch") is None, reason="mlx.launch not installed")
-def test_two_ranks_match_one_process(tmp_path):
+@pytest.mark.parametrize("act_training", ["every", "carry"])
+def test_two_ranks_match_one_process(tmp_path, act_training):
     launch = str(LAUNCH) if LAUNCH.exists() else shutil.which("mlx.launch")
     env = {**os.environ, "FINHRM_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
     port = str(random.randint(20000, 40000))
     two = subprocess.run(
         [launch, "-n", "2", "--backend", "ring", "--starting-port", port,
-         sys.executable, "-m", "finhrm_cli", *ARGS, "--out", str(tmp_path / "two")],
+         sys.executable, "-m", "finhrm_cli", *ARGS, "--act-training", act_training, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
@@ -43,7 +44,8 @@ def test_two_ranks_match_one_process(tmp_path):
     assert Path(summary["run"]).parent == tmp_path / "two"
     cfg = json.loads((Path(summary["run"]) / "config.json").read_text())
     assert cfg["processes"] == 2
-    one = subprocess.run([sys.executable, "-m", "finhrm_cli", *ARGS, "--out", str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "finhrm_cli", *ARGS, "--act-training", act_training,
+                          "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     h2, h1 = _history(tmp_path / "two"), _history(tmp_path / "one")
