@@ -236,11 +236,12 @@ class TrainConfig:
     blend: bool = setting(True, "Blend the HRM with a median linear regression on the last day's inputs (fit on "
                                 "training rows, the HRM's weight chosen on validation; `finhrm inspect` shows it). "
                                 "--no-blend: the HRM alone.")
-    # How ACT spends training compute (train.step): "every" runs every segment for every
-    # window; "carry" is HRM's carry-and-replace, one segment per update for every batch slot,
-    # a halted slot taking the next window, so a window costs the segments it uses.
-    act_training: str = setting("every", "ACT training: every (every segment for every window) or carry "
-                                         "(HRM's carry-and-replace: a window costs the segments it uses).")
+    # How ACT spends training compute: "carry" is HRM's carry-and-replace (train.carry), one
+    # segment per update for every batch slot, a halted slot taking the next window, so a
+    # window costs the segments it uses; "every" runs every segment for every window.  Carry
+    # was level on validation at a fraction of the time (docs/results.md).
+    act_training: str = setting("carry", "ACT training: carry (HRM's carry-and-replace: a window costs the "
+                                         "segments it uses) or every (every segment for every window).")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)

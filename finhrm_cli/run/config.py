@@ -29,6 +29,9 @@ RUN_KEYS = ("model", "features", "train", "feature_names", "normalizer")
 # model.safetensors' sha256, and the one of the weights being written (see RunWriter.save_weights)
 WEIGHTS_HASH_KEYS = ("weights_sha256", "weights_sha256_next")
 _SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
+# Settings a run made before they existed was trained with, where today's default differs: a
+# run's own config.json decides how it resumes, not the default of the finhrm reading it.
+_SETTINGS_BEFORE = {"train": {"act_training": "every"}}
 
 
 @dataclass
@@ -69,7 +72,7 @@ class RunConfig:
         values = {k: v for k, v in cfg.items() if k in known}
         for key, kind in _SECTIONS.items():
             if cfg.get(key) is not None:
-                values[key] = from_dict(kind, cfg[key])
+                values[key] = from_dict(kind, {**_SETTINGS_BEFORE.get(key, {}), **cfg[key]})
         return cls(**values, extra={k: v for k, v in cfg.items() if k not in known})
 
     def to_dict(self) -> dict:

@@ -99,7 +99,8 @@ def test_loop_reports_segments_per_window_and_trains():
     assert s["stopped"] == "converged" and s["epochs_run"] == 2
     for h in s["history"]:
         assert 1.0 <= h["train_segments"] <= 3.0 and np.isfinite(h["val_mae"])
-    every = loop.train(mcfg(halt_exploration=0.1), TrainConfig(batch_size=16, epochs=2, seed=3), tr_d, va_d)
+    every = loop.train(mcfg(halt_exploration=0.1), TrainConfig(batch_size=16, epochs=2, seed=3, act_training="every"),
+                       tr_d, va_d)
     assert all(h["train_segments"] == 3.0 for h in every["history"])
 
 
@@ -135,8 +136,23 @@ def test_a_state_from_the_other_schedule_is_refused(tmp_path):
     tr_d, va_d = data(64, 1), data(16, 2)
     run = store.RunWriter(tmp_path / "r")
     with pytest.raises(step.TrainingInterrupted):
-        loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2), tr_d, va_d, run=run, callback=Interrupt(2))
+        loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2, act_training="every"), tr_d, va_d, run=run,
+                   callback=Interrupt(2))
     state = store.load_state(run.path)
     with pytest.raises(Exception, match="carry-and-replace"):
         loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2, act_training="carry"), tr_d, va_d,
                    run=run, resume=state)
+
+
+def test_carry_is_the_default_and_a_run_from_before_it_keeps_every(tmp_path):
+    """A run whose config.json predates the setting was trained with every segment for every
+    window: it reads (and resumes) that way, whatever today's default."""
+    from finhrm_cli.run.config import RunConfig
+
+    assert TrainConfig().act_training == "carry"
+    old = RunConfig.from_dict({"model": {"n_features": F, "seq_len": T}, "train": {"batch_size": 16}},
+                              tmp_path / "config.json")
+    assert old.train.act_training == "every"
+    new = RunConfig.from_dict({"model": {"n_features": F, "seq_len": T},
+                               "train": {"batch_size": 16, "act_training": "carry"}}, tmp_path / "config.json")
+    assert new.train.act_training == "carry"

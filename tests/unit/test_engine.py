@@ -200,7 +200,7 @@ def test_a_lone_window_is_padded_to_a_small_batch_and_matches_the_backfill():
 
 def test_grad_accum_trains():
     tr, va = data(64, 1), data(16, 2)
-    s = loop.train(mcfg(), TrainConfig(batch_size=8, grad_accum=2, epochs=1), tr, va)
+    s = loop.train(mcfg(), TrainConfig(batch_size=8, grad_accum=2, epochs=1, act_training="every"), tr, va)
     assert s["steps"] == 4 and s["history"][0]["val_mae"] > 0
 
 
@@ -210,7 +210,7 @@ def test_grad_accum_trains():
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tmp_path, ema):
     tr, va = data(96, 1), data(24, 2)
-    tc = TrainConfig(batch_size=16, epochs=3, seed=11, ema=ema)   # 6 steps per epoch, 18 in all
+    tc = TrainConfig(batch_size=16, epochs=3, seed=11, ema=ema, act_training="every")   # 6 steps per epoch, 18 in all
     # reference: straight through
     ref_model = step.build_model(mcfg(), 11)
     ref = loop.train(mcfg(), tc, tr, va, model=ref_model,
