@@ -275,12 +275,64 @@ def kernel_folders(folder: Path) -> list[Path]:
     return sorted((folder / "mlx").glob("*/cpu"))
 
 
+VERIFIED = ".finhrm-verified"  # in a kernel folder: {name: [size, mtime_ns]} of kernels found whole
+
+
+def _verified(cpu: Path) -> dict:
+    """The kernels already checked in ``cpu`` (a private file of finhrm's, rule 6); {} if none."""
+    import json
+
+    fh = open_trusted(cpu / VERIFIED)
+    if fh is None:
+        return {}
+    try:
+        with fh:
+            seen = json.loads(fh.read(1 << 20).decode("utf-8"))
+        return seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+
+
+def _kernel_problem(cpu: Path, e: os.DirEntry, seen: dict) -> tuple[str | None, list | None]:
+    """(why kernel ``e`` may not be loaded or None, its [size, mtime_ns] once found whole).
+    Only a kernel not yet verified at this size and time is read."""
+    st = e.stat(follow_symlinks=False)
+    if not stat.S_ISREG(st.st_mode) or _owned_private(st):
+        return f"has {e.path}, which is not a private regular file of yours", None
+    stamp = [st.st_size, st.st_mtime_ns]
+    if seen.get(e.name) == stamp:
+        return None, stamp
+    fh = open_trusted(Path(e.path))
+    if fh is None:
+        return f"has {e.path}, which is not a private regular file of yours", None
+    with fh:
+        data = fh.read()
+    stem = e.name[3:-3]
+    named = len(stem) >= 229 or (stem.encode() + b"\0") in data  # long names are clipped
+    if _elf_whole(data) and named:
+        return None, stamp
+    source = cpu / f"{stem}.cpp"
+    if source.is_file() and not source.is_symlink():
+        try:
+            os.unlink(e.path)
+            return None, None
+        except OSError:
+            pass
+    return f"has {e.path}, a compiled kernel that is damaged or foreign (delete it)", None
+
+
 def check_kernels(folder: Path) -> str | None:
     """Rule 6 for MLX's kernels under ``folder``: None when they may be loaded, else why not.
 
     A kernel that is cut short or not what its name says (no symbol of that name) is
     removed when MLX's source for it lies beside it (``NAME.cpp`` next to ``libNAME.so``,
-    the pair MLX writes), so MLX rebuilds it; anything else wrong is reported."""
+    the pair MLX writes), so MLX rebuilds it; anything else wrong is reported.  Kernels found
+    whole are recorded (``VERIFIED``, by size and modification time), so each is read once,
+    not at every start."""
+    import json
+
+    from finhrm_cli.fsutil import atomic_write_bytes
+
     ver = _mlx_version()
     for cpu in kernel_folders(folder):
         if ver and cpu.parent.name == ver:
@@ -295,26 +347,19 @@ def check_kernels(folder: Path) -> str | None:
             problem = _owned_private(d.lstat())
             if problem:
                 return f"has {d}, which {problem}"
+        seen, whole = _verified(cpu), {}
         for e in entries:
-            if not (e.name.startswith("lib") and e.name.endswith(".so")):
-                continue
-            fh = open_trusted(Path(e.path))
-            if fh is None:
-                return f"has {e.path}, which is not a private regular file of yours"
-            with fh:
-                data = fh.read()
-            stem = e.name[3:-3]
-            named = len(stem) >= 229 or (stem.encode() + b"\0") in data  # long names are clipped
-            if _elf_whole(data) and named:
-                continue
-            source = cpu / f"{stem}.cpp"
-            if source.is_file() and not source.is_symlink():
-                try:
-                    os.unlink(e.path)
-                    continue
-                except OSError:
-                    pass
-            return f"has {e.path}, a compiled kernel that is damaged or foreign (delete it)"
+            if e.name.startswith("lib") and e.name.endswith(".so"):
+                problem, stamp = _kernel_problem(cpu, e, seen)
+                if problem:
+                    return problem
+                if stamp:
+                    whole[e.name] = stamp
+        if whole != seen:
+            try:
+                atomic_write_bytes(cpu / VERIFIED, json.dumps(whole).encode(), mode=0o600)
+            except OSError:
+                pass  # only costs reading the kernels again next time
     return None
 
 

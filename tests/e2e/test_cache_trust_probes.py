@@ -182,3 +182,28 @@ def test_finhrm_version_runs_with_an_empty_proc_stat(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "finhrm" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_whole_kernels_are_read_once_and_a_changed_one_again(tmp_path, built, monkeypatch):
+    """The start-up check reads a kernel only while it is new or changed (VERIFIED)."""
+    from finhrm_cli import cache
+
+    src_cache, _ = built
+    c = tmp_path / "cache"
+    shutil.copytree(src_cache, c)
+    folder = c / "kernels"
+    real, reads = cache.open_trusted, []
+
+    def counting(path):
+        if path.name.endswith(".so"):
+            reads.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(cache, "open_trusted", counting)
+    assert cache.check_kernels(folder) is None and reads
+    first = len(reads)
+    assert cache.check_kernels(folder) is None and len(reads) == first      # nothing read again
+    lib = kernels(c)[0]
+    lib.write_bytes(lib.read_bytes()[:100])                                  # cut short later on
+    assert cache.check_kernels(folder) is None and len(reads) == first + 1   # read, found, rebuilt
+    assert not lib.exists()
