@@ -258,7 +258,8 @@ def _elf_whole(data: bytes) -> bool:
     return True
 
 
-def _mlx_version() -> str | None:
+def mlx_version() -> str | None:
+    """The installed MLX's version (from its package metadata: no import of mlx), or None."""
     try:
         from importlib.metadata import version
 
@@ -269,7 +270,7 @@ def _mlx_version() -> str | None:
 
 def kernel_folders(folder: Path) -> list[Path]:
     """The folders MLX keeps its CPU kernels in under ``folder`` (``mlx/VERSION/cpu``)."""
-    ver = _mlx_version()
+    ver = mlx_version()
     if ver and re.fullmatch(r"[\w.+-]+", ver):
         return [folder / "mlx" / ver / "cpu"]
     return sorted((folder / "mlx").glob("*/cpu"))
@@ -333,7 +334,7 @@ def check_kernels(folder: Path) -> str | None:
 
     from finhrm_cli.fsutil import atomic_write_bytes
 
-    ver = _mlx_version()
+    ver = mlx_version()
     for cpu in kernel_folders(folder):
         if ver and cpu.parent.name == ver:
             _make_private(cpu)

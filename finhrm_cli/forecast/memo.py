@@ -59,13 +59,7 @@ def identity(weights_sha256: str | None, settings) -> str:
         shown = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else repr(settings)
     except TypeError:
         shown = repr(settings)
-    try:
-        from importlib.metadata import version
-
-        mlx_version = version("mlx")
-    except Exception:  # noqa: BLE001
-        mlx_version = "?"
-    ident = {"weights": weights_sha256, "model": shown, "finhrm": __version__, "mlx": mlx_version,
+    ident = {"weights": weights_sha256, "model": shown, "finhrm": __version__, "mlx": cache.mlx_version() or "?",
              "blas": blas.info().get("kind")}
     return json.dumps(ident, sort_keys=True, default=str)
 

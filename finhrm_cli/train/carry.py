@@ -16,12 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from finhrm_cli.train.halting import next_reference
 from finhrm_cli.train.step import LOG_EVERY, Trainer, mx
-
-import mlx.nn as nn  # noqa: E402  (after step: finhrm_cli.blas loads the fast BLAS first)
-import mlx.optimizers as optim  # noqa: E402
-from mlx.utils import tree_map  # noqa: E402
 
 
 def run_carry_epoch(fit) -> None:
@@ -36,6 +31,7 @@ def run_carry_epoch(fit) -> None:
         fit.X, fit.Y = mx.array(fit.tr["x"]), mx.array(fit.tr["y"])
     if s.epoch_batch == 0:
         tr.begin_epoch()
+
     every = fit.cfg.eval_every
     while True:
         tb = time.perf_counter()
@@ -124,37 +120,14 @@ class CarryTrainer(Trainer):
         fresh = take[..., None, None]
         zH = mx.where(fresh, model.buffers.H_init, c["zH"])
         zL = mx.where(fresh, model.buffers.L_init, c["zL"])
-        is_last = (steps + 1) >= M
-        grads = None
-        zHs, zLs, qhs, qcs, errs = [], [], [], [], []
-        reg_sum = q_sum = mx.array(0.0)
-        for a in range(A):
-            (_, aux), g = self.loss_grad(x[a], y[a], zH[a], zL[a], is_last[a], w[a])
-            (nzH, nzL), q_halt, q_cont, reg_a, q_a, err = aux
-            grads = g if grads is None else tree_map(mx.add, grads, g)
-            zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont); errs.append(err)
-            reg_sum, q_sum = reg_sum + reg_a, q_sum + q_a
-        if self.world > 1:
-            grads = nn.average_gradients(grads, group=self.group)
-        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
-            grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
         self.optimizer.learning_rate = self.lr_at(
             c["taken"].astype(mx.float32) / float(self.samples_per_step * self.world))
-        self.optimizer.update(model, grads)
-        model.buffers.halt_ref = next_reference(model.buffers.halt_ref, mx.stack(errs), self.group, valid)
+        reg_sum, q_sum, zH, zL, q_halt, q_cont = self.update(x, y, zH, zL, (steps + 1) >= M, w)
         steps = steps + valid.astype(mx.int32)
-        q_halt, q_cont = mx.stack(qhs), mx.stack(qcs)
-        halted = mx.logical_or(steps >= M, q_halt > q_cont) if M > 1 else mx.ones_like(valid)
-        if M > 1 and self.explore > 0:
-            key, k1, k2 = mx.random.split(self.rng["key"], 3)
-            self.rng["key"] = key
-            lo, hi = self.rank * B, (self.rank + 1) * B
-            explore = (mx.random.uniform(shape=(A, B * self.world), key=k1) < self.explore)[:, lo:hi]
-            min_halt = mx.where(explore, mx.random.randint(2, M + 1, (A, B * self.world), key=k2)[:, lo:hi], 0)
-            halted = mx.logical_and(halted, steps >= min_halt)
+        halted = self.halts(steps, steps >= M, q_halt, q_cont)
         halted = mx.logical_and(halted, valid)
         c["alive"] = mx.logical_and(valid, mx.logical_not(halted))
-        c["pos"], c["steps"], c["zH"], c["zL"] = pos, steps, mx.stack(zHs), mx.stack(zLs)
+        c["pos"], c["steps"], c["zH"], c["zL"] = pos, steps, zH, zL
         c["taken"] = c["taken"] + gtake.astype(mx.int32).sum()  # every process's windows
         stats = mx.stack([reg_sum, q_sum, w.sum(), (steps * halted).astype(mx.float32).sum(),
                           halted.astype(mx.float32).sum(), c["alive"].astype(mx.float32).sum()])

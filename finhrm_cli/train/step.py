@@ -228,18 +228,17 @@ class Trainer:
         loss = (reg + 0.5 * q_loss).sum() / self.samples_per_step
         return loss, (carry, q_halt, q_cont, reg.sum(), q_loss.sum(), err)
 
-    def _segment_step(self, x, y, zH, zL, active, halt_step, seg):
+    def update(self, x, y, zH, zL, is_last, w=None):
         """One segment for all micro-batches: grads summed over ``grad_accum`` micro-batches
-        (unrolled), one clipped AdamW update, the halting reference, halting decisions (for
-        the statistics only: every sample is trained).  All shapes fixed."""
-        A = x.shape[0]
-        steps = seg + 1
-        is_last = steps >= self.M
+        (unrolled), averaged over processes, clipped, one AdamW update, the halting reference
+        moved (by the slots ``w`` holds, when given).  -> (reg_sum, q_sum, zH, zL, q_halt,
+        q_cont), the carry and Q logits stacked (grad_accum, batch, ...)."""
         grads = None
         zHs, zLs, qhs, qcs, errs = [], [], [], [], []
         reg_sum = q_sum = mx.array(0.0)
-        for a in range(A):
-            (_, aux), g = self.loss_grad(x[a], y[a], zH[a], zL[a], is_last)
+        for a in range(x.shape[0]):
+            last = is_last[a] if isinstance(is_last, mx.array) and is_last.ndim else is_last
+            (_, aux), g = self.loss_grad(x[a], y[a], zH[a], zL[a], last, *(() if w is None else (w[a],)))
             (nzH, nzL), q_halt, q_cont, reg_a, q_a, err = aux
             grads = g if grads is None else tree_map(mx.add, grads, g)
             zHs.append(nzH); zLs.append(nzL); qhs.append(q_halt); qcs.append(q_cont); errs.append(err)
@@ -251,21 +250,36 @@ class Trainer:
             grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
         self.optimizer.update(self.model, grads)
         buf = self.model.buffers
-        buf.halt_ref = next_reference(buf.halt_ref, mx.stack(errs), self.group)
+        buf.halt_ref = next_reference(buf.halt_ref, mx.stack(errs), self.group, None if w is None else w > 0)
+        return reg_sum, q_sum, mx.stack(zHs), mx.stack(zLs), mx.stack(qhs), mx.stack(qcs)
 
-        q_halt, q_cont = mx.stack(qhs), mx.stack(qcs)
-        halted = mx.logical_or(is_last, q_halt > q_cont) if self.M > 1 else mx.ones_like(active)
-        if self.M > 1 and self.explore > 0:
+    def halts(self, steps, is_last, q_halt, q_cont):
+        """Where each sample halts after this segment: its Q head says halt or it ran the last
+        segment; with probability ``halt_exploration`` (drawn afresh every segment, as HRM
+        does) it first runs a random minimum of segments in [2, M].  Drawn for the whole
+        global batch and sliced, so N processes halt exactly as one would."""
+        if self.M == 1:
+            return mx.ones(q_halt.shape, dtype=mx.bool_)
+        halted = mx.logical_or(is_last, q_halt > q_cont)
+        if self.explore > 0:
             key, k1, k2 = mx.random.split(self.rng["key"], 3)
             self.rng["key"] = key
-            # drawn for the whole global batch and sliced, so N processes halt exactly as one would
             A_, Bl = q_halt.shape
             lo, hi = self.rank * Bl, (self.rank + 1) * Bl
             explore = (mx.random.uniform(shape=(A_, Bl * self.world), key=k1) < self.explore)[:, lo:hi]
             min_halt = mx.where(explore, mx.random.randint(2, self.M + 1, (A_, Bl * self.world), key=k2)[:, lo:hi], 0)
             halted = mx.logical_and(halted, steps >= min_halt)
+        return halted
+
+    def _segment_step(self, x, y, zH, zL, active, halt_step, seg):
+        """One segment of every sample (``update``); halting decisions for the statistics
+        only: every sample is trained.  All shapes fixed."""
+        steps = seg + 1
+        is_last = steps >= self.M
+        reg_sum, q_sum, zH, zL, q_halt, q_cont = self.update(x, y, zH, zL, is_last)
+        halted = self.halts(steps, is_last, q_halt, q_cont)
         halt_step, active = mx.where(mx.logical_and(active, halted), steps, halt_step), mx.logical_and(active, ~halted)
-        return reg_sum, q_sum, mx.stack(zHs), mx.stack(zLs), active, halt_step
+        return reg_sum, q_sum, zH, zL, active, halt_step
 
     # -- host side -------------------------------------------------------------------------
 

@@ -13,27 +13,15 @@ from finhrm_cli.run import store
 from finhrm_cli.train import loop, step
 from finhrm_cli.train.carry import CarryTrainer
 
-mx = mlx_core()
-from mlx.utils import tree_flatten  # noqa: E402
+from test_engine import F, T, data, weights  # noqa: E402  (the engine tests' windows)
+from test_engine import mcfg as engine_mcfg  # noqa: E402
 
-T, F = 5, 4
+mx = mlx_core()
 
 
 def mcfg(**kw) -> ModelConfig:
-    base = dict(n_features=F, seq_len=T, d_model=32, n_heads=2, h_layers=1, l_layers=1,
-                h_cycles=1, l_cycles=2, halt_max_steps=3, halt_exploration=0.0)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def data(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, T, F)).astype(np.float32)
-    hi = 0.01 + 0.006 * np.tanh(x[:, -1, 0])
-    lo = -0.01 - 0.006 * np.tanh(x[:, -1, 2])
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    return {"x": x, "y": np.stack([hi, lo], 1).astype(np.float32), "close": close,
-            "next_high": close * np.exp(hi), "next_low": close * np.exp(lo)}
+    """The engine tests' model, 3 segments, no exploration unless asked."""
+    return engine_mcfg(**{"halt_max_steps": 3, "halt_exploration": 0.0, **kw})
 
 
 def carry_epoch(model, n=50, B=8, seed=0):
@@ -86,10 +74,6 @@ def test_exploration_keeps_some_windows_going():
     stats, _ = carry_epoch(model, n=64, B=8)
     seg = stats[:, 3].sum() / stats[:, 4].sum()
     assert stats[:, 4].sum() == 64 and 1.0 < seg < 4.0
-
-
-def weights(model) -> dict:
-    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
 
 
 def test_loop_reports_segments_per_window_and_trains():
@@ -156,3 +140,4 @@ def test_carry_is_the_default_and_a_run_from_before_it_keeps_every(tmp_path):
     new = RunConfig.from_dict({"model": {"n_features": F, "seq_len": T},
                                "train": {"batch_size": 16, "act_training": "carry"}}, tmp_path / "config.json")
     assert new.train.act_training == "carry"
+
