@@ -31,7 +31,9 @@ def run_carry_epoch(fit) -> None:
         fit.X, fit.Y = mx.array(fit.tr["x"]), mx.array(fit.tr["y"])
     if s.epoch_batch == 0:
         tr.begin_epoch()
-
+    elif tr.remaining(fit.n_train) == 0:  # resumed after the epoch's last update, before its validation
+        fit.end_epoch()
+        return
     every = fit.cfg.eval_every
     while True:
         tb = time.perf_counter()
@@ -135,6 +137,11 @@ class CarryTrainer(Trainer):
             stats = mx.distributed.all_sum(stats, group=self.group)
         left = (n - c["ptr"]).astype(mx.float32)  # the same on every process
         return mx.concatenate([stats[:5], (stats[5] + left)[None]])
+
+    def remaining(self, n: int) -> int:
+        """Windows of the epoch's ``n`` not yet taken in or not yet halted (a host sync)."""
+        c = self.carry
+        return int(n - c["ptr"].item() + c["alive"].astype(mx.int32).sum().item())
 
     def begin_epoch(self) -> None:
         """Carry-and-replace: every slot free, the permutation from its start."""

@@ -141,3 +141,35 @@ def test_carry_is_the_default_and_a_run_from_before_it_keeps_every(tmp_path):
                                "train": {"batch_size": 16, "act_training": "carry"}}, tmp_path / "config.json")
     assert new.train.act_training == "carry"
 
+
+class InterruptAt:
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, ev):
+        if self.kind is not None and ev.kind == self.kind:
+            self.kind = None
+            raise KeyboardInterrupt
+
+
+def test_a_run_stopped_between_its_last_update_and_the_validation_resumes(tmp_path):
+    """Ctrl-C while the epoch's validation runs: every window is in and halted, the state is
+    the last update's; resuming validates that epoch and goes on (it once trained an empty
+    batch and stopped with a NaN loss)."""
+    tr_d, va_d = data(96, 1), data(24, 2)
+    tc = TrainConfig(batch_size=16, epochs=2, seed=5, act_training="carry")
+    m = mcfg(halt_exploration=0.3)
+    ref_model = step.build_model(m, 5)
+    loop.train(m, tc, tr_d, va_d, model=ref_model, run=store.RunWriter(tmp_path / "ref"))
+    run = store.RunWriter(tmp_path / "int")
+    with pytest.raises(step.TrainingInterrupted):
+        loop.train(m, tc, tr_d, va_d, run=run, callback=InterruptAt("eval"))
+    state = store.load_state(run.path)
+    assert state["info"]["epoch"] == 0 and state["info"]["epoch_batch"] > 0
+    assert int(np.array(state["carry"]["ptr"])) == 96 and not np.array(state["carry"]["alive"]).any()
+    model = step.build_model(m, 0)
+    s = loop.train(m, tc, tr_d, va_d, run=run, resume=state, model=model)
+    assert s["stopped"] == "converged" and s["epochs_run"] == 2
+    final, expect = weights(model), weights(ref_model)
+    for k in expect:
+        np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
