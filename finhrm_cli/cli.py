@@ -192,7 +192,7 @@ IntervalsOpt = Annotated[Intervals, typer.Option(
     "--intervals",
     help="adaptive: conformal intervals that learn from each outcome after the training period "
     "(adaptive conformal inference); split: the fixed validation residuals.")]
-ActOpt = Annotated[bool, typer.Option("--act/--all-steps", help="Stop each sample where its ACT Q head says halt, instead of running every segment.")]
+ActOpt = Annotated[Optional[bool], typer.Option("--act/--all-steps", help="--act: stop each sample where its ACT Q head says halt; --all-steps: run every segment. Default: the run's act_inference.", show_default=False)]
 
 
 def _show(result: dict, as_json: bool, render) -> None:
@@ -252,6 +252,11 @@ class ActTraining(str, Enum):
     carry = "carry"
 
 
+class ActInference(str, Enum):
+    halted = "halted"
+    all = "all"
+
+
 _M = "Model"
 _T = "Training"
 _F = "Features"
@@ -291,6 +296,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed", help=help_for(TrainConfig, "seed"), rich_help_panel=_T)] = None,
     blend: Annotated[Optional[bool], typer.Option("--blend/--no-blend", help=help_for(TrainConfig, "blend"), rich_help_panel=_T, show_default=False)] = None,
     act_training: Annotated[Optional[ActTraining], typer.Option("--act-training", help=help_for(TrainConfig, "act_training"), rich_help_panel=_T, show_default=False)] = None,
+    act_inference: Annotated[Optional[ActInference], typer.Option("--act-inference", help=help_for(TrainConfig, "act_inference"), rich_help_panel=_T, show_default=False)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -306,7 +312,8 @@ def train(
                       l_cycles=l_cycles, halt_max_steps=halt_max_steps, halt_exploration=halt_exploration),
         "train": dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
                       grad_accum=grad_accum, loss=loss.value if loss else None, seed=seed, ema=ema, min_delta=min_delta,
-                      blend=blend, act_training=act_training.value if act_training else None),
+                      blend=blend, act_training=act_training.value if act_training else None,
+                      act_inference=act_inference.value if act_inference else None),
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")
@@ -348,7 +355,7 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
-    act: ActOpt = False,
+    act: ActOpt = None,
     date_col: DateCol = None,
     col: ColMap = None,
     quiet: QuietOpt = False,
@@ -389,7 +396,7 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
-    act: ActOpt = False,
+    act: ActOpt = None,
     date_col: DateCol = None,
     col: ColMap = None,
 ):

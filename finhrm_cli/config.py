@@ -242,11 +242,19 @@ class TrainConfig:
     # was level on validation at a fraction of the time (docs/results.md).
     act_training: str = setting("carry", "ACT training: carry (HRM's carry-and-replace: a window costs the "
                                          "segments it uses) or every (every segment for every window).")
+    # How the run forecasts, in validation during training and afterwards: "halted" stops each
+    # window at the segment its Q head halts on (inference.predict_act, with an early exit), as
+    # HRM's model halts; "all" runs every segment and keeps the last, as HRM evaluates.  Chosen
+    # on validation (docs/results.md); `predict`/`evaluate --act/--all-steps` override it.
+    act_inference: str = setting("halted", "ACT inference, in validation and forecasts: halted (each window "
+                                           "stops where its Q head says halt) or all (every segment runs).")
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
         if self.act_training not in ("every", "carry"):
             raise UsageError(f"{label('act_training')} must be every or carry (got {shown(self.act_training)}).")
+        if self.act_inference not in ("halted", "all"):
+            raise UsageError(f"{label('act_inference')} must be halted or all (got {shown(self.act_inference)}).")
         if self.loss not in ("huber", "mse", "mae"):
             raise UsageError(f"{label('loss')} must be huber, mse or mae (got {shown(self.loss)}).")
         if self.lr <= 0:

@@ -21,8 +21,9 @@ from finhrm_cli.forecast.scoring import HRM_ALONE, score_parts
 
 class Forecaster:
     def __init__(self, model, weights_sha256: str | None = None, blend: dict | None = None,
-                 conformal: dict | None = None, halt_calibration: dict | None = None):
+                 conformal: dict | None = None, halt_calibration: dict | None = None, act: bool = False):
         self.model = model
+        self.act = bool(act)  # how the HRM forecasts by default: halted (True) or every segment
         self.weights_sha256 = weights_sha256
         self.blend = blend
         self.conformal = conformal
@@ -35,23 +36,25 @@ class Forecaster:
 
     # ------------------------------------------------------------------ forecasts
 
-    def hrm(self, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
+    def hrm(self, parts, act: bool | None = None, segments: dict | None = None) -> list[np.ndarray]:
         """The HRM's forecasts (log ratios) for every part, in one pass, split back per part.
-        With ``act`` each row stops at the segment its Q head halts on, and ``segments`` (a
-        dict, if given) receives the segments used (``actstats.segments_used``)."""
+        With ``act`` (default: the run's ``act_inference``) each row stops at the segment its
+        Q head halts on, and ``segments`` (a dict, if given) receives the segments used
+        (``actstats.segments_used``; computed afresh, not from the forecast cache)."""
         from finhrm_cli.forecast import actstats
 
+        act = self.act if act is None else act
         sizes = [len(w) for _, w in parts]
         if sum(sizes) == 0:
             return [np.zeros((0, 2)) for _ in parts]
         x = np.concatenate([w.x for _, w in parts])
-        if act:
+        if act and segments is not None:
             raw, used = inference.predict_act(self.model, x)
-            if segments is not None:
-                segments.update(actstats.segments_used(used, self.model.cfg.halt_max_steps))
+            segments.update(actstats.segments_used(used, self.model.cfg.halt_max_steps))
         else:
             ident = memo.identity(self.weights_sha256, self.model.cfg)
-            raw = memo.predict(ident, self.model, x, inference.predict)
+            fn = (lambda m, xx: inference.predict_act(m, xx)[0]) if act else inference.predict
+            raw = memo.predict(ident, self.model, x, fn, mode="act" if act else "all")
         out, i = [], 0
         for (ds, w), n in zip(parts, sizes):
             out.append(raw[i:i + n] * scale(ds, w)[:, None])
@@ -68,7 +71,7 @@ class Forecaster:
             out.append(linear.combine(self.blend, p / s, w.x[:, -1, :]) * s)
         return out
 
-    def forecast(self, parts, act: bool = False, segments: dict | None = None) -> list[np.ndarray]:
+    def forecast(self, parts, act: bool | None = None, segments: dict | None = None) -> list[np.ndarray]:
         """The run's forecasts (log ratios) for every part."""
         return self.combine(parts, self.hrm(parts, act, segments))
 

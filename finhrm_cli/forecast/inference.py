@@ -1,7 +1,9 @@
 """Inference with a trained HRM: all segments per window, ACT halting (MLX + numpy).
 
-Every segment runs; ``predict(act=True)`` (``predict_act`` also gives the segment) keeps, per
-sample, the prediction of the first segment where ``sigmoid(q_halt) > sigmoid(q_continue)`` (the last otherwise), and
+``predict`` runs every segment and keeps the last; ``predict(act=True)`` (``predict_act``
+also gives the segment) keeps, per sample, the prediction of the first segment where
+``q_halt > q_continue`` (the last otherwise) and stops a chunk of windows once all of them
+have halted (an early exit: a model that halts at step 1 costs one segment);
 ``segment_outputs`` returns every segment's prediction, Q probabilities and Q logits for ACT
 statistics.
 
@@ -51,12 +53,14 @@ class Usage:
     def __init__(self):
         self.seen = 0
         self.compiled = None
+        self.compiled_segment = None
         self.build_kernels = False
 
 
-def _kernels_marker(model: HRM):
-    """The file that says this model's compiled forward pass is in the persistent kernel
-    cache (``finhrm_cli.blas``); None without a persistent cache (nothing to find later)."""
+def _kernels_marker(model: HRM, kind: str = "all"):
+    """The file that says this model's compiled forward pass (``kind``: every segment at once,
+    or one segment for the halted early exit) is in the persistent kernel cache
+    (``finhrm_cli.blas``); None without a persistent cache (nothing to find later)."""
     import dataclasses
     import hashlib
     import json
@@ -68,25 +72,25 @@ def _kernels_marker(model: HRM):
     if not folder:
         return None
     sig = json.dumps([dataclasses.asdict(model.cfg), getattr(mx, "__version__", "?"), PREDICT_BATCH,
-                      list(_SMALL_BATCHES)], sort_keys=True)
+                      list(_SMALL_BATCHES)] + ([] if kind == "all" else [kind]), sort_keys=True)
     return Path(folder) / f".finhrm-forward-{hashlib.sha256(sig.encode()).hexdigest()[:24]}"
 
 
-def _use_compiled(model: HRM, u: Usage) -> bool:
+def _use_compiled(model: HRM, u: Usage, kind: str = "all") -> bool:
     """The compiled pass pays only past ``COMPILE_ABOVE`` windows, and only where its kernels
     need no compiler: made already in this process, found in the kernel cache, or built by a
     process that waits for the compiler anyway (training).  A cold backfill runs plain."""
     if u.seen <= COMPILE_ABOVE:
         return False
-    if u.compiled is not None or u.build_kernels:
+    if (u.compiled if kind == "all" else u.compiled_segment) is not None or u.build_kernels:
         return True
-    marker = _kernels_marker(model)
+    marker = _kernels_marker(model, kind)
     return marker is not None and marker.is_file()
 
 
-def _built(model: HRM) -> None:
+def _built(model: HRM, kind: str = "all") -> None:
     """Record that this model's compiled kernels are in the persistent cache (best effort)."""
-    marker = _kernels_marker(model)
+    marker = _kernels_marker(model, kind)
     if marker is not None and not marker.exists():
         try:
             from finhrm_cli.fsutil import atomic_write_bytes
@@ -199,13 +203,71 @@ def segment_outputs(model: HRM, x, batch_size: int = PREDICT_BATCH) -> dict:
             "q_halt_logit": zh, "q_continue_logit": zc, "halt_step": _halt_steps(qh, qc) + 1}
 
 
+def _segment_fn(model: HRM, compiled: bool = False):
+    """One segment for a batch of windows from a carry: ``(x, zH, zL) -> (zH, zL, pred,
+    q_halt_logit, q_continue_logit)``; ``compiled`` gives the ``mx.compile``-d version."""
+    if compiled:
+        u = usage(model)
+        if u.compiled_segment is None:
+            u.compiled_segment = partial(mx.compile, inputs=model.state)(_segment_fn(model))
+        return u.compiled_segment
+
+    def one_segment(x, zH, zL):
+        (zH, zL), pred, q_halt, q_cont = model.segment((zH, zL), model.embed(x))
+        return zH, zL, pred, q_halt, q_cont
+
+    return one_segment
+
+
 def predict_act(model: HRM, x, batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """ACT inference: (n, 2) log ratios of each sample's first segment whose Q head says
-    halt (the last otherwise) and that segment, 1-based (n,).  Every segment is computed
-    (a batch runs in one fixed shape); the later ones are the compute an early exit saves."""
-    preds, qh, qc, _, _ = _run_segments(model, x, batch_size)
-    idx = _halt_steps(qh, qc)
-    return preds[idx, np.arange(preds.shape[1])], idx + 1
+    """ACT inference with an early exit: (n, 2) log ratios of each sample's first segment
+    whose Q head says halt (the last otherwise) and that segment, 1-based (n,).  A chunk of
+    windows stops at the segment where all of its windows have halted, so a model that
+    halts at step 1 costs one segment.  The same forecasts as every segment followed by the
+    choice (``segment_outputs``), to float32 rounding."""
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    cfg = model.cfg
+    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
+        raise UsageError(
+            f"inputs have shape {x.shape}; this model takes windows of shape "
+            f"(n, {cfg.seq_len}, {cfg.n_features})."
+        )
+    n, M = len(x), cfg.halt_max_steps
+    out, used = np.zeros((n, 2), np.float32), np.zeros(n, np.int64)
+    if n == 0:
+        return out, used
+    was_training = model.training
+    model.eval()
+    bs = max(1, int(batch_size))
+    u = usage(model)
+    u.seen += n
+    compiled = _use_compiled(model, u, "segment")
+    fn = _segment_fn(model, compiled=compiled)
+    try:
+        for start in range(0, n, bs):
+            chunk = x[start:start + bs]
+            m = len(chunk)
+            size = _bucket(m, bs)
+            if size != m:
+                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+            xc = mx.array(chunk)
+            zH, zL = model.initial_carry(size)
+            done = np.zeros(m, bool)
+            for seg in range(M):
+                zH, zL, pred, q_halt, q_cont = fn(xc, zH, zL)
+                mx.eval(pred, q_halt, q_cont)
+                halt = (np.array(q_halt)[:m] > np.array(q_cont)[:m]) | (seg == M - 1)
+                new = halt & ~done
+                out[start:start + m][new] = np.array(pred)[:m][new]
+                used[start:start + m][new] = seg + 1
+                done |= halt
+                if done.all():
+                    break
+        if compiled:
+            _built(model, "segment")
+    finally:
+        model.train(was_training)
+    return out, used
 
 
 def predict(model: HRM, x, *, act: bool = False, batch_size: int = PREDICT_BATCH) -> np.ndarray:

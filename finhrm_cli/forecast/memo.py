@@ -119,15 +119,16 @@ def save(ident: str, table: dict[bytes, np.ndarray], mode: str = "all") -> bool:
     return True
 
 
-def predict(ident: str, model, x: np.ndarray, predict_fn) -> np.ndarray:
+def predict(ident: str, model, x: np.ndarray, predict_fn, mode: str = "all") -> np.ndarray:
     """``predict_fn(model, x)`` (n, 2) with the rows already in the cache taken from it.
-    ``ident`` (``identity``) names the cache file; with "" the model runs in full, as it
-    does for calls of more than ``MAX_ROWS`` windows."""
+    ``ident`` (``identity``) names the cache file, ``mode`` (all segments, or ``act``:
+    halted) its part; with "" the model runs in full, as it does for calls of more than
+    ``MAX_ROWS`` windows."""
     x = np.asarray(x, np.float32)
     if not ident or len(x) == 0 or len(x) > MAX_ROWS or folder() is None:
         return predict_fn(model, x)  # (a call beyond the cache's size would only churn it)
     k = keys(x)
-    table = load(ident)
+    table = load(ident, mode)
     hit = np.array([bytes(kk) in table for kk in k], bool)
     out = np.empty((len(x), 2), np.float32)
     if hit.any():
@@ -139,5 +140,5 @@ def predict(ident: str, model, x: np.ndarray, predict_fn) -> np.ndarray:
         if np.isfinite(fresh).all():
             for i, row in zip(miss, fresh):
                 table[bytes(k[i])] = row
-            save(ident, table)
+            save(ident, table, mode)
     return out

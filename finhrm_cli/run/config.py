@@ -31,7 +31,7 @@ WEIGHTS_HASH_KEYS = ("weights_sha256", "weights_sha256_next")
 _SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
 # Settings a run made before they existed was trained with, where today's default differs: a
 # run's own config.json decides how it resumes, not the default of the finhrm reading it.
-_SETTINGS_BEFORE = {"train": {"act_training": "every"}}
+_SETTINGS_BEFORE = {"train": {"act_training": "every", "act_inference": "all"}}
 
 
 @dataclass
@@ -98,6 +98,11 @@ class RunConfig:
 
     def blend_enabled(self) -> bool:
         return self.train is None or self.train.blend
+
+    def halted_inference(self) -> bool:
+        """The run forecasts with ACT halting (``TrainConfig.act_inference``); a run written
+        without the setting ran every segment."""
+        return self.train is not None and self.train.act_inference == "halted"
 
     def cutoff(self, name: str):
         """Last validation date of the series ``name`` (of the latest series when unknown),

@@ -414,7 +414,7 @@ def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Forecaster, 
     digest = load_weights(model, run_dir / WEIGHTS, rc.weight_digests())
     model.eval()
     return Forecaster(model, digest, blend=rc.blend, conformal=rc.conformal,
-                      halt_calibration=rc.halt_calibration), rc
+                      halt_calibration=rc.halt_calibration, act=rc.halted_inference()), rc
 
 
 def has_state(run_dir) -> bool:

@@ -18,7 +18,7 @@ from finhrm_cli.train.events import Callback, FoldStarted
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
-             act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
+             act: bool | None = None, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
              intervals: str = "adaptive") -> dict:
     run_dir, fc, rc = open_run(run_ref)
@@ -60,7 +60,8 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     parts = [(ds, w) for ds, w in parts if len(w)]
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
-    segments: dict = {}
+    act = fc.act if act is None else act  # the run's act_inference unless --act/--all-steps
+    segments: dict | None = {} if act else None
     hrm = fc.hrm(parts, act=act, segments=segments)
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
@@ -165,7 +166,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         # as training does (Forecaster.finish): the linear partner fit on the fold's training
         # windows, its weight on the fold's validation, intervals from the blended validation
         # forecasts; the Q head's calibration map is not needed to score a fold
-        fc = Forecaster(model)
+        fc = Forecaster(model, act=tcfg.act_inference == "halted")
         fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
         scored = fc.score([(d, w) for d, w in te if len(w)], coverage, intervals)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})

@@ -59,6 +59,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
             "seconds": last.get("seconds"),
             "samples_per_s": last.get("samples_per_s"),
             "act_training": rc.train.act_training if rc.train else None,
+            "act_inference": rc.train.act_inference if rc.train else None,
             "segments_per_window": last.get("train_segments"),
         },
         "history": history,

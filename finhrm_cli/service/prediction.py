@@ -14,7 +14,7 @@ from finhrm_cli.run.store import open_run
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
-            act: bool = False, date_col=None, col_map=None, intervals: str = "adaptive") -> dict:
+            act: bool | None = None, date_col=None, col_map=None, intervals: str = "adaptive") -> dict:
     """Forecasts for the last row of each file (or every row with ``all_rows``).
 
     With adaptive intervals, the rows after the run's validation period are predicted too
@@ -38,7 +38,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
                 keep = np.union1d(np.nonzero(w.dates > cutoff)[0], keep)
             w = w.subset(keep)
         parts.append((ds, w))
-    segments: dict = {}
+    segments: dict | None = {} if act else None  # segments per row, when --act asks for them
     preds = fc.forecast(parts, act=act, segments=segments)
     conformal = fc.conformal
     rows = []

@@ -220,6 +220,7 @@ def _act_training(run_dir: Path) -> dict:
     rc = store.read_config(run_dir)
     hist = store.read_history(run_dir)
     return {"act_training": rc.train.act_training if rc.train else None,
+            "act_inference": rc.train.act_inference if rc.train else None,
             "segments_per_window": next((h["train_segments"] for h in reversed(hist)
                                          if isinstance(h.get("train_segments"), (int, float))), None)}
 

@@ -113,14 +113,15 @@ def _check_resume(resume: dict, info: dict, steps_per_epoch: int) -> None:
         )
 
 
-def _validation_mae(model, va: dict | None, rec: dict) -> float | None:
-    """Validation MAE of the model's current weights, also written into ``rec``; None when
-    there is nothing to score them on (no validation, or no row with a known next session):
-    then the latest weights are the ones to keep."""
+def _validation_mae(model, va: dict | None, rec: dict, act: bool = False) -> float | None:
+    """Validation MAE of the model's current weights (``act``: halted, as the run forecasts
+    with ``act_inference = "halted"``), also written into ``rec``; None when there is nothing
+    to score them on (no validation, or no row with a known next session): then the latest
+    weights are the ones to keep."""
     rec.update(val_mae=None, val_mae_high=None, val_mae_low=None)
     if va is None:
         return None
-    pred = predict(model, va["x"])
+    pred = predict(model, va["x"], act=act)
     if "scale" in va:  # targets were divided by a per-window scale (see data.scale_expr)
         pred = pred * va["scale"][:, None]
     maes = price_mae(pred, va["close"], va["next_high"], va["next_low"])
@@ -289,7 +290,8 @@ class _Fit:
         if trainer.ema is not None:  # evaluate (and keep) the averaged weights
             raw = flat(model.trainable_parameters())
             model.update(tree_unflatten(list(trainer.ema.items())))
-        vm = _validation_mae(self.model, self.va if self.has_val else None, rec)
+        vm = _validation_mae(self.model, self.va if self.has_val else None, rec,
+                             act=self.cfg.act_inference == "halted")
         if vm is not None and not math.isfinite(vm):
             self.nonfinite(f"(validation predictions at step {step} are not finite)")
         is_best = vm is None or self.s.best_val is None or vm < self.s.best_val * (1.0 - self.cfg.min_delta)

@@ -200,10 +200,12 @@ def _metrics_views(metrics: dict) -> list:
     return views
 
 
-def act_training_line(mode: str | None, segments: float | None) -> str:
-    """How ACT spent training compute: "carry: 1.21 segments per window (last epoch)"."""
+def act_training_line(mode: str | None, segments: float | None, inference: str | None = None) -> str:
+    """How ACT spent training compute, and how the run forecasts: "carry-and-replace: 1.21
+    segments per window (last epoch); forecasts halted"."""
     what = {"carry": "carry-and-replace", "every": "every segment for every window"}.get(mode or "every", mode)
-    return f"{what}: {fmt_num(segments, 2)} segments per window (last epoch)"
+    how = {"halted": "; forecasts stop where the Q head halts", "all": "; forecasts run every segment"}.get(inference or "", "")
+    return f"{what}: {fmt_num(segments, 2)} segments per window (last epoch){how}"
 
 
 def render_train(result: dict) -> None:
@@ -213,7 +215,8 @@ def render_train(result: dict) -> None:
         ("best epoch", f"{result.get('best_epoch')} of {result.get('epochs_run')} ({result.get('stopped')})"),
         ("speed", f"{fmt_num(result.get('train_samples_per_s'), 0)} samples/s"),
         ("time", f"{fmt_num(result.get('seconds'), 1)} s"),
-        ("ACT training", act_training_line(result.get("act_training"), result.get("segments_per_window"))),
+        ("ACT training", act_training_line(result.get("act_training"), result.get("segments_per_window"),
+                                          result.get("act_inference"))),
     ]
     val = (metrics.get("val") or {}).get("results", {})
     if val:
@@ -389,7 +392,8 @@ def render_inspect(r: dict) -> None:
         ("best val MAE", fmt_num(train.get("best_val_mae"))),
         ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
-        ("ACT training", act_training_line(train.get("act_training"), train.get("segments_per_window"))),
+        ("ACT training", act_training_line(train.get("act_training"), train.get("segments_per_window"),
+                                          train.get("act_inference"))),
         ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True))),
     ]))
     hist = r.get("history") or []

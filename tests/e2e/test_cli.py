@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from finhrm_cli.forecast.actstats import CALIBRATION_ROWS
+
 from helpers import SAMPLE_TV, SAMPLE_YAHOO, TINY
 from helpers import cli as run_cli
 
@@ -78,6 +80,12 @@ def test_predict_act_reports_segments_per_row(trained_home, trained_summary):
     hist = seg["segments_histogram"]
     assert seg["mean_segments"] == pytest.approx((hist[0] + 2 * hist[1]) / len(r["rows"]))
     assert seg["skippable_share"] == pytest.approx(1 - seg["mean_segments"] / 2)
+    # the run forecasts halted by default (act_inference), --all-steps runs every segment
+    default = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--all", "--json"], trained_home)
+    assert json.loads(default.stdout)["rows"] == r["rows"] and "act_segments" not in json.loads(default.stdout)
+    every = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--all", "--all-steps", "--json"],
+                    trained_home)
+    assert every.exit_code == 0 and len(json.loads(every.stdout)["rows"]) == len(r["rows"])
     human = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--act"], trained_home)
     assert human.exit_code == 0 and "segments per row" in human.output and "could be skipped" in human.output
 
@@ -193,10 +201,14 @@ def test_inspect_json_and_act_stats(trained_home, trained_summary):
     act = r["act"]
     assert sum(act["halting_histogram"]) == act["samples"]
     assert len(act["steps"]) == 2
-    # the per-step MAE (the HRM's own) at the last step equals evaluate's "HRM alone" on the
-    # same split; the run's forecast blends it with the linear partner inspect reports
+    # the per-step MAE (the HRM's own) at the last step equals evaluate --all-steps' "HRM
+    # alone" on the same split; the run forecasts halted (act_inference), and its blend with
+    # the linear partner, fitted on those forecasts, is what inspect reports
+    ev_all = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--all-steps", "--json"],
+                                trained_home).stdout)
+    assert act["steps"][-1]["mae"] == pytest.approx(ev_all["results"]["HRM alone"]["mae"], rel=1e-9)
     ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--json"], trained_home).stdout)
-    assert act["steps"][-1]["mae"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
+    assert ev["act"] is True and act["mae_act"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
     bl = r["blend"]
     assert 0.25 <= bl["hrm_weight"] <= 0.75 and bl["val_mae"]["blend"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
     assert bl["val_mae"]["hrm"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
@@ -208,7 +220,7 @@ def test_inspect_json_and_act_stats(trained_home, trained_summary):
     assert seg["segments_histogram"] == act["halting_histogram"] and seg["max_segments"] == 2
     assert seg["mean_segments"] == pytest.approx(act["mean_halting_step"])
     assert seg["skippable_share"] == pytest.approx(act["compute_saved"]) and 0 <= seg["skippable_share"] <= 0.5
-    assert "act_segments" not in ev
+    assert ev["act_segments"] == seg and "act_segments" not in ev_all and ev_all["act"] is False
     # calibration against the halting reward, per step and pooled; intervals; the verdict
     cal = act["calibration"]
     assert 0 <= cal["brier"] <= 1 and 0 < cal["reward_rate"] < 1
@@ -222,7 +234,7 @@ def test_inspect_json_and_act_stats(trained_home, trained_summary):
     # the Q head's map, fit by train on the training windows, is what inspect reports through
     cfg = json.loads((Path(trained_summary["run"]) / "config.json").read_text())
     hc = cfg["halt_calibration"]
-    assert act["halt_calibration"] == hc and hc["a"] > 0 and hc["rows"] == cfg["splits"]["train"]["n_windows"]
+    assert act["halt_calibration"] == hc and hc["a"] > 0 and hc["rows"] == min(CALIBRATION_ROWS, cfg["splits"]["train"]["n_windows"])
     assert set(act["uncalibrated"]) == {"brier", "auc", "mean_p_halt", "step1_p_halt"}
     assert r["parameters"]["trainable"] > 0
     # inspect reports the epoch training kept (not merely the lowest validation MAE)
@@ -400,13 +412,13 @@ def test_predict_reuses_cached_forecasts_and_matches_a_cold_run(trained_home, tr
     from finhrm_cli.forecast import inference
 
     ran = []
-    real = inference.predict
+    real = inference.predict_act  # the run forecasts halted (act_inference)
 
     def spy(model, x, **kw):
         ran.append(len(x))
         return real(model, x, **kw)
 
-    monkeypatch.setattr(inference, "predict", spy)
+    monkeypatch.setattr(inference, "predict_act", spy)
     df = pl.read_csv(SAMPLE_TV)
     short = tmp_path / "short.csv"
     df.head(df.height - 1).write_csv(short)

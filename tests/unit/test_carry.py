@@ -133,10 +133,11 @@ def test_carry_is_the_default_and_a_run_from_before_it_keeps_every(tmp_path):
     window: it reads (and resumes) that way, whatever today's default."""
     from finhrm_cli.run.config import RunConfig
 
-    assert TrainConfig().act_training == "carry"
+    assert TrainConfig().act_training == "carry" and TrainConfig().act_inference == "halted"
     old = RunConfig.from_dict({"model": {"n_features": F, "seq_len": T}, "train": {"batch_size": 16}},
                               tmp_path / "config.json")
     assert old.train.act_training == "every"
+    assert old.train.act_inference == "all" and not old.halted_inference()  # forecasts as it always did
     new = RunConfig.from_dict({"model": {"n_features": F, "seq_len": T},
                                "train": {"batch_size": 16, "act_training": "carry"}}, tmp_path / "config.json")
     assert new.train.act_training == "carry"
@@ -173,3 +174,16 @@ def test_a_run_stopped_between_its_last_update_and_the_validation_resumes(tmp_pa
     final, expect = weights(model), weights(ref_model)
     for k in expect:
         np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("halt,cont,segments", [(5.0, -5.0, 1), (-5.0, 5.0, 3)])
+def test_the_loop_runs_exactly_the_updates_an_epoch_needs(halt, cont, segments):
+    """The loop reads the update counts back only where the epoch may end: it must still
+    stop at the update where the last window halts, never train an empty batch after it."""
+    tr_d, va_d = data(96, 1), data(24, 2)
+    model = step.build_model(mcfg(), 0)
+    set_q(model, halt, cont)
+    s = loop.train(mcfg(), TrainConfig(batch_size=16, epochs=2, act_training="carry", ema=0.0, lr=1e-5),
+                   tr_d, va_d, model=model)
+    assert s["steps"] == 2 * (96 // 16) * segments
+    assert [h["train_segments"] for h in s["history"]] == [float(segments)] * 2

@@ -342,3 +342,31 @@ def test_resume_refuses_a_state_from_other_settings(tmp_path):
     state = store.load_state(run.path)
     with pytest.raises(UsageError, match="steps per epoch"):
         loop.train(mcfg(), TrainConfig(batch_size=8, epochs=3), tr, va, run=run, resume=state)
+
+
+def test_halted_inference_exits_early_and_matches_every_segment_then_the_choice(monkeypatch):
+    """``predict(act=True)`` stops a chunk once all its windows halted: the same forecasts
+    and halting steps as running every segment and choosing, at the cost of the segments
+    used."""
+    model = step.build_model(mcfg(halt_max_steps=4), 0)
+    rng = np.random.default_rng(0)
+    model.q_head.weight = mx.array(rng.normal(0, 2.0, model.q_head.weight.shape).astype(np.float32))
+    model.q_head.bias = mx.array([0.0, 0.0])
+    x = data(40)["x"]
+    seg = inference.segment_outputs(model, x)
+    used_ref = seg["halt_step"]
+    assert 1 < len(set(used_ref.tolist()))  # the windows halt at different segments
+    pred, used = inference.predict_act(model, x, batch_size=16)
+    np.testing.assert_array_equal(used, used_ref)
+    ref = seg["preds"][used_ref - 1, np.arange(len(x))]
+    np.testing.assert_allclose(pred, ref, rtol=1e-5, atol=1e-6)
+    calls = []
+    real = model.segment
+    monkeypatch.setattr(model, "segment", lambda *a: calls.append(1) or real(*a))
+    model.q_head.bias = mx.array([5.0, -5.0])
+    model.q_head.weight = mx.zeros(model.q_head.weight.shape)
+    inference.predict_act(model, x, batch_size=16)
+    assert len(calls) == 3  # three chunks of windows, one segment each: all halt at once
+    calls.clear()
+    inference.predict(model, x, batch_size=16)
+    assert len(calls) == 3 * 4

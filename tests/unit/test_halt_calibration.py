@@ -118,3 +118,27 @@ def test_inspect_maps_both_q_outputs_and_keeps_where_rows_halt(sample):
     # the logits are the probabilities' own
     np.testing.assert_allclose(1 / (1 + np.exp(-seg["q_halt_logit"].astype(np.float64))), seg["q_halt"], rtol=1e-5)
     assert sum(h > 0 for h in plain["halting_histogram"]) > 1  # rows halt at more than one step
+
+
+def test_the_calibration_map_is_fit_on_at_most_a_spread_of_training_windows():
+    """Every segment of every training window costs more than the rest of the scoring: the
+    map (two numbers) is fit on at most CALIBRATION_ROWS windows, evenly spread over each
+    series, first and last kept, none twice."""
+    from finhrm_cli.data.dataset import Windows
+
+    def windows(n):
+        z = np.zeros(n)
+        return Windows(x=np.zeros((n, 2, 1), np.float32), y=np.zeros((n, 2), np.float32), end=np.arange(n),
+                       dates=np.arange(n).astype("datetime64[D]"), close=z, high=z, low=z, next_high=z,
+                       next_low=z, scale=z + 1)
+
+    parts = [("a", windows(3000)), ("b", windows(1000))]
+    thin = actstats._spread(parts, 1024)
+    sizes = [len(w) for _, w in thin]
+    assert sizes == [768, 256]
+    for (_, w), n in zip(thin, (3000, 1000)):
+        assert w.end[0] == 0 and w.end[-1] == n - 1 and len(np.unique(w.end)) == len(w)
+        gaps = np.diff(w.end)
+        assert gaps.max() - gaps.min() <= 1
+    small = [("a", windows(100))]
+    assert actstats._spread(small, 1024) is small
