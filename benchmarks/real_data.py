@@ -195,11 +195,23 @@ def finhrm_runs(path: Path, a: dict, seeds: list[int], train_args: list[str], co
                                         *train_args))
             seconds = time.perf_counter() - t0
             run = {"seed": seed, "seconds": round(seconds, 1), "best_epoch": summary.get("best_epoch"),
-                   "train_samples_per_s": summary.get("train_samples_per_s"), "coverage": {}}
+                   "train_samples_per_s": summary.get("train_samples_per_s"), "coverage": {},
+                   "segments_per_window": summary.get("segments_per_window")}
+            run.update(validation_maes(summary["run"]))
             run.update(score_run(summary["run"], path, a, coverage))
             runs.append(run)
             print(f"{path.name} seed {seed}: MAE {run['mae']:.3f} ({seconds:.0f} s)", file=sys.stderr)
     return runs
+
+
+def validation_maes(run_dir: str) -> dict:
+    """The HRM's own validation MAE (no linear partner) as the run forecasts (its
+    ``act_inference``), halted and with every segment: what chooses the inference default."""
+    out = {}
+    for key, flag in (("val_mae_hrm", None), ("val_mae_hrm_halted", "--act"), ("val_mae_hrm_all", "--all-steps")):
+        res = json.loads(finhrm("evaluate", run_dir, "--split", "val", "--json", *([flag] if flag else [])))
+        out[key] = res["results"]["HRM alone"]["mae"]
+    return out
 
 
 def score_run(run_dir: str, path: Path, a: dict, coverage: float) -> dict:
@@ -243,6 +255,12 @@ def report(name: str, path: Path, a: dict, runs: list[dict]) -> dict:
               f"| {maes.mean() / rows[best]:.3f} |")
         if "seconds" in runs[0]:
             print(f"\ntraining time per seed: {np.mean([r['seconds'] for r in runs]):.0f} s")
+        if "val_mae_hrm" in runs[0]:
+            v = {k: np.mean([r[k] for r in runs]) for k in ("val_mae_hrm", "val_mae_hrm_halted", "val_mae_hrm_all")}
+            seg = [r.get("segments_per_window") for r in runs]
+            print(f"validation MAE, the HRM alone (mean of seeds): as the run forecasts {v['val_mae_hrm']:.4g}, "
+                  f"halted {v['val_mae_hrm_halted']:.4g}, every segment {v['val_mae_hrm_all']:.4g}; "
+                  f"segments per training window {', '.join('-' if x is None else f'{x:.2f}' for x in seg)}")
         for method in runs[0]["coverage"]:
             cov = [f"{r['coverage'][method]['high']:.3f} / {r['coverage'][method]['low']:.3f}" for r in runs]
             print(f"{method} conformal intervals, coverage of the test rows (high / low): {', '.join(cov)}")
