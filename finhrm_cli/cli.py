@@ -345,7 +345,8 @@ def evaluate(
     data_path: Annotated[Optional[list[Path]], typer.Option("--data", help="Score a fresh file instead of the run's own split (repeatable, one per ticker).")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib); with --walk-forward, the folds' test blocks.")] = None,
+    plot_last: Annotated[int, typer.Option("--plot-last", min=0, help="Sessions the --plot shows: the last N of the period (0: all of them).")] = 120,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = False,
@@ -366,7 +367,7 @@ def evaluate(
         result = run_evaluate(
             run, data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
-            intervals=intervals.value,
+            intervals=intervals.value, plot_last=plot_last,
         )
     _show(result, as_json, render_evaluate)
 

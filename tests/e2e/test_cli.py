@@ -8,6 +8,7 @@ that train write their runs elsewhere (``--out`` or a fresh home).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -300,10 +301,14 @@ def test_option_typo_is_a_usage_error():
     assert out.returncode == 2 and "--epochs" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_walk_forward_folds(trained_home, trained_summary):
-    res = run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home)
+def test_walk_forward_folds(trained_home, trained_summary, tmp_path):
+    png = tmp_path / "wf.png"
+    plot = ["--plot", png] if importlib.util.find_spec("matplotlib") else []
+    res = run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json", *plot], trained_home)
     assert res.exit_code == 0, res.output
     wf = json.loads(res.stdout)
+    if plot:  # issue 25: the walk-forward's plot was never written
+        assert wf["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f["fold"] for f in wf["folds"]] == [1, 2]
     # folds expand and each tests after what it trained_summary on
     assert wf["folds"][0]["train_rows"] < wf["folds"][1]["train_rows"]
