@@ -29,8 +29,11 @@ from finhrm_cli.ui.tables import (
     table,
 )
 
-
 # ---------------------------------------------------------------------------- prepare
+DROPPED = {"file_indicator_warmup": "warm-up blanks in the file's indicator columns",
+           "indicator_warmup": "indicator warm-up"}
+
+
 def prepare_summary(summary: dict) -> None:
     src = summary.get("source", {})
     rows = [
@@ -60,11 +63,14 @@ def prepare_summary(summary: dict) -> None:
         show(t)
     dropped = summary.get("dropped") or {}
     if dropped:
-        show(kv_table("Rows dropped", [(k, fmt_num(v)) for k, v in dropped.items()]))
+        show(kv_table("Rows dropped", [(DROPPED.get(k, k), fmt_num(v)) for k, v in dropped.items()]))
     for n in summary.get("notes") or []:
         note(n)
     for w in summary.get("warnings") or []:
         warn(w)
+
+
+POOLED = " (all series pooled; price-unit MAEs per ticker below)"
 
 
 def _metrics_views(metrics: dict) -> list:
@@ -72,11 +78,11 @@ def _metrics_views(metrics: dict) -> list:
     for split, m in metrics.items():
         if not m or "results" not in m:
             continue
-        pooled = " (all series pooled)" if m.get("series") else ""
+        pooled = POOLED if m.get("series") else ""
         views.append(
             metrics_table(
                 f"{split}{pooled}: {m.get('rows', 0):,} rows, {m.get('first_date')} .. {m.get('last_date')}",
-                m["results"],
+                m["results"], scale_free=bool(m.get("series")),
             )
         )
         if m.get("series"):
@@ -94,21 +100,36 @@ def render_train(result: dict) -> None:
     metrics = result.get("metrics", {})
     rows = [
         ("run", result.get("run")),
-        ("best epoch", f"{result.get('best_epoch')} of {result.get('epochs_run')} ({result.get('stopped')})"),
+        ("epochs", stopped_text(result.get("best_epoch"), result.get("epochs_run"), result.get("epochs_planned"))),
         ("speed", f"{fmt_num(result.get('train_samples_per_s'), 0)} samples/s"),
-        ("time", f"{fmt_num(result.get('seconds'), 1)} s"),
+        ("training time", training_time(result.get("train_seconds"), result.get("seconds"))),
         ("ACT training", act_training_line(result.get("act_training"), result.get("segments_per_window"))),
     ]
-    val = (metrics.get("val") or {}).get("results", {})
-    if val:
-        m = next(iter(val.values()))
-        rows.append(("validation MAE", f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)})"))
+    val = metrics.get("val") or {}
+    n_series = len(result.get("series") or []) or 1
+    if val.get("results"):
+        m = result_for(val["results"], "finhrm")
+        if val.get("series"):  # price-unit MAEs pooled over several series mean little
+            rows.append(("validation", (f"skill {fmt_num(m.get('skill_mean'), 3)}, the mean of the series' "
+                                       "skills (MAE / persistence MAE); each series' MAE in `inspect`")))
+        else:
+            rows.append(("validation MAE", (f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)}), "
+                                           "the forecast below")))
     if "blend" in result:
-        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True))))
+        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series)))
     test = {k: v for k, v in metrics.items() if k == "test"}
     show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
          f"Next: finhrm predict DATA --model {result.get('name')}")
+
+
+def training_time(train_seconds, total_seconds=None) -> str:
+    """The training loop's time (recorded in history.jsonl, what `inspect` shows) and, for
+    `train`, the whole command's (reading the data and scoring too)."""
+    text = f"{fmt_num(train_seconds, 1)} s" if train_seconds is not None else "-"
+    if total_seconds is not None:
+        text += f" ({fmt_num(total_seconds, 1)} s for the whole command, with reading the data and scoring)"
+    return text
 
 
 def render_evaluate(result: dict) -> None:
@@ -121,13 +142,14 @@ def render_evaluate(result: dict) -> None:
             t.add_row(str(f["fold"]), fmt_num(f.get("train_rows")), str(f.get("first_date")), str(f.get("last_date")),
                       fmt_num(result_for(r, "finhrm").get("mae")), fmt_num(result_for(r, "persistence").get("mae")),
                       fmt_num(result_for(r, "finhrm").get("skill"), 3), fmt_p(result_for(r, "persistence").get("dm_p")))
-        show(t, metrics_table("Mean over folds", result["mean"]))
+        show(t, metrics_table("Mean over folds (scale-free figures; each fold's MAE is above)", result["mean"],
+                              scale_free=True))
         if result.get("plot"):
             note(f"plot written to {result['plot']}")
         return
-    pooled = " (all series pooled)" if result.get("series") else ""
+    pooled = POOLED if result.get("series") else ""
     title = f"{result.get('evaluated')}{pooled}: {result.get('rows', 0):,} rows, {result.get('first_date')} .. {result.get('last_date')}"
-    show(metrics_table(title, result["results"]))
+    show(metrics_table(title, result["results"], scale_free=bool(result.get("series"))))
     if result.get("series"):
         show(series_table("per ticker", result["series"]))
     act_segments_note(result.get("act_segments"))
@@ -275,12 +297,12 @@ def render_inspect(r: dict) -> None:
         ("ema", "ema"), ("patience", "patience"), ("min_delta", "min delta"), ("seed", "seed")) if k in tc)
     show(kv_table("Training", [
         ("settings", settings or "-"),
-        ("epochs", f"{train.get('epochs')} (best {train.get('best_epoch')})"),
-        ("best val MAE", fmt_num(train.get("best_val_mae"))),
-        ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
+        ("epochs", stopped_text(train.get("best_epoch"), train.get("epochs"), tc.get("epochs"))),
+        ("best val MAE", f"{fmt_num(train.get('best_val_mae'))} (the HRM alone, at its best epoch)"),
+        ("training time", training_time(train.get("seconds"))),
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
         ("ACT training", act_training_line(train.get("act_training"), train.get("segments_per_window"))),
-        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True))),
+        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True), len(r.get("series") or []) or 1)),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -296,20 +318,31 @@ def render_inspect(r: dict) -> None:
         render_act(act)
 
 
-def blend_line(bl: dict | None, enabled: bool = True) -> str:
+def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1) -> str:
     """How a run forecasts: the HRM alone, or its blend with the linear partner and the
-    validation MAE of each (finhrm_cli.forecast.linear)."""
+    validation MAE of each (finhrm_cli.forecast.linear).  The two weights are rounded
+    together, so they visibly add to 1."""
     if not bl:
         return ("HRM alone (too few training or validation rows for the linear partner)" if enabled
                 else "HRM alone (--no-blend)")
-    w = float(bl.get("hrm_weight", 1.0))
+    w = round(float(bl.get("hrm_weight", 1.0)), 2)
     v = bl.get("val_mae") or {}
-    maes = (f"; val MAE: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
+    which = "val MAE" if n_series <= 1 else f"val MAE, mean of the {n_series} series' own MAEs"
+    maes = (f"; {which}: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
             if v else "")
     best = v.get("best_weight")
     how = (f"validation's best HRM weight {float(best):.2f}, taken halfway to 0.5" if isinstance(best, (int, float))
            else "weight chosen on validation")
     return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression ({how}){maes}"
+
+
+def stopped_text(best, epochs_run, planned=None) -> str:
+    """How training ended, in words: every planned epoch ran, or early stopping (patience)
+    ended it before the last one."""
+    if isinstance(planned, int) and isinstance(epochs_run, int) and epochs_run < planned:
+        return (f"best epoch {best}; stopped early after epoch {epochs_run} of {planned} "
+                f"(no better validation MAE since epoch {best})")
+    return f"best epoch {best} of {epochs_run} (ran all {epochs_run} epochs)"
 
 
 def _interval(s: dict, base: float | None) -> str:
@@ -337,20 +370,20 @@ def render_act(act: dict) -> None:
     cal = act.get("calibration") or {}
     hc, raw = act.get("halt_calibration"), act.get("uncalibrated") or {}
     rows = [
-        ("P(halt) calibration", f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
+        ("P(halt) calibration", (f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
                                 f"mean P(halt) {fmt_num(cal.get('mean_p_halt'), 3)} vs reward rate "
-                                f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)"),
+                                f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)")),
     ]
     if hc:
         b = float(hc.get("b", 0.0))
-        rows.append(("Q head calibration", f"P = sigmoid({fmt_num(hc.get('a'), 3)} x logit {'-' if b < 0 else '+'} {abs(b):.3f}), "
+        rows.append(("Q head calibration", (f"P = sigmoid({fmt_num(hc.get('a'), 3)} x logit {'-' if b < 0 else '+'} {abs(b):.3f}), "
                                            f"fit on {hc.get('rows', 0):,} training rows; the raw head: Brier "
-                                           f"{fmt_num(raw.get('brier'), 3)}, mean P(halt) {fmt_num(raw.get('mean_p_halt'), 3)}"))
+                                           f"{fmt_num(raw.get('brier'), 3)}, mean P(halt) {fmt_num(raw.get('mean_p_halt'), 3)}")))
     show(kv_table("ACT summary", rows + [
-        ("segments under --act", f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
-                                 f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped"),
+        ("segments under --act", (f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
+                                 f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped")),
         ("MAE after all steps", fmt_num(act["mae_all_steps"])),
         ("MAE with --act", f"{fmt_num(act['mae_act'])} ({act.get('mae_act_change', 0):+.4g})"),
-        ("best step by MAE", str(act["best_step"])),
+        *([("best step by MAE", str(act["best_step"]))] if act.get("best_step_measurable") else []),
         ("verdict", act.get("verdict") or "one segment only: nothing to compare"),
     ]))

@@ -247,7 +247,7 @@ def test_short_line_is_a_blank_cell(tmp_path):
 def test_indicator_warm_up_blanks_are_dropped(tmp_path):
     header, body = tv()
     ds = data.prepare(write(tmp_path / "tv.csv", header=header, body=body), FCFG)
-    assert ds.dropped["warm-up blanks in the file's indicator columns"] == 14
+    assert ds.dropped["file_indicator_warmup"] == 14
 
 
 def test_indicator_blank_in_the_middle(tmp_path):

@@ -77,7 +77,7 @@ def test_indicators_equal_plain_loops(seed):
     ema, rsi = ref_ema(close), ref_rsi(close)
     rsi_ma = ref_sma(rsi)
     lead = 27  # RSI MA needs 14 changes + 13 more RSI values
-    assert dropped == {"indicator warm-up": lead}
+    assert dropped == {"indicator_warmup": lead}
     assert frame.height == 150 - lead
     c = np.asarray(close[lead:])
     np.testing.assert_allclose(np.exp(frame["f_ema7"].to_numpy()) * c, ema[lead:], rtol=1e-12)

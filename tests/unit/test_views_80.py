@@ -84,7 +84,8 @@ def test_evaluate_of_several_tickers_keeps_every_number(screen):
         r = sc["results"]
         for v in (r["finhrm"]["mae"], r["persistence"]["mae"], r["recent_range"]["mae"]):
             assert fmt_num(v) in text
-    assert _first_column(text.split("per ticker")[1], "coverage") == list(series)  # long tickers fold onto more lines, never cut
+    assert "3,456.7890" not in text  # a price-unit MAE pooled over BTC and AAPL is not shown (issue 25)
+    assert _first_column(text.split("\nper ticker")[1], "coverage") == list(series)  # long tickers fold onto more lines, never cut
 
 
 def test_walk_forward_folds_keep_their_dates_and_numbers(screen):
