@@ -415,7 +415,7 @@ def test_shapes_give_identical_features(tmp_path, series):
         assert len(ds.source.fingerprint) == 64
         assert ds.source.n_rows == 150
     tv = data.prepare(tmp_path / "tv.csv", fcfg)
-    assert tv.dropped == {"warm-up blanks in the file's indicator columns": 27}
+    assert tv.dropped == {"file_indicator_warmup": 27}
     assert tv.source.columns["ema7"] == "EMA 7" and tv.source.columns["rsi_ma"] == "RSI-based MA"
     assert tv.source.name == "tv"
     assert data.prepare(tmp_path / "g.csv.gz", fcfg).source.name == "g"
