@@ -20,13 +20,15 @@ from finhrm_cli.train.events import Callback, FoldStarted
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
-             intervals: str = "adaptive", plot_last: int = LAST) -> dict:
+             intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False) -> dict:
+    """Score ``run_ref`` (see the module); ``with_rows`` adds ``rows``, one dict per scored row
+    (for ``--csv``)."""
     if plot is not None:
         pyplot()  # no matplotlib: say so before any work (a walk-forward takes minutes)
     run_dir, fc, rc = open_run(run_ref)
     notes: list[str] = []
     if walk_forward:
-        result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals)
+        result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)
         if plot is not None and pieces:
             series = result["folds"][0].get("series")
             name = next(iter(series)) if series else rc.series_names()[0]
@@ -77,6 +79,8 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
         result["act_segments"] = segments
+    if with_rows:
+        result["rows"] = scored_rows(parts, preds, fc.conformal, coverage, intervals, cutoffs)
     if plot is not None:
         ds, w = parts[0]
         iv = interval_arrays(ds, w, preds[0], fc.conformal, coverage, intervals, cutoffs[0])
@@ -87,13 +91,35 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     return result
 
 
+ROW_FIELDS = ["ticker", "fold", "date", "close", "next_high", "next_low", "pred_high", "pred_low", "pred_high_lo",
+              "pred_high_hi", "pred_low_lo", "pred_low_hi", "persistence_high", "persistence_low"]
+
+
+def scored_rows(parts, preds, conformal, coverage, intervals, cutoffs=None, fold: int | None = None) -> list[dict]:
+    """Every scored row as a dict of ``ROW_FIELDS`` (``date``: the last observed day; ``next_*``:
+    the session forecast; ``persistence_*``: that day's high and low, the naive forecast); the
+    ticker with several series, the fold in a walk-forward."""
+    out = []
+    for (ds, w), pred, cutoff in zip(parts, preds, cutoffs or [None] * len(parts)):
+        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, cutoff)
+        ph, pl = to_prices(pred, w.close)
+        cols = {"date": [iso(d) for d in w.dates], "close": w.close, "next_high": w.next_high, "next_low": w.next_low,
+                "pred_high": ph, "pred_low": pl, "persistence_high": w.high, "persistence_low": w.low,
+                **({f"pred_{k}": iv[k] for k in ("high_lo", "high_hi", "low_lo", "low_hi")} if iv is not None else {})}
+        for i in range(len(w)):
+            row = {k: (v[i] if k == "date" else float(v[i])) for k, v in cols.items()}
+            row.update(ticker=ds.source.name if len(parts) > 1 else None, fold=fold)
+            out.append({k: row.get(k) for k in ROW_FIELDS})
+    return out
+
+
 def _plot_series(ds, w, pred_log, iv) -> PlotSeries:
     ph, pl = to_prices(pred_log, w.close)
     return PlotSeries(w.dates, w.high, w.low, w.next_high, w.next_low, ph, pl, iv)
 
 
 def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback | None,
-                  intervals: str = "adaptive") -> tuple[dict, list[PlotSeries]]:
+                  intervals: str = "adaptive", with_rows: bool = False) -> tuple[dict, list[PlotSeries]]:
     """K expanding-window folds over the run's data, each retrained with the run's settings.
 
     Each series' usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i
@@ -117,7 +143,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
                 f"{full.source.name}: {full.frame.height} usable rows are too few for {k} walk-forward folds "
                 f"({block} rows a block); use fewer folds."
             )
-    folds, pieces = [], []
+    folds, pieces, rows = [], [], []
     for i in range(1, k + 1):
         dss, fit_total, val_total = [], 0, 0
         for full in fulls:
@@ -149,6 +175,8 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         hrm = fc.hrm(te)
         scored = fc.score(te, coverage, intervals, hrm_preds=hrm)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
+        if with_rows:
+            rows += scored_rows(te, fc.combine(te, hrm), fc.conformal, coverage, intervals, fold=i)
         if te and te[0][0].source.name == fulls[0].source.name:  # the plot follows the first series
             ds, w = te[0]
             pred = fc.combine(te[:1], hrm[:1])[0]
@@ -163,4 +191,4 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
                       for key in keys if key != "n" and not key.startswith(("dm_", "mae", "rmse"))}
         mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
     return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "intervals": intervals, "folds": folds,
-            "mean": mean}, pieces
+            "mean": mean, **({"rows": rows} if with_rows else {})}, pieces
