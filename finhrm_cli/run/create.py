@@ -179,12 +179,11 @@ def claim_folder(path: Path, option: str) -> Path:
     p = Path(path).expanduser()
     if p.is_symlink() or (p.exists() and not p.is_dir()):
         raise UsageError(f"{option} {p}: exists and is not a folder; pick a new folder.")
-    if p.is_dir() and not _own_marker(p):
-        if any(p.iterdir()):
-            raise UsageError(
-                f"{option} {p}: exists and is not a prepared folder finhrm made (no {MARKER} naming it), so "
-                "finhrm will not write over it; pick a new or empty folder with -o DIR, or delete it yourself."
-            )
+    if p.is_dir() and not _own_marker(p) and any(p.iterdir()):
+        raise UsageError(
+            f"{option} {p}: exists and is not a prepared folder finhrm made (no {MARKER} naming it), so "
+            "finhrm will not write over it; pick a new or empty folder with -o DIR, or delete it yourself."
+        )
     p.mkdir(parents=True, exist_ok=True)
     if not _own_marker(p):
         atomic_write_text(p / MARKER, json.dumps({"run": p.name, "id": uuid.uuid4().hex}) + "\n")
