@@ -210,7 +210,7 @@ def validation_maes(run_dir: str) -> dict:
     out = {}
     for key, flag in (("val_mae_hrm", None), ("val_mae_hrm_halted", "--act"), ("val_mae_hrm_all", "--all-steps")):
         res = json.loads(finhrm("evaluate", run_dir, "--split", "val", "--json", *([flag] if flag else [])))
-        out[key] = res["results"]["HRM alone"]["mae"]
+        out[key] = res["results"]["hrm_alone"]["mae"]
     return out
 
 

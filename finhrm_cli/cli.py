@@ -37,12 +37,34 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _py
         _python(message, category, filename, lineno, file, line)
 
 
+def _flag_type(display):
+    """Typer shows a type placeholder after every option, `<bool>` after a flag too, which
+    takes no value: flags show none."""
+
+    @functools.wraps(display)
+    def shown(self, ctx):
+        return None if getattr(self, "is_flag", False) else display(self, ctx)
+
+    return shown
+
+
+if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flag_type(typer.core.TyperOption.display_type_rich)
+
+
+def _examples(*lines: str) -> str:
+    """A command's help epilog: its examples, one command per line."""
+    return "**Examples**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
+
+
 app = typer.Typer(
     name="finhrm",
     help="Train a Hierarchical Reasoning Model (HRM, in MLX) on daily bars and predict the next "
     "session's high and low.\n\nTypical use: `finhrm train data.csv`, then `finhrm predict fresh.csv`.",
+    epilog=_examples("finhrm train prices.csv", "finhrm predict prices.csv", "finhrm inspect --list",
+                     "finhrm --install-completion   (tab completion for your shell)"),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -174,7 +196,6 @@ def _root(
 
 
 # ------------------------------------------------------------------ shared options
-DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A CSV (.csv, .csv.gz), a .parquet file, or a folder from `finhrm prepare`.", show_default=False)]
 DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the date column when it is not detected.", rich_help_panel="Input")]
 ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
@@ -217,11 +238,11 @@ def _feature_cfg(**overrides):
 
 
 # ------------------------------------------------------------------ prepare
-@app.command()
+@app.command(epilog=_examples("finhrm prepare prices.csv     (writes prices.prepared/ beside it)", "finhrm prepare prices.csv -o ~/prep/aapl", "finhrm train ~/prep/aapl"))
 @_guard
 def prepare(
-    data_path: DataArg,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write the prepared dataset to (default: DATA's name + `.prepared` beside it).")] = None,
+    data_path: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A CSV (.csv, .csv.gz) or .parquet file.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="The folder to write the prepared dataset to (default: DATA's name + `.prepared` beside DATA).")] = None,
     date_col: DateCol = None,
     col: ColMap = None,
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=help_for(FeatureConfig, "seq_len"), rich_help_panel="Features")] = None,
@@ -235,6 +256,8 @@ def prepare(
     from finhrm_cli.service.preparation import prepare as run_prepare
     from finhrm_cli.ui.views import prepare_summary
 
+    if data_path is None:
+        raise UsageError("missing DATA: pass the CSV or Parquet file to prepare (e.g. `finhrm prepare data.csv`).")
     fcfg = _feature_cfg(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set)
     summary = run_prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
     _show(summary, as_json, prepare_summary)
@@ -262,12 +285,12 @@ _T = "Training"
 _F = "Features"
 
 
-@app.command()
+@app.command(epilog=_examples("finhrm train prices.csv", "finhrm train watchlist/     (one model for every file in the folder)", "finhrm train prices.csv --config my.toml --seed 1 -o ~/runs", "finhrm train --resume prices-20240101-120000"))
 @_guard
 def train(
     data_paths: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="Training data: a CSV, .parquet or prepared folder (omit with --resume).", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [features], [model], [train] settings; flags win over it.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to hold the new run folder (default: the runs home, $FINHRM_HOME/runs).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="The folder to hold the new run folder (default: the runs home, $FINHRM_HOME/runs).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run (a run folder or name).")] = None,
     date_col: DateCol = None,
     col: ColMap = None,
@@ -345,14 +368,16 @@ class Split(str, Enum):
     all = "all"
 
 
-@app.command()
+@app.command(epilog=_examples("finhrm evaluate", "finhrm evaluate prices-20240101-120000 --plot test.png", "finhrm evaluate --data fresh.csv --csv rows.csv", "finhrm evaluate --walk-forward 3 --plot wf.png --csv folds.csv"))
 @_guard
 def evaluate(
     run: RunArg = None,
     data_path: Annotated[Optional[list[Path]], typer.Option("--data", help="Score a fresh file instead of the run's own split (repeatable, one per ticker).")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Save a PNG of predicted against actual high and low (needs matplotlib); with --walk-forward, the folds' test blocks.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Also write the scored rows as CSV (date, actual, forecast, interval, persistence; with --walk-forward a fold column).")] = None,
+    plot_last: Annotated[int, typer.Option("--plot-last", min=0, help="Sessions the --plot shows: the last N of the period (0: all of them).")] = 120,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = None,
@@ -368,13 +393,18 @@ def evaluate(
     from finhrm_cli.ui.views import render_evaluate
 
     check_output(plot, "--plot")
+    check_output(csv_out, "--csv")
 
     with TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
         result = run_evaluate(
             run, data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
-            intervals=intervals.value,
+            intervals=intervals.value, plot_last=plot_last, with_rows=csv_out is not None,
         )
+    if csv_out is not None:
+        from finhrm_cli.ui.export import write_rows
+
+        write_rows(result.pop("rows"), csv_out)
     _show(result, as_json, render_evaluate)
 
 
@@ -385,15 +415,15 @@ class Format(str, Enum):
     csv = "csv"
 
 
-@app.command()
+@app.command(epilog=_examples("finhrm predict prices.csv", "finhrm predict watchlist/ --coverage 0.9", "finhrm predict prices.csv --all -f csv -o forecasts.csv", "finhrm predict prices.csv -m prices-20240101-120000 --json | jq .rows"))
 @_guard
 def predict(
-    data_path: Annotated[list[Path], typer.Argument(metavar="DATA", help="One or more CSV/Parquet files (one per ticker), or a folder of them.", show_default=False)],
+    data_path: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="One or more CSV/Parquet files (one per ticker), or a folder of them.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json (as in the other commands).")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="The file to write the predictions to, instead of stdout (CSV unless --format json).")] = None,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = None,
@@ -405,6 +435,8 @@ def predict(
     from finhrm_cli.service.prediction import predict as run_predict
     from finhrm_cli.ui.views import render_predict
 
+    if not data_path:
+        raise UsageError("missing DATA: pass the CSV or Parquet file to predict from (e.g. `finhrm predict data.csv`).")
     check_output(output, "--output")
 
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
@@ -413,7 +445,7 @@ def predict(
 
 
 # ------------------------------------------------------------------ inspect
-@app.command()
+@app.command(epilog=_examples("finhrm inspect", "finhrm inspect --list", "finhrm inspect prices-20240101-120000 --json"))
 @_guard
 def inspect(
     run: RunArg = None,

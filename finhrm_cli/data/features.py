@@ -267,7 +267,7 @@ def build_features(bars: pl.DataFrame, fcfg: FeatureConfig) -> tuple[pl.DataFram
     n_file = int(first_index(~file_blank) if first_index(~file_blank) is not None else lead)
     dropped: dict[str, int] = {}
     if n_file:
-        dropped["warm-up blanks in the file's indicator columns"] = n_file
+        dropped["file_indicator_warmup"] = n_file  # blanks at the start of the file's indicator columns
     if lead - n_file:
-        dropped["indicator warm-up"] = lead - n_file
+        dropped["indicator_warmup"] = lead - n_file  # rows before the computed indicators are defined
     return frame.drop(["_file_blank", "_ok"]), dropped

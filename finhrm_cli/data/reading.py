@@ -24,7 +24,14 @@ import numpy as np
 import polars as pl
 
 from finhrm_cli.data.files import Raw, open_data
-from finhrm_cli.data.values import fail, first_index, parse_dates, parse_numbers, rel_precision
+from finhrm_cli.data.values import (
+    fail,
+    first_index,
+    has_decimal_commas,
+    parse_dates,
+    parse_numbers,
+    rel_precision,
+)
 from finhrm_cli.errors import DataError
 
 N_PREV = 5              # prev1_high .. prev5_low: the previous days' extremes an export may carry
@@ -160,31 +167,40 @@ def _check_path(path: Path, shown: str) -> None:
 # --------------------------------------------------------------------------- column mapping
 
 def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[str, str], list[str]]:
-    """canonical -> header, plus warnings (duplicate headers)."""
+    """canonical -> header, plus warnings (duplicate headers).  Every header problem (a
+    ``--date-col`` or ``--col`` naming no column, no date column, a missing price column) is
+    reported at once, in one error."""
     found = ", ".join(headers)
     norm = {h: _norm(h) for h in headers}
     warnings: list[str] = []
+    problems: list[str] = []
     col_map = dict(col_map or {})
     if date_col is None and "date" in col_map:
         date_col = col_map.pop("date")
     col_map.pop("date", None)
 
-    def lookup(name: str, what: str) -> str:
+    def lookup(name: str, what: str) -> str | None:
         if name in headers:
             return name
         hits = [h for h in headers if norm[h] == _norm(name)]
         if hits:
             return hits[0]
-        raise fail(shown, f"{what}: no column {name!r}; found columns: {found}.")
+        problems.append(f"{what}: no column {name!r}")
+        return None
 
     mapping: dict[str, str] = {}
-    if date_col is not None:
-        mapping["date"] = lookup(date_col, f"--date-col {date_col}")
+    date_given = date_col is not None
+    if date_given:
+        hit = lookup(date_col, f"--date-col {date_col}")
+        if hit is not None:
+            mapping["date"] = hit
     for canon, header in col_map.items():
-        mapping[canon] = lookup(header, f"--col {canon}={header}")
+        hit = lookup(header, f"--col {canon}={header}")
+        if hit is not None:
+            mapping[canon] = hit
     used = set(mapping.values())
 
-    if "date" not in mapping:
+    if "date" not in mapping and not date_given:
         for alias in DATE_ALIASES:
             hits = [h for h in headers if norm[h] == alias and h not in used]
             if hits:
@@ -199,13 +215,9 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
                 mapping["date"] = first
                 used.add(first)
         if "date" not in mapping:
-            raise fail(
-                shown,
-                f"no date column (looked for {', '.join(DATE_ALIASES[:5])}); found columns: {found}; "
-                "pass --date-col NAME.",
-            )
+            problems.append(f"no date column (looked for {', '.join(DATE_ALIASES[:5])}); pass --date-col NAME")
     for canon, aliases in ALIASES.items():
-        if canon in mapping:
+        if canon in mapping or f"--col {canon}=" in " ".join(problems):
             continue
         for alias in aliases:
             hits = [h for h in headers if norm[h] == alias and h not in used]
@@ -215,12 +227,15 @@ def _match_columns(headers: list[str], date_col, col_map, shown) -> tuple[dict[s
                 if len(hits) > 1:
                     warnings.append(f"column {hits[0]!r} appears {len(hits)} times; used the first one.")
                 break
-    for canon in PRICE_COLS:
-        if canon not in mapping:
-            raise fail(
-                shown,
-                f"no {canon!r} column; found columns: {found}. Rename the column or pass --col {canon}=NAME.",
-            )
+    missing = [c for c in PRICE_COLS if c not in mapping and f"--col {c}=" not in " ".join(problems)]
+    if missing:
+        problems.append(f"no {' and no '.join(repr(c) for c in missing)} column; rename "
+                        f"{'it' if len(missing) == 1 else 'them'} or pass "
+                        f"{' '.join(f'--col {c}=NAME' for c in missing)}")
+    if problems:
+        many = f"{len(problems)} header problems: " if len(problems) > 1 else ""
+        raise fail(shown, f"{many}{'; '.join(f'({i}) {p}' if many else p for i, p in enumerate(problems, 1))}; "
+                          f"found columns: {found}.")
     return mapping, warnings
 
 
@@ -351,9 +366,12 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
 
 def _parse_columns(raw: Raw, mapping: dict[str, str], shown: str, warnings: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Price, volume and indicator columns as float64 arrays in file order (volume NaN if absent)."""
+    # a semicolon-delimited file whose prices are written 1.234,56 (European exports)
+    comma = raw.separator == ";" and any(has_decimal_commas(raw.frame[mapping[c]]) for c in PRICE_COLS)
+
     def numbers(canon: str, allow_blank: bool) -> np.ndarray:
         h = mapping[canon]
-        return parse_numbers(raw.frame[h], raw.where, h, canon, shown, allow_blank, raw.separator)
+        return parse_numbers(raw.frame[h], raw.where, h, canon, shown, allow_blank, raw.separator, comma)
 
     cols = {canon: numbers(canon, False) for canon in PRICE_COLS}
     if "volume" in mapping:

@@ -29,13 +29,31 @@ def _number_hint(value: str, sep: str) -> str:
     if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", value):
         return "remove the thousands separators (plain numbers like 1234.5)"
     if re.fullmatch(r"[+-]?\d+,\d+", value):
-        return "use a dot as the decimal mark (1234.5, not 1234,5)"
+        return ("use a dot as the decimal mark (1234.5, not 1234,5), or semicolons between the columns "
+                "(finhrm reads decimal commas in a semicolon-delimited file)")
     if re.match(r"^[$€£¥]", value):
         return "remove the currency symbol"
     return "fix the cell or delete the row"
 
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9}
+
+
+_DECIMAL_COMMA = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"  # 1.234,56 / 1234,56 / 1.234.567
+
+
+def has_decimal_commas(s: pl.Series) -> bool:
+    """A text column with a number written with a decimal comma (``1.234,56``, ``1234,56``)."""
+    return s.dtype == pl.String and bool(s.str.strip_chars().str.contains(r"^[+-]?[\d.]*\d,\d+$").any())
+
+
+def _decimal_commas(t: pl.Series) -> pl.Series:
+    """A European file's numbers, ``1.234,56``, ``1234,56`` or ``546.349``: the dots (thousands)
+    go and the comma becomes the decimal point, when every cell reads that way."""
+    filled = t.drop_nulls().filter(t.drop_nulls() != "")
+    if not filled.str.contains(_DECIMAL_COMMA).all():
+        return t
+    return t.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
 
 
 def _lenient_numbers(s: pl.Series, canon: str) -> pl.Series:
@@ -61,11 +79,14 @@ def rel_precision(s: pl.Series) -> float:
 
 
 def parse_numbers(s: pl.Series, where, header: str, canon: str, shown: str, allow_blank: bool,
-                  sep: str = ",") -> np.ndarray:
+                  sep: str = ",", decimal_comma: bool = False) -> np.ndarray:
     """One column -> float64 (NaN where blank and ``allow_blank``); one-line errors name
-    ``where(i)`` and ``header``."""
+    ``where(i)`` and ``header``.  ``decimal_comma``: a semicolon-delimited file whose prices
+    use decimal commas (European exports): 1.234,56 reads as 1234.56, 546.349 as 546349."""
     if s.dtype == pl.String:
         stripped = s.str.strip_chars()
+        if decimal_comma:
+            stripped = _decimal_commas(stripped)
         values = stripped.cast(pl.Float64, strict=False)
         if values.null_count() > stripped.null_count():
             values = _lenient_numbers(stripped, canon)

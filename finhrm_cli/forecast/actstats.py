@@ -256,6 +256,9 @@ def report(err: np.ndarray, p_halt: np.ndarray, p_cont: np.ndarray, reward: np.n
         "mae_act": mae_act,
         "mae_act_change": mae_act - maes[-1],
         "best_step": 1 + int(np.argmin(maes)),
+        # the lowest MAE's step is worth naming only when the verdict says depth helps;
+        # otherwise it is noise (issue 25)
+        "best_step_measurable": verdict(iv, maes) == HELP,
         "verdict": verdict(iv, maes),
     }
 

@@ -147,7 +147,7 @@ def compare(
     bh, bl = persistence(w.high, w.low)
     res["persistence"] = metrics(bh, bl, ah, al, c)
     rh, rl = recent_range(frame_high, frame_low, frame_close, w.end, horizon)
-    res["recent range"] = metrics(rh, rl, ah, al, c)
+    res["recent_range"] = metrics(rh, rl, ah, al, c)
     return with_skill(res)
 
 

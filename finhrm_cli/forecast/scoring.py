@@ -12,7 +12,18 @@ import numpy as np
 from finhrm_cli.forecast import baselines
 from finhrm_cli.forecast.parts import iso, known, scale
 
-HRM_ALONE = "HRM alone"  # the column shown beside a blended run's forecast
+HRM_ALONE = "hrm_alone"  # the forecast scored beside a blended run's (JSON keys are snake_case)
+
+
+OLD_KEYS = {"HRM alone": HRM_ALONE, "recent range": "recent_range"}  # before issue 25
+
+
+def snake_keys(metrics):
+    """A run's stored metrics with the forecast names as today's snake_case JSON keys (runs
+    made before issue 25 wrote "HRM alone" and "recent range")."""
+    if isinstance(metrics, dict):
+        return {OLD_KEYS.get(k, k): snake_keys(v) for k, v in metrics.items()}
+    return metrics
 
 
 def to_prices(pred_log: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,10 +86,10 @@ def _results(a: dict) -> dict:
     for name, (eh, el) in extra.items():
         res[name] = baselines.metrics(eh, el, w.next_high, w.next_low, w.close)
     res["persistence"] = baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close)
-    res["recent range"] = baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close)
+    res["recent_range"] = baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close)
     actual = np.stack([w.next_high, w.next_low], axis=1)
     e_model = np.stack([a["ph"], a["pl"]], axis=1) - actual
-    others = [*extra.items(), ("persistence", (w.high, w.low)), ("recent range", (a["rh"], a["rl"]))]
+    others = [*extra.items(), ("persistence", (w.high, w.low)), ("recent_range", (a["rh"], a["rl"]))]
     for name, (bh, bl) in others:
         dm = baselines.diebold_mariano(e_model, np.stack([bh, bl], axis=1) - actual, a["h"])
         res[name]["dm_stat"], res[name]["dm_p"] = dm["stat"], dm["p"]
@@ -124,4 +135,10 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals
             ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal, intervals)
             for (ds, _), a in zip(parts, arrays)
         }
+        # pooled price-unit MAEs are dominated by the dearest series: the mean of the series'
+        # skills is the scale-free summary
+        for name, m in out["results"].items():
+            skills = [s["results"][name].get("skill") for s in out["series"].values()]
+            if all(isinstance(v, float) for v in skills):
+                m["skill_mean"] = float(np.mean(skills))
     return out

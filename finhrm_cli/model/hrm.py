@@ -423,8 +423,8 @@ class HRM(nn.Module):
         p = self.parameters()
         out = {
             "embed": count(p["embed_in"]) + count(p.get("ctx_in", {})) + self.summary.size + self.pos.size,
-            "H": count(p["H"]),
-            "L": count(p["L"]),
+            "h_module": count(p["H"]),
+            "l_module": count(p["L"]),
             "head": count(p["head"]),
             "q_head": count(p["q_head"]),
             "buffers": count(p["buffers"]),

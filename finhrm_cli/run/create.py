@@ -169,6 +169,27 @@ def clean_abandoned(base, older_than: float | None = None) -> list[Path]:
     return removed
 
 
+def claim_folder(path: Path, option: str) -> Path:
+    """An output folder finhrm may write into (``prepare``): a new one, made now with finhrm's
+    marker naming it (as ``new_run_dir`` marks a run), an empty one, or one holding that
+    marker already (made by an earlier ``prepare``).  Any other existing folder is refused,
+    untouched: finhrm never writes over a folder it cannot prove it made."""
+    from finhrm_cli.errors import UsageError
+
+    p = Path(path).expanduser()
+    if p.is_symlink() or (p.exists() and not p.is_dir()):
+        raise UsageError(f"{option} {p}: exists and is not a folder; pick a new folder.")
+    if p.is_dir() and not _own_marker(p) and any(p.iterdir()):
+        raise UsageError(
+            f"{option} {p}: exists and is not a prepared folder finhrm made (no {MARKER} naming it), so "
+            "finhrm will not write over it; pick a new or empty folder with -o DIR, or delete it yourself."
+        )
+    p.mkdir(parents=True, exist_ok=True)
+    if not _own_marker(p):
+        atomic_write_text(p / MARKER, json.dumps({"run": p.name, "id": uuid.uuid4().hex}) + "\n")
+    return p
+
+
 def discard_creation(run_dir: Path, lock: "RunLock | None" = None) -> bool:
     """Undo ``new_run_dir`` after the run's data or config failed to be written (disk full,
     Ctrl-C): release ``lock`` and remove the folder, only if it is still a creation of

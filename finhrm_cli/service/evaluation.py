@@ -7,24 +7,34 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli.errors import DataError, UsageError
-from finhrm_cli.forecast import baselines
+from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.data import datasets_for_run, run_datasets
 from finhrm_cli.run.store import open_run
+from finhrm_cli.service.plotting import LAST, PlotSeries, plot_png, pyplot
 from finhrm_cli.train.events import Callback, FoldStarted
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool | None = None, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
-             intervals: str = "adaptive") -> dict:
+             intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False) -> dict:
+    """Score ``run_ref`` (see the module); ``with_rows`` adds ``rows``, one dict per scored row
+    (for ``--csv``)."""
+    if plot is not None:
+        pyplot()  # no matplotlib: say so before any work (a walk-forward takes minutes)
     run_dir, fc, rc = open_run(run_ref)
     notes: list[str] = []
     if walk_forward:
-        return _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals)
+        result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)
+        if plot is not None and pieces:
+            series = result["folds"][0].get("series")
+            name = next(iter(series)) if series else rc.series_names()[0]
+            result["plot"] = str(plot_png(plot, PlotSeries.join(pieces), name, run_dir.name, coverage, plot_last,
+                                          f" (walk-forward: the {walk_forward} folds' test blocks)"))
+        return result
     if data_path:
         paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
         parts = []
@@ -70,60 +80,54 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
         result["act_segments"] = segments
+    if with_rows:
+        result["rows"] = scored_rows(parts, preds, fc.conformal, coverage, intervals, cutoffs)
     if plot is not None:
         ds, w = parts[0]
         iv = interval_arrays(ds, w, preds[0], fc.conformal, coverage, intervals, cutoffs[0])
-        result["plot"] = str(_plot(plot, w, preds[0], iv, coverage))
+        result["plot"] = str(plot_png(plot, _plot_series(ds, w, preds[0], iv), ds.source.name, run_dir.name,
+                                      coverage, plot_last, f" ({where})"))
         if len(parts) > 1:
             notes.append(f"the plot shows the first series, {ds.source.name}.")
     return result
 
 
-def _plot(path: Path, w, pred_log, iv, coverage) -> Path:
-    try:
-        import matplotlib
+ROW_FIELDS = ["ticker", "fold", "date", "close", "next_high", "next_low", "pred_high", "pred_low", "pred_high_lo",
+              "pred_high_hi", "pred_low_lo", "pred_low_hi", "persistence_high", "persistence_low"]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UsageError(
-            "--plot needs matplotlib, which is not installed; install it with `pip install 'finhrm[plot]'` "
-            "(or `pip install matplotlib`)."
-        ) from exc
-    from finhrm_cli.fsutil import atomic_write_bytes
 
-    import io
+def scored_rows(parts, preds, conformal, coverage, intervals, cutoffs=None, fold: int | None = None) -> list[dict]:
+    """Every scored row as a dict of ``ROW_FIELDS`` (``date``: the last observed day; ``next_*``:
+    the session forecast; ``persistence_*``: that day's high and low, the naive forecast); the
+    ticker with several series, the fold in a walk-forward."""
+    out = []
+    for (ds, w), pred, cutoff in zip(parts, preds, cutoffs or [None] * len(parts)):
+        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, cutoff)
+        ph, pl = to_prices(pred, w.close)
+        cols = {"date": [iso(d) for d in w.dates], "close": w.close, "next_high": w.next_high, "next_low": w.next_low,
+                "pred_high": ph, "pred_low": pl, "persistence_high": w.high, "persistence_low": w.low,
+                **({f"pred_{k}": iv[k] for k in ("high_lo", "high_hi", "low_lo", "low_hi")} if iv is not None else {})}
+        for i in range(len(w)):
+            row = {k: (v[i] if k == "date" else float(v[i])) for k, v in cols.items()}
+            row.update(ticker=ds.source.name if len(parts) > 1 else None, fold=fold)
+            out.append({k: row.get(k) for k in ROW_FIELDS})
+    return out
 
+
+def _plot_series(ds, w, pred_log, iv) -> PlotSeries:
     ph, pl = to_prices(pred_log, w.close)
-    dates = w.dates.astype("datetime64[D]")
-    nd = dates + np.timedelta64(1, "D")  # forecast is for the next session; plotted one day on
-    fig, ax = plt.subplots(figsize=(12, 5), dpi=110)
-    ax.plot(nd, w.next_high, color="tab:green", lw=0.9, label="actual high")
-    ax.plot(nd, w.next_low, color="tab:red", lw=0.9, label="actual low")
-    ax.plot(nd, ph, color="darkgreen", lw=0.9, ls="--", label="predicted high")
-    ax.plot(nd, pl, color="darkred", lw=0.9, ls="--", label="predicted low")
-    if iv is not None:
-        ax.fill_between(nd, iv["high_lo"], iv["high_hi"], color="tab:green", alpha=0.15, label=f"{coverage:.0%} interval (high)")
-        ax.fill_between(nd, iv["low_lo"], iv["low_hi"], color="tab:red", alpha=0.15, label=f"{coverage:.0%} interval (low)")
-    ax.set_title("finhrm: next-session high and low, predicted against actual")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return PlotSeries(w.dates, w.high, w.low, w.next_high, w.next_low, ph, pl, iv)
 
 
 def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback | None,
-                  intervals: str = "adaptive") -> dict:
+                  intervals: str = "adaptive", with_rows: bool = False) -> tuple[dict, list[PlotSeries]]:
     """K expanding-window folds over the run's data, each retrained with the run's settings.
 
     Each series' usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i
     (their last 15% validate: early stopping and the conformal residuals) and tests on block
     i+1, so every test row lies after everything its model saw.  The normaliser is refit on
-    each fold's training rows.
+    each fold's training rows.  Returns the result and, for ``--plot``, the first series' test
+    block of each fold.
     """
     import dataclasses
 
@@ -140,7 +144,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
                 f"{full.source.name}: {full.frame.height} usable rows are too few for {k} walk-forward folds "
                 f"({block} rows a block); use fewer folds."
             )
-    folds = []
+    folds, pieces, rows = [], [], []
     for i in range(1, k + 1):
         dss, fit_total, val_total = [], 0, 0
         for full in fulls:
@@ -168,14 +172,24 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         # forecasts; the Q head's calibration map is not needed to score a fold
         fc = Forecaster(model, act=tcfg.act_inference == "halted")
         fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
-        scored = fc.score([(d, w) for d, w in te if len(w)], coverage, intervals)
+        te = [(d, w) for d, w in te if len(w)]
+        hrm = fc.hrm(te)
+        scored = fc.score(te, coverage, intervals, hrm_preds=hrm)
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
+        if with_rows:
+            rows += scored_rows(te, fc.combine(te, hrm), fc.conformal, coverage, intervals, fold=i)
+        if te and te[0][0].source.name == fulls[0].source.name:  # the plot follows the first series
+            ds, w = te[0]
+            pred = fc.combine(te[:1], hrm[:1])[0]
+            pieces.append(_plot_series(ds, w, pred, interval_arrays(ds, w, pred, fc.conformal, coverage, intervals)))
     mean: dict[str, dict] = {}
     for name in [n for n in folds[0]["results"] if all(n in f["results"] for f in folds)]:
         keys = folds[0]["results"][name].keys()
-        # p-values do not average; each fold's DM test is in its own results
+        # only scale-free figures average: a mean of MAEs over folds priced at $18 and $210 says
+        # little (each fold's MAE is in its own results), and p-values do not average at all;
+        # the skill is the mean of the folds' skills
         mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds]))
-                      for key in keys if key != "n" and not key.startswith("dm_")}
+                      for key in keys if key != "n" and not key.startswith(("dm_", "mae", "rmse"))}
         mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
     return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "intervals": intervals, "folds": folds,
-            "mean": baselines.with_skill(mean)}
+            "mean": mean, **({"rows": rows} if with_rows else {})}, pieces

@@ -11,6 +11,7 @@ from finhrm_cli.config import to_dict
 from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.actstats import act_stats
 from finhrm_cli.forecast.parts import of
+from finhrm_cli.forecast.scoring import snake_keys
 from finhrm_cli.run import store
 from finhrm_cli.run.data import datasets_for_run, run_datasets
 
@@ -23,7 +24,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     run_dir, fc, rc = store.open_run(run_ref)
     model = fc.model
     warnings: list[str] = []
-    metrics = store.read_metrics(run_dir, warnings)
+    metrics = snake_keys(store.read_metrics(run_dir, warnings))
     history = store.read_history(run_dir, warnings)
     if data_path is not None:
         parts = []

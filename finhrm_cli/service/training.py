@@ -221,8 +221,13 @@ def _act_training(run_dir: Path) -> dict:
     hist = store.read_history(run_dir)
     return {"act_training": rc.train.act_training if rc.train else None,
             "act_inference": rc.train.act_inference if rc.train else None,
+            "epochs_planned": rc.train.epochs if rc.train else None,
             "segments_per_window": next((h["train_segments"] for h in reversed(hist)
-                                         if isinstance(h.get("train_segments"), (int, float))), None)}
+                                         if isinstance(h.get("train_segments"), (int, float))), None),
+            # the training loop's own time, as history.jsonl records it and `inspect` shows it
+            # (``seconds`` is the whole command's: reading the data and scoring too)
+            "train_seconds": next((h["seconds"] for h in reversed(hist)
+                                   if isinstance(h.get("seconds"), (int, float))), None)}
 
 
 class _Interrupted(KeyboardInterrupt):

@@ -1,4 +1,5 @@
-"""``predict``'s forecasts as files: JSON or CSV, to ``--output`` or to stdout.
+"""``predict``'s forecasts as files (JSON or CSV, to ``--output`` or to stdout), and
+``evaluate --csv``'s scored rows.
 
 Split from the views because this is data, not a picture: it must be byte-stable for
 scripts (``finhrm predict ... --format csv > out.csv``), written atomically to a file, and
@@ -31,10 +32,37 @@ def forecast_text(result: dict, fmt: str) -> str | None:
         wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         wr.writeheader()
         for r in rows:
-            wr.writerow({k: ("" if r[k] is None or (isinstance(r[k], float) and not math.isfinite(r[k]))
-                             else (round(r[k], 6) if isinstance(r[k], float) else r[k])) for k in fields})
+            wr.writerow({k: _csv_cell(r[k]) for k in fields})
         return buf.getvalue()
     return None
+
+
+def _csv_cell(v):
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (round(v, 6) if isinstance(v, float) else v)
+
+
+def write_rows(rows: list[dict], output) -> None:
+    """``evaluate --csv``: the scored rows as CSV, written atomically to ``output``; columns
+    that are empty on every row (no ticker, no fold, no intervals) are left out."""
+    fields = [k for k in (rows[0] if rows else {}) if any(r.get(k) is not None for r in rows)]
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    wr.writeheader()
+    for r in rows:
+        wr.writerow({k: _csv_cell(r.get(k)) for k in fields})
+    _write_file(output, buf.getvalue())
+    note(f"{len(rows):,} scored row(s) written to {output}")
+
+
+def _write_file(output, text: str) -> None:
+    from finhrm_cli.fsutil import atomic_write_text
+
+    try:  # (the command line checked the path before any work: run.files.check_output)
+        atomic_write_text(Path(output).expanduser(), text)
+    except OSError as exc:
+        # a full disk fails on the hidden temp file beside FILE, or names no file at all:
+        # name the file the user asked for
+        raise OSError(exc.errno, exc.strerror or str(exc), str(output)) from exc
 
 
 def write_forecasts(result: dict, fmt: str, output=None) -> bool:
@@ -43,16 +71,7 @@ def write_forecasts(result: dict, fmt: str, output=None) -> bool:
     written: a table for the terminal, which the caller draws."""
     text = forecast_text(result, fmt)
     if output is not None:
-        from finhrm_cli.fsutil import atomic_write_text
-
-        if text is None:
-            text = forecast_text(result, "csv")
-        try:  # (the command line checked the path before any work: run.files.check_output)
-            atomic_write_text(Path(output).expanduser(), text)
-        except OSError as exc:
-            # a full disk fails on the hidden temp file beside FILE, or names no file at all:
-            # name the file the user asked for
-            raise OSError(exc.errno, exc.strerror or str(exc), str(output)) from exc
+        _write_file(output, text if text is not None else forecast_text(result, "csv"))
         note(f"{len(result['rows']):,} prediction(s) written to {output}")
         return True
     if text is None:

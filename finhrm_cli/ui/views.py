@@ -9,29 +9,31 @@ bypasses these (``console.print_json``); ``predict``'s JSON and CSV go through
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Sequence
+from pathlib import Path
 
-from rich.console import Group
-from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from finhrm_cli.ui import console, export
 from finhrm_cli.ui.console import fmt_bytes, fmt_num, fmt_p, fmt_pct, note, show, warn
-
-
-# ---------------------------------------------------------------------------- building blocks
-def kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
-    t = Table(title=title, show_header=False, title_justify="left", title_style="bold", box=None, pad_edge=False)
-    t.add_column(style="cyan", no_wrap=True)
-    t.add_column()
-    for k, v in rows:
-        t.add_row(k, v if isinstance(v, (Text, Table)) else str(v))
-    return t
-
+from finhrm_cli.ui.tables import (
+    finite,
+    histogram,
+    kv_table,
+    line_chart,
+    metrics_table,
+    name_col,
+    num_col,
+    result_for,
+    series_table,
+    table,
+)
 
 # ---------------------------------------------------------------------------- prepare
+DROPPED = {"file_indicator_warmup": "warm-up blanks in the file's indicator columns",
+           "indicator_warmup": "indicator warm-up"}
+
+
 def prepare_summary(summary: dict) -> None:
     src = summary.get("source", {})
     rows = [
@@ -47,7 +49,7 @@ def prepare_summary(summary: dict) -> None:
     show(kv_table("Dataset", rows))
     splits = summary.get("splits", {})
     if splits:
-        t = Table(title="Chronological splits", title_justify="left", title_style="bold")
+        t = table("Chronological splits")
         for col in ("split", "rows", "windows", "from", "to"):
             t.add_column(col, justify="right" if col in ("rows", "windows") else "left")
         for name, s in splits.items():
@@ -61,126 +63,14 @@ def prepare_summary(summary: dict) -> None:
         show(t)
     dropped = summary.get("dropped") or {}
     if dropped:
-        show(kv_table("Rows dropped", [(k, fmt_num(v)) for k, v in dropped.items()]))
+        show(kv_table("Rows dropped", [(DROPPED.get(k, k), fmt_num(v)) for k, v in dropped.items()]))
     for n in summary.get("notes") or []:
         note(n)
     for w in summary.get("warnings") or []:
         warn(w)
 
 
-# ---------------------------------------------------------------------------- metrics
-METRIC_ROWS = [
-    ("MAE high", "mae_high", fmt_num),
-    ("MAE low", "mae_low", fmt_num),
-    ("MAE mean", "mae", fmt_num),
-    ("RMSE high", "rmse_high", fmt_num),
-    ("RMSE low", "rmse_low", fmt_num),
-    ("MAPE high", "mape_high", fmt_pct),
-    ("MAPE low", "mape_low", fmt_pct),
-    ("R² high (target)", "r2_high", lambda v: fmt_num(v, 3)),
-    ("R² low (target)", "r2_low", lambda v: fmt_num(v, 3)),
-    ("direction high", "direction_high", fmt_pct),
-    ("direction low", "direction_low", fmt_pct),
-    ("range valid", "range_valid", fmt_pct),
-    ("interval coverage high", "coverage_high", fmt_pct),
-    ("interval coverage low", "coverage_low", fmt_pct),
-    ("skill (MAE / persistence)", "skill", lambda v: fmt_num(v, 3)),
-    ("p (DM test vs finhrm)", "dm_p", lambda v: fmt_p(v)),
-]
-
-
-def metrics_table(title: str, results: dict[str, dict]) -> Table:
-    """results: column name (model, persistence, ...) -> metric dict."""
-    t = Table(title=title, title_justify="left", title_style="bold")
-    t.add_column("metric", style="cyan", no_wrap=True)
-    for name in results:
-        t.add_column(name, justify="right")
-    for label, key, fmt in METRIC_ROWS:
-        if not any(key in m for m in results.values()):
-            continue
-        vals = [fmt(m[key]) if m.get(key) is not None else "-" for m in results.values()]
-        t.add_row(label, *vals)
-    return t
-
-
-# ---------------------------------------------------------------------------- charts
-_BLOCKS = " ▁▂▃▄▅▆▇█"
-
-
-def _finite(v: Any) -> bool:
-    """A real, finite number (history.jsonl is read as found: a hand-edited value may be text)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def line_chart(series: dict[str, Sequence[float]], height: int = 8, width: int = 60, title: str = "") -> Panel:
-    """A small terminal chart: one row of block characters per level, one column per point.
-
-    Several series share the y axis; each gets its own colour.  Points are resampled to
-    ``width`` columns.
-    """
-    colours = ["cyan", "magenta", "green", "yellow"]
-    clean = {k: [float(v) for v in vs if _finite(v)] for k, vs in series.items()}
-    clean = {k: v for k, v in clean.items() if v}
-    if not clean:
-        return Panel(Text("no data"), title=title)
-    lo = min(min(v) for v in clean.values())
-    hi = max(max(v) for v in clean.values())
-    span = hi - lo or 1.0
-    lines = [Text() for _ in range(height)]
-    n = max(len(v) for v in clean.values())
-    cols = min(width, n * max(1, min(4, width // n)))  # few points: each gets several columns
-    for ci, (name, vals) in enumerate(clean.items()):
-        colour = colours[ci % len(colours)]
-        m = len(vals)
-        pts = [vals[min(m - 1, int(round(i * (m - 1) / max(cols - 1, 1))))] for i in range(cols)]
-        grid = [[" "] * cols for _ in range(height)]
-        for x, v in enumerate(pts):
-            level = (v - lo) / span * (height * 8 - 1)
-            full, part = divmod(int(level), 8)
-            row = height - 1 - full
-            grid[row][x] = _BLOCKS[part + 1] if part < 8 else "█"
-        for r in range(height):
-            lines[r].append("".join(grid[r]) + "  ", style=colour)
-    label_hi, label_lo = fmt_num(hi, 4), fmt_num(lo, 4)
-    body = Text()
-    for r, line in enumerate(lines):
-        label = label_hi if r == 0 else (label_lo if r == height - 1 else "")
-        body.append(f"{label:>10} ┤", style="dim")
-        body.append_text(line)
-        body.append("\n")
-    legend = Text("  ".join(f"■ {k}" for k in clean), style="dim")
-    for ci, k in enumerate(clean):
-        start = sum(len(f"■ {kk}  ") for kk in list(clean)[:ci])
-        legend.stylize(colours[ci % len(colours)], start, start + 1)
-    return Panel(Group(body, legend), title=title, title_align="left", expand=False)
-
-
-def histogram(counts: Sequence[int], labels: Sequence[str], width: int = 40, title: str = "") -> Table:
-    t = Table(title=title, title_justify="left", title_style="bold", box=None)
-    t.add_column("step", justify="right")
-    t.add_column("samples", justify="right")
-    t.add_column("")
-    top = max(counts) if counts else 0
-    for lab, c in zip(labels, counts):
-        bar = "█" * (int(round(width * c / top)) if top else 0)
-        t.add_row(str(lab), f"{c:,}", Text(bar, style="cyan"))
-    return t
-
-
-# ---------------------------------------------------------------------------- command views
-def series_table(title: str, series: dict[str, dict]) -> Table:
-    """One line per ticker: rows, MAE of the model and the baselines, skill, coverage."""
-    t = Table(title=title, title_justify="left", title_style="bold")
-    for c in ("ticker", "rows", "MAE", "persistence", "recent range", "skill", "p (DM)", "coverage"):
-        t.add_column(c, justify="left" if c == "ticker" else "right", no_wrap=True)
-    for name, sc in series.items():
-        r = sc["results"]
-        m = r.get("finhrm", {})
-        cov = [m.get("coverage_high"), m.get("coverage_low")]
-        t.add_row(name, fmt_num(sc.get("rows")), fmt_num(m.get("mae")), fmt_num(r["persistence"].get("mae")),
-                  fmt_num(r["recent range"].get("mae")), fmt_num(m.get("skill"), 3),
-                  fmt_p(r["persistence"].get("dm_p")), fmt_pct(sum(cov) / 2) if None not in cov else "-")
-    return t
+POOLED = " (all series pooled; price-unit MAEs per ticker below)"
 
 
 def _metrics_views(metrics: dict) -> list:
@@ -188,11 +78,11 @@ def _metrics_views(metrics: dict) -> list:
     for split, m in metrics.items():
         if not m or "results" not in m:
             continue
-        pooled = " (all series pooled)" if m.get("series") else ""
+        pooled = POOLED if m.get("series") else ""
         views.append(
             metrics_table(
                 f"{split}{pooled}: {m.get('rows', 0):,} rows, {m.get('first_date')} .. {m.get('last_date')}",
-                m["results"],
+                m["results"], scale_free=bool(m.get("series")),
             )
         )
         if m.get("series"):
@@ -212,39 +102,57 @@ def render_train(result: dict) -> None:
     metrics = result.get("metrics", {})
     rows = [
         ("run", result.get("run")),
-        ("best epoch", f"{result.get('best_epoch')} of {result.get('epochs_run')} ({result.get('stopped')})"),
+        ("epochs", stopped_text(result.get("best_epoch"), result.get("epochs_run"), result.get("epochs_planned"))),
         ("speed", f"{fmt_num(result.get('train_samples_per_s'), 0)} samples/s"),
-        ("time", f"{fmt_num(result.get('seconds'), 1)} s"),
+        ("training time", training_time(result.get("train_seconds"), result.get("seconds"))),
         ("ACT training", act_training_line(result.get("act_training"), result.get("segments_per_window"),
                                           result.get("act_inference"))),
     ]
-    val = (metrics.get("val") or {}).get("results", {})
-    if val:
-        m = next(iter(val.values()))
-        rows.append(("validation MAE", f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)})"))
+    val = metrics.get("val") or {}
+    n_series = len(result.get("series") or []) or 1
+    if val.get("results"):
+        m = result_for(val["results"], "finhrm")
+        if val.get("series"):  # price-unit MAEs pooled over several series mean little
+            rows.append(("validation", (f"skill {fmt_num(m.get('skill_mean'), 3)}, the mean of the series' "
+                                       "skills (MAE / persistence MAE); each series' MAE in `inspect`")))
+        else:
+            rows.append(("validation MAE", (f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)}), "
+                                           "the forecast below")))
     if "blend" in result:
-        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True))))
+        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series)))
     test = {k: v for k, v in metrics.items() if k == "test"}
     show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
          f"Next: finhrm predict DATA --model {result.get('name')}")
 
 
+def training_time(train_seconds, total_seconds=None) -> str:
+    """The training loop's time (recorded in history.jsonl, what `inspect` shows) and, for
+    `train`, the whole command's (reading the data and scoring too)."""
+    text = f"{fmt_num(train_seconds, 1)} s" if train_seconds is not None else "-"
+    if total_seconds is not None:
+        text += f" ({fmt_num(total_seconds, 1)} s for the whole command, with reading the data and scoring)"
+    return text
+
+
 def render_evaluate(result: dict) -> None:
     if "folds" in result:
-        t = Table(title="Walk-forward folds", title_justify="left", title_style="bold")
-        for c in ("fold", "train rows", "test from", "test to", "MAE", "persistence MAE", "skill", "p (DM)"):
-            t.add_column(c, justify="right")
+        t = table("Walk-forward folds", compact=True)
+        for c in ("fold", "train\nrows", "test from", "test to", "MAE", "persistence\nMAE", "skill", "p (DM)"):
+            num_col(t, c)
         for f in result["folds"]:
             r = f["results"]
             t.add_row(str(f["fold"]), fmt_num(f.get("train_rows")), str(f.get("first_date")), str(f.get("last_date")),
-                      fmt_num(r["finhrm"]["mae"]), fmt_num(r["persistence"]["mae"]), fmt_num(r["finhrm"].get("skill"), 3),
-                      fmt_p(r["persistence"].get("dm_p")))
-        show(t, metrics_table("Mean over folds", result["mean"]))
+                      fmt_num(result_for(r, "finhrm").get("mae")), fmt_num(result_for(r, "persistence").get("mae")),
+                      fmt_num(result_for(r, "finhrm").get("skill"), 3), fmt_p(result_for(r, "persistence").get("dm_p")))
+        show(t, metrics_table("Mean over folds (scale-free figures; each fold's MAE is above)", result["mean"],
+                              scale_free=True))
+        if result.get("plot"):
+            note(f"plot written to {result['plot']}")
         return
-    pooled = " (all series pooled)" if result.get("series") else ""
+    pooled = POOLED if result.get("series") else ""
     title = f"{result.get('evaluated')}{pooled}: {result.get('rows', 0):,} rows, {result.get('first_date')} .. {result.get('last_date')}"
-    show(metrics_table(title, result["results"]))
+    show(metrics_table(title, result["results"], scale_free=bool(result.get("series"))))
     if result.get("series"):
         show(series_table("per ticker", result["series"]))
     act_segments_note(result.get("act_segments"))
@@ -294,7 +202,7 @@ def _interval_cell(lo, hi, unbounded: list) -> str:
     """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
     if lo is None:
         return "-"
-    if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
+    if not (finite(lo) and finite(hi)):  # too few validation residuals for this coverage
         unbounded.append(1)
         return "unbounded"
     return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
@@ -315,25 +223,24 @@ def _forecast_table(r: dict, ahead: str, cov: float, unbounded: list) -> Table:
 
 
 def _show_forecast_rows(rows: list[dict], ahead: str, cov: float, unbounded: list) -> None:
-    """Several forecasts (tickers, or --all): the last 200 rows; intervals when they fit."""
+    """Several forecasts (tickers, or --all): the last 200 rows.  The intervals beside the
+    forecasts when the terminal is wide enough, else under each forecast in its cell."""
     multi = "ticker" in rows[0]
     wide = console.out.width >= (112 if multi else 96)
-    t = Table(title=f"Forecasts for {ahead} after each date" + (f" ({cov:.0%} intervals)" if wide else ""),
-              title_justify="left", title_style="bold")
-    cols = (["ticker"] if multi else []) + ["date", "close", "high"] + (["high interval"] if wide else []) \
-        + ["low"] + (["low interval"] if wide else [])
-    for col in cols:
-        t.add_column(col, justify="left" if col == "ticker" else "right", no_wrap=True)
+    where = "" if wide else ", under each forecast"
+    t = table(f"Forecasts for {ahead} after each date ({cov:.0%} intervals{where})", min_width=None)
+    if multi:
+        name_col(t, "ticker")
+    for col in ["date", "close", "high"] + (["high interval"] if wide else []) + ["low"] + (["low interval"] if wide else []):
+        num_col(t, col)
     for r in rows[-200:]:
-        cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2),
-                                                   Text(fmt_num(r["pred_high"], 2), style="green")]
-        cells += [_interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded)] if wide else []
-        cells += [Text(fmt_num(r["pred_low"], 2), style="red")]
-        cells += [_interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded)] if wide else []
+        cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2)]
+        for side, style in (("high", "green"), ("low", "red")):
+            value = Text(fmt_num(r[f"pred_{side}"], 2), style=style)
+            iv = _interval_cell(r[f"pred_{side}_lo"], r[f"pred_{side}_hi"], unbounded)
+            cells += [value, iv] if wide else [value + Text("\n" + iv, style="dim") if iv != "-" else value]
         t.add_row(*cells)
     show(t)
-    if not wide:
-        note("intervals are left out at this terminal width; --format csv shows them.")
     if len(rows) > 200:
         note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
 
@@ -343,14 +250,19 @@ def render_list(result: dict) -> None:
     if not runs:
         note(f"no runs under {result['root']}; train one with `finhrm train DATA`.")
         return
-    t = Table(title=f"Runs in {result['root']}", title_justify="left", title_style="bold")
-    for c in ("name", "status", "data", "created", "size", "best val MAE"):
-        t.add_column(c, justify="right" if c in ("size", "best val MAE") else "left")
+    t = table(f"Runs in {result['root']}", compact=True)
+    name_col(t, "run (for --model, RUN) / data")
+    t.add_column("status", no_wrap=True)
+    for c in ("created", "size", "best val\nMAE"):
+        num_col(t, c)
     styles = {"finished": "green", "training": "cyan", "unfinished": "yellow"}
     for r in runs:
         st = r.get("status") or "-"
-        t.add_row(r["name"], Text(st, style=styles.get(st, "")), str(r.get("data") or "-"),
-                  str(r.get("created") or "-"), fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
+        created = str(r.get("created") or "-")
+        data = Path(str(r.get("data"))).name if r.get("data") else "-"
+        t.add_row(Text(r["name"]) + Text(f"\n  {data}", style="dim"), Text(st, style=styles.get(st, "")),
+                  created[:16].replace("T", "\n") if len(created) >= 16 else created,
+                  fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
     if any(r.get("status") == "unfinished" for r in runs):
         note("unfinished runs were interrupted or crashed: finish one with `finhrm train --resume NAME`.")
     show(t)
@@ -373,7 +285,7 @@ def render_inspect(r: dict) -> None:
         ("versions", ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items())),
     ]))
     params = r.get("parameters") or {}
-    pt = Table(title="Model", title_justify="left", title_style="bold", box=None)
+    pt = table("Model", box=None)
     pt.add_column("setting", style="cyan")
     pt.add_column("value", justify="right")
     for k in ("d_model", "n_heads", "h_layers", "l_layers", "h_cycles", "l_cycles", "halt_max_steps", "halt_exploration", "seq_len", "n_features", "h_context"):
@@ -388,13 +300,13 @@ def render_inspect(r: dict) -> None:
         ("ema", "ema"), ("patience", "patience"), ("min_delta", "min delta"), ("seed", "seed")) if k in tc)
     show(kv_table("Training", [
         ("settings", settings or "-"),
-        ("epochs", f"{train.get('epochs')} (best {train.get('best_epoch')})"),
-        ("best val MAE", fmt_num(train.get("best_val_mae"))),
-        ("time", f"{fmt_num(train.get('seconds'), 1)} s"),
+        ("epochs", stopped_text(train.get("best_epoch"), train.get("epochs"), tc.get("epochs"))),
+        ("best val MAE", f"{fmt_num(train.get('best_val_mae'))} (the HRM alone, at its best epoch)"),
+        ("training time", training_time(train.get("seconds"))),
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
         ("ACT training", act_training_line(train.get("act_training"), train.get("segments_per_window"),
                                           train.get("act_inference"))),
-        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True))),
+        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True), len(r.get("series") or []) or 1)),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -410,20 +322,31 @@ def render_inspect(r: dict) -> None:
         render_act(act)
 
 
-def blend_line(bl: dict | None, enabled: bool = True) -> str:
+def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1) -> str:
     """How a run forecasts: the HRM alone, or its blend with the linear partner and the
-    validation MAE of each (finhrm_cli.forecast.linear)."""
+    validation MAE of each (finhrm_cli.forecast.linear).  The two weights are rounded
+    together, so they visibly add to 1."""
     if not bl:
         return ("HRM alone (too few training or validation rows for the linear partner)" if enabled
                 else "HRM alone (--no-blend)")
-    w = float(bl.get("hrm_weight", 1.0))
+    w = round(float(bl.get("hrm_weight", 1.0)), 2)
     v = bl.get("val_mae") or {}
-    maes = (f"; val MAE: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
+    which = "val MAE" if n_series <= 1 else f"val MAE, mean of the {n_series} series' own MAEs"
+    maes = (f"; {which}: HRM {fmt_num(v.get('hrm'))}, linear {fmt_num(v.get('linear'))}, blend {fmt_num(v.get('blend'))}"
             if v else "")
     best = v.get("best_weight")
     how = (f"validation's best HRM weight {float(best):.2f}, taken halfway to 0.5" if isinstance(best, (int, float))
            else "weight chosen on validation")
     return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression ({how}){maes}"
+
+
+def stopped_text(best, epochs_run, planned=None) -> str:
+    """How training ended, in words: every planned epoch ran, or early stopping (patience)
+    ended it before the last one."""
+    if isinstance(planned, int) and isinstance(epochs_run, int) and epochs_run < planned:
+        return (f"best epoch {best}; stopped early after epoch {epochs_run} of {planned} "
+                f"(no better validation MAE since epoch {best})")
+    return f"best epoch {best} of {epochs_run} (ran all {epochs_run} epochs)"
 
 
 def _interval(s: dict, base: float | None) -> str:
@@ -439,8 +362,7 @@ def render_act(act: dict) -> None:
     halting reward, where the Q head halts, the compute --act saves and the verdict."""
     # seven columns fit an 80-column terminal; per-step Brier and AUC are in --json, and the
     # summary below gives them pooled over the steps
-    t = Table(title=f"ACT halting on the {act.get('on')} ({act.get('samples'):,} samples)", title_justify="left",
-              title_style="bold", box=None, pad_edge=False)
+    t = table(f"ACT halting on the {act.get('on')} ({act.get('samples'):,} samples)", box=None, pad_edge=False)
     for c in ("step", "MAE", "vs step 1 [90%]", "P(halt)", "reward", "P(cont.)", "halts here"):
         t.add_column(c, justify="right", no_wrap=True)
     base = act["steps"][0]["mae"] if act.get("steps") else None
@@ -452,20 +374,20 @@ def render_act(act: dict) -> None:
     cal = act.get("calibration") or {}
     hc, raw = act.get("halt_calibration"), act.get("uncalibrated") or {}
     rows = [
-        ("P(halt) calibration", f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
+        ("P(halt) calibration", (f"Brier {fmt_num(cal.get('brier'), 3)}, AUC {fmt_num(cal.get('auc'), 3)}; "
                                 f"mean P(halt) {fmt_num(cal.get('mean_p_halt'), 3)} vs reward rate "
-                                f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)"),
+                                f"{fmt_num(cal.get('reward_rate'), 3)} (reward: error <= {fmt_num(act.get('halt_ref'), 3)} sd)")),
     ]
     if hc:
         b = float(hc.get("b", 0.0))
-        rows.append(("Q head calibration", f"P = sigmoid({fmt_num(hc.get('a'), 3)} x logit {'-' if b < 0 else '+'} {abs(b):.3f}), "
+        rows.append(("Q head calibration", (f"P = sigmoid({fmt_num(hc.get('a'), 3)} x logit {'-' if b < 0 else '+'} {abs(b):.3f}), "
                                            f"fit on {hc.get('rows', 0):,} training rows; the raw head: Brier "
-                                           f"{fmt_num(raw.get('brier'), 3)}, mean P(halt) {fmt_num(raw.get('mean_p_halt'), 3)}"))
+                                           f"{fmt_num(raw.get('brier'), 3)}, mean P(halt) {fmt_num(raw.get('mean_p_halt'), 3)}")))
     show(kv_table("ACT summary", rows + [
-        ("segments under --act", f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
-                                 f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped"),
+        ("segments under --act", (f"{fmt_num(act['mean_halting_step'], 2)} of {len(act['steps'])} on average; "
+                                 f"{fmt_pct(act.get('compute_saved'))} of the compute could be skipped")),
         ("MAE after all steps", fmt_num(act["mae_all_steps"])),
         ("MAE with --act", f"{fmt_num(act['mae_act'])} ({act.get('mae_act_change', 0):+.4g})"),
-        ("best step by MAE", str(act["best_step"])),
+        *([("best step by MAE", str(act["best_step"]))] if act.get("best_step_measurable") else []),
         ("verdict", act.get("verdict") or "one segment only: nothing to compare"),
     ]))

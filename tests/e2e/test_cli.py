@@ -8,6 +8,7 @@ that train write their runs elsewhere (``--out`` or a fresh home).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -34,7 +35,7 @@ def test_train_writes_a_complete_run(trained_summary):
     assert cfg["conformal"]["n"] > 100
     assert trained_summary["train_samples_per_s"] > 0 and trained_summary["best_epoch"] >= 1
     m = trained_summary["metrics"]["test"]["results"]
-    assert set(m) == {"finhrm", "HRM alone", "persistence", "recent range"}
+    assert set(m) == {"finhrm", "hrm_alone", "persistence", "recent_range"}
     assert m["finhrm"]["range_valid"] == 1.0
     # the linear partner: fit on the training windows, its weight within [0.25, 0.75]
     bl = cfg["blend"]
@@ -42,6 +43,13 @@ def test_train_writes_a_complete_run(trained_summary):
     assert bl["rows"] == cfg["splits"]["train"]["n_windows"] and len(bl["coef_high"]) == 31
     hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+
+
+def test_train_and_inspect_report_the_same_training_time(trained_home, trained_summary):
+    """issue 25: `train` and `inspect` showed different times for the same run."""
+    ins = json.loads(run_cli(["inspect", trained_summary["run"], "--json"], trained_home).stdout)
+    assert trained_summary["train_seconds"] == ins["training"]["seconds"] > 0
+    assert trained_summary["seconds"] >= trained_summary["train_seconds"]  # the whole command's
 
 
 def test_runs_are_never_overwritten(trained_home, trained_summary, tmp_path):
@@ -130,7 +138,7 @@ def test_evaluate_reports_model_and_baselines(trained_home, trained_summary):
 
 def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_summary):
     ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
-    for name in ("persistence", "recent range"):
+    for name in ("persistence", "recent_range"):
         r = ev["results"][name]
         assert 0.0 <= r["dm_p"] <= 1.0
         # the statistic's sign says who is ahead, as the MAEs do
@@ -186,9 +194,9 @@ def test_no_blend_trains_the_hrm_alone_and_predicts_with_it(fresh_home, tmp_path
     summary = json.loads(res.stdout)
     cfg = json.loads((Path(summary["run"]) / "config.json").read_text())
     assert cfg["blend"] is None and cfg["train"]["blend"] is False
-    assert set(summary["metrics"]["test"]["results"]) == {"finhrm", "persistence", "recent range"}
+    assert set(summary["metrics"]["test"]["results"]) == {"finhrm", "persistence", "recent_range"}
     ev = json.loads(run_cli(["evaluate", summary["run"], "--json"], fresh_home).stdout)
-    assert "HRM alone" not in ev["results"]
+    assert "hrm_alone" not in ev["results"]
     assert ev["results"]["finhrm"]["mae"] == pytest.approx(summary["metrics"]["test"]["results"]["finhrm"]["mae"], rel=1e-9)
 
 
@@ -201,21 +209,21 @@ def test_inspect_json_and_act_stats(trained_home, trained_summary):
     act = r["act"]
     assert sum(act["halting_histogram"]) == act["samples"]
     assert len(act["steps"]) == 2
-    # the per-step MAE (the HRM's own) at the last step equals evaluate --all-steps' "HRM
-    # alone" on the same split; the run forecasts halted (act_inference), and its blend with
-    # the linear partner, fitted on those forecasts, is what inspect reports
+    # the per-step MAE (the HRM's own) at the last step equals evaluate --all-steps' "hrm_alone"
+    # on the same split; the run forecasts halted (act_inference), and its blend with the
+    # linear partner, fitted on those forecasts, is what inspect reports
     ev_all = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--all-steps", "--json"],
                                 trained_home).stdout)
-    assert act["steps"][-1]["mae"] == pytest.approx(ev_all["results"]["HRM alone"]["mae"], rel=1e-9)
+    assert act["steps"][-1]["mae"] == pytest.approx(ev_all["results"]["hrm_alone"]["mae"], rel=1e-9)
     ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--json"], trained_home).stdout)
-    assert ev["act"] is True and act["mae_act"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
+    assert ev["act"] is True and act["mae_act"] == pytest.approx(ev["results"]["hrm_alone"]["mae"], rel=1e-9)
     bl = r["blend"]
     assert 0.25 <= bl["hrm_weight"] <= 0.75 and bl["val_mae"]["blend"] == pytest.approx(ev["results"]["finhrm"]["mae"], rel=1e-9)
-    assert bl["val_mae"]["hrm"] == pytest.approx(ev["results"]["HRM alone"]["mae"], rel=1e-9)
-    assert 0.0 <= ev["results"]["HRM alone"]["dm_p"] <= 1.0
+    assert bl["val_mae"]["hrm"] == pytest.approx(ev["results"]["hrm_alone"]["mae"], rel=1e-9)
+    assert 0.0 <= ev["results"]["hrm_alone"]["dm_p"] <= 1.0
     # ... and with --act, inspect's ACT MAE and segments are evaluate --act's
     ev_act = json.loads(run_cli(["evaluate", trained_summary["run"], "--split", "val", "--act", "--json"], trained_home).stdout)
-    assert act["mae_act"] == pytest.approx(ev_act["results"]["HRM alone"]["mae"], rel=1e-9)
+    assert act["mae_act"] == pytest.approx(ev_act["results"]["hrm_alone"]["mae"], rel=1e-9)
     seg = ev_act["act_segments"]
     assert seg["segments_histogram"] == act["halting_histogram"] and seg["max_segments"] == 2
     assert seg["mean_segments"] == pytest.approx(act["mean_halting_step"])
@@ -312,19 +320,26 @@ def test_option_typo_is_a_usage_error():
     assert out.returncode == 2 and "--epochs" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_walk_forward_folds(trained_home, trained_summary):
-    res = run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home)
+def test_walk_forward_folds(trained_home, trained_summary, tmp_path):
+    png = tmp_path / "wf.png"
+    plot = ["--plot", png] if importlib.util.find_spec("matplotlib") else []
+    res = run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json", *plot], trained_home)
     assert res.exit_code == 0, res.output
     wf = json.loads(res.stdout)
+    if plot:  # issue 25: the walk-forward's plot was never written
+        assert wf["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f["fold"] for f in wf["folds"]] == [1, 2]
     # folds expand and each tests after what it trained_summary on
     assert wf["folds"][0]["train_rows"] < wf["folds"][1]["train_rows"]
     assert wf["folds"][0]["last_date"] < wf["folds"][1]["first_date"]
-    maes = [f["results"]["finhrm"]["mae"] for f in wf["folds"]]
-    assert wf["mean"]["finhrm"]["mae"] == pytest.approx(np.mean(maes))
+    # the mean over folds holds scale-free figures only (issue 25): the skill is the folds' mean
+    skills = [f["results"]["finhrm"]["skill"] for f in wf["folds"]]
+    assert wf["mean"]["finhrm"]["skill"] == pytest.approx(np.mean(skills)) and "mae" not in wf["mean"]["finhrm"]
     # each fold forecasts as training does: the HRM with its own linear partner, the HRM alone beside
-    alone = [f["results"]["HRM alone"]["mae"] for f in wf["folds"]]
-    assert wf["mean"]["HRM alone"]["mae"] == pytest.approx(np.mean(alone)) and alone != maes
+    maes = [f["results"]["finhrm"]["mae"] for f in wf["folds"]]
+    alone = [f["results"]["hrm_alone"]["mae"] for f in wf["folds"]]
+    assert wf["mean"]["hrm_alone"]["skill"] == pytest.approx(np.mean([f["results"]["hrm_alone"]["skill"] for f in wf["folds"]]))
+    assert alone != maes
 
 
 def test_plot_needs_matplotlib_or_writes_png(trained_home, trained_summary, tmp_path):
@@ -481,3 +496,27 @@ def test_predict_says_unbounded_instead_of_printing_infinity(monkeypatch):
     text = console.export_text()
     assert "inf" not in text.replace("interval", "") and text.count("unbounded") == 3
     assert "too few rows to bound the 80% interval" in text
+
+
+def _keys(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{path}.{k}", str(k)
+            yield from _keys(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _keys(v, path + "[]")
+
+
+def test_every_json_key_is_snake_case(trained_home, trained_summary, tmp_path):
+    """issue 25: `evaluate --json` had keys with spaces ("HRM alone"); jq and pandas want snake_case."""
+    import re
+
+    docs = {"train": trained_summary}
+    for args in (["evaluate"], ["evaluate", "--act"], ["inspect"], ["inspect", "--list"], ["predict", SAMPLE_TV],
+                 ["prepare", SAMPLE_YAHOO, "-o", tmp_path / "prep"]):
+        res = run_cli([*args, "--json"], trained_home)
+        assert res.exit_code == 0, (args, res.output)
+        docs[" ".join(map(str, args))] = json.loads(res.stdout)
+    bad = [(cmd, p) for cmd, doc in docs.items() for p, k in _keys(doc) if not re.fullmatch(r"[a-z0-9_]+", k)]
+    assert not bad, bad[:10]

@@ -125,6 +125,42 @@ def test_col_map_header_missing(tmp_path):
     assert "'Opening'" in msg and "found columns" in msg
 
 
+def test_every_header_problem_is_reported_at_once(tmp_path):
+    """issue 25: a European file took three tries (the date column, then open, then close)."""
+    path = tmp_path / "eu.csv"
+    path.write_text("Datum;Eröffnung;Hoch;Tief;Schluss\n2024-01-02;1,0;1,0;1,0;1,0\n2024-01-03;1,0;1,0;1,0;1,0\n")
+    msg = error(path, col_map={"volume": "Umsatz"})
+    assert "3 header problems" in msg
+    for part in ("--col volume=Umsatz: no column 'Umsatz'", "no date column", "--date-col NAME",
+                 "--col open=NAME --col high=NAME --col low=NAME --col close=NAME",
+                 "found columns: Datum, Eröffnung, Hoch, Tief, Schluss"):
+        assert part in msg, part
+
+
+def test_decimal_commas_in_a_semicolon_file(tmp_path):
+    """European exports: `;` between the columns, `,` as the decimal mark, `.` grouping thousands."""
+    lines = ["Date;Open;High;Low;Close;Volume"]
+    plain = []
+    for i, r in enumerate(rows()[:40]):
+        o, h, lo, c = (float(v) * 10 for v in r[1:5])
+        vol = 1_000 + 12_345 * i
+        plain.append((o, h, lo, c, vol))
+        eu = [f"{v:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".") for v in (o, h, lo)]
+        lines.append(";".join([r[0], *eu, f"{c:.2f}".replace(".", ","), f"{vol:,}".replace(",", ".")]))
+    path = tmp_path / "eu.csv"
+    path.write_text("\n".join(lines) + "\n")
+    bars, _ = data.read_bars(path)
+    got = bars.select("open", "high", "low", "close", "volume").rows()
+    assert got == [tuple(round(v, 2) if k < 4 else float(v) for k, v in enumerate(row)) for row in plain]
+    assert any(v >= 1000 for row in got for v in row[:4])  # "1.234,56" read as 1234.56, not 1.234
+
+
+def test_decimal_comma_in_a_comma_file_says_how_to_fix_it(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('date,open,high,low,close\n2024-01-02,"1,5",2,1,1.5\n2024-01-03,1.5,2,1,1.5\n')
+    assert "decimal mark" in error(path)
+
+
 @pytest.mark.parametrize("item", ["open", "=x", "open=", "colour=Red"])
 def test_parse_col_map_bad(item):
     with pytest.raises(DataError) as info:
@@ -247,7 +283,7 @@ def test_short_line_is_a_blank_cell(tmp_path):
 def test_indicator_warm_up_blanks_are_dropped(tmp_path):
     header, body = tv()
     ds = data.prepare(write(tmp_path / "tv.csv", header=header, body=body), FCFG)
-    assert ds.dropped["warm-up blanks in the file's indicator columns"] == 14
+    assert ds.dropped["file_indicator_warmup"] == 14
 
 
 def test_indicator_blank_in_the_middle(tmp_path):

@@ -77,7 +77,7 @@ def test_indicators_equal_plain_loops(seed):
     ema, rsi = ref_ema(close), ref_rsi(close)
     rsi_ma = ref_sma(rsi)
     lead = 27  # RSI MA needs 14 changes + 13 more RSI values
-    assert dropped == {"indicator warm-up": lead}
+    assert dropped == {"indicator_warmup": lead}
     assert frame.height == 150 - lead
     c = np.asarray(close[lead:])
     np.testing.assert_allclose(np.exp(frame["f_ema7"].to_numpy()) * c, ema[lead:], rtol=1e-12)
@@ -415,7 +415,7 @@ def test_shapes_give_identical_features(tmp_path, series):
         assert len(ds.source.fingerprint) == 64
         assert ds.source.n_rows == 150
     tv = data.prepare(tmp_path / "tv.csv", fcfg)
-    assert tv.dropped == {"warm-up blanks in the file's indicator columns": 27}
+    assert tv.dropped == {"file_indicator_warmup": 27}
     assert tv.source.columns["ema7"] == "EMA 7" and tv.source.columns["rsi_ma"] == "RSI-based MA"
     assert tv.source.name == "tv"
     assert data.prepare(tmp_path / "g.csv.gz", fcfg).source.name == "g"

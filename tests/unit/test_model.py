@@ -238,7 +238,7 @@ def test_shapes_and_param_counts():
     assert pred.shape == (2, 2) and qh.shape == qc.shape == (2,)
     counts = model.param_counts()
     assert counts["trainable"] + counts["buffers"] == counts["total"]
-    assert counts["embed"] + counts["H"] + counts["L"] + counts["head"] + counts["q_head"] == counts["trainable"]
+    assert counts["embed"] + counts["h_module"] + counts["l_module"] + counts["head"] + counts["q_head"] == counts["trainable"]
     with pytest.raises(ValueError):
         model.embed(mx.zeros((2, T + 1, F)))
 

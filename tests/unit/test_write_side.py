@@ -50,11 +50,15 @@ def test_prepare_of_a_crafted_prepared_folder_writes_only_beside(tmp_path, monke
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
+    before = sorted(p.name for p in folder.iterdir())
     res = cli(["prepare", folder, "--json"], tmp_path / "home")
+    assert not any(work.iterdir())  # beside DATA (issue 25), never in the working folder
+    if tmp_path / f"{safe}.prepared" == folder:  # beside itself is itself: not a folder prepare made
+        assert "not a prepared folder finhrm made" in one_error_line(res)
+        assert sorted(p.name for p in folder.iterdir()) == before
+        return
     assert res.exit_code == 0, res.output
-    out = Path(json.loads(res.stdout)["output"])
-    assert out.parent == work and out.name == f"{safe}.prepared"
-    assert sorted(p.name for p in work.iterdir()) == [f"{safe}.prepared"]
+    assert Path(json.loads(res.stdout)["output"]) == tmp_path / f"{safe}.prepared"
     assert not (tmp_path / "evil.prepared.prepared").exists() and not Path("/abs").exists()
     assert not (tmp_path / "evil").exists() and not (tmp_path / "evil.prepared" / "evil").exists()
 
@@ -255,3 +259,28 @@ def test_a_run_whose_data_cannot_be_written_is_one_line_and_leaves_nothing(tmp_p
     assert "no space left" in lines[0] and "features.parquet" in lines[0] and "internal error" not in lines[0]
     runs = home / "runs"
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_prepare_writes_beside_the_file_and_never_over_a_folder_it_did_not_make(tmp_path, monkeypatch):
+    """issue 25: `prepare FILE` wrote into the working folder, though --help says beside FILE."""
+    (tmp_path / "data").mkdir()
+    src = write_csv(tmp_path / "data" / "aapl.csv")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = cli(["prepare", src, "--json"], tmp_path / "home")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "data" / "aapl.prepared"
+    assert json.loads(res.stdout)["output"] == str(out) and (out / "meta.json").is_file() and not any(work.iterdir())
+    assert cli(["prepare", src], tmp_path / "home").exit_code == 0  # its own folder: written again
+    for name, content in (("mine", {"notes.txt": "x"}), ("old.prepared", {"meta.json": "{}"})):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f, text in content.items():
+            (folder / f).write_text(text)
+        line = one_error_line(cli(["prepare", src, "-o", folder], tmp_path / "home"))
+        assert "not a prepared folder finhrm made" in line and "-o DIR" in line
+        assert {p.name: p.read_text() for p in folder.iterdir()} == content  # untouched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(["prepare", src, "-o", empty], tmp_path / "home").exit_code == 0
