@@ -202,6 +202,15 @@ def _show(result: dict, as_json: bool, render) -> None:
     console.print_json(result) if as_json else render(result)
 
 
+def _say_run(result: dict) -> None:
+    """One line on stderr: which run the command used and why (``run.choose``); after the
+    output, so that a failed write stays the only line."""
+    from finhrm_cli.ui import console
+
+    if result.get("run_name"):
+        console.note(f"model: {result['run_name']} ({result.get('run_choice')})")
+
+
 def _col_map(items: list[str] | None) -> dict[str, str]:
     from finhrm_cli import data
 
@@ -369,6 +378,7 @@ def evaluate(
             intervals=intervals.value,
         )
     _show(result, as_json, render_evaluate)
+    _say_run(result)
 
 
 # ------------------------------------------------------------------ predict
@@ -403,6 +413,7 @@ def predict(
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                              date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
     render_predict(result, "json" if as_json else fmt.value, output)
+    _say_run(result)
 
 
 # ------------------------------------------------------------------ inspect
@@ -426,6 +437,7 @@ def inspect(
         return
     result = inspection.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
     _show(result, as_json, render_inspect)
+    _say_run(result)
 
 
 _STANDALONE = False  # set by main(): the process ends with the command

@@ -462,3 +462,38 @@ def expand_inputs(paths) -> list[Path]:
         else:
             out.append(p if p.exists() else Path(raw))
     return out
+
+
+def input_files(paths) -> list[Path]:
+    """``expand_inputs``, each file checked to exist: a mistyped path is reported as a file
+    problem (one line, with the data files beside it) before any run is looked up."""
+    files = expand_inputs(paths)
+    for f in files:
+        _check_path(Path(f).expanduser(), str(f))
+    return files
+
+
+def series_identity(path) -> tuple[str, str | None]:
+    """(series name, sha256 of the file) of a data file or prepared folder, as ``read_bars``
+    and the prepared loader would name it, without reading the bars: a run is chosen by it."""
+    import hashlib
+    import json
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        try:
+            from finhrm_cli.fsutil import safe_component
+
+            src = json.loads((p / PREPARED_META).read_text(encoding="utf-8")).get("source") or {}
+            fp = src.get("fingerprint")
+            return safe_component(src["name"]), (fp if isinstance(fp, str) and fp else None)
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError):
+            return _stem(p), None
+    sha = hashlib.sha256()
+    try:
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+    except OSError:
+        return _stem(p), None
+    return _stem(p), sha.hexdigest()

@@ -13,22 +13,26 @@ from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.data import datasets_for_run, run_datasets
-from finhrm_cli.run.store import open_run
+from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.train.events import Callback, FoldStarted
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool = False, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
-             intervals: str = "adaptive") -> dict:
-    run_dir, fc, rc = open_run(run_ref)
+             intervals: str = "adaptive", how: str = "--model") -> dict:
+    paths = (data_path if isinstance(data_path, (list, tuple)) else [data_path]) if data_path else []
+    if paths and not walk_forward:
+        files, run_dir, fc, rc, choice = open_for_data(run_ref, paths, how=how)
+    else:
+        run_dir, fc, rc, choice = open_run(run_ref, how=how)
+    chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:
-        return _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals)
-    if data_path:
-        paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
+        return {**_walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals), **chosen}
+    if paths:
         parts = []
-        for ds in datasets_for_run(rc, paths, date_col, col_map):
+        for ds in datasets_for_run(rc, files, date_col, col_map):
             w = ds.windows("all")
             cutoff = rc.cutoff(ds.source.name)
             if cutoff is not None:
@@ -65,7 +69,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
     scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm))
-    result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
+    result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
         result["act_segments"] = segments

@@ -10,7 +10,7 @@ from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import interval_arrays, to_prices
 from finhrm_cli.run.data import datasets_for_run
-from finhrm_cli.run.store import open_run
+from finhrm_cli.run.choose import open_for_data
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
@@ -23,8 +23,8 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     """
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
-    run_dir, fc, rc = open_run(run_ref)
-    dss = datasets_for_run(rc, data_paths, date_col, col_map)
+    files, run_dir, fc, rc, choice = open_for_data(run_ref, data_paths)
+    dss = datasets_for_run(rc, files, date_col, col_map)
     parts = []
     for ds in dss:
         w = ds.windows("all")
@@ -65,6 +65,8 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
             rows.append(r)
     return {
         "run": str(run_dir),
+        "run_name": choice.name,
+        "run_choice": choice.reason,
         "data": [str(ds.source.path) for ds in dss] if len(dss) > 1 else str(dss[0].source.path),
         "horizon": rc.features.horizon,
         "coverage": coverage,

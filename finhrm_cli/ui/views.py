@@ -284,7 +284,6 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
         note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
              "train on a longer history or ask for a lower --coverage.")
     act_segments_note(result.get("act_segments"))
-    note(f"model: {result.get('run')}")
 
 
 def _interval_cell(lo, hi, unbounded: list) -> str:

@@ -99,8 +99,9 @@ def test_predict_is_scale_free(trained_home, trained_summary, tmp_path):
     scaled = df.with_columns([pl.col(c) * 100 for c in ("Open", "High", "Low", "Close", "Adj Close")])
     path = tmp_path / "x100.csv"
     scaled.write_csv(path)
-    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, "--all", "-f", "json"], trained_home).stdout)["rows"]
-    b = json.loads(run_cli(["predict", path, "--all", "-f", "json"], trained_home).stdout)["rows"]
+    run = ["--model", trained_summary["run"]]  # the run of the same series, from another file
+    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, *run, "--all", "-f", "json"], trained_home).stdout)["rows"]
+    b = json.loads(run_cli(["predict", path, *run, "--all", "-f", "json"], trained_home).stdout)["rows"]
     for key in ("pred_high", "pred_low", "pred_high_lo", "pred_low_hi"):
         np.testing.assert_allclose([r[key] for r in b], [100 * r[key] for r in a], rtol=1e-5)
 
@@ -380,14 +381,15 @@ def test_predict_warns_about_suspicious_data_in_the_file_it_reads(trained_home, 
     head, rows = lines[0], [ln.split(",") for ln in lines[1:]]
     for r in rows[2000:]:  # an unadjusted 2-for-1 split: every price halves from here on
         r[1:6] = [f"{float(v) / 2:.4f}" for v in r[1:6]]
-    path = tmp_path / "split.csv"
+    path = tmp_path / "split" / "synthetic_tradingview.csv"  # the run's series, with an unadjusted split
+    path.parent.mkdir()
     path.write_text("\n".join([head, *(",".join(r) for r in rows)]) + "\n")
     res = run_cli(["predict", path, "--model", trained_summary["run"], "--json"], trained_home)
     assert res.exit_code == 0, res.output
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and rows[2000][0] in warned[0] and "split-adjusted" in warned[0], res.stderr
     assert json.loads(res.stdout)["rows"]  # stdout is still one JSON document
-    clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--json"], trained_home)
+    clean = run_cli(["predict", SAMPLE_TV, "--model", trained_summary["run"], "--json"], trained_home)
     assert "warning:" not in clean.stderr
 
 

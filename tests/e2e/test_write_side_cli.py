@@ -32,7 +32,8 @@ from helpers import evil_prepared as _evil_prepared
 
 @pytest.fixture(scope="module")
 def data_csv(tmp_path_factory):
-    return write_csv(tmp_path_factory.mktemp("write_side_data") / "spy.csv")
+    # named after the series of the session's run, so that predict picks that run by itself
+    return write_csv(tmp_path_factory.mktemp("write_side_data") / "synthetic_tradingview.csv")
 
 
 @pytest.fixture
@@ -172,7 +173,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
     # naming the unfinished run works, with one warning line on stderr
     res = cli(["predict", data_csv, "--model", stuck, "--json"], home)
     assert res.exit_code == 0, res.output
-    warn = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    warn = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("model: ")]
     assert len(warn) == 1 and warn[0].startswith("warning:") and "unfinished" in warn[0], res.stderr
     lst = json.loads(cli(["inspect", "--list", "--json"], home).stdout)["runs"]
     assert {r["name"]: r["status"] for r in lst} == {done.name: "finished", stuck.name: "unfinished"}

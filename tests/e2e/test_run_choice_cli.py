@@ -1,0 +1,73 @@
+"""Two tickers in one FINHRM_HOME, the way issue 24 found them: each command picks the run of
+the data's own series, says which and why, and warns when told to use another ticker's run.
+Also: what predict says it forecasts (target session, series, run, split and actuals) and how
+stale the run is for the file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import TINY_D16, cli, one_line_error, write_csv
+
+
+@pytest.fixture(scope="module")
+def two_tickers(tmp_path_factory):
+    """A home with a run on aapl.csv (weekdays) and, newer, one on btc.csv (every calendar
+    day); the files, and the runs' names."""
+    home = tmp_path_factory.mktemp("two_tickers")
+    files = tmp_path_factory.mktemp("files")
+    aapl = write_csv(files / "aapl.csv", n=320, seed=1)
+    btc = write_csv(files / "btc.csv", n=320, seed=2, every_day=True)
+    runs = {}
+    for name, f in (("aapl", aapl), ("btc", btc)):
+        res = cli(["train", f, *TINY_D16, "--json"], home)
+        assert res.exit_code == 0, res.output
+        runs[name] = json.loads(res.stdout)["name"]
+    return home, {"aapl": aapl, "btc": btc}, runs
+
+
+def model_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("model: ")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_predict_uses_the_run_of_the_files_own_series(two_tickers):
+    home, files, runs = two_tickers
+    res = cli(["predict", files["aapl"], "--json"], home)  # btc's run is newer: not used
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["run_name"] == runs["aapl"]
+    assert model_line(res) == f"model: {runs['aapl']} (newest finished run trained on aapl, the same file)"
+    assert "warning" not in res.stderr
+    res = cli(["predict", files["btc"], "--json"], home)
+    assert json.loads(res.stdout)["run_name"] == runs["btc"]
+
+
+def test_evaluate_and_inspect_with_data_choose_the_same_way(two_tickers):
+    home, files, runs = two_tickers
+    for args in (["evaluate", "--data", files["aapl"], "--json"], ["inspect", "--data", files["aapl"], "--json"]):
+        res = cli(args, home)
+        assert res.exit_code == 0, (args, res.output)
+        assert json.loads(res.stdout)["run_name"] == runs["aapl"], args
+        assert "trained on aapl" in model_line(res)
+    res = cli(["evaluate", "--json"], home)  # no data: the newest finished run
+    assert json.loads(res.stdout)["run_name"] == runs["btc"]
+    assert model_line(res) == f"model: {runs['btc']} (newest finished run)"
+
+
+def test_naming_another_tickers_run_works_with_one_warning(two_tickers):
+    home, files, runs = two_tickers
+    res = cli(["predict", files["aapl"], "--model", runs["btc"], "--json"], home)
+    assert res.exit_code == 0, res.output
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and f"{runs['btc']} was trained on btc, not on aapl" in warned[0]
+    assert model_line(res) == f"model: {runs['btc']} (named with --model)"
+
+
+def test_a_series_without_a_run_is_one_line_with_the_fix(two_tickers, tmp_path):
+    home, _, _ = two_tickers
+    msft = write_csv(tmp_path / "msft.csv", n=200, seed=5)
+    line = one_line_error(cli(["predict", msft], home), "no finished run trained on msft",
+                          f"finhrm train {msft}", "--model RUN")
+    assert "aapl" not in line and "btc" not in line
