@@ -179,7 +179,8 @@ DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the 
 ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
-RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
+RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="The run, as with -m/--model (kept for compatibility).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the newest finished run trained on DATA's series; without DATA, the newest finished run).", show_default=False)]
 CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, help="Prediction interval coverage.")]
 
 
@@ -209,6 +210,13 @@ def _say_run(result: dict) -> None:
 
     if result.get("run_name"):
         console.note(f"model: {result['run_name']} ({result.get('run_choice')})")
+
+
+def _one_run(run: str | None, model: str | None) -> str | None:
+    """RUN given as the positional argument or as -m/--model (the same in every command)."""
+    if run is not None and model is not None and run != model:
+        raise UsageError(f"two runs given ({run!r} and --model {model!r}); give the run once, as -m/--model RUN.")
+    return model if model is not None else run
 
 
 def _col_map(items: list[str] | None) -> dict[str, str]:
@@ -351,6 +359,7 @@ class Split(str, Enum):
 @_guard
 def evaluate(
     run: RunArg = None,
+    model: ModelOpt = None,
     data_path: Annotated[Optional[list[Path]], typer.Option("--data", help="Score a fresh file instead of the run's own split (repeatable, one per ticker).")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
@@ -373,7 +382,7 @@ def evaluate(
 
     with TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
         result = run_evaluate(
-            run, data_path=data_path, split=split.value, coverage=coverage, act=act,
+            _one_run(run, model), data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
             intervals=intervals.value,
         )
@@ -392,7 +401,7 @@ class Format(str, Enum):
 @_guard
 def predict(
     data_path: Annotated[list[Path], typer.Argument(metavar="DATA", help="One or more CSV/Parquet files (one per ticker), or a folder of them.", show_default=False)],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
+    model: ModelOpt = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json (as in the other commands).")] = False,
@@ -421,6 +430,7 @@ def predict(
 @_guard
 def inspect(
     run: RunArg = None,
+    model: ModelOpt = None,
     list_runs: Annotated[bool, typer.Option("--list", help="List the runs on this machine, newest first.")] = False,
     data_path: Annotated[Optional[Path], typer.Option("--data", help="Compute the ACT halting stats on this file instead of the run's validation split.")] = None,
     date_col: DateCol = None,
@@ -435,7 +445,7 @@ def inspect(
         result = inspection.list_runs()
         _show(result, as_json, render_list)
         return
-    result = inspection.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
+    result = inspection.inspect(_one_run(run, model), data_path=data_path, date_col=date_col, col_map=_col_map(col))
     _show(result, as_json, render_inspect)
     _say_run(result)
 

@@ -175,9 +175,10 @@ def train_command(paths) -> str:
 
 def open_for_data(ref, paths, how: str = "--model"):
     """The data files of ``paths`` (folders expanded), then the run for them (``open_run``
-    with their series): ``(files, run_dir, fc, rc, choice)``."""
+    with their series): ``(files, run_dir, fc, rc, choice)``.  A missing or mistyped file is
+    reported first, as a file problem, before any run is looked up (issue 25)."""
     from finhrm_cli import data
 
-    files = data.expand_inputs(paths)
+    files = data.input_files(paths)
     run_dir, fc, rc, choice = open_run(ref, data_series(files), how=how, fix=train_command(paths))
     return files, run_dir, fc, rc, choice

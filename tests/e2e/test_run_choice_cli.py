@@ -71,3 +71,27 @@ def test_a_series_without_a_run_is_one_line_with_the_fix(two_tickers, tmp_path):
     line = one_line_error(cli(["predict", msft], home), "no finished run trained on msft",
                           f"finhrm train {msft}", "--model RUN")
     assert "aapl" not in line and "btc" not in line
+
+
+def test_a_mistyped_file_is_a_file_problem_before_any_run(two_tickers, tmp_path):
+    home, files, _ = two_tickers
+    typo = files["aapl"].with_name("aapl.cvs")
+    for args in (["predict", typo], ["evaluate", "--data", typo], ["inspect", "--data", typo]):
+        one_line_error(cli(args, home), str(typo), "file not found", "aapl.csv", "check the path")
+    # a home whose only run is unfinished: still the file, not "train --resume"
+    lonely = tmp_path / "home"
+    (lonely / "runs" / "aapl-20240101-000000").mkdir(parents=True)
+    (lonely / "runs" / "aapl-20240101-000000" / "config.json").write_text('{"model": {}}')
+    line = one_line_error(cli(["predict", typo], lonely), "file not found")
+    assert "resume" not in line
+
+
+def test_evaluate_and_inspect_take_the_run_as_model_too(two_tickers):
+    home, _, runs = two_tickers
+    for cmd in ("evaluate", "inspect"):
+        by_opt = cli([cmd, "-m", runs["aapl"], "--json"], home)
+        by_arg = cli([cmd, runs["aapl"], "--json"], home)
+        assert by_opt.exit_code == by_arg.exit_code == 0, (by_opt.output, by_arg.output)
+        assert json.loads(by_opt.stdout)["run_name"] == json.loads(by_arg.stdout)["run_name"] == runs["aapl"]
+        assert model_line(by_opt) == f"model: {runs['aapl']} (named with --model)"
+        one_line_error(cli([cmd, runs["aapl"], "--model", runs["btc"]], home), "give the run once")
