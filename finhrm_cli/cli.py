@@ -204,12 +204,11 @@ def _show(result: dict, as_json: bool, render) -> None:
 
 
 def _say_run(result: dict) -> None:
-    """One line on stderr: which run the command used and why (``run.choose``); after the
-    output, so that a failed write stays the only line."""
-    from finhrm_cli.ui import console
+    """Which run the command used and why, and predict's staleness (``views.run_notes``), on
+    stderr after the output, so that a failed write stays the only line."""
+    from finhrm_cli.ui.views import run_notes
 
-    if result.get("run_name"):
-        console.note(f"model: {result['run_name']} ({result.get('run_choice')})")
+    run_notes(result)
 
 
 def _one_run(run: str | None, model: str | None) -> str | None:
@@ -409,6 +408,7 @@ def predict(
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = False,
+    stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = 20,
     date_col: DateCol = None,
     col: ColMap = None,
 ):
@@ -420,7 +420,8 @@ def predict(
     check_output(output, "--output")
 
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
-                             date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
+                             date_col=date_col, col_map=_col_map(col), intervals=intervals.value,
+                         stale_after=stale_after)
     render_predict(result, "json" if as_json else fmt.value, output)
     _say_run(result)
 

@@ -10,11 +10,15 @@ from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import interval_arrays, to_prices
 from finhrm_cli.run.data import datasets_for_run
-from finhrm_cli.run.choose import open_for_data
+from finhrm_cli.run.choose import open_for_data, train_command
+
+
+STALE_AFTER = 20  # sessions after the run's last training row before predict suggests a refit
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
-            act: bool = False, date_col=None, col_map=None, intervals: str = "adaptive") -> dict:
+            act: bool = False, date_col=None, col_map=None, intervals: str = "adaptive",
+            stale_after: int = STALE_AFTER) -> dict:
     """Forecasts for the last row of each file (or every row with ``all_rows``).
 
     With adaptive intervals, the rows after the run's validation period are predicted too
@@ -26,8 +30,10 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     files, run_dir, fc, rc, choice = open_for_data(run_ref, data_paths)
     dss = datasets_for_run(rc, files, date_col, col_map)
     parts = []
+    staleness = {}
     for ds in dss:
         w = ds.windows("all")
+        staleness[ds.source.name] = _sessions_after(rc, ds.source.name, w.dates)
         if len(w) == 0:
             need = rc.features.seq_len
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
@@ -72,8 +78,22 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
         "coverage": coverage,
         "intervals": intervals if conformal else None,
         "rows": rows,
+        "staleness": {
+            "last_training_date": {k: v[0] for k, v in staleness.items()},
+            "sessions_after_training": {k: v[1] for k, v in staleness.items()},
+            "stale_after": stale_after,
+            "refit": f"{train_command(data_paths)} --from {choice.name}",
+        },
         **({"act_segments": segments} if act else {}),
     }
+
+
+def _sessions_after(rc, name: str, dates: np.ndarray) -> tuple[str | None, int | None]:
+    """(the run's last training date for the series, how many of ``dates`` come after it)."""
+    last = (rc.series_splits(name).get("train") or {}).get("last_date")
+    if not last:
+        return None, None
+    return last, int(np.count_nonzero(dates > np.datetime64(last[:10])))
 
 
 MAX_MOVE = 1e3  # a forecast high above 1000x the close, or a low below 1/1000 of it, is no forecast

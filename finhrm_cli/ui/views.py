@@ -286,6 +286,33 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
     act_segments_note(result.get("act_segments"))
 
 
+def run_notes(result: dict) -> None:
+    """After a command's output, on stderr: which run it used and why (``run.choose``), and
+    for ``predict`` how many sessions the file holds after the run's last training row, with
+    a one-line hint to refit when that is more than ``stale_after``."""
+    if result.get("run_name"):
+        note(f"model: {result['run_name']} ({result.get('run_choice')})")
+    st = result.get("staleness") or {}
+    after = {k: v for k, v in (st.get("sessions_after_training") or {}).items() if v is not None}
+    if not after:
+        return
+    lasts = sorted({d for d in (st.get("last_training_date") or {}).values() if d})
+    since = f"the run's last training row ({lasts[0]})" if len(lasts) == 1 else "the run's last training row"
+    counts = sorted(after.values())
+    if len(after) == 1:
+        (name, n), = after.items()
+        note(f"{name}: the file holds {n:,} session{'s' if n != 1 else ''} after {since}")
+    elif len(after) <= 4:
+        note(f"sessions after {since}: " + ", ".join(f"{k} {v:,}" for k, v in after.items()))
+    else:
+        note(f"{counts[0]:,} to {counts[-1]:,} sessions per ticker after {since}")
+    limit = st.get("stale_after")
+    if isinstance(limit, int) and counts[-1] > limit:
+        what = (f"the file's last {counts[-1]:,} sessions" if len(after) == 1
+                else f"up to {counts[-1]:,} recent sessions of a ticker")
+        note(f"hint: the run has not trained on {what}; refit on every row with `{st.get('refit')}`")
+
+
 def _interval_cell(lo, hi, unbounded: list) -> str:
     """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
     if lo is None:

@@ -95,3 +95,22 @@ def test_evaluate_and_inspect_take_the_run_as_model_too(two_tickers):
         assert json.loads(by_opt.stdout)["run_name"] == json.loads(by_arg.stdout)["run_name"] == runs["aapl"]
         assert model_line(by_opt) == f"model: {runs['aapl']} (named with --model)"
         one_line_error(cli([cmd, runs["aapl"], "--model", runs["btc"]], home), "give the run once")
+
+
+def test_predict_says_how_stale_the_run_is_and_hints_a_refit(two_tickers):
+    home, files, runs = two_tickers
+    res = cli(["predict", files["aapl"], "--json"], home)
+    st = json.loads(res.stdout)["staleness"]
+    cfg = json.loads((home / "runs" / runs["aapl"] / "config.json").read_text())
+    last = cfg["series"][0]["splits"]["train"]["last_date"]
+    splits = cfg["series"][0]["splits"]
+    after = splits["test"]["end"] - splits["train"]["end"]  # every usable row after the training split
+    assert st == {"last_training_date": {"aapl": last}, "sessions_after_training": {"aapl": after},
+                  "stale_after": 20, "refit": f"finhrm train {files['aapl']} --from {runs['aapl']}"}
+    notes = res.stderr.splitlines()
+    assert f"aapl: the file holds {after} sessions after the run's last training row ({last})" in notes
+    hint = [ln for ln in notes if ln.startswith("hint:")]
+    assert hint == [f"hint: the run has not trained on the file's last {after} sessions; refit on every row "
+                    f"with `finhrm train {files['aapl']} --from {runs['aapl']}`"]
+    quiet = cli(["predict", files["aapl"], "--stale-after", str(after), "--json"], home)
+    assert quiet.exit_code == 0 and "hint:" not in quiet.stderr and "the file holds" in quiet.stderr
