@@ -206,7 +206,7 @@ def _show(result: dict, as_json: bool, render) -> None:
 def _say_run(result: dict) -> None:
     """Which run the command used and why, and predict's staleness (``views.run_notes``), on
     stderr after the output, so that a failed write stays the only line."""
-    from finhrm_cli.ui.views import run_notes
+    from finhrm_cli.ui.forecasts import run_notes
 
     run_notes(result)
 
@@ -415,7 +415,7 @@ def predict(
     """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
     from finhrm_cli.run.files import check_output
     from finhrm_cli.service.prediction import predict as run_predict
-    from finhrm_cli.ui.views import render_predict
+    from finhrm_cli.ui.forecasts import render_predict
 
     check_output(output, "--output")
 

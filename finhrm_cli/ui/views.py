@@ -1,5 +1,6 @@
 """Every command's view: what ``prepare``, ``train``, ``evaluate``, ``predict`` (as a
-table), ``inspect`` and ``inspect --list`` show, and the small terminal charts they use.
+table), ``inspect`` and ``inspect --list`` show, and the small terminal charts they use (predict's
+table and the run lines after a command's output: ``forecasts``).
 
 Each ``render_*`` takes the dict a ``service`` function returned and draws it with rich:
 tables and charts on stdout, notes and warnings on stderr (``ui.console``).  ``--json``
@@ -264,101 +265,6 @@ def act_segments_note(seg: dict | None) -> None:
     note(f"--act: {fmt_num(seg['mean_segments'], 2)} of {seg['max_segments']} segments per row on average "
          f"(rows halting at each segment: {hist}); {fmt_pct(seg['skippable_share'])} of the segments' compute "
          "could be skipped (all segments still run, in one batch).")
-
-
-def render_predict(result: dict, fmt: str, output=None) -> None:
-    """predict's view: JSON or CSV (to stdout or ``output``) through ``export``; else a
-    table of the forecasts with their intervals."""
-    if export.write_forecasts(result, fmt, output):
-        return
-    rows = result["rows"]
-    cov = result.get("coverage", 0.8)
-    h = result.get("horizon", 1)
-    ahead = "the next session" if h == 1 else f"{h} sessions ahead"
-    unbounded: list[int] = []
-    if len(rows) == 1:
-        show(_forecast_table(rows[0], ahead, cov, unbounded))
-    else:
-        _show_forecast_rows(rows, ahead, cov, unbounded)
-    if unbounded:
-        note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
-             "train on a longer history or ask for a lower --coverage.")
-    act_segments_note(result.get("act_segments"))
-
-
-def run_notes(result: dict) -> None:
-    """After a command's output, on stderr: which run it used and why (``run.choose``), and
-    for ``predict`` how many sessions the file holds after the run's last training row, with
-    a one-line hint to refit when that is more than ``stale_after``."""
-    if result.get("run_name"):
-        note(f"model: {result['run_name']} ({result.get('run_choice')})")
-    st = result.get("staleness") or {}
-    after = {k: v for k, v in (st.get("sessions_after_training") or {}).items() if v is not None}
-    if not after:
-        return
-    lasts = sorted({d for d in (st.get("last_training_date") or {}).values() if d})
-    since = f"the run's last training row ({lasts[0]})" if len(lasts) == 1 else "the run's last training row"
-    counts = sorted(after.values())
-    if len(after) == 1:
-        (name, n), = after.items()
-        note(f"{name}: the file holds {n:,} session{'s' if n != 1 else ''} after {since}")
-    elif len(after) <= 4:
-        note(f"sessions after {since}: " + ", ".join(f"{k} {v:,}" for k, v in after.items()))
-    else:
-        note(f"{counts[0]:,} to {counts[-1]:,} sessions per ticker after {since}")
-    limit = st.get("stale_after")
-    if isinstance(limit, int) and counts[-1] > limit:
-        what = (f"the file's last {counts[-1]:,} sessions" if len(after) == 1
-                else f"up to {counts[-1]:,} recent sessions of a ticker")
-        note(f"hint: the run has not trained on {what}; refit on every row with `{st.get('refit')}`")
-
-
-def _interval_cell(lo, hi, unbounded: list) -> str:
-    """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
-    if lo is None:
-        return "-"
-    if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
-        unbounded.append(1)
-        return "unbounded"
-    return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
-
-
-def _forecast_table(r: dict, ahead: str, cov: float, unbounded: list) -> Table:
-    """One forecast: high and low, their change from the close and their intervals."""
-    c = r["close"]
-    t = Table(title=f"Forecast for {ahead} after {r['date']} (close {fmt_num(c, 2)})",
-              title_justify="left", title_style="bold", box=None, pad_edge=False)
-    for col in ("", "forecast", "vs close", f"{cov:.0%} interval"):
-        t.add_column(col, justify="left" if not col else "right")
-    t.add_row(Text("high", style="green"), Text(fmt_num(r["pred_high"], 2), style="bold green"),
-              f"{100 * (r['pred_high'] / c - 1):+.2f}%", _interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded))
-    t.add_row(Text("low", style="red"), Text(fmt_num(r["pred_low"], 2), style="bold red"),
-              f"{100 * (r['pred_low'] / c - 1):+.2f}%", _interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded))
-    return t
-
-
-def _show_forecast_rows(rows: list[dict], ahead: str, cov: float, unbounded: list) -> None:
-    """Several forecasts (tickers, or --all): the last 200 rows; intervals when they fit."""
-    multi = "ticker" in rows[0]
-    wide = console.out.width >= (112 if multi else 96)
-    t = Table(title=f"Forecasts for {ahead} after each date" + (f" ({cov:.0%} intervals)" if wide else ""),
-              title_justify="left", title_style="bold")
-    cols = (["ticker"] if multi else []) + ["date", "close", "high"] + (["high interval"] if wide else []) \
-        + ["low"] + (["low interval"] if wide else [])
-    for col in cols:
-        t.add_column(col, justify="left" if col == "ticker" else "right", no_wrap=True)
-    for r in rows[-200:]:
-        cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2),
-                                                   Text(fmt_num(r["pred_high"], 2), style="green")]
-        cells += [_interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded)] if wide else []
-        cells += [Text(fmt_num(r["pred_low"], 2), style="red")]
-        cells += [_interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded)] if wide else []
-        t.add_row(*cells)
-    show(t)
-    if not wide:
-        note("intervals are left out at this terminal width; --format csv shows them.")
-    if len(rows) > 200:
-        note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
 
 
 def render_list(result: dict) -> None:

@@ -5,7 +5,10 @@ stale the run is for the file."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 
 import pytest
 from helpers import TINY_D16, cli, one_line_error, write_csv
@@ -110,7 +113,74 @@ def test_predict_says_how_stale_the_run_is_and_hints_a_refit(two_tickers):
     notes = res.stderr.splitlines()
     assert f"aapl: the file holds {after} sessions after the run's last training row ({last})" in notes
     hint = [ln for ln in notes if ln.startswith("hint:")]
-    assert hint == [f"hint: the run has not trained on the file's last {after} sessions; refit on every row "
-                    f"with `finhrm train {files['aapl']} --from {runs['aapl']}`"]
+    assert hint == [(f"hint: the run has not trained on the file's last {after} sessions; refit on every row "
+                     f"with `finhrm train {files['aapl']} --from {runs['aapl']}`")]
     quiet = cli(["predict", files["aapl"], "--stale-after", str(after), "--json"], home)
     assert quiet.exit_code == 0 and "hint:" not in quiet.stderr and "the file holds" in quiet.stderr
+
+
+def _cut(src: Path, dest: Path, rows: int) -> Path:
+    """The first ``rows`` data rows of ``src`` as ``dest`` (the same series, fewer sessions)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(src.read_text().splitlines()[: rows + 1]) + "\n")
+    return dest
+
+
+def test_the_target_session_is_the_next_weekday_or_the_next_calendar_day(two_tickers, tmp_path):
+    home, files, runs = two_tickers
+    btc = _cut(files["btc"], tmp_path / "btc.csv", 318)  # every calendar day, ending on a Friday
+    aapl = _cut(files["aapl"], tmp_path / "aapl.csv", 303)  # weekdays, ending on a Friday
+    out = {}
+    for name, f in (("btc", btc), ("aapl", aapl)):
+        res = cli(["predict", f, "--json"], home)
+        assert res.exit_code == 0, res.output
+        out[name] = json.loads(res.stdout)
+    b, a = out["btc"]["rows"][0], out["aapl"]["rows"][0]
+    assert (b["date"], b["target_date"]) == ("2020-11-13", "2020-11-14")  # Friday, then Saturday
+    assert (a["date"], a["target_date"]) == ("2021-02-26", "2021-03-01")  # Friday, then Monday
+    assert out["btc"]["trading_days"] == {"btc": "every day"} and out["aapl"]["trading_days"] == {"aapl": "Mon-Fri"}
+    assert (b["ticker"], b["run"], a["ticker"], a["run"]) == ("btc", runs["btc"], "aapl", runs["aapl"])
+
+
+def test_predict_all_is_a_backtest_export_with_split_and_actuals(two_tickers, tmp_path):
+    home, files, runs = two_tickers
+    out = tmp_path / "bt.csv"
+    res = cli(["predict", files["aapl"], "--all", "-f", "csv", "-o", out], home)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert list(rows[0])[-4:] == ["split", "actual_high", "actual_low", "run"]
+    cfg = json.loads((home / "runs" / runs["aapl"] / "config.json").read_text())
+    sp = cfg["series"][0]["splits"]
+    for r in rows:  # the split is the one whose rows hold the target session
+        want = ("train" if r["target_date"] <= sp["train"]["last_date"] else
+                "validation" if r["target_date"] <= sp["val"]["last_date"] else
+                "test" if r["target_date"] <= sp["test"]["last_date"] else "after_run")
+        assert r["split"] == want, r
+    assert [r["split"] for r in rows][-1] == "after_run" and {r["split"] for r in rows} >= {"train", "validation", "test"}
+    # the actuals are the target session's own high and low, the file's next row, beside the forecast
+    bars = {r["date"]: r for r in csv.DictReader(io.StringIO(files["aapl"].read_text()))}
+    for r in rows[:-1]:
+        assert r["target_date"] in bars and r["target_date"] > r["date"]
+        assert float(r["actual_high"]) == pytest.approx(float(bars[r["target_date"]]["high"]))
+        assert float(r["actual_low"]) == pytest.approx(float(bars[r["target_date"]]["low"]))
+    assert rows[-1]["actual_high"] == rows[-1]["actual_low"] == ""  # the next session is not known yet
+    # the forecast of a row does not change when the rows after it (its actuals among them) change
+    short = _cut(files["aapl"], tmp_path / "cut" / "aapl.csv", 300)
+    cut = json.loads(cli(["predict", short, "--all", "--intervals", "split", "--json"], home).stdout)["rows"]
+    full = json.loads(cli(["predict", files["aapl"], "--all", "--intervals", "split", "--json"], home).stdout)["rows"]
+    assert cut[-1]["date"] == full[len(cut) - 1]["date"]
+    assert cut[-1]["pred_high"] == pytest.approx(full[len(cut) - 1]["pred_high"], rel=1e-6)
+
+
+def test_the_table_names_the_session_the_series_and_the_run_at_80_columns(two_tickers, tmp_path):
+    home, files, runs = two_tickers
+    from finhrm_cli.ui import console
+
+    assert console.out.width == 80  # no terminal: rich's 80 columns
+    res = cli(["predict", files["aapl"]], home)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith("Forecast for ") and "(aapl, the session after " in res.stdout
+    assert f"run {runs['aapl']}" in res.stdout
+    allr = cli(["predict", files["aapl"], "--all"], home)
+    head = [ln for ln in allr.stdout.splitlines() if "split" in ln and "for" in ln]
+    assert head and "actual high" in allr.stdout and "after_run" in allr.stdout and "…" not in allr.stdout
