@@ -115,7 +115,12 @@ def _rows(ds, w, ph, pl, iv, calendar, rc, run_name: str, all_rows: bool) -> lis
 
 
 def _sessions_after(rc, name: str, dates: np.ndarray) -> tuple[str | None, int | None]:
-    """(the run's last training date for the series, how many of ``dates`` come after it)."""
+    """(the run's last training date for the series, how many of ``dates`` come after it);
+    (None, None) for a series the run was not trained on (named with --model): its own
+    training dates say nothing about this file."""
+    trained = [n.casefold() for n in rc.series_names()] or [str((rc.source or {}).get("name", "")).casefold()]
+    if name.casefold() not in trained:
+        return None, None
     last = (rc.series_splits(name).get("train") or {}).get("last_date")
     if not last:
         return None, None

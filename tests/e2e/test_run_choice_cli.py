@@ -184,3 +184,11 @@ def test_the_table_names_the_session_the_series_and_the_run_at_80_columns(two_ti
     allr = cli(["predict", files["aapl"], "--all"], home)
     head = [ln for ln in allr.stdout.splitlines() if "split" in ln and "for" in ln]
     assert head and "actual high" in allr.stdout and "after_run" in allr.stdout and "…" not in allr.stdout
+
+
+def test_no_staleness_for_a_series_the_run_was_not_trained_on(two_tickers):
+    home, files, runs = two_tickers
+    res = cli(["predict", files["aapl"], "-m", runs["btc"], "--json"], home)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["staleness"]["sessions_after_training"] == {"aapl": None}
+    assert "the file holds" not in res.stderr and "hint:" not in res.stderr
