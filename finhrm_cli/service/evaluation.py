@@ -12,8 +12,8 @@ from finhrm_cli.forecast import baselines
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
-from finhrm_cli.run.data import datasets_for_run, run_datasets
 from finhrm_cli.run.choose import open_for_data, open_run
+from finhrm_cli.run.data import datasets_for_run, run_datasets
 from finhrm_cli.train.events import Callback, FoldStarted
 
 
@@ -93,9 +93,9 @@ def _plot(path: Path, w, pred_log, iv, coverage) -> Path:
             "--plot needs matplotlib, which is not installed; install it with `pip install 'finhrm[plot]'` "
             "(or `pip install matplotlib`)."
         ) from exc
-    from finhrm_cli.fsutil import atomic_write_bytes
-
     import io
+
+    from finhrm_cli.fsutil import atomic_write_bytes
 
     ph, pl = to_prices(pred_log, w.close)
     dates = w.dates.astype("datetime64[D]")
@@ -131,8 +131,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
     import dataclasses
 
     from finhrm_cli import data
-    from finhrm_cli.train import step
-    from finhrm_cli.train import loop
+    from finhrm_cli.train import loop, step
 
     fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
     fulls = run_datasets(run_dir, rc)
