@@ -12,7 +12,6 @@ import functools
 import os
 import sys
 import traceback
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,6 +24,10 @@ import typer  # noqa: E402
 from finhrm_cli import __version__  # noqa: E402
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig, help_for  # noqa: E402
 from finhrm_cli.errors import FinhrmError, FinhrmWarning, UsageError  # noqa: E402
+from finhrm_cli.cli_options import (  # noqa: E402
+    ActInference, ActOpt, ActTraining, ColMap, CoverageOpt, DateCol, Format, Intervals, IntervalsOpt,
+    JsonOpt, Loss, ModelOpt, QuietOpt, RunArg, Split, examples as _examples,
+)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _python=None):
@@ -35,26 +38,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _py
         console.warn(str(message))
     else:
         _python(message, category, filename, lineno, file, line)
-
-
-def _flag_type(display):
-    """Typer shows a type placeholder after every option, `<bool>` after a flag too, which
-    takes no value: flags show none."""
-
-    @functools.wraps(display)
-    def shown(self, ctx):
-        return None if getattr(self, "is_flag", False) else display(self, ctx)
-
-    return shown
-
-
-if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
-    typer.core.TyperOption.display_type_rich = _flag_type(typer.core.TyperOption.display_type_rich)
-
-
-def _examples(*lines: str) -> str:
-    """A command's help epilog: its examples, one command per line."""
-    return "**Examples**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
 
 
 app = typer.Typer(
@@ -196,31 +179,26 @@ def _root(
 
 
 # ------------------------------------------------------------------ shared options
-DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the date column when it is not detected.", rich_help_panel="Input")]
-ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
-RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="A run folder, a run's name, or its model.safetensors (default: the latest run).", show_default=False)]
-CoverageOpt = Annotated[float, typer.Option("--coverage", min=0.01, max=0.99, help="Prediction interval coverage.")]
-
-
-class Intervals(str, Enum):
-    adaptive = "adaptive"
-    split = "split"
-
-
-IntervalsOpt = Annotated[Intervals, typer.Option(
-    "--intervals",
-    help="adaptive: conformal intervals that learn from each outcome after the training period "
-    "(adaptive conformal inference); split: the fixed validation residuals.")]
-ActOpt = Annotated[Optional[bool], typer.Option("--act/--all-steps", help="--act: stop each sample where its ACT Q head says halt; --all-steps: run every segment. Default: the run's act_inference.", show_default=False)]
-
-
 def _show(result: dict, as_json: bool, render) -> None:
     """One JSON document on stdout with --json, else the command's rich view."""
     from finhrm_cli.ui import console
 
     console.print_json(result) if as_json else render(result)
+
+
+def _say_run(result: dict) -> None:
+    """Which run the command used and why, and predict's staleness (``views.run_notes``), on
+    stderr after the output, so that a failed write stays the only line."""
+    from finhrm_cli.ui.forecasts import run_notes
+
+    run_notes(result)
+
+
+def _one_run(run: str | None, model: str | None) -> str | None:
+    """RUN given as the positional argument or as -m/--model (the same in every command)."""
+    if run is not None and model is not None and run != model:
+        raise UsageError(f"two runs given ({run!r} and --model {model!r}); give the run once, as -m/--model RUN.")
+    return model if model is not None else run
 
 
 def _col_map(items: list[str] | None) -> dict[str, str]:
@@ -264,20 +242,7 @@ def prepare(
 
 
 # ------------------------------------------------------------------ train
-class Loss(str, Enum):
-    huber = "huber"
-    mse = "mse"
-    mae = "mae"
 
-
-class ActTraining(str, Enum):
-    every = "every"
-    carry = "carry"
-
-
-class ActInference(str, Enum):
-    halted = "halted"
-    all = "all"
 
 
 _M = "Model"
@@ -362,16 +327,12 @@ def train(
 
 
 # ------------------------------------------------------------------ evaluate
-class Split(str, Enum):
-    test = "test"
-    val = "val"
-    all = "all"
-
 
 @app.command(epilog=_examples("finhrm evaluate", "finhrm evaluate prices-20240101-120000 --plot test.png", "finhrm evaluate --data fresh.csv --csv rows.csv", "finhrm evaluate --walk-forward 3 --plot wf.png --csv folds.csv"))
 @_guard
 def evaluate(
     run: RunArg = None,
+    model: ModelOpt = None,
     data_path: Annotated[Optional[list[Path]], typer.Option("--data", help="Score a fresh file instead of the run's own split (repeatable, one per ticker).")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which of the run's splits to score.")] = Split.test,
     walk_forward: Annotated[Optional[int], typer.Option("--walk-forward", min=2, help="Retrain on K expanding windows and score each next block.")] = None,
@@ -397,7 +358,7 @@ def evaluate(
 
     with TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
         result = run_evaluate(
-            run, data_path=data_path, split=split.value, coverage=coverage, act=act,
+            _one_run(run, model), data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
             intervals=intervals.value, plot_last=plot_last, with_rows=csv_out is not None,
         )
@@ -406,20 +367,16 @@ def evaluate(
 
         write_rows(result.pop("rows"), csv_out)
     _show(result, as_json, render_evaluate)
+    _say_run(result)
 
 
 # ------------------------------------------------------------------ predict
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
 
 @app.command(epilog=_examples("finhrm predict prices.csv", "finhrm predict watchlist/ --coverage 0.9", "finhrm predict prices.csv --all -f csv -o forecasts.csv", "finhrm predict prices.csv -m prices-20240101-120000 --json | jq .rows"))
 @_guard
 def predict(
     data_path: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="One or more CSV/Parquet files (one per ticker), or a folder of them.", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A run folder, a run's name, or its model.safetensors (default: the latest run).")] = None,
+    model: ModelOpt = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Predict for every row with enough history (a backfill), not just the next session.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json (as in the other commands).")] = False,
@@ -427,21 +384,24 @@ def predict(
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
     act: ActOpt = None,
+    stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = 20,
     date_col: DateCol = None,
     col: ColMap = None,
 ):
     """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
     from finhrm_cli.run.files import check_output
     from finhrm_cli.service.prediction import predict as run_predict
-    from finhrm_cli.ui.views import render_predict
+    from finhrm_cli.ui.forecasts import render_predict
 
     if not data_path:
         raise UsageError("missing DATA: pass the CSV or Parquet file to predict from (e.g. `finhrm predict data.csv`).")
     check_output(output, "--output")
 
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
-                             date_col=date_col, col_map=_col_map(col), intervals=intervals.value)
+                         date_col=date_col, col_map=_col_map(col), intervals=intervals.value,
+                         stale_after=stale_after)
     render_predict(result, "json" if as_json else fmt.value, output)
+    _say_run(result)
 
 
 # ------------------------------------------------------------------ inspect
@@ -449,6 +409,7 @@ def predict(
 @_guard
 def inspect(
     run: RunArg = None,
+    model: ModelOpt = None,
     list_runs: Annotated[bool, typer.Option("--list", help="List the runs on this machine, newest first.")] = False,
     data_path: Annotated[Optional[Path], typer.Option("--data", help="Compute the ACT halting stats on this file instead of the run's validation split.")] = None,
     date_col: DateCol = None,
@@ -463,8 +424,9 @@ def inspect(
         result = inspection.list_runs()
         _show(result, as_json, render_list)
         return
-    result = inspection.inspect(run, data_path=data_path, date_col=date_col, col_map=_col_map(col))
+    result = inspection.inspect(_one_run(run, model), data_path=data_path, date_col=date_col, col_map=_col_map(col))
     _show(result, as_json, render_inspect)
+    _say_run(result)
 
 
 _STANDALONE = False  # set by main(): the process ends with the command

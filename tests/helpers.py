@@ -24,8 +24,10 @@ TINY = [
 ]
 
 
-def synthetic_ohlcv(n: int = 200, seed: int = 0, start: dt.date = dt.date(2020, 1, 1), price: float = 100.0) -> dict:
-    """A valid random daily series as numpy arrays: dates (business days), open, high, low, close, volume."""
+def synthetic_ohlcv(n: int = 200, seed: int = 0, start: dt.date = dt.date(2020, 1, 1), price: float = 100.0,
+                    every_day: bool = False) -> dict:
+    """A valid random daily series as numpy arrays: dates (business days; every calendar day
+    with ``every_day``, a 7-day market), open, high, low, close, volume."""
     rng = np.random.default_rng(seed)
     ret = rng.standard_t(4, n) * 0.01
     close = price * np.exp(np.cumsum(ret))
@@ -34,7 +36,8 @@ def synthetic_ohlcv(n: int = 200, seed: int = 0, start: dt.date = dt.date(2020, 
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.005, n)))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.005, n)))
     volume = np.round(rng.lognormal(12, 0.5, n))
-    dates = np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
+    dates = (np.datetime64(start, "D") + np.arange(n) if every_day
+             else np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward"))
     return {"date": dates, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
 
 
@@ -80,9 +83,10 @@ TINY_D16 = [
 ]
 
 
-def write_csv(path: Path, n: int = 320, seed: int = 0) -> Path:
-    """A valid daily CSV (date, open, high, low, close, volume) of ``n`` synthetic sessions."""
-    d = synthetic_ohlcv(n, seed)
+def write_csv(path: Path, n: int = 320, seed: int = 0, every_day: bool = False) -> Path:
+    """A valid daily CSV (date, open, high, low, close, volume) of ``n`` synthetic sessions
+    (on every calendar day with ``every_day``)."""
+    d = synthetic_ohlcv(n, seed, every_day=every_day)
     cols = ["date", "open", "high", "low", "close", "volume"]
     lines = [",".join(cols)] + [
         ",".join([str(d["date"][i])] + [f"{d[c][i]:.6f}" for c in cols[1:]]) for i in range(n)

@@ -25,7 +25,6 @@ so ``from finhrm_cli import data; data.prepare(...)`` keeps working.
 from finhrm_cli.data.reading import (
     ALIASES,
     CANONICAL,
-    DATA_SUFFIXES,
     DATE_ALIASES,
     INDICATOR_COLS,
     N_PREV,
@@ -37,10 +36,10 @@ from finhrm_cli.data.reading import (
     PRICE_COLS,
     PRICE_LIKE_INDICATORS,
     Source,
-    expand_inputs,
     parse_col_map,
     read_bars,
 )
+from finhrm_cli.data.inputs import DATA_SUFFIXES, expand_inputs, input_files, series_identity
 from finhrm_cli.data.features import (
     EMA_ALPHA,
     EXTENDED_EXTRA,
@@ -67,7 +66,7 @@ __all__ = [
     # reading
     "ALIASES", "CANONICAL", "DATA_SUFFIXES", "DATE_ALIASES", "INDICATOR_COLS", "N_PREV", "OHLC_RTOL",
     "PREPARED_FORMAT", "PREPARED_FRAME", "PREPARED_META", "PREPARED_VERSION", "PRICE_COLS",
-    "PRICE_LIKE_INDICATORS", "Source", "expand_inputs", "parse_col_map", "read_bars",
+    "PRICE_LIKE_INDICATORS", "Source", "expand_inputs", "input_files", "parse_col_map", "read_bars", "series_identity",
     # features
     "EMA_ALPHA", "EXTENDED_EXTRA", "FEATURE_PREFIX", "FEATURE_SETS", "HRM18", "RAW_COLUMNS",
     "RSI_MA_N", "RSI_N", "SCALE_FLOOR", "SCALE_N", "SLOW_CONTEXT", "TARGET_COLUMNS", "VOLUME_FLOOR",

@@ -24,9 +24,9 @@ from finhrm_cli.data.reading import (
     PREPARED_FRAME,
     PREPARED_META,
     Source,
-    expand_inputs,
     read_bars,
 )
+from finhrm_cli.data.inputs import expand_inputs
 from finhrm_cli.errors import DataError
 
 

@@ -102,7 +102,7 @@ class Source:
         return src
 
 
-def _stem(path: Path) -> str:
+def series_stem(path: Path) -> str:
     """The series name of a data file: its name without the data suffixes, as one safe path
     component (``...csv`` has the stem ``..``, which must never name a folder)."""
     from finhrm_cli.fsutil import safe_component
@@ -147,7 +147,7 @@ def _canon_key(key: str) -> str | None:
 
 # --------------------------------------------------------------------------- the file
 
-def _check_path(path: Path, shown: str) -> None:
+def check_path(path: Path, shown: str) -> None:
     if not path.exists():
         hint = ""
         parent = path.parent if str(path.parent) else Path(".")
@@ -398,7 +398,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     """
     shown = str(path)
     p = Path(path).expanduser()
-    _check_path(p, shown)
+    check_path(p, shown)
     with open_data(p, shown) as f:
         headers = [str(c) for c in f.headers]
         mapping, warnings = _match_columns(headers, date_col, col_map, shown)
@@ -440,7 +440,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     columns = {k: mapping[k] for k in CANONICAL if k in mapping}
     src = Source(
         path=shown,
-        name=_stem(p),
+        name=series_stem(p),
         shape=shape,
         columns=columns,
         fingerprint=fingerprint,
@@ -449,34 +449,3 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         notes=notes,
     )
     return bars, src
-
-
-# --------------------------------------------------------------------------- inputs
-
-DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq")
-
-
-def expand_inputs(paths) -> list[Path]:
-    """Data arguments -> the files (or prepared folders) they stand for.
-
-    A folder that is not a prepared dataset stands for the data files directly inside it,
-    in name order (several tickers at once).
-    """
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw).expanduser()
-        if p.is_dir() and not (p / PREPARED_META).exists():
-            found = sorted(
-                f for f in p.iterdir()
-                if (f.is_file() and f.name.lower().endswith(DATA_SUFFIXES) and not f.name.startswith("."))
-                or (f.is_dir() and (f / PREPARED_META).exists())
-            )
-            if not found:
-                raise DataError(
-                    f"{raw}: a folder with no data files (.csv, .csv.gz, .parquet) and not a prepared "
-                    "dataset; pass a file, or a folder holding one file per ticker."
-                )
-            out.extend(found)
-        else:
-            out.append(p if p.exists() else Path(raw))
-    return out

@@ -104,6 +104,14 @@ class RunConfig:
         without the setting ran every segment."""
         return self.train is not None and self.train.act_inference == "halted"
 
+    def series_splits(self, name: str) -> dict:
+        """The splits recorded for the series ``name`` (case ignored); for a series the run
+        was not trained on, the run's own (its first series')."""
+        for s in self.series or []:
+            if s["name"].casefold() == str(name).casefold():
+                return s.get("splits") or {}
+        return self.splits or {}
+
     def cutoff(self, name: str):
         """Last validation date of the series ``name`` (of the latest series when unknown),
         as ``datetime64[D]``, or None."""

@@ -24,7 +24,7 @@ from finhrm_cli.run.create import runs_root
 from finhrm_cli.run.files import (
     CONFIG, HISTORY, METRICS, STATE_ARRAYS, STATE_DIR, STATE_JSON, STATE_META_KEY, WEIGHTS,
 )
-from finhrm_cli.run.lock import FINISHED, run_status
+from finhrm_cli.run.lock import run_status
 
 
 
@@ -253,22 +253,11 @@ def _runs(base: Path) -> list[Path]:
     return [p for p in base.iterdir() if p.is_dir() and (p / CONFIG).is_file()]
 
 
-def resolve_run(ref: str | os.PathLike | None, root=None) -> Path:
-    """Find a run: None -> the latest; else a run folder, a path to its model.safetensors,
-    a run name under the runs folder, or a unique prefix of one."""
+def resolve_run(ref: str | os.PathLike, root=None) -> Path:
+    """Find a run named by the user: a run folder, a path to its model.safetensors, a run
+    name under the runs folder, or a unique prefix of one.  Without a name, the commands
+    choose a run with ``run.choose.choose_run`` (one rule for all of them)."""
     base = runs_root(root)
-    if ref is None or str(ref) == "":
-        runs = _runs(base)
-        if not runs:
-            raise RunError(f"no runs yet under {base}; train one with `finhrm train DATA`.")
-        finished = [p for p in runs if run_status(p) == FINISHED]
-        if not finished:
-            latest = max(runs, key=lambda p: (_created_ts(p), p.name))
-            raise RunError(
-                f"no finished run under {base} (the latest, {latest.name}, is {run_status(latest)}); "
-                f"resume it with `finhrm train --resume {latest.name}`, or name a run explicitly."
-            )
-        return max(finished, key=lambda p: (_created_ts(p), p.name))
     p = Path(ref).expanduser()
     if p.is_file():
         if p.suffix == ".safetensors" and (p.parent / CONFIG).is_file():
@@ -323,8 +312,9 @@ def _best_val_mae(run_dir: Path) -> float | None:
     return min(vals) if vals else None
 
 
-def list_runs(root=None) -> list[dict]:
-    """Runs under the runs folder, newest first."""
+def list_runs(root=None, sizes: bool = True) -> list[dict]:
+    """Runs under the runs folder, newest first (``sizes=False``: without the folder sizes
+    and validation MAEs, which read every file)."""
     out = []
     for p in _runs(runs_root(root)):
         try:
@@ -336,7 +326,7 @@ def list_runs(root=None) -> list[dict]:
         data = src.get("path") or cfg.get("data")
         ts = _created_ts(p)
         try:
-            best = _best_val_mae(p)
+            best = _best_val_mae(p) if sizes else None
         except RunError:
             best = None
         created = cfg.get("created")
@@ -346,7 +336,7 @@ def list_runs(root=None) -> list[dict]:
             "data": data if isinstance(data, str) else None,
             "created": created if isinstance(created, str) and created else
             _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds"),
-            "size": _dir_size(p),
+            "size": _dir_size(p) if sizes else None,
             "best_val_mae": best,
             "has_weights": (p / WEIGHTS).is_file(),
             "status": run_status(p),
@@ -447,25 +437,6 @@ def load_state(path) -> dict:
         if group in ("model", "optimizer", "ema", "carry"):
             out[{"model": "weights"}.get(group, group)][name] = v
     return out
-
-
-def open_run(run_ref: str | os.PathLike | None) -> tuple[Path, Forecaster, RunConfig]:
-    """The run a command works on (the latest finished one without ``run_ref``), its
-    Forecaster and its config; a run named explicitly that is still training or unfinished
-    loads with a one-line warning."""
-    from finhrm_cli.errors import warn
-    from finhrm_cli.run.config import RUN_KEYS
-    from finhrm_cli.run.lock import TRAINING
-
-    run_dir = resolve_run(run_ref)
-    fc, rc = load_run(run_dir, required=RUN_KEYS)
-    status = run_status(run_dir)
-    if status != FINISHED:
-        what = ("is still training" if status == TRAINING else
-                f"is unfinished (finish it with `finhrm train --resume {run_dir}`)")
-        warn(f"{run_dir}: this run {what}; it uses its best weights so far"
-             + ("" if rc.conformal else " and has no prediction intervals yet") + ".")
-    return run_dir, fc, rc
 
 
 def read_metrics(run_dir, warnings: list[str]) -> dict:

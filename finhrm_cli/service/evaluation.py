@@ -11,8 +11,8 @@ from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
+from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.run.data import datasets_for_run, run_datasets
-from finhrm_cli.run.store import open_run
 from finhrm_cli.service.plotting import LAST, PlotSeries, plot_png, pyplot
 from finhrm_cli.train.events import Callback, FoldStarted
 
@@ -20,25 +20,31 @@ from finhrm_cli.train.events import Callback, FoldStarted
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
              act: bool | None = None, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
-             intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False) -> dict:
+             intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False,
+             how: str = "--model") -> dict:
     """Score ``run_ref`` (see the module); ``with_rows`` adds ``rows``, one dict per scored row
     (for ``--csv``)."""
     if plot is not None:
         pyplot()  # no matplotlib: say so before any work (a walk-forward takes minutes)
-    run_dir, fc, rc = open_run(run_ref)
+    paths = (data_path if isinstance(data_path, (list, tuple)) else [data_path]) if data_path else []
+    if paths and not walk_forward:
+        files, run_dir, fc, rc, choice = open_for_data(run_ref, paths, how=how)
+    else:
+        run_dir, fc, rc, choice = open_run(run_ref, how=how)
+    chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:
         result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)
+        result.update(chosen)
         if plot is not None and pieces:
             series = result["folds"][0].get("series")
             name = next(iter(series)) if series else rc.series_names()[0]
             result["plot"] = str(plot_png(plot, PlotSeries.join(pieces), name, run_dir.name, coverage, plot_last,
                                           f" (walk-forward: the {walk_forward} folds' test blocks)"))
         return result
-    if data_path:
-        paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
+    if paths:
         parts = []
-        for ds in datasets_for_run(rc, paths, date_col, col_map):
+        for ds in datasets_for_run(rc, files, date_col, col_map):
             w = ds.windows("all")
             cutoff = rc.cutoff(ds.source.name)
             if cutoff is not None:
@@ -76,7 +82,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
     scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm))
-    result = {"run": str(run_dir), "evaluated": where, "split": None if data_path else split, "act": act,
+    result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
         result["act_segments"] = segments
@@ -132,8 +138,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
     import dataclasses
 
     from finhrm_cli import data
-    from finhrm_cli.train import step
-    from finhrm_cli.train import loop
+    from finhrm_cli.train import loop, step
 
     fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
     fulls = run_datasets(run_dir, rc)

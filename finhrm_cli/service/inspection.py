@@ -13,6 +13,7 @@ from finhrm_cli.forecast.actstats import act_stats
 from finhrm_cli.forecast.parts import of
 from finhrm_cli.forecast.scoring import snake_keys
 from finhrm_cli.run import store
+from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.run.data import datasets_for_run, run_datasets
 
 
@@ -20,15 +21,19 @@ def list_runs() -> dict:
     return {"root": str(cfgmod.runs_dir()), "runs": store.list_runs()}
 
 
-def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None) -> dict:
-    run_dir, fc, rc = store.open_run(run_ref)
+def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None,
+            how: str = "--model") -> dict:
+    if data_path is not None:
+        files, run_dir, fc, rc, choice = open_for_data(run_ref, [data_path], how=how)
+    else:
+        run_dir, fc, rc, choice = open_run(run_ref, how=how)
     model = fc.model
     warnings: list[str] = []
     metrics = snake_keys(store.read_metrics(run_dir, warnings))
     history = store.read_history(run_dir, warnings)
     if data_path is not None:
         parts = []
-        for ds in datasets_for_run(rc, [data_path], date_col, col_map):
+        for ds in datasets_for_run(rc, files, date_col, col_map):
             w = ds.windows("all")
             parts.append((ds, w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])))
         act_on = str(data_path)
@@ -42,6 +47,8 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     return {
         "run": str(run_dir),
         "name": run_dir.name,
+        "run_name": choice.name,
+        "run_choice": choice.reason,
         "created": rc.created,
         "versions": rc.versions,
         "source": rc.source,

@@ -7,14 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
+from finhrm_cli.forecast import sessions
 from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import interval_arrays, to_prices
+from finhrm_cli.run.choose import open_for_data, train_command
 from finhrm_cli.run.data import datasets_for_run
-from finhrm_cli.run.store import open_run
+
+STALE_AFTER = 20  # sessions after the run's last training row before predict suggests a refit
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
-            act: bool | None = None, date_col=None, col_map=None, intervals: str = "adaptive") -> dict:
+            act: bool | None = None, date_col=None, col_map=None, intervals: str = "adaptive",
+            stale_after: int = STALE_AFTER) -> dict:
     """Forecasts for the last row of each file (or every row with ``all_rows``).
 
     With adaptive intervals, the rows after the run's validation period are predicted too
@@ -23,11 +27,14 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     """
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
-    run_dir, fc, rc = open_run(run_ref)
-    dss = datasets_for_run(rc, data_paths, date_col, col_map)
+    files, run_dir, fc, rc, choice = open_for_data(run_ref, data_paths)
+    dss = datasets_for_run(rc, files, date_col, col_map)
     parts = []
+    staleness, calendars = {}, {}
     for ds in dss:
         w = ds.windows("all")
+        staleness[ds.source.name] = _sessions_after(rc, ds.source.name, w.dates)
+        calendars[ds.source.name] = (w.dates, sessions.trading_days(w.dates))
         if len(w) == 0:
             need = rc.features.seq_len
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
@@ -50,28 +57,73 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
             iv = {k: v[last] for k, v in iv.items()} if iv else None
         ph, pl = to_prices(pred, w.close)
         _check_range(ds, w, ph, pl)
-        for i in range(len(w)):
-            r = {"ticker": ds.source.name} if len(parts) > 1 else {}
-            r.update({
-                "date": iso(w.dates[i]),
-                "close": float(w.close[i]),
-                "pred_high": float(ph[i]),
-                "pred_low": float(pl[i]),
-                "pred_high_lo": float(iv["high_lo"][i]) if iv else None,
-                "pred_high_hi": float(iv["high_hi"][i]) if iv else None,
-                "pred_low_lo": float(iv["low_lo"][i]) if iv else None,
-                "pred_low_hi": float(iv["low_hi"][i]) if iv else None,
-            })
-            rows.append(r)
+        rows += _rows(ds, w, ph, pl, iv, calendars[ds.source.name], rc, choice.name, all_rows)
     return {
         "run": str(run_dir),
+        "run_name": choice.name,
+        "run_choice": choice.reason,
         "data": [str(ds.source.path) for ds in dss] if len(dss) > 1 else str(dss[0].source.path),
+        "series": [ds.source.name for ds in dss],
+        "trading_days": {k: sessions.describe(v[1]) for k, v in calendars.items()},
         "horizon": rc.features.horizon,
         "coverage": coverage,
         "intervals": intervals if conformal else None,
         "rows": rows,
+        "staleness": {
+            "last_training_date": {k: v[0] for k, v in staleness.items()},
+            "sessions_after_training": {k: v[1] for k, v in staleness.items()},
+            "stale_after": stale_after,
+            "refit": f"{train_command(data_paths)} --from {choice.name}",
+        },
         **({"act_segments": segments} if act else {}),
     }
+
+
+def _rows(ds, w, ph, pl, iv, calendar, rc, run_name: str, all_rows: bool) -> list[dict]:
+    """One output row per forecast: the series, the last observed day and the session the
+    forecast is for, the forecast and its interval, the run; with ``all_rows`` (a backtest
+    export) the run's split of the target session and the actual high and low of that
+    session where the file holds it.  The actuals are the targets aligned with each forecast
+    (row t + horizon), shown beside it and never fed to the model."""
+    row_dates, days = calendar
+    h = rc.features.horizon
+    first = int(ds.window_ends("all")[0])  # row_dates holds the rows from this one on
+    targets = sessions.target_dates(row_dates, w.end - first, h, days)
+    split = sessions.split_of(targets, rc.series_splits(ds.source.name)) if all_rows else None
+    out = []
+    for i in range(len(w)):
+        r = {
+            "ticker": ds.source.name,
+            "date": iso(w.dates[i]),
+            "target_date": iso(targets[i]),
+            "close": float(w.close[i]),
+            "pred_high": float(ph[i]),
+            "pred_low": float(pl[i]),
+            "pred_high_lo": float(iv["high_lo"][i]) if iv else None,
+            "pred_high_hi": float(iv["high_hi"][i]) if iv else None,
+            "pred_low_lo": float(iv["low_lo"][i]) if iv else None,
+            "pred_low_hi": float(iv["low_hi"][i]) if iv else None,
+        }
+        if all_rows:
+            r["split"] = split[i]
+            r["actual_high"] = float(w.next_high[i]) if np.isfinite(w.next_high[i]) else None
+            r["actual_low"] = float(w.next_low[i]) if np.isfinite(w.next_low[i]) else None
+        r["run"] = run_name
+        out.append(r)
+    return out
+
+
+def _sessions_after(rc, name: str, dates: np.ndarray) -> tuple[str | None, int | None]:
+    """(the run's last training date for the series, how many of ``dates`` come after it);
+    (None, None) for a series the run was not trained on (named with --model): its own
+    training dates say nothing about this file."""
+    trained = [n.casefold() for n in rc.series_names()] or [str((rc.source or {}).get("name", "")).casefold()]
+    if name.casefold() not in trained:
+        return None, None
+    last = (rc.series_splits(name).get("train") or {}).get("last_date")
+    if not last:
+        return None, None
+    return last, int(np.count_nonzero(dates > np.datetime64(last[:10])))
 
 
 MAX_MOVE = 1e3  # a forecast high above 1000x the close, or a low below 1/1000 of it, is no forecast

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from finhrm_cli.ui.console import note, stdout_errors
 
-PRED_FIELDS = ["date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"]
+PRED_FIELDS = ["ticker", "date", "target_date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi",
+               "pred_low_lo", "pred_low_hi"]
+BACKTEST_FIELDS = ["split", "actual_high", "actual_low"]  # predict --all
 
 
 def forecast_text(result: dict, fmt: str) -> str | None:
@@ -28,7 +30,7 @@ def forecast_text(result: dict, fmt: str) -> str | None:
         return dumps_strict(result) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        fields = (["ticker"] if rows and "ticker" in rows[0] else []) + PRED_FIELDS
+        fields = PRED_FIELDS + (BACKTEST_FIELDS if rows and "split" in rows[0] else []) + ["run"]
         wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         wr.writeheader()
         for r in rows:

@@ -1,5 +1,6 @@
 """Every command's view: what ``prepare``, ``train``, ``evaluate``, ``predict`` (as a
-table), ``inspect`` and ``inspect --list`` show, and the small terminal charts they use.
+table), ``inspect`` and ``inspect --list`` show, and the small terminal charts they use (predict's
+table and the run lines after a command's output: ``forecasts``).
 
 Each ``render_*`` takes the dict a ``service`` function returned and draws it with rich:
 tables and charts on stdout, notes and warnings on stderr (``ui.console``).  ``--json``
@@ -11,13 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 
-from finhrm_cli.ui import console, export
 from finhrm_cli.ui.console import fmt_bytes, fmt_num, fmt_p, fmt_pct, note, show, warn
 from finhrm_cli.ui.tables import (
-    finite,
     histogram,
     kv_table,
     line_chart,
@@ -175,74 +173,6 @@ def act_segments_note(seg: dict | None) -> None:
     note(f"--act: {fmt_num(seg['mean_segments'], 2)} of {seg['max_segments']} segments per row on average "
          f"(rows halting at each segment: {hist}); {fmt_pct(seg['skippable_share'])} of the segments' compute "
          "could be skipped (all segments still run, in one batch).")
-
-
-def render_predict(result: dict, fmt: str, output=None) -> None:
-    """predict's view: JSON or CSV (to stdout or ``output``) through ``export``; else a
-    table of the forecasts with their intervals."""
-    if export.write_forecasts(result, fmt, output):
-        return
-    rows = result["rows"]
-    cov = result.get("coverage", 0.8)
-    h = result.get("horizon", 1)
-    ahead = "the next session" if h == 1 else f"{h} sessions ahead"
-    unbounded: list[int] = []
-    if len(rows) == 1:
-        show(_forecast_table(rows[0], ahead, cov, unbounded))
-    else:
-        _show_forecast_rows(rows, ahead, cov, unbounded)
-    if unbounded:
-        note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
-             "train on a longer history or ask for a lower --coverage.")
-    act_segments_note(result.get("act_segments"))
-    note(f"model: {result.get('run')}")
-
-
-def _interval_cell(lo, hi, unbounded: list) -> str:
-    """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
-    if lo is None:
-        return "-"
-    if not (finite(lo) and finite(hi)):  # too few validation residuals for this coverage
-        unbounded.append(1)
-        return "unbounded"
-    return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"
-
-
-def _forecast_table(r: dict, ahead: str, cov: float, unbounded: list) -> Table:
-    """One forecast: high and low, their change from the close and their intervals."""
-    c = r["close"]
-    t = Table(title=f"Forecast for {ahead} after {r['date']} (close {fmt_num(c, 2)})",
-              title_justify="left", title_style="bold", box=None, pad_edge=False)
-    for col in ("", "forecast", "vs close", f"{cov:.0%} interval"):
-        t.add_column(col, justify="left" if not col else "right")
-    t.add_row(Text("high", style="green"), Text(fmt_num(r["pred_high"], 2), style="bold green"),
-              f"{100 * (r['pred_high'] / c - 1):+.2f}%", _interval_cell(r["pred_high_lo"], r["pred_high_hi"], unbounded))
-    t.add_row(Text("low", style="red"), Text(fmt_num(r["pred_low"], 2), style="bold red"),
-              f"{100 * (r['pred_low'] / c - 1):+.2f}%", _interval_cell(r["pred_low_lo"], r["pred_low_hi"], unbounded))
-    return t
-
-
-def _show_forecast_rows(rows: list[dict], ahead: str, cov: float, unbounded: list) -> None:
-    """Several forecasts (tickers, or --all): the last 200 rows.  The intervals beside the
-    forecasts when the terminal is wide enough, else under each forecast in its cell."""
-    multi = "ticker" in rows[0]
-    wide = console.out.width >= (112 if multi else 96)
-    where = "" if wide else ", under each forecast"
-    t = table(f"Forecasts for {ahead} after each date ({cov:.0%} intervals{where})", min_width=None)
-    if multi:
-        name_col(t, "ticker")
-    for col in ["date", "close", "high"] + (["high interval"] if wide else []) + ["low"] + (["low interval"] if wide else []):
-        num_col(t, col)
-    for r in rows[-200:]:
-        cells = ([r["ticker"]] if multi else []) + [r["date"], fmt_num(r["close"], 2)]
-        for side, style in (("high", "green"), ("low", "red")):
-            value = Text(fmt_num(r[f"pred_{side}"], 2), style=style)
-            iv = _interval_cell(r[f"pred_{side}_lo"], r[f"pred_{side}_hi"], unbounded)
-            cells += [value, iv] if wide else [value + Text("\n" + iv, style="dim") if iv != "-" else value]
-        t.add_row(*cells)
-    show(t)
-    if len(rows) > 200:
-        note(f"showing the last 200 of {len(rows):,} rows; use --format csv -o FILE for all of them.")
 
 
 def render_list(result: dict) -> None:

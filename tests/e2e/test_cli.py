@@ -68,10 +68,13 @@ def test_predict_last_row_equals_its_row_in_all(trained_home, trained_summary):
     rows_one = json.loads(one.stdout)["rows"]
     rows_all = json.loads(allr.stdout)["rows"]
     assert len(rows_one) == 1 and len(rows_all) > 2000
-    assert rows_one[0] == rows_all[-1]
+    backtest = {"split", "actual_high", "actual_low"}  # --all's backtest columns
+    assert rows_one[0] == {k: v for k, v in rows_all[-1].items() if k not in backtest}
     r = rows_one[0]
-    assert set(r) == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
-    assert r["date"] == "2025-02-27"
+    assert set(r) == {"ticker", "date", "target_date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi",
+                      "pred_low_lo", "pred_low_hi", "run"}
+    assert r["date"] == "2025-02-27" and r["target_date"] == "2025-02-28"  # a Thursday, then Friday
+    assert r["ticker"] == "synthetic_yahoo" and r["run"] == Path(trained_summary["run"]).name
     alias = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--json"], trained_home)
     assert json.loads(alias.stdout)["rows"] == rows_one
     assert r["pred_high"] >= r["pred_low"]
@@ -103,7 +106,8 @@ def test_predict_csv_output_file(trained_home, trained_summary, tmp_path):
     res = run_cli(["predict", SAMPLE_TV, "--all", "--format", "csv", "-o", out], trained_home)
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert rows[0].keys() == {"date", "close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"}
+    assert list(rows[0]) == ["ticker", "date", "target_date", "close", "pred_high", "pred_low", "pred_high_lo",
+                             "pred_high_hi", "pred_low_lo", "pred_low_hi", "split", "actual_high", "actual_low", "run"]
     assert all(float(r["pred_high"]) >= float(r["pred_low"]) for r in rows)
 
 
@@ -115,8 +119,9 @@ def test_predict_is_scale_free(trained_home, trained_summary, tmp_path):
     scaled = df.with_columns([pl.col(c) * 100 for c in ("Open", "High", "Low", "Close", "Adj Close")])
     path = tmp_path / "x100.csv"
     scaled.write_csv(path)
-    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, "--all", "-f", "json"], trained_home).stdout)["rows"]
-    b = json.loads(run_cli(["predict", path, "--all", "-f", "json"], trained_home).stdout)["rows"]
+    run = ["--model", trained_summary["run"]]  # the run of the same series, from another file
+    a = json.loads(run_cli(["predict", SAMPLE_YAHOO, *run, "--all", "-f", "json"], trained_home).stdout)["rows"]
+    b = json.loads(run_cli(["predict", path, *run, "--all", "-f", "json"], trained_home).stdout)["rows"]
     for key in ("pred_high", "pred_low", "pred_high_lo", "pred_low_hi"):
         np.testing.assert_allclose([r[key] for r in b], [100 * r[key] for r in a], rtol=1e-5)
 
@@ -407,14 +412,15 @@ def test_predict_warns_about_suspicious_data_in_the_file_it_reads(trained_home, 
     head, rows = lines[0], [ln.split(",") for ln in lines[1:]]
     for r in rows[2000:]:  # an unadjusted 2-for-1 split: every price halves from here on
         r[1:6] = [f"{float(v) / 2:.4f}" for v in r[1:6]]
-    path = tmp_path / "split.csv"
+    path = tmp_path / "split" / "synthetic_tradingview.csv"  # the run's series, with an unadjusted split
+    path.parent.mkdir()
     path.write_text("\n".join([head, *(",".join(r) for r in rows)]) + "\n")
     res = run_cli(["predict", path, "--model", trained_summary["run"], "--json"], trained_home)
     assert res.exit_code == 0, res.output
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and rows[2000][0] in warned[0] and "split-adjusted" in warned[0], res.stderr
     assert json.loads(res.stdout)["rows"]  # stdout is still one JSON document
-    clean = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--json"], trained_home)
+    clean = run_cli(["predict", SAMPLE_TV, "--model", trained_summary["run"], "--json"], trained_home)
     assert "warning:" not in clean.stderr
 
 
@@ -485,14 +491,14 @@ def test_predict_says_unbounded_instead_of_printing_infinity(monkeypatch):
     from rich.console import Console
 
     from finhrm_cli.ui import console as ui_console
-    from finhrm_cli.ui import views
+    from finhrm_cli.ui import forecasts
 
     console = Console(width=100, record=True, highlight=False, force_terminal=False)
     monkeypatch.setattr(ui_console, "out", console)
     monkeypatch.setattr(ui_console, "err", console)
-    row = dict(date="2015-06-18", close=94.98, pred_high=95.48, pred_low=94.57, pred_high_lo=0.0,
+    row = dict(ticker="x", date="2015-06-18", target_date="2015-06-19", close=94.98, pred_high=95.48, pred_low=94.57, pred_high_lo=0.0,
                pred_high_hi=float("inf"), pred_low_lo=0.0, pred_low_hi=float("inf"))
-    views.render_predict({"rows": [row], "coverage": 0.8, "run": "r"}, "table")
+    forecasts.render_predict({"rows": [row], "coverage": 0.8, "run": "r"}, "table")
     text = console.export_text()
     assert "inf" not in text.replace("interval", "") and text.count("unbounded") == 3
     assert "too few rows to bound the 80% interval" in text

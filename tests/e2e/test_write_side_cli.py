@@ -32,7 +32,8 @@ from helpers import evil_prepared as _evil_prepared
 
 @pytest.fixture(scope="module")
 def data_csv(tmp_path_factory):
-    return write_csv(tmp_path_factory.mktemp("write_side_data") / "spy.csv")
+    # named after the series of the session's run, so that predict picks that run by itself
+    return write_csv(tmp_path_factory.mktemp("write_side_data") / "synthetic_tradingview.csv")
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def test_output_to_a_regular_file_is_replaced(private_home, private_run, data_cs
     out.write_text("old\n")
     res = cli(["predict", data_csv, "-o", out, "--format", "csv"], private_home)
     assert res.exit_code == 0, res.output
-    assert out.read_text().startswith("date,close,pred_high")
+    assert out.read_text().startswith("ticker,date,target_date,close,pred_high")
 
 
 def test_prepare_out_refuses_run_folders_and_foreign_folders(private_home, private_run, data_csv, tmp_path):
@@ -172,7 +173,7 @@ def test_interrupt_while_finalising_is_resumable(tmp_path, data_csv, monkeypatch
     # naming the unfinished run works, with one warning line on stderr
     res = cli(["predict", data_csv, "--model", stuck, "--json"], home)
     assert res.exit_code == 0, res.output
-    warn = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    warn = [ln for ln in res.stderr.splitlines() if ln.startswith(("warning:", "error:"))]
     assert len(warn) == 1 and warn[0].startswith("warning:") and "unfinished" in warn[0], res.stderr
     lst = json.loads(cli(["inspect", "--list", "--json"], home).stdout)["runs"]
     assert {r["name"]: r["status"] for r in lst} == {done.name: "finished", stuck.name: "unfinished"}

@@ -83,11 +83,13 @@ def test_save_then_load_gives_identical_predictions(tmp_path):
 
 
 def test_resolve_run_by_latest_name_path_and_weights_file(tmp_path):
+    from finhrm_cli.run.choose import choose_run
+
     with pytest.raises(RunError, match="no runs yet under .*finhrm train"):
-        store.resolve_run(None, root=tmp_path)
+        choose_run(None, root=tmp_path)
     old, _ = make_run(tmp_path, "aaa", created="2024-01-01T10:00:00+00:00")
     new, _ = make_run(tmp_path, "bbb", created="2024-06-01T10:00:00+00:00")
-    assert store.resolve_run(None, root=tmp_path) == new
+    assert choose_run(None, root=tmp_path).path == new
     assert store.resolve_run(old.name, root=tmp_path) == old
     assert store.resolve_run(str(old), root=tmp_path) == old
     assert store.resolve_run(str(old / "model.safetensors"), root=tmp_path) == old

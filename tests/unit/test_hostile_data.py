@@ -19,7 +19,7 @@ from helpers import synthetic_ohlcv
 from finhrm_cli import data
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.errors import DataError, FilesystemError
-from finhrm_cli.ui import views
+from finhrm_cli.ui import forecasts
 
 HEADER = ["date", "open", "high", "low", "close", "volume"]
 COL = {c: i for i, c in enumerate(HEADER)}
@@ -172,7 +172,7 @@ def test_cut_file_warning_reaches_prepare(tmp_path):
 
 # --------------------------------------------------------------------------- disk full on predict -o FILE
 
-RESULT = {"rows": [{"date": "2024-01-02", "close": 10.0, "pred_high": 10.5, "pred_low": 9.5, "pred_high_lo": None,
+RESULT = {"rows": [{"ticker": "x", "date": "2024-01-02", "target_date": "2024-01-03", "run": "r", "close": 10.0, "pred_high": 10.5, "pred_low": 9.5, "pred_high_lo": None,
                     "pred_high_hi": None, "pred_low_lo": None, "pred_low_hi": None}], "coverage": 0.8, "run": "r"}
 
 
@@ -186,7 +186,7 @@ def test_disk_full_writing_predictions_names_the_output_file(tmp_path, monkeypat
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as info:
-        views.render_predict(RESULT, "csv", str(out))
+        forecasts.render_predict(RESULT, "csv", str(out))
     exc = info.value
     assert exc.errno == errno.ENOSPC and exc.filename == str(out) and exc.filename2 is None
     msg = str(FilesystemError.from_oserror(exc))

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from finhrm_cli.ui import console as ui_console
-from finhrm_cli.ui import views
+from finhrm_cli.ui import forecasts, views
 from finhrm_cli.ui.console import fmt_num, fmt_p, fmt_pct
 
 RUN = "aapl_bokeh-20240101-120000"
@@ -112,8 +112,8 @@ def test_run_list_shows_whole_run_names(screen):
 def test_predict_keeps_the_intervals_at_80_columns(screen):
     row = {"date": "2025-02-27", "close": 96_123.45, "pred_high": 97_001.23, "pred_low": 95_010.98,
            "pred_high_lo": 96_500.01, "pred_high_hi": 98_700.99, "pred_low_lo": 93_900.5, "pred_low_hi": 95_800.75}
-    rows = [{"ticker": name, **row} for name in ("btcusd_coinbase_daily", "aapl", "psei_manila_ac")]
-    views.render_predict({"rows": rows, "coverage": 0.8, "run": RUN}, "table")
+    rows = [{"ticker": name, "target_date": "2025-02-28", **row} for name in ("btcusd_coinbase_daily", "aapl", "psei_manila_ac")]
+    forecasts.render_predict({"rows": rows, "coverage": 0.8, "run": RUN}, "table")
     text = _text(screen)
     for k in ("close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"):
         assert fmt_num(row[k], 2) in text, k
