@@ -257,6 +257,8 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [features], [model], [train] settings; flags win over it.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="The folder to hold the new run folder (default: the runs home, $FINHRM_HOME/runs).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run (a run folder or name).")] = None,
+    from_run: Annotated[Optional[str], typer.Option("--from", metavar="RUN", help="A production run: RUN's settings on every row of DATA (nothing held out), warm-started from RUN's weights; refresh it with new bars the same way.")] = None,
+    scratch: Annotated[bool, typer.Option("--scratch", help="With --from: start from fresh weights and train for the epochs RUN's validation chose.")] = False,
     date_col: DateCol = None,
     col: ColMap = None,
     d_model: Annotated[Optional[int], typer.Option("--d-model", help=help_for(ModelConfig, "d_model"), rich_help_panel=_M)] = None,
@@ -305,6 +307,10 @@ def train(
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")
+    if from_run is not None and resume is not None:
+        raise UsageError("--from and --resume do not go together: --resume continues the run it names.")
+    if scratch and from_run is None:
+        raise UsageError("--scratch goes with --from RUN (a production run trained afresh on every row).")
     settings = cfgmod.load_toml(config) if config else {k: {} for k in flags}
     for section, values in flags.items():
         settings[section].update({k: v for k, v in values.items() if v is not None})
@@ -320,6 +326,8 @@ def train(
             date_col=date_col,
             col_map=_col_map(col),
             callback=progress,
+            from_run=from_run,
+            scratch=scratch,
         )
     if not main_rank:
         return

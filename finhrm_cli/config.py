@@ -146,6 +146,8 @@ class FeatureConfig:
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
+        if self.every_row():
+            return
         if not (0 < self.train_frac < 1) or not (0 <= self.val_frac < 1):
             raise UsageError(f"{label('train_frac')} must lie in (0, 1) and {label('val_frac')} in [0, 1).")
         if self.train_frac + self.val_frac >= 1.0 + 1e-9:
@@ -153,6 +155,10 @@ class FeatureConfig:
                 f"{label('train_frac')} ({self.train_frac}) + {label('val_frac')} ({self.val_frac}) must be below 1 "
                 "so the test split gets rows; lower one of them."
             )
+
+    def every_row(self) -> bool:
+        """A production run's split (``train --from``): every row trains, none validates or tests."""
+        return self.train_frac == 1.0 and self.val_frac == 0.0
 
 
 @dataclass

@@ -116,13 +116,12 @@ def _rows_needed(fcfg: FeatureConfig, min_windows: int) -> int:
     if min_windows <= 0:
         return fcfg.seq_len
     k = fcfg.seq_len - 1 + fcfg.horizon + min_windows
-    fracs = [fcfg.train_frac, 1.0 - fcfg.train_frac - fcfg.val_frac] + ([fcfg.val_frac] if fcfg.val_frac > 0 else [])
-    n = max(k, int(k / max(min(fracs), 1e-9)) - 3)
+    shares = {"train": fcfg.train_frac, "val": fcfg.val_frac, "test": 1.0 - fcfg.train_frac - fcfg.val_frac}
+    used = {name for name, share in shares.items() if share > 1e-9}  # (every row trains: train only)
+    n = max(k, int(k / max(min(shares[u] for u in used), 1e-9)) - 3)
     for n in range(n, n + 10_000_000):
         sizes = _split_sizes(n, fcfg)
-        if all(
-            e - s >= k for name, (s, e) in sizes.items() if name != "val" or fcfg.val_frac > 0
-        ):
+        if all(e - s >= k for name, (s, e) in sizes.items() if name in used):
             return n
     return n  # pragma: no cover
 

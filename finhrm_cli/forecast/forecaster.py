@@ -119,6 +119,24 @@ class Forecaster:
         )
         return hrm_va
 
+    def finish_every_row(self, dss, hrm_weight: float | None, conformal: dict | None) -> None:
+        """Complete a production run's HRM (``train --from``), trained on every row: the Q
+        head's calibration map on those rows, the linear partner refit on them with the HRM
+        weight its parent's validation chose, and the parent's conformal residuals, which
+        were measured out of sample (the adaptive intervals then learn from each new
+        outcome after the last training row).  ``hrm_weight``: the parent's (None: the HRM
+        alone)."""
+        from finhrm_cli.forecast.actstats import fit_halt_calibration
+
+        tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
+        self.halt_calibration = fit_halt_calibration(self.model, tr)
+        self.blend = None
+        if hrm_weight is not None and tr:
+            xy = stack(tr)
+            if int(np.isfinite(xy["y"]).all(axis=1).sum()) >= linear.MIN_TRAIN:
+                self.blend = linear.fit_partner(xy["x"][:, -1, :], xy["y"], hrm_weight)
+        self.conformal = conformal
+
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
               hrm_preds: list[np.ndarray] | None = None) -> dict:
         """The run's forecasts on ``parts`` against the baselines, with the HRM alone beside

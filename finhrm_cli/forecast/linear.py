@@ -133,6 +133,21 @@ def choose_weight(hrm_parts, lin_parts, val_parts, scales=None) -> tuple[float, 
     return w, report
 
 
+def fit_partner(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_weight: float | None = None) -> dict:
+    """The linear part alone: median regressions of the high and low (target units) on the
+    last day's inputs of the training windows; with ``hrm_weight``, a whole blend that
+    takes the HRM's weight as given (a production run keeps its parent's, chosen on the
+    parent's validation)."""
+    y = np.asarray(y_train_units, np.float64)
+    known = np.isfinite(y).all(axis=1)
+    x = np.asarray(x_train_last)[known]
+    coef = [fit_median(x, y[known, j]) for j in range(2)]
+    blend = {"coef_high": [float(v) for v in coef[0]], "coef_low": [float(v) for v in coef[1]]}
+    if hrm_weight is not None:
+        blend.update(hrm_weight=float(hrm_weight), rows=int(known.sum()))
+    return blend
+
+
 def fit_blend(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_val_parts, x_val_parts, val_parts,
               val_scales=None) -> dict | None:
     """Fit the linear part on training windows (last-day inputs ``x_train_last``, targets in
@@ -143,9 +158,7 @@ def fit_blend(x_train_last: np.ndarray, y_train_units: np.ndarray, hrm_val_parts
     n_val = sum(int((np.isfinite(w.next_high) & np.isfinite(w.next_low)).sum()) for w in val_parts)
     if int(known.sum()) < MIN_TRAIN or n_val < MIN_VAL:
         return None
-    x = np.asarray(x_train_last)[known]
-    coef = [fit_median(x, y[known, j]) for j in range(2)]
-    blend = {"coef_high": [float(v) for v in coef[0]], "coef_low": [float(v) for v in coef[1]]}
+    blend = fit_partner(x_train_last, y)
     lin_parts = [predict(blend, xv) for xv in x_val_parts]
     w, report = choose_weight(hrm_val_parts, lin_parts, val_parts, val_scales)
     blend.update(hrm_weight=w, val_mae=report, rows=int(known.sum()))

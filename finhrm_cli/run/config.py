@@ -56,6 +56,9 @@ class RunConfig:
     processes: int | None = None
     weights_sha256: str | None = None
     weights_sha256_next: str | None = None
+    # a production run (`finhrm train DATA --from RUN`): the run it came from and how, its
+    # settings' origin (the epoch count that the first run's validation chose)
+    parent: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -114,9 +117,15 @@ class RunConfig:
 
     def cutoff(self, name: str):
         """Last validation date of the series ``name`` (of the latest series when unknown),
-        as ``datetime64[D]``, or None."""
+        as ``datetime64[D]``, or None; a production run, which validates nothing, has its
+        last training date: the rows after it are the ones it has not seen."""
         series = self.series or [{"name": (self.source or {}).get("name"), "splits": self.splits}]
-        dates = {s["name"]: ((s.get("splits") or {}).get("val") or {}).get("last_date") for s in series}
+
+        def last(s):
+            sp = s.get("splits") or {}
+            return (sp.get("val") or {}).get("last_date") or (self.parent and (sp.get("train") or {}).get("last_date"))
+
+        dates = {s["name"]: last(s) for s in series}
         d = dates.get(name) or max((v for v in dates.values() if v), default=None)
         return np.datetime64(d) if d else None
 

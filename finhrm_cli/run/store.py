@@ -330,7 +330,9 @@ def list_runs(root=None, sizes: bool = True) -> list[dict]:
         except RunError:
             best = None
         created = cfg.get("created")
+        parent = cfg.get("parent") if isinstance(cfg.get("parent"), dict) else {}
         out.append({
+            "parent": parent.get("name") if isinstance(parent.get("name"), str) else None,
             "name": p.name,
             "path": str(p),
             "data": data if isinstance(data, str) else None,

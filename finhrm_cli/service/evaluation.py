@@ -43,21 +43,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
                                           f" (walk-forward: the {walk_forward} folds' test blocks)"))
         return result
     if paths:
-        parts = []
-        for ds in datasets_for_run(rc, files, date_col, col_map):
-            w = ds.windows("all")
-            cutoff = rc.cutoff(ds.source.name)
-            if cutoff is not None:
-                keep = np.nonzero(w.dates > cutoff)[0]
-                left_out = len(w) - len(keep)
-                if left_out:
-                    notes.append(
-                        f"{ds.source.name}: {left_out} rows up to {iso(cutoff)} lie inside the run's training and "
-                        "validation period and were left out."
-                    )
-                w = w.subset(keep)
-            w = w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])
-            parts.append((ds, w))
+        parts = _file_parts(rc, files, date_col, col_map, notes)
         where = ", ".join(str(p) for p in paths)
     else:
         parts = []
@@ -74,6 +60,10 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
         if split in ("val", "all"):
             notes.append("the validation split chose the best epoch and calibrated the intervals, so its scores flatter the model.")
     parts = [(ds, w) for ds, w in parts if len(w)]
+    if not parts and rc.parent is not None and not paths:
+        raise DataError(f"{run_dir.name} is a production run (trained on every row, `train --from`): it holds no "
+                        f"{split} rows. Evaluate its parent ({rc.parent.get('root')}), or pass --data a file with "
+                        "sessions after its last training row.")
     if not parts:
         raise DataError(f"{where}: no rows to evaluate (none with a known next session after the training period).")
     act = fc.act if act is None else act  # the run's act_inference unless --act/--all-steps
@@ -96,6 +86,27 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
         if len(parts) > 1:
             notes.append(f"the plot shows the first series, {ds.source.name}.")
     return result
+
+
+def _file_parts(rc, files, date_col, col_map, notes: list[str]) -> list:
+    """Each file's windows after the run's validation period with a known next session; a
+    note for the rows left out."""
+    parts = []
+    for ds in datasets_for_run(rc, files, date_col, col_map):
+        w = ds.windows("all")
+        cutoff = rc.cutoff(ds.source.name)
+        if cutoff is not None:
+            keep = np.nonzero(w.dates > cutoff)[0]
+            left_out = len(w) - len(keep)
+            if left_out:
+                notes.append(
+                    f"{ds.source.name}: {left_out} rows up to {iso(cutoff)} lie inside the run's training and "
+                    "validation period and were left out."
+                )
+            w = w.subset(keep)
+        w = w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])
+        parts.append((ds, w))
+    return parts
 
 
 ROW_FIELDS = ["ticker", "fold", "date", "close", "next_high", "next_low", "pred_high", "pred_low", "pred_high_lo",

@@ -37,6 +37,9 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
             w = ds.windows("all")
             parts.append((ds, w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])))
         act_on = str(data_path)
+    elif rc.parent is not None:  # a production run validates nothing: its training rows, said so
+        parts = of(run_datasets(run_dir, rc), "train")
+        act_on = "training rows (in sample: a production run holds nothing out; --data FILE for new sessions)"
     else:
         parts = of(run_datasets(run_dir, rc), "val")
         act_on = "validation split"
@@ -52,6 +55,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "created": rc.created,
         "versions": rc.versions,
         "source": rc.source,
+        "parent": rc.parent,
         "splits": rc.splits,
         "feature_names": rc.feature_names,
         "features": to_dict(rc.features),

@@ -31,7 +31,7 @@ def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, Tr
 
 def _check_windows(dss, fcfg, tcfg) -> None:
     for ds in dss:
-        if ds.splits["val"]["n_windows"] == 0:
+        if ds.splits["val"]["n_windows"] == 0 and not fcfg.every_row():
             raise DataError(
                 f"{ds.source.path}: the validation split has no complete window "
                 f"({ds.splits['val'].get('rows', 0)} rows for --seq-len {fcfg.seq_len}); "
@@ -60,14 +60,19 @@ def train(
     date_col=None,
     col_map=None,
     callback: Callback | None = None,
+    from_run: str | None = None,
+    scratch: bool = False,
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
+    ``from_run``: a production run of that run's settings on every row of ``paths``
+    (``production_plan``), warm-started from its weights unless ``scratch``.
 
     The run folder is locked while this runs (``lock.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
     finalises it; of a run killed before its first checkpoint, trains it from the start."""
     with contextlib.ExitStack() as exits:
-        return _train(exits, paths, settings, out, resume, date_col, col_map, callback)
+        plan = production_plan(from_run, settings, scratch) if from_run is not None else None
+        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan)
 
 
 def _lock(exits, run_dir: Path) -> lock.RunLock:
@@ -82,7 +87,7 @@ def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
 
-def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> dict:
+def _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan=None) -> dict:
     from finhrm_cli import data, distributed
     from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
@@ -101,6 +106,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> 
                 "Evaluate it with `finhrm evaluate RUN` or train a new run."
             )
         fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
+        lineage = rc.parent
         # the run keeps its own prepared copy of the data, so resume needs no source file
         dss = run_datasets(run_dir, rc)
         state = store.load_state(run_dir) if store.has_state(run_dir) else None
@@ -117,34 +123,29 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> 
             return _finalize(run_dir, dss, summary, t0)
         if state is None and run is not None:  # killed before the first checkpoint: start over, same folder
             run.write_history([])
+    elif plan is not None:
+        fcfg, mcfg, tcfg, lineage = plan["features"], plan["model"], plan["train"], plan["lineage"]
+        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, normalizer=plan["normalizer"])
+        warn_sources(dss)
+        _check_series(dss, plan)
+        state = None
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
         dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
         warn_sources(dss)
-        state = None
+        state, lineage = None, None
     _check_windows(dss, fcfg, tcfg)
     mcfg.n_features = len(dss[0].feature_names)
     mcfg.h_context = data.context_width(fcfg.feature_set)
     mcfg.seq_len = fcfg.seq_len
     if resume is None:
-        run_dir, run = None, None
-        if distributed.is_main():
-            run_dir = create.new_run_dir(_run_name(dss), root=out)
-            held = _lock(exits, run_dir)
-            try:
-                run = _create_run(run_dir, dss, fcfg, mcfg, tcfg)
-            except BaseException as exc:  # disk full, Ctrl-C, ...: take back the half-made folder
-                gone = create.discard_creation(run_dir, held)
-                if isinstance(exc, OSError):
-                    raise FilesystemError.from_oserror(
-                        exc, hint=f"the half-made run folder {run_dir} was removed" if gone else None
-                    ) from exc
-                raise
-        run_dir = distributed.broadcast_path(run_dir)
+        run_dir, run = _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan)
+    every_row = fcfg.every_row()
     try:
         summary = loop.train(
-            mcfg, tcfg, stack(of(dss, "train")), stack(of(dss, "val"), with_prices=True),
+            mcfg, tcfg, stack(of(dss, "train")), None if every_row else stack(of(dss, "val"), with_prices=True),
             callback=callback, run=run, resume=state,
+            model=plan["model_weights"] if plan is not None else None, warm=plan is not None and plan["warm"],
         )
     except KeyboardInterrupt as exc:
         raise _Interrupted(
@@ -158,8 +159,31 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> 
     return _finalize(run_dir, dss, summary, t0)
 
 
-def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> store.RunWriter:
-    """The new run's prepared data copy and its config.json (the mark of a created run)."""
+def _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan):
+    """The new run's folder, locked and filled (by the main process; the others get its
+    path): (run_dir, RunWriter or None)."""
+    from finhrm_cli import distributed
+
+    run_dir, run = None, None
+    if distributed.is_main():
+        run_dir = create.new_run_dir(_run_name(dss), root=out)
+        held = _lock(exits, run_dir)
+        try:
+            run = _create_run(run_dir, dss, fcfg, mcfg, tcfg, lineage, plan)
+        except BaseException as exc:  # disk full, Ctrl-C, ...: take back the half-made folder
+            gone = create.discard_creation(run_dir, held)
+            if isinstance(exc, OSError):
+                raise FilesystemError.from_oserror(
+                    exc, hint=f"the half-made run folder {run_dir} was removed" if gone else None
+                ) from exc
+            raise
+    return distributed.broadcast_path(run_dir), run
+
+
+def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg, lineage=None, plan=None) -> store.RunWriter:
+    """The new run's prepared data copy and its config.json (the mark of a created run); a
+    production run records its parent (``lineage``) and starts from the parent's conformal
+    residuals (``plan``)."""
     from finhrm_cli import data, distributed
     from finhrm_cli.fsutil import safe_component
 
@@ -182,8 +206,9 @@ def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg) -> store.RunWriter:
         series=[{"name": ds.source.name, "source": ds.source.to_dict(), "splits": ds.splits, "dropped": ds.dropped}
                 for ds in dss],
         dropped=dss[0].dropped,
-        conformal=None,
+        conformal=plan["conformal"] if plan is not None else None,
         processes=distributed.size(),
+        parent=lineage,
     ))
     return run
 
@@ -245,6 +270,14 @@ def finalize_run(run_dir: Path, dss) -> dict:
     (``lock.run_status``), so it is written only after config.json holds the conformal
     residuals and the halting calibration."""
     fc, rc = store.load_run(run_dir)
+    if rc.parent is not None:  # a production run: nothing validates or tests
+        fc.finish_every_row(dss, rc.parent.get("hrm_weight") if rc.blend_enabled() else None, rc.conformal)
+        rc.halt_calibration, rc.blend = fc.halt_calibration, fc.blend
+        writer = store.RunWriter(run_dir)
+        writer.save_config(rc)
+        metrics = {"every_row": {"parent": rc.parent.get("name"), "windows": sum(len(w) for _, w in of(dss, "train"))}}
+        writer.save_metrics(metrics)
+        return {"metrics": metrics, "blend": fc.blend, "blend_enabled": rc.blend_enabled(), "parent": rc.parent}
     hrm_va = fc.finish(dss, blend=rc.blend_enabled())
     rc.halt_calibration, rc.blend, rc.conformal = fc.halt_calibration, fc.blend, fc.conformal
     # the validation rows calibrated the intervals: score them with the static ones
@@ -256,3 +289,74 @@ def finalize_run(run_dir: Path, dss) -> dict:
     writer.save_config(rc)
     writer.save_metrics(metrics)
     return {"metrics": metrics, "blend": fc.blend, "blend_enabled": rc.blend_enabled()}
+
+
+# ---------------------------------------------------------------------------------------------
+# production runs: `finhrm train DATA --from RUN`
+
+REFRESH_EPOCHS = 1  # a warm start's epochs over every row, at the end of the parent's schedule
+
+
+def _best_epoch(run_dir: Path, rc: RunConfig) -> int:
+    """The epoch count the run's validation chose (a production run: its lineage's)."""
+    if rc.parent and isinstance(rc.parent.get("epochs_chosen"), int):
+        return rc.parent["epochs_chosen"]
+    hist = store.read_history(run_dir)
+    best = next((h.get("best_epoch") for h in reversed(hist) if isinstance(h.get("best_epoch"), int)), None)
+    if best is None:
+        raise UsageError(f"{run_dir}: its history names no best epoch; train it again, or give --epochs.")
+    return best
+
+
+def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
+    """What ``train DATA --from RUN`` trains: RUN's settings (flags win) on every row, for the
+    epochs RUN's validation chose (from scratch) or ``REFRESH_EPOCHS`` at the learning rate
+    RUN's schedule ended on (warm: RUN's weights, target statistics and normaliser); the
+    intervals start from RUN's conformal residuals, the blend keeps RUN's HRM weight."""
+    from dataclasses import asdict, replace
+
+    from finhrm_cli.data.dataset import Normalizer
+    from finhrm_cli.train.step import FINAL_LR_FRAC
+
+    parent_dir = store.resolve_run(from_run)
+    prc = store.read_config(parent_dir, required=RUN_KEYS)
+    if not lock.finished(parent_dir):
+        raise UsageError(f"{parent_dir}: this run is not finished; finish it (`finhrm train --resume {parent_dir}`) "
+                         "or name a finished run after --from.")
+    given = {k: dict(settings.get(k) or {}) for k in ("features", "model", "train")}
+    if not scratch and any(k not in ("train_frac", "val_frac") for k in given["features"]) or (
+            not scratch and given["model"]):
+        raise UsageError("a warm start (--from RUN) keeps RUN's features and model; change them with --scratch, "
+                         "or train a new run.")
+    chosen = _best_epoch(parent_dir, prc)
+    fcfg = replace(prc.features, **{**given["features"], "train_frac": 1.0, "val_frac": 0.0})
+    mcfg = replace(prc.model, **given["model"])
+    t = {**asdict(prc.train), "patience": 0, "epochs": chosen if scratch else REFRESH_EPOCHS}
+    if not scratch:
+        t.update(lr=prc.train.lr * FINAL_LR_FRAC, warmup_frac=0.0)
+    tcfg = TrainConfig(**{**t, **given["train"]})
+    for c in (fcfg, mcfg, tcfg):
+        c.validate()
+    fc = None
+    if not scratch:
+        fc, _ = store.load_run(parent_dir)
+    root = (prc.parent or {}).get("root") or parent_dir.name
+    hrm_weight = (prc.blend or {}).get("hrm_weight") if prc.blend else (prc.parent or {}).get("hrm_weight")
+    lineage = {"name": parent_dir.name, "path": str(parent_dir), "start": "scratch" if scratch else "warm",
+               "epochs_chosen": chosen, "root": root, "hrm_weight": hrm_weight,
+               "series": prc.series_names(), "weights_sha256": prc.weights_sha256}
+    return {"features": fcfg, "model": mcfg, "train": tcfg, "lineage": lineage, "warm": not scratch,
+            "normalizer": None if scratch else Normalizer.from_dict(prc.normalizer),
+            "model_weights": fc.model if fc is not None else None, "conformal": prc.conformal}
+
+
+def _check_series(dss, plan: dict) -> None:
+    """A production run trains on the series its parent was trained on: another one is a
+    warning, not an error (a watch list may grow)."""
+    from finhrm_cli.errors import warn
+
+    known = {n.casefold() for n in plan["lineage"].get("series") or []}
+    other = [ds.source.name for ds in dss if ds.source.name.casefold() not in known]
+    if other and known:
+        warn(f"{', '.join(other)}: not a series {plan['lineage']['name']} was trained on; "
+             "its settings are used as they are.")

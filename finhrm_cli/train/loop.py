@@ -141,7 +141,7 @@ class _Fit:
     ``LOG_EVERY``), ``validate`` + ``checkpoint``; ``finish`` or ``interrupted`` end it."""
 
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, train: dict, val: dict | None,
-                 emit: Callback, run, resume: dict | None, model: HRM | None):
+                 emit: Callback, run, resume: dict | None, model: HRM | None, warm: bool = False):
         model_cfg.validate()
         train_cfg.validate()
         self.model_cfg, self.cfg, self.emit, self.run = model_cfg, train_cfg, emit, run
@@ -157,7 +157,7 @@ class _Fit:
         _check_resume(resume or {}, info, self.steps_per_epoch)
         if model is None:
             model = build_model(model_cfg, train_cfg.seed)
-        if not resume:
+        if not resume and not warm:  # a warm start keeps the head's target statistics too
             model.set_target_stats(self.tr["y"])
         self.model = model
         inference.usage(model).build_kernels = True  # training waits for the compiler anyway
@@ -391,14 +391,16 @@ def train(
     run=None,
     resume: dict | None = None,
     model: HRM | None = None,
+    warm: bool = False,
 ) -> dict:
     """Train an HRM; returns the training summary (see module docstring for the method).
 
     ``run``: a ``store.RunWriter`` or None.  ``resume``: ``store.load_state(...)``.
     ``model``: optionally a prebuilt HRM to train in place (it ends holding the best weights);
-    by default one is built from ``model_cfg`` and ``train_cfg.seed``.
+    by default one is built from ``model_cfg`` and ``train_cfg.seed``.  ``warm``: ``model``
+    holds trained weights to go on from (``train --from``), target statistics included.
     """
-    fit = _Fit(model_cfg, train_cfg, train, val, callback or ignore, run, resume, model)
+    fit = _Fit(model_cfg, train_cfg, train, val, callback or ignore, run, resume, model, warm)
     fit.start()
     try:
         while fit.s.epoch < fit.epochs and fit.stopped is None:

@@ -116,12 +116,29 @@ def render_train(result: dict) -> None:
         else:
             rows.append(("validation MAE", (f"{fmt_num(m.get('mae'))} (skill {fmt_num(m.get('skill'), 3)}), "
                                            "the forecast below")))
+    parent = result.get("parent")
+    if parent:
+        windows = ((metrics.get("every_row") or {}).get("windows"))
+        rows.append(("production", lineage_line(parent, windows)))
     if "blend" in result:
-        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series)))
+        rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series,
+                                            parent.get("name") if parent else None)))
     test = {k: v for k, v in metrics.items() if k == "test"}
     show(kv_table("Training finished", rows), *_metrics_views(test))
     note("skill = MAE / persistence MAE; below 1 beats 'tomorrow = today'. "
          f"Next: finhrm predict DATA --model {result.get('name')}")
+
+
+def lineage_line(parent: dict, windows: int | None = None) -> str:
+    """A production run (``train --from``): its parent, how it started, where its settings
+    came from, what trained it and where its intervals came from."""
+    start = "warm start from its weights" if parent.get("start") == "warm" else "fresh weights"
+    rows = f"every row ({windows:,} windows)" if isinstance(windows, int) else "every row"
+    chosen = parent.get("epochs_chosen")
+    root = parent.get("root") or parent.get("name")
+    return (f"from {parent.get('name')} ({start}); trained on {rows}, nothing held out; "
+            f"the epoch count {chosen} chosen by {root}'s validation; intervals start from "
+            f"{root}'s validation residuals and adapt to each outcome after the last training row")
 
 
 def training_time(train_seconds, total_seconds=None) -> str:
@@ -190,6 +207,8 @@ def render_list(result: dict) -> None:
         st = r.get("status") or "-"
         created = str(r.get("created") or "-")
         data = Path(str(r.get("data"))).name if r.get("data") else "-"
+        if r.get("parent"):  # a production run: where it came from (it validates nothing)
+            data += f", from {r['parent']}"
         t.add_row(Text(r["name"]) + Text(f"\n  {data}", style="dim"), Text(st, style=styles.get(st, "")),
                   created[:16].replace("T", "\n") if len(created) >= 16 else created,
                   fmt_bytes(r.get("size", 0)), fmt_num(r.get("best_val_mae")))
@@ -208,6 +227,7 @@ def render_inspect(r: dict) -> None:
     show(kv_table("Run", [
         ("run", r["run"]),
         ("created", r.get("created")),
+        *([("production", lineage_line(r["parent"]))] if r.get("parent") else []),
         ("data", f"{src.get('path')} ({src.get('shape')}, {fmt_num(src.get('n_rows'))} rows)"),
         ("splits", "; ".join(f"{k} {fmt_num(v.get('n_windows'))} windows {v.get('first_date')}..{v.get('last_date')}"
                              for k, v in splits.items())),
@@ -236,7 +256,8 @@ def render_inspect(r: dict) -> None:
         ("speed", f"{fmt_num(train.get('samples_per_s'), 0)} samples/s"),
         ("ACT training", act_training_line(train.get("act_training"), train.get("segments_per_window"),
                                           train.get("act_inference"))),
-        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True), len(r.get("series") or []) or 1)),
+        ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True), len(r.get("series") or []) or 1,
+                                (r.get("parent") or {}).get("name"))),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -252,7 +273,7 @@ def render_inspect(r: dict) -> None:
         render_act(act)
 
 
-def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1) -> str:
+def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1, parent: str | None = None) -> str:
     """How a run forecasts: the HRM alone, or its blend with the linear partner and the
     validation MAE of each (finhrm_cli.forecast.linear).  The two weights are rounded
     together, so they visibly add to 1."""
@@ -266,6 +287,8 @@ def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1) -> str:
             if v else "")
     best = v.get("best_weight")
     how = (f"validation's best HRM weight {float(best):.2f}, taken halfway to 0.5" if isinstance(best, (int, float))
+           else f"the HRM weight its first run's validation chose ({parent}'s), the linear part refit on every row"
+           if parent
            else "weight chosen on validation")
     return f"{w:.2f} x HRM + {1 - w:.2f} x median linear regression ({how}){maes}"
 
