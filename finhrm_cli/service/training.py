@@ -60,14 +60,16 @@ def train(
     date_col=None,
     col_map=None,
     callback: Callback | None = None,
+    ack=(),
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
 
     The run folder is locked while this runs (``lock.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
-    finalises it; of a run killed before its first checkpoint, trains it from the start."""
+    finalises it; of a run killed before its first checkpoint, trains it from the start.
+    ``ack``: dates whose data warnings are left out, recorded in the run's sources."""
     with contextlib.ExitStack() as exits:
-        return _train(exits, paths, settings, out, resume, date_col, col_map, callback)
+        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, ack)
 
 
 def _lock(exits, run_dir: Path) -> lock.RunLock:
@@ -82,7 +84,7 @@ def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
 
-def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> dict:
+def _train(exits, paths, settings, out, resume, date_col, col_map, callback, ack=()) -> dict:
     from finhrm_cli import data, distributed
     from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
@@ -119,7 +121,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback) -> 
             run.write_history([])
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
-        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
+        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, ack=ack)
         warn_sources(dss)
         state = None
     _check_windows(dss, fcfg, tcfg)
