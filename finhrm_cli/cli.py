@@ -25,7 +25,7 @@ from finhrm_cli import __version__  # noqa: E402
 from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig, help_for  # noqa: E402
 from finhrm_cli.errors import FinhrmError, FinhrmWarning, UsageError  # noqa: E402
 from finhrm_cli.cli_options import (  # noqa: E402
-    ActInference, ActOpt, ActTraining, ColMap, CoverageOpt, DateCol, Format, Intervals, IntervalsOpt,
+    AckOpt, ActInference, ActOpt, ActTraining, ColMap, CoverageOpt, DateCol, Format, Intervals, IntervalsOpt,
     JsonOpt, Loss, ModelOpt, QuietOpt, RunArg, Split, examples as _examples,
 )
 
@@ -207,6 +207,13 @@ def _col_map(items: list[str] | None) -> dict[str, str]:
     return data.parse_col_map(items or [])
 
 
+def _ack(items: list[str] | None) -> list[str]:
+    """The dates of repeatable ``--ack`` and of ``$FINHRM_ACK`` (commas or spaces between)."""
+    from finhrm_cli import data
+
+    return sorted(set(data.parse_ack(items or [])) | set(data.parse_ack_env(os.environ.get("FINHRM_ACK"))))
+
+
 def _feature_cfg(**overrides):
     from finhrm_cli.config import FeatureConfig
 
@@ -223,6 +230,7 @@ def prepare(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="The folder to write the prepared dataset to (default: DATA's name + `.prepared` beside DATA).")] = None,
     date_col: DateCol = None,
     col: ColMap = None,
+    ack: AckOpt = None,
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=help_for(FeatureConfig, "seq_len"), rich_help_panel="Features")] = None,
     horizon: Annotated[Optional[int], typer.Option("--horizon", help=help_for(FeatureConfig, "horizon"), rich_help_panel="Features")] = None,
     train_frac: Annotated[Optional[float], typer.Option("--train-frac", help=help_for(FeatureConfig, "train_frac"), rich_help_panel="Features")] = None,
@@ -237,7 +245,7 @@ def prepare(
     if data_path is None:
         raise UsageError("missing DATA: pass the CSV or Parquet file to prepare (e.g. `finhrm prepare data.csv`).")
     fcfg = _feature_cfg(seq_len=seq_len, horizon=horizon, train_frac=train_frac, val_frac=val_frac, feature_set=feature_set)
-    summary = run_prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col))
+    summary = run_prepare(data_path, fcfg, out=out, date_col=date_col, col_map=_col_map(col), ack=_ack(ack))
     _show(summary, as_json, prepare_summary)
 
 
@@ -261,6 +269,7 @@ def train(
     scratch: Annotated[bool, typer.Option("--scratch", help="With --from: start from fresh weights and train for the epochs RUN's validation chose.")] = False,
     date_col: DateCol = None,
     col: ColMap = None,
+    ack: AckOpt = None,
     d_model: Annotated[Optional[int], typer.Option("--d-model", help=help_for(ModelConfig, "d_model"), rich_help_panel=_M)] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", help=help_for(ModelConfig, "n_heads"), rich_help_panel=_M)] = None,
     h_layers: Annotated[Optional[int], typer.Option("--h-layers", help=help_for(ModelConfig, "h_layers"), rich_help_panel=_M)] = None,
@@ -307,10 +316,7 @@ def train(
     }
     if resume is None and not data_paths:
         raise UsageError("missing DATA: pass a CSV to train on (e.g. `finhrm train data.csv`), or --resume RUN.")
-    if from_run is not None and resume is not None:
-        raise UsageError("--from and --resume do not go together: --resume continues the run it names.")
-    if scratch and from_run is None:
-        raise UsageError("--scratch goes with --from RUN (a production run trained afresh on every row).")
+    acked = _ack(ack)
     settings = cfgmod.load_toml(config) if config else {k: {} for k in flags}
     for section, values in flags.items():
         settings[section].update({k: v for k, v in values.items() if v is not None})
@@ -328,6 +334,7 @@ def train(
             callback=progress,
             from_run=from_run,
             scratch=scratch,
+            ack=acked,
         )
     if not main_rank:
         return
@@ -352,6 +359,7 @@ def evaluate(
     act: ActOpt = None,
     date_col: DateCol = None,
     col: ColMap = None,
+    ack: AckOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -363,12 +371,13 @@ def evaluate(
 
     check_output(plot, "--plot")
     check_output(csv_out, "--csv")
+    acked = _ack(ack)
 
     with TrainProgress(quiet=quiet or as_json or not walk_forward) as progress:
         result = run_evaluate(
             _one_run(run, model), data_path=data_path, split=split.value, coverage=coverage, act=act,
             walk_forward=walk_forward, plot=plot, date_col=date_col, col_map=_col_map(col), callback=progress,
-            intervals=intervals.value, plot_last=plot_last, with_rows=csv_out is not None,
+            intervals=intervals.value, plot_last=plot_last, with_rows=csv_out is not None, ack=acked,
         )
     if csv_out is not None:
         from finhrm_cli.ui.export import write_rows
@@ -395,6 +404,7 @@ def predict(
     stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = 20,
     date_col: DateCol = None,
     col: ColMap = None,
+    ack: AckOpt = None,
 ):
     """Predict the next session's high and low after the last row of DATA (one row per ticker)."""
     from finhrm_cli.run.files import check_output
@@ -407,7 +417,7 @@ def predict(
 
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                          date_col=date_col, col_map=_col_map(col), intervals=intervals.value,
-                         stale_after=stale_after)
+                         stale_after=stale_after, ack=_ack(ack))
     render_predict(result, "json" if as_json else fmt.value, output)
     _say_run(result)
 
@@ -422,6 +432,7 @@ def inspect(
     data_path: Annotated[Optional[Path], typer.Option("--data", help="Compute the ACT halting stats on this file instead of the run's validation split.")] = None,
     date_col: DateCol = None,
     col: ColMap = None,
+    ack: AckOpt = None,
     as_json: JsonOpt = False,
 ):
     """Show a run: data, features, model, training curve, metrics and ACT halting stats."""
@@ -432,7 +443,8 @@ def inspect(
         result = inspection.list_runs()
         _show(result, as_json, render_list)
         return
-    result = inspection.inspect(_one_run(run, model), data_path=data_path, date_col=date_col, col_map=_col_map(col))
+    result = inspection.inspect(_one_run(run, model), data_path=data_path, date_col=date_col, col_map=_col_map(col),
+                                ack=_ack(ack))
     _show(result, as_json, render_inspect)
     _say_run(result)
 

@@ -32,6 +32,10 @@ def examples(*lines: str) -> str:
 
 DateCol = Annotated[Optional[str], typer.Option("--date-col", help="Name of the date column when it is not detected.", rich_help_panel="Input")]
 ColMap = Annotated[Optional[list[str]], typer.Option("--col", help="Map a field to an odd header, e.g. `--col open=Opening` (repeatable).", rich_help_panel="Input")]
+AckOpt = Annotated[Optional[list[str]], typer.Option(
+    "--ack", metavar="DATE", rich_help_panel="Input",
+    help="Acknowledge a data warning's date, YYYY-MM-DD (a real fall, a known gap): it is not warned about "
+    "again (repeatable; also $FINHRM_ACK). `train` records it in the run, so its predict and evaluate stay quiet too.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress.")]
 RunArg = Annotated[Optional[str], typer.Argument(metavar="RUN", help="The run, as with -m/--model (kept for compatibility).", show_default=False)]

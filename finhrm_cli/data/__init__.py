@@ -8,6 +8,8 @@ query: indicators the file lacks, scale-free inputs, targets) -> chronological s
 One job per module (each imports only the ones above it):
 
 - ``values``: number and date parsing of one column (``parse_numbers``, ``parse_dates``).
+- ``ack``: acknowledged dates (``--ack DATE``): ``parse_ack``, the hint a dated warning
+  ends with, stored warnings less the acknowledged ones.
 - ``files``: a file's bytes and dialects: gzip, Parquet, UTF-8/UTF-16, CSV sniffing; big
   CSV files are read block by block, never whole in memory (``open_data``).
 - ``reading``: header matching, the checks and warnings, ``Source``, ``read_bars``,
@@ -39,6 +41,7 @@ from finhrm_cli.data.reading import (
     parse_col_map,
     read_bars,
 )
+from finhrm_cli.data.ack import parse_ack, parse_ack_env
 from finhrm_cli.data.inputs import DATA_SUFFIXES, expand_inputs, input_files, series_identity
 from finhrm_cli.data.features import (
     EMA_ALPHA,
@@ -67,6 +70,7 @@ __all__ = [
     "ALIASES", "CANONICAL", "DATA_SUFFIXES", "DATE_ALIASES", "INDICATOR_COLS", "N_PREV", "OHLC_RTOL",
     "PREPARED_FORMAT", "PREPARED_FRAME", "PREPARED_META", "PREPARED_VERSION", "PRICE_COLS",
     "PRICE_LIKE_INDICATORS", "Source", "expand_inputs", "input_files", "parse_col_map", "read_bars", "series_identity",
+    "parse_ack", "parse_ack_env",
     # features
     "EMA_ALPHA", "EXTENDED_EXTRA", "FEATURE_PREFIX", "FEATURE_SETS", "HRM18", "RAW_COLUMNS",
     "RSI_MA_N", "RSI_N", "SCALE_FLOOR", "SCALE_N", "SLOW_CONTEXT", "TARGET_COLUMNS", "VOLUME_FLOOR",

@@ -18,6 +18,7 @@ import polars as pl
 from finhrm_cli.config import FeatureConfig
 from finhrm_cli.data.dataset import Dataset, Normalizer, finish_dataset, pool_normalizer
 from finhrm_cli.data.features import FEATURE_SETS, RAW_COLUMNS, target_exprs, build_features, feature_columns
+from finhrm_cli.data.ack import unacknowledged
 from finhrm_cli.data.values import fail
 from finhrm_cli.data.reading import (
     PREPARED_FORMAT,
@@ -37,19 +38,25 @@ def prepare(
     col_map: dict[str, str] | None = None,
     normalizer: Normalizer | None = None,
     min_windows: int = 1,
+    ack=(),
 ) -> Dataset:
     """Data file or prepared folder -> Dataset.
 
     ``normalizer`` (from a trained run) is used unchanged; otherwise it is fit on the
     training rows.  ``min_windows``: every split (val only if val_frac > 0) must hold at
     least this many windows; 0 = only require one full window (enough for predict).
+    ``ack``: ISO dates whose data warnings are not given (``--ack``), recorded in the source.
     """
     fcfg.validate()
     shown = str(path)
     p = Path(path).expanduser()
     if p.is_dir() and (p / PREPARED_META).exists():
-        return _load_prepared(p, shown, fcfg, normalizer, min_windows)
-    bars, source = read_bars(path, date_col=date_col, col_map=col_map)
+        ds = _load_prepared(p, shown, fcfg, normalizer, min_windows)
+        ds.source = dataclasses.replace(  # the folder's warnings were read before ``ack`` was known
+            ds.source, warnings=unacknowledged(ds.source.warnings, ack),
+            acknowledged=sorted(set(ds.source.acknowledged) | set(ack)))
+        return ds
+    bars, source = read_bars(path, date_col=date_col, col_map=col_map, ack=ack)
     try:
         frame, dropped = build_features(bars, fcfg)
         return finish_dataset(frame, FEATURE_SETS[fcfg.feature_set], source, fcfg, normalizer, dropped, shown, min_windows)
@@ -81,6 +88,7 @@ def prepare_many(
     col_map: dict[str, str] | None = None,
     normalizer: Normalizer | None = None,
     min_windows: int = 1,
+    ack=(),
 ) -> list[Dataset]:
     """Several series (one per file) -> datasets that share one normaliser.
 
@@ -90,7 +98,7 @@ def prepare_many(
     names, made unique.
     """
     files = expand_inputs(paths)
-    dss = [prepare(f, fcfg, date_col=date_col, col_map=col_map, normalizer=normalizer, min_windows=min_windows)
+    dss = [prepare(f, fcfg, date_col=date_col, col_map=col_map, normalizer=normalizer, min_windows=min_windows, ack=ack)
            for f in files]
     seen: dict[str, int] = {}
     for ds in dss:

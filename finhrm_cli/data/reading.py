@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from finhrm_cli.data.ack import check_ack_list, day_numbers, hint
 from finhrm_cli.data.files import Raw, open_data
 from finhrm_cli.data.values import (
     fail,
@@ -86,6 +87,7 @@ class Source:
     n_rows: int                     # data rows read
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # informational, not a problem
+    acknowledged: list[str] = field(default_factory=list)  # dates whose warnings were not given (--ack)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,6 +101,8 @@ class Source:
         names = {f.name for f in dataclasses.fields(cls)}
         src = cls(**{k: v for k, v in d.items() if k in names})
         src.name = safe_component(src.name)
+        if check_ack_list(src.acknowledged) is not None:  # hand-edited: acknowledge nothing
+            src.acknowledged = []
         return src
 
 
@@ -331,13 +335,16 @@ JUMP_RATIO = 1.4        # a one-day close ratio >= this, or <= its inverse, gets
                         # own move can push it to either side of an exact "50%"
 
 
-def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: int = 3) -> None:
+def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: int = 3, ack=()) -> None:
     """Warnings (not errors: the data may be right) for long gaps between sessions and
     one-day close moves by a factor of 1.4 or more either way (+40%, or -29% and worse), in chronological rows; each kind on one line,
-    naming the dates (the longest gaps and the first moves, then how many more)."""
+    naming the dates (the longest gaps and the first moves, then how many more) and how to
+    acknowledge them.  A date in ``ack`` (ISO dates) is left out: a move on that day, a gap
+    that starts or ends on it."""
     iso = lambda d: str(np.datetime64(int(d), "D"))  # noqa: E731
+    known = np.array(sorted(day_numbers(ack)), dtype=day.dtype)
     gap = np.diff(day)
-    big = np.flatnonzero(gap > GAP_DAYS)
+    big = np.flatnonzero((gap > GAP_DAYS) & ~np.isin(day[:-1], known) & ~np.isin(day[1:], known))
     if big.size:
         longest = big[np.argsort(-gap[big], kind="stable")][:show]
         spans = ", ".join(
@@ -347,10 +354,11 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
         more = f" and {big.size - show} more" if big.size > show else ""
         warnings.append(
             f"{big.size} gap{'s' if big.size > 1 else ''} of more than {GAP_DAYS} days between sessions: {spans}{more}; "
-            "check the file is one continuous series (missing history, or two series joined?)."
+            "check the file is one continuous series (missing history, or two series joined?)"
+            f"{hint([iso(day[i + 1]) for i in longest])}."
         )
     ratio = close[1:] / close[:-1]
-    jump = np.flatnonzero((ratio >= JUMP_RATIO) | (ratio <= 1.0 / JUMP_RATIO))
+    jump = np.flatnonzero(((ratio >= JUMP_RATIO) | (ratio <= 1.0 / JUMP_RATIO)) & ~np.isin(day[1:], known))
     if jump.size:
         # two decimals for the ratios of splits and bad prints; a wild one (a 1e-100 close) in short form
         fmt = lambda r: f"{r:.2f}" if 0.01 <= r < 1e4 else f"{r:.3g}"  # noqa: E731
@@ -360,7 +368,7 @@ def _suspicious(day: np.ndarray, close: np.ndarray, warnings: list[str], show: i
         more = f" and {jump.size - show} more" if jump.size > show else ""
         warnings.append(
             f"close moves by a factor of 1.4 or more in one day on {moves}{more}: a likely unadjusted split or a bad print; "
-            "use split-adjusted prices."
+            f"use split-adjusted prices{hint([iso(day[i + 1]) for i in jump[:show]])}."
         )
 
 
@@ -389,8 +397,9 @@ def _parse_columns(raw: Raw, mapping: dict[str, str], shown: str, warnings: list
     return cols, indicators
 
 
-def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None) -> tuple[pl.DataFrame, Source]:
-    """Read and validate a bars file.
+def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None = None,
+              ack=()) -> tuple[pl.DataFrame, Source]:
+    """Read and validate a bars file; data warnings about the ISO dates in ``ack`` are not given.
 
     Returns canonical columns ``date`` (Date), ``open, high, low, close, volume`` (Float64;
     volume all null if the file has none) and any indicator columns the file carries
@@ -432,7 +441,7 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
     rtol = OHLC_RTOL + 2 * max(rel_precision(raw.frame[mapping[c]]) for c in PRICE_COLS)
     _check_prices(cols, mapping, where, shown, rtol)
     _check_indicators(cols, indicators, mapping, where, shown)
-    _suspicious(dates.cast(pl.Int32).to_numpy(), cols["close"], warnings)
+    _suspicious(dates.cast(pl.Int32).to_numpy(), cols["close"], warnings, ack=ack)
 
     bars = pl.DataFrame(
         {"date": dates, **{k: pl.Series(k, cols[k], dtype=pl.Float64, nan_to_null=True) for k in cols}}
@@ -447,5 +456,6 @@ def read_bars(path, date_col: str | None = None, col_map: dict[str, str] | None 
         n_rows=n,
         warnings=warnings,
         notes=notes,
+        acknowledged=sorted(set(ack)),
     )
     return bars, src

@@ -96,6 +96,12 @@ class RunConfig:
         """The sha256 digests model.safetensors may have (two while it is being replaced)."""
         return tuple(d for d in (self.weights_sha256, self.weights_sha256_next) if d)
 
+    def acknowledged(self) -> list[str]:
+        """The dates whose data warnings the run was told to leave out (``train --ack``),
+        recorded in its sources; none for a run made before ``--ack``."""
+        sources = [self.source or {}] + [s.get("source") or {} for s in self.series or []]
+        return sorted({d for src in sources for d in src.get("acknowledged") or []})
+
     def series_names(self) -> list[str]:
         return [s["name"] for s in self.series or []]
 
@@ -291,10 +297,20 @@ def _check_blend(bl: Any, n: int | None) -> None:
             raise UsageError(f"blend.{k} has {len(c)} numbers; the model's {n} features need {n + 1}")
 
 
+def _check_acknowledged(src: Any, key: str) -> None:
+    from finhrm_cli.data.ack import check_ack_list
+
+    if isinstance(src, dict) and src.get("acknowledged") is not None:
+        why = check_ack_list(src["acknowledged"])
+        if why:
+            raise UsageError(f"{key}.acknowledged {why}")
+
+
 def _check_source_and_series(cfg: dict) -> None:
     src = cfg.get("source")
     if src is not None and (not isinstance(src, dict) or not isinstance(src.get("name", ""), str)):
         raise UsageError("source must be an object with a text name")
+    _check_acknowledged(src, "source")
     if cfg.get("splits") is not None:
         _check_splits(cfg["splits"], "splits")
     series = cfg.get("series")
@@ -312,6 +328,9 @@ def _check_source_and_series(cfg: dict) -> None:
         if s["name"] in seen:
             raise UsageError(f"series[{i}].name {shown(s['name'])} appears twice")
         seen.add(s["name"])
+        if s.get("source") is not None and not isinstance(s["source"], dict):
+            raise UsageError(f"series[{i}].source must be an object")
+        _check_acknowledged(s.get("source"), f"series[{i}].source")
         if s.get("splits") is not None:
             _check_splits(s["splits"], f"series[{i}].splits")
 

@@ -11,12 +11,12 @@ from finhrm_cli.run.config import RunConfig
 from finhrm_cli.run.files import DATA_DIR
 
 
-def dataset_for_run(rc: RunConfig, path: Path | str, date_col=None, col_map=None):
+def dataset_for_run(rc: RunConfig, path: Path | str, date_col=None, col_map=None, ack=()):
     """Features of ``path`` built with the run's settings and its stored normaliser."""
     from finhrm_cli import data
 
     ds = data.prepare(path, rc.features, date_col=date_col, col_map=col_map,
-                      normalizer=data.Normalizer.from_dict(rc.normalizer), min_windows=0)
+                      normalizer=data.Normalizer.from_dict(rc.normalizer), min_windows=0, ack=ack)
     if list(ds.feature_names) != list(rc.feature_names):
         raise DataError(
             f"{path}: gives features {ds.feature_names}, but the model was trained on "
@@ -25,12 +25,14 @@ def dataset_for_run(rc: RunConfig, path: Path | str, date_col=None, col_map=None
     return ds
 
 
-def datasets_for_run(rc: RunConfig, paths, date_col=None, col_map=None) -> list:
+def datasets_for_run(rc: RunConfig, paths, date_col=None, col_map=None, ack=()) -> list:
     """Every file of ``paths`` (files or folders) featurized for the run; what reading them
-    noticed is warned about (``warn_sources``)."""
+    noticed is warned about (``warn_sources``), except about the dates in ``ack`` and the
+    ones the run was trained to leave out (``RunConfig.acknowledged``)."""
     from finhrm_cli import data
 
-    dss = [dataset_for_run(rc, p, date_col, col_map) for p in data.expand_inputs(paths)]
+    ack = sorted(set(ack) | set(rc.acknowledged()))
+    dss = [dataset_for_run(rc, p, date_col, col_map, ack) for p in data.expand_inputs(paths)]
     warn_sources(dss)
     return dss
 

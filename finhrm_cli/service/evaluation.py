@@ -21,7 +21,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
              act: bool | None = None, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
              intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False,
-             how: str = "--model") -> dict:
+             how: str = "--model", ack=()) -> dict:
     """Score ``run_ref`` (see the module); ``with_rows`` adds ``rows``, one dict per scored row
     (for ``--csv``)."""
     if plot is not None:
@@ -43,7 +43,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
                                           f" (walk-forward: the {walk_forward} folds' test blocks)"))
         return result
     if paths:
-        parts = _file_parts(rc, files, date_col, col_map, notes)
+        parts = _file_parts(rc, files, date_col, col_map, notes, ack)
         where = ", ".join(str(p) for p in paths)
     else:
         parts = []
@@ -88,11 +88,11 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     return result
 
 
-def _file_parts(rc, files, date_col, col_map, notes: list[str]) -> list:
+def _file_parts(rc, files, date_col, col_map, notes: list[str], ack=()) -> list:
     """Each file's windows after the run's validation period with a known next session; a
     note for the rows left out."""
     parts = []
-    for ds in datasets_for_run(rc, files, date_col, col_map):
+    for ds in datasets_for_run(rc, files, date_col, col_map, ack):
         w = ds.windows("all")
         cutoff = rc.cutoff(ds.source.name)
         if cutoff is not None:

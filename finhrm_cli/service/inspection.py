@@ -22,7 +22,7 @@ def list_runs() -> dict:
 
 
 def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None,
-            how: str = "--model") -> dict:
+            how: str = "--model", ack=()) -> dict:
     if data_path is not None:
         files, run_dir, fc, rc, choice = open_for_data(run_ref, [data_path], how=how)
     else:
@@ -33,7 +33,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     history = store.read_history(run_dir, warnings)
     if data_path is not None:
         parts = []
-        for ds in datasets_for_run(rc, files, date_col, col_map):
+        for ds in datasets_for_run(rc, files, date_col, col_map, ack):
             w = ds.windows("all")
             parts.append((ds, w.subset(np.nonzero(np.isfinite(w.next_high) & np.isfinite(w.next_low))[0])))
         act_on = str(data_path)

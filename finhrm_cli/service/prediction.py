@@ -18,7 +18,7 @@ STALE_AFTER = 20  # sessions after the run's last training row before predict su
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
             act: bool | None = None, date_col=None, col_map=None, intervals: str = "adaptive",
-            stale_after: int = STALE_AFTER) -> dict:
+            stale_after: int = STALE_AFTER, ack=()) -> dict:
     """Forecasts for the last row of each file (or every row with ``all_rows``).
 
     With adaptive intervals, the rows after the run's validation period are predicted too
@@ -28,7 +28,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
     files, run_dir, fc, rc, choice = open_for_data(run_ref, data_paths)
-    dss = datasets_for_run(rc, files, date_col, col_map)
+    dss = datasets_for_run(rc, files, date_col, col_map, ack)
     parts = []
     staleness, calendars = {}, {}
     for ds in dss:

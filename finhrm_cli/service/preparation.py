@@ -7,7 +7,8 @@ from pathlib import Path
 from finhrm_cli.config import FeatureConfig
 
 
-def prepare(path: Path, fcfg: FeatureConfig, out: Path | None = None, date_col=None, col_map=None) -> dict:
+def prepare(path: Path, fcfg: FeatureConfig, out: Path | None = None, date_col=None, col_map=None,
+            ack=()) -> dict:
     """Read and featurise ``path``; write the prepared folder to ``out``, by default beside
     the file (``NAME.prepared``), never over a folder finhrm did not make
     (``run.create.claim_folder``)."""
@@ -17,7 +18,7 @@ def prepare(path: Path, fcfg: FeatureConfig, out: Path | None = None, date_col=N
 
     if out is not None:
         check_run_free(out, "--out")
-    ds = data.prepare(path, fcfg, date_col=date_col, col_map=col_map)
+    ds = data.prepare(path, fcfg, date_col=date_col, col_map=col_map, ack=ack)
     beside = Path(path).expanduser().resolve().parent
     target = Path(out) if out else beside / f"{ds.source.name}.prepared"
     check_run_free(target, "--out")

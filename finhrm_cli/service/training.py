@@ -62,6 +62,7 @@ def train(
     callback: Callback | None = None,
     from_run: str | None = None,
     scratch: bool = False,
+    ack=(),
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
     ``from_run``: a production run of that run's settings on every row of ``paths``
@@ -69,10 +70,15 @@ def train(
 
     The run folder is locked while this runs (``lock.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
-    finalises it; of a run killed before its first checkpoint, trains it from the start."""
+    finalises it; of a run killed before its first checkpoint, trains it from the start.
+    ``ack``: dates whose data warnings are left out, recorded in the run's sources."""
+    if from_run is not None and resume is not None:
+        raise UsageError("--from and --resume do not go together: --resume continues the run it names.")
+    if scratch and from_run is None:
+        raise UsageError("--scratch goes with --from RUN (a production run trained afresh on every row).")
     with contextlib.ExitStack() as exits:
         plan = production_plan(from_run, settings, scratch) if from_run is not None else None
-        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan)
+        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan, ack)
 
 
 def _lock(exits, run_dir: Path) -> lock.RunLock:
@@ -87,7 +93,7 @@ def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
 
-def _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan=None) -> dict:
+def _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan=None, ack=()) -> dict:
     from finhrm_cli import data, distributed
     from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
@@ -125,13 +131,14 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
             run.write_history([])
     elif plan is not None:
         fcfg, mcfg, tcfg, lineage = plan["features"], plan["model"], plan["train"], plan["lineage"]
-        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, normalizer=plan["normalizer"])
+        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, normalizer=plan["normalizer"],
+                                ack=ack)
         warn_sources(dss)
         _check_series(dss, plan)
         state = None
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
-        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
+        dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, ack=ack)
         warn_sources(dss)
         state, lineage = None, None
     _check_windows(dss, fcfg, tcfg)
