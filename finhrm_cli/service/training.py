@@ -331,10 +331,13 @@ def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
         raise UsageError(f"{parent_dir}: this run is not finished; finish it (`finhrm train --resume {parent_dir}`) "
                          "or name a finished run after --from.")
     given = {k: dict(settings.get(k) or {}) for k in ("features", "model", "train")}
-    if not scratch and any(k not in ("train_frac", "val_frac") for k in given["features"]) or (
-            not scratch and given["model"]):
-        raise UsageError("a warm start (--from RUN) keeps RUN's features and model; change them with --scratch, "
-                         "or train a new run.")
+    if not scratch:  # the weights fit RUN's features and model: a setting that differs is refused
+        have = {"features": asdict(prc.features), "model": asdict(prc.model)}
+        changed = [k for sec in have for k, v in given[sec].items()
+                   if k not in ("train_frac", "val_frac") and have[sec].get(k) != v]
+        if changed:
+            raise UsageError(f"a warm start (--from RUN) keeps RUN's features and model, but {', '.join(changed)} "
+                             "differ; start afresh with --scratch, or train a new run.")
     chosen = _best_epoch(parent_dir, prc)
     fcfg = replace(prc.features, **{**given["features"], "train_frac": 1.0, "val_frac": 0.0})
     mcfg = replace(prc.model, **given["model"])

@@ -142,6 +142,6 @@ def test_from_and_scratch_misuse_are_one_line_errors(parent):
     home, run = parent["home"], parent["run"]
     for args, words in ((["train", parent["full"], "--scratch"], "--scratch goes with --from"),
                         (["train", parent["full"], "--from", "nope-20200101-000000"], "nope"),
-                        (["train", parent["full"], "--from", run["name"], "--d-model", "64"], "--scratch")):
+                        (["train", parent["full"], "--from", run["name"], "--d-model", "64"], "d_model differ")):
         res = run_cli(args, home)
         assert res.exit_code == 2 and words in res.output, res.output
