@@ -270,7 +270,7 @@ def render_inspect(r: dict) -> None:
     show(*_metrics_views(r.get("metrics") or {}))
     act = r.get("act") or {}
     if act:
-        render_act(act)
+        render_act(act, r.get("training") or {})
 
 
 def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1, parent: str | None = None) -> str:
@@ -310,7 +310,20 @@ def _interval(s: dict, base: float | None) -> str:
     return f"{p[0]:+.2f}% [{p[1]:+.2f}, {p[2]:+.2f}]"
 
 
-def render_act(act: dict) -> None:
+def verdict_text(act: dict, training: dict | None = None) -> str:
+    """The verdict, with why later segments may hurt: under carry-and-replace a window trains
+    the segments it runs, so where windows halt at step 1 the later ones are rarely trained."""
+    from finhrm_cli.forecast.actstats import HURT
+
+    v = act.get("verdict") or "one segment only: nothing to compare"
+    seg = (training or {}).get("segments_per_window")
+    if v == HURT and (training or {}).get("act_training") == "carry" and isinstance(seg, (int, float)):
+        v += (f": training ran {seg:.2f} segments per window, so the later segments were rarely trained; "
+              "forecasts that halt (act_inference halted, the default) do not use them")
+    return v
+
+
+def render_act(act: dict, training: dict | None = None) -> None:
     """ACT on a run: per-step MAE against step 1 (90% paired bootstrap), P(halt) against the
     halting reward, where the Q head halts, the compute --act saves and the verdict."""
     # seven columns fit an 80-column terminal; per-step Brier and AUC are in --json, and the
@@ -342,5 +355,5 @@ def render_act(act: dict) -> None:
         ("MAE after all steps", fmt_num(act["mae_all_steps"])),
         ("MAE with --act", f"{fmt_num(act['mae_act'])} ({act.get('mae_act_change', 0):+.4g})"),
         *([("best step by MAE", str(act["best_step"]))] if act.get("best_step_measurable") else []),
-        ("verdict", act.get("verdict") or "one segment only: nothing to compare"),
+        ("verdict", verdict_text(act, training)),
     ]))

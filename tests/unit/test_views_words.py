@@ -61,3 +61,13 @@ def test_train_and_inspect_show_the_same_training_time(screen):
     text = screen.export_text()
     assert "161.6 s (185.8 s for the whole command" in text
     assert views.training_time(161.6) == "161.6 s"  # what inspect shows for the same run
+
+
+def test_the_verdict_says_why_later_segments_hurt_under_carry_and_replace():
+    from finhrm_cli.forecast.actstats import HURT, SAME
+
+    carry = {"act_training": "carry", "segments_per_window": 1.1}
+    said = views.verdict_text({"verdict": HURT}, carry)
+    assert said.startswith(HURT) and "1.10 segments per window" in said and "rarely trained" in said
+    assert views.verdict_text({"verdict": HURT}, {"act_training": "every", "segments_per_window": 4.0}) == HURT
+    assert views.verdict_text({"verdict": SAME}, carry) == SAME
