@@ -258,7 +258,7 @@ _T = "Training"
 _F = "Features"
 
 
-@app.command(epilog=_examples("finhrm train prices.csv", "finhrm train watchlist/     (one model for every file in the folder)", "finhrm train prices.csv --config my.toml --seed 1 -o ~/runs", "finhrm train --resume prices-20240101-120000"))
+@app.command(epilog=_examples("finhrm train prices.csv", "finhrm train watchlist/     (one model for every file in the folder)", "finhrm train prices.csv --config my.toml --seed 1 -o ~/runs", "finhrm train --resume prices-20240101-120000", "finhrm train prices.csv --from prices-20240101-120000   (production: every row, warm start)"))
 @_guard
 def train(
     data_paths: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="Training data: a CSV, .parquet or prepared folder (omit with --resume).", show_default=False)] = None,
