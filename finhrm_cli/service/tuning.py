@@ -132,7 +132,7 @@ class _Search:
     def train(self, trial, params: dict, folder: Path) -> float:
         """Train the trial's run (validation only), report each epoch for pruning; its score."""
         opt = studymod.optuna()
-        settings = spacemod.settings_with(self.base, params)
+        settings = spacemod.trial_settings(self.base, self.space, params)
         bad = spacemod.fits(settings)
         if bad:
             raise UsageError(f"these settings make no valid model: {bad}")
@@ -247,7 +247,7 @@ def _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, b
         study.set_user_attr(key, _compact(training.score_test_split(Path(run)), several))
     if compare:
         _default_run(study, base, trials_dir, paths, date_col, col_map, emit, several)
-    settings = spacemod.settings_with(base, best.params)
+    settings = spacemod.trial_settings(base, study.user_attrs[ATTR]["space"], best.params)
     path = Path(best_toml) if best_toml else studymod.studies_dir() / f"{name}-best.toml"
     atomic_write_text(path, dump_toml(settings, [
         f"finhrm tune: the best settings of study {name} (trial {best.number}, "

@@ -155,6 +155,13 @@ def suggest(trial, space: dict[str, dict]) -> dict:
     return params
 
 
+def trial_settings(base: dict[str, dict], space: dict[str, dict], params: dict) -> dict[str, dict]:
+    """A trial's settings from its ``params`` (what Optuna drew): ``base``, the space's fixed
+    settings (one-value lists, which Optuna does not record), then ``params``."""
+    fixed = {name: e["choices"][0] for name, e in space.items() if len(e.get("choices", ())) == 1}
+    return settings_with(base, {**fixed, **params})
+
+
 def settings_with(base: dict[str, dict], params: dict) -> dict[str, dict]:
     """``base`` (a --config file's settings) with ``params`` put in their tables."""
     out = {section: dict(base.get(section, {})) for section in SECTIONS}

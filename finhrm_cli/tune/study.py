@@ -53,19 +53,28 @@ def shown_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_storage(url: str):
-    """Optuna's RDB storage for ``url``; a missing driver or a bad URL is one line."""
+def open_storage(url: str, attempts: int = 6):
+    """Optuna's RDB storage for ``url``; a missing driver or a bad URL is one line.  Workers
+    started together on a new database race to create its tables, and SQLite says "database
+    is locked" while another process writes: both are tried again, a few times."""
+    import time
+
     mod = optuna()
-    try:
-        return mod.storages.RDBStorage(url)
-    except ImportError as exc:
-        driver = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL"}.get(url.split(":", 1)[0].split("+")[0], "")
-        raise UsageError(f"--storage {shown_url(url)}: the database driver is missing ({exc}); "
-                         f"install it{' with pip install ' + driver if driver else ''}.") from None
-    except Exception as exc:  # noqa: BLE001  (sqlalchemy's errors: bad URL, server down, refused)
-        first = " ".join(str(exc).split())[:160]
-        raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({first}); "
-                         "check the URL, the server and the credentials.") from None
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            return mod.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError as exc:
+            driver = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL"}.get(url.split(":", 1)[0].split("+")[0], "")
+            raise UsageError(f"--storage {shown_url(url)}: the database driver is missing ({exc}); "
+                             f"install it{' with pip install ' + driver if driver else ''}.") from None
+        except Exception as exc:  # noqa: BLE001  (sqlalchemy's errors: bad URL, server down, refused)
+            first = " ".join(str(exc).split())[:160]
+            if attempt + 1 < attempts and ("locked" in first or "already exists" in first or "UNIQUE" in first):
+                time.sleep(0.25 * 2 ** attempt)
+                continue
+            raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({first}); "
+                             "check the URL, the server and the credentials.") from None
 
 
 def open_study(name: str, url: str, create: bool):
