@@ -53,6 +53,21 @@ def shown_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+# SQLAlchemy 2.1 reads postgresql:// as psycopg (3); postgresql+psycopg2:// takes psycopg2.
+DRIVERS = {"postgresql": "pip install 'psycopg[binary]', or write postgresql+psycopg2:// with psycopg2-binary",
+           "postgresql+psycopg2": "pip install psycopg2-binary",
+           "mysql": "pip install PyMySQL and write mysql+pymysql://", "mysql+pymysql": "pip install PyMySQL"}
+
+
+# what a database says when two workers create its tables at once, or one writes meanwhile
+RACES = ("locked", "already exists", "UNIQUE", "duplicate key", "UniqueViolation", "Duplicate entry")
+
+
+def _missing(exc: ImportError) -> str:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "msg", None) or str(cause)
+
+
 def open_storage(url: str, attempts: int = 6):
     """Optuna's RDB storage for ``url``; a missing driver or a bad URL is one line.  Workers
     started together on a new database race to create its tables, and SQLite says "database
@@ -65,12 +80,11 @@ def open_storage(url: str, attempts: int = 6):
         try:
             return mod.storages.RDBStorage(url, engine_kwargs=kwargs)
         except ImportError as exc:
-            driver = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL"}.get(url.split(":", 1)[0].split("+")[0], "")
-            raise UsageError(f"--storage {shown_url(url)}: the database driver is missing ({exc}); "
-                             f"install it{' with pip install ' + driver if driver else ''}.") from None
+            raise UsageError(f"--storage {shown_url(url)}: the database driver is missing ({_missing(exc)}); "
+                             f"{DRIVERS.get(url.split(':', 1)[0], 'install the driver the URL names')}.") from None
         except Exception as exc:  # noqa: BLE001  (sqlalchemy's errors: bad URL, server down, refused)
             first = " ".join(str(exc).split())[:160]
-            if attempt + 1 < attempts and ("locked" in first or "already exists" in first or "UNIQUE" in first):
+            if attempt + 1 < attempts and any(w in first for w in RACES):
                 time.sleep(0.25 * 2 ** attempt)
                 continue
             raise UsageError(f"--storage {shown_url(url)}: cannot open the study storage ({first}); "

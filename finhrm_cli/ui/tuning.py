@@ -117,7 +117,7 @@ def _render_best(result: dict) -> None:
         return
     bt = best.get("test") or {}
     dv, dt = default.get("val") or {}, default.get("test") or {}
-    t = table("Best trial vs defaults (same split)", compact=True)
+    t = table("Best vs defaults, same split", compact=True)
     t.add_column("")
     num_col(t, f"best (#{best['number']})")
     num_col(t, "defaults")
