@@ -128,7 +128,8 @@ def trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         secs = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": _finite(t.value),
+        rows.append({"number": t.number, "state": t.state.name.lower(),
+                     "value": _finite(t.value) if t.state.name == "COMPLETE" else None,
                      "params": dict(t.params), "seconds": round(secs, 1) if secs is not None else None,
                      "epochs_run": t.user_attrs.get("epochs_run"), "run": t.user_attrs.get("run"),
                      "host": t.user_attrs.get("host"), "reason": t.user_attrs.get("reason"),
