@@ -96,6 +96,9 @@ def render_tune(result: dict, limit: int = 10) -> None:
         for r in done[:limit]:
             t.add_row(str(r["number"]), fmt_num(r["value"]), fmt_num(r["seconds"], 0), _params_text(r["params"]))
         show(t)
+    failed = [t for t in result.get("trials") or [] if t["state"] == "fail" and t.get("reason")]
+    for t in failed[-3:]:
+        note(f"trial {t['number']} failed: {t['reason']}")
     _render_best(result)
     imp = result.get("importances")
     if imp:
