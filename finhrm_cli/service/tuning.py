@@ -143,7 +143,8 @@ class _Search:
             emit(event)
             if isinstance(event, Evaluated) and event.val_mae is not None and math.isfinite(event.val_mae):
                 trial.report(event.val_mae, studymod.schedule_step(event.epoch, epochs))
-                if trial.should_prune():
+                # after the last epoch the run is trained: its forecast is scored, never pruned
+                if event.epoch < epochs and trial.should_prune():
                     raise opt.TrialPruned()
 
         folder.mkdir(parents=True, exist_ok=False)
