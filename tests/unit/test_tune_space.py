@@ -96,3 +96,35 @@ def test_the_study_view_fits_80_columns(monkeypatch):
     lines = buf.getvalue().splitlines()
     assert max(len(ln) for ln in lines) <= 80
     assert any("12,345.6780" in ln for ln in lines) and any("halt_max_steps" in ln for ln in lines)
+
+
+def test_a_trial_behind_the_median_is_pruned_but_never_at_its_last_epoch(monkeypatch, tmp_path):
+    """The pruning callback, with training replaced by a script of validation MAEs."""
+    optuna = pytest.importorskip("optuna")
+    from finhrm_cli.service import tuning
+    from finhrm_cli.train.events import Evaluated
+
+    def fake_train(paths, settings, out, callback, **kw):
+        epochs = settings["train"]["epochs"]
+        for e in range(1, epochs + 1):
+            callback(Evaluated(epoch=e, step=e, train_loss=None, q_loss=None, train_halt_steps=None,
+                               train_segments=None, val_mae=settings["train"]["lr"] * 1000, val_mae_high=None,
+                               val_mae_low=None, best_val_mae=None, best_epoch=None, is_best=True,
+                               samples_per_s=None, seconds=0.0, lr=0.0))
+        return {"run": str(out), "epochs_run": epochs,
+                "metrics": {"val": {"results": {"finhrm": {"mae": settings["train"]["lr"] * 1000}}}}}
+
+    monkeypatch.setattr(tuning.training, "train", fake_train)
+    monkeypatch.setattr(tuning, "_run_splits", lambda run: [])
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    study.set_user_attr(tuning.ATTR, {"split": {}})
+    events = []
+    search = tuning._Search([], {"features": {}, "model": {}, "train": {}}, {}, 0, study, tmp_path, False,
+                            events.append, None, None)
+    for lr, epochs in ((1e-3, 4), (2e-3, 4), (3e-3, 4), (9e-3, 4), (9e-3, 1)):
+        search.space = {"lr": {"choices": [lr]}, "epochs": {"choices": [epochs]}}
+        search.one(1, 1)
+    states = [t.state.name for t in study.trials]
+    # the 4th is behind the median at its first validation; the 5th has only its last one
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
+    assert not (tmp_path / "trial-0003").exists()  # a pruned trial's folder is removed
