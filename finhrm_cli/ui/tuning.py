@@ -126,7 +126,8 @@ def _render_best(result: dict) -> None:
     num_col(t, "defaults")
     t.add_row("val MAE" if dv.get("mae") is not None or default == {} else "val skill", fmt_num(best.get("value")),
               fmt_num(default.get("value")))
-    t.add_row("test MAE", fmt_num(bt.get("mae")), fmt_num(dt.get("mae")))
+    if bt.get("mae") is not None or dt.get("mae") is not None:  # several series: skill only
+        t.add_row("test MAE", fmt_num(bt.get("mae")), fmt_num(dt.get("mae")))
     t.add_row("test skill", fmt_num(bt.get("skill"), 3), fmt_num(dt.get("skill"), 3))
     t.add_row("test rows", fmt_num(bt.get("rows")), fmt_num(dt.get("rows")))
     show(t)
