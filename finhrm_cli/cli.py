@@ -449,6 +449,12 @@ def inspect(
     _say_run(result)
 
 
+# ------------------------------------------------------------------ tune
+from finhrm_cli.cli_tune import EPILOG as _TUNE_EPILOG, tune as _tune  # noqa: E402
+
+app.command("tune", epilog=_TUNE_EPILOG)(_guard(_tune))
+
+
 _STANDALONE = False  # set by main(): the process ends with the command
 
 

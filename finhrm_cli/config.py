@@ -350,3 +350,30 @@ def finhrm_home() -> Path:
 
 def runs_dir() -> Path:
     return finhrm_home() / "runs"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)  # shortest round-trip form: 0.001, 1e-05, 3.0 (all valid TOML)
+        if not math.isfinite(v):
+            raise ValueError(f"{v} has no TOML form here")
+        return text
+    import json
+
+    return json.dumps(str(v))  # a basic TOML string
+
+
+def dump_toml(settings: dict[str, dict], comments: list[str] = ()) -> str:
+    """Settings as a --config file (``load_toml`` reads it back): ``comments`` first, then
+    the [features], [model] and [train] tables, each key sorted."""
+    lines = [f"# {c}" for c in comments]
+    for section in SECTIONS:
+        values = settings.get(section) or {}
+        if not values:
+            continue
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(values[k])}" for k in sorted(values)]
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -46,7 +46,7 @@ def _check_windows(dss, fcfg, tcfg) -> None:
         )
 
 
-def _run_name(dss) -> str:
+def run_name(dss) -> str:
     if len(dss) == 1:
         return dss[0].source.name
     return f"{dss[0].source.name}-and-{len(dss) - 1}-more"
@@ -63,10 +63,13 @@ def train(
     from_run: str | None = None,
     scratch: bool = False,
     ack=(),
+    score_test: bool = True,
 ) -> dict:
     """A new run (or ``resume``: a run's own), trained, then finalised (``finalize_run``).
     ``from_run``: a production run of that run's settings on every row of ``paths``
     (``production_plan``), warm-started from its weights unless ``scratch``.
+    ``score_test=False`` (``finhrm tune``'s trials) leaves the test split unscored, so a
+    trial's result holds no test number at all (``score_test_split`` scores it later).
 
     The run folder is locked while this runs (``lock.RunLock``).  ``--resume`` of a run
     whose training ended but whose finalisation did not (killed in the last seconds) only
@@ -78,7 +81,7 @@ def train(
         raise UsageError("--scratch goes with --from RUN (a production run trained afresh on every row).")
     with contextlib.ExitStack() as exits:
         plan = production_plan(from_run, settings, scratch) if from_run is not None else None
-        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan, ack)
+        return _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan, ack, score_test)
 
 
 def _lock(exits, run_dir: Path) -> lock.RunLock:
@@ -93,7 +96,8 @@ def _resume_hint(run_dir) -> str:
     return f"progress so far is saved in {run_dir}; then resume with: finhrm train --resume {run_dir}"
 
 
-def _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan=None, ack=()) -> dict:
+def _train(exits, paths, settings, out, resume, date_col, col_map, callback, plan=None, ack=(),
+           score_test=True) -> dict:
     from finhrm_cli import data, distributed
     from finhrm_cli.train import loop
     from finhrm_cli.fsutil import clean_stale_temps
@@ -126,7 +130,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
             summary = {"best_epoch": info.get("best_epoch"), "epochs_run": info.get("epoch"),
                        "stopped": info.get("stopped"),
                        "train_samples_per_s": round(info.get("samples", 0) / tsec, 2) if tsec > 0 else None}
-            return _finalize(run_dir, dss, summary, t0)
+            return _finalize(run_dir, dss, summary, t0, score_test)
         if state is None and run is not None:  # killed before the first checkpoint: start over, same folder
             run.write_history([])
     elif plan is not None:
@@ -163,7 +167,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
         raise FilesystemError.from_oserror(exc, hint=_resume_hint(run_dir)) from exc
     if not distributed.is_main():  # rank 0 scores and writes; the others are done
         return {"run": str(run_dir), "rank": distributed.rank()}
-    return _finalize(run_dir, dss, summary, t0)
+    return _finalize(run_dir, dss, summary, t0, score_test)
 
 
 def _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan):
@@ -173,7 +177,7 @@ def _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan):
 
     run_dir, run = None, None
     if distributed.is_main():
-        run_dir = create.new_run_dir(_run_name(dss), root=out)
+        run_dir = create.new_run_dir(run_name(dss), root=out)
         held = _lock(exits, run_dir)
         try:
             run = _create_run(run_dir, dss, fcfg, mcfg, tcfg, lineage, plan)
@@ -220,10 +224,10 @@ def _create_run(run_dir: Path, dss, fcfg, mcfg, tcfg, lineage=None, plan=None) -
     return run
 
 
-def _finalize(run_dir: Path, dss, summary: dict, t0: float) -> dict:
+def _finalize(run_dir: Path, dss, summary: dict, t0: float, score_test: bool = True) -> dict:
     """``finalize_run`` with the resume hint on Ctrl-C or a filesystem error, and the result."""
     try:
-        result = finalize_run(run_dir, dss)
+        result = finalize_run(run_dir, dss, score_test=score_test)
     except KeyboardInterrupt as exc:
         raise _Interrupted(
             f"interrupted while scoring the trained model, so the run is unfinished; {run_dir} keeps the weights. "
@@ -268,7 +272,7 @@ class _Interrupted(KeyboardInterrupt):
         self.message = message
 
 
-def finalize_run(run_dir: Path, dss) -> dict:
+def finalize_run(run_dir: Path, dss, score_test: bool = True) -> dict:
     """Finish the trained HRM (``Forecaster.finish``: the Q head's calibration map on the
     training windows, the linear partner on training with its weight on validation, the
     conformal residuals on validation), score validation and test, write metrics.json.
@@ -289,7 +293,7 @@ def finalize_run(run_dir: Path, dss) -> dict:
     rc.halt_calibration, rc.blend, rc.conformal = fc.halt_calibration, fc.blend, fc.conformal
     # the validation rows calibrated the intervals: score them with the static ones
     metrics = {"val": fc.score(of(dss, "val"), 0.8, intervals="split", hrm_preds=hrm_va)}
-    te = [(ds, w) for ds, w in of(dss, "test") if len(w)]
+    te = [(ds, w) for ds, w in of(dss, "test") if len(w)] if score_test else []
     if te:
         metrics["test"] = fc.score(te, 0.8)
     writer = store.RunWriter(run_dir)
@@ -370,3 +374,19 @@ def _check_series(dss, plan: dict) -> None:
     if other and known:
         warn(f"{', '.join(other)}: not a series {plan['lineage']['name']} was trained on; "
              "its settings are used as they are.")
+
+
+def score_test_split(run_dir: Path) -> dict | None:
+    """Score a finished run on its own test split (from its prepared copy of the data) and add
+    the result to its metrics.json; the test metrics, or None when the split has no window.
+    ``finhrm tune`` calls it once, for the best trial, after the search has ended."""
+    fc, rc = store.load_run(run_dir, required=RUN_KEYS)
+    dss = run_datasets(run_dir, rc)
+    te = [(ds, w) for ds, w in of(dss, "test") if len(w)]
+    if not te:
+        return None
+    test = fc.score(te, 0.8)
+    metrics = store.read_metrics(run_dir, [])
+    metrics["test"] = test
+    store.RunWriter(run_dir).save_metrics(metrics)
+    return test
