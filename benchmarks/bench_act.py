@@ -7,6 +7,8 @@ throw-away homes, and prints one JSON line per run and a summary:
 * ``every``: every segment for every window (``act_training = "every"``);
 * ``carry``: HRM's carry-and-replace (``act_training = "carry"``): a window costs the
   segments it uses;
+* ``trm``: carry-and-replace with the Tiny Recursive Model's single halting head
+  (``halt_head = "trm"``: no q_continue target, no extra segment);
 * ``one``: ``--halt-max-steps 1`` (one segment, no ACT), the floor.
 
 Each line has the wall time of the whole command (start-up, data, training, the linear
@@ -33,6 +35,7 @@ from pathlib import Path
 CONFIGS = {
     "every": ('[train]\nact_training = "every"\n', []),
     "carry": ('[train]\nact_training = "carry"\n', []),
+    "trm": ('[model]\nhalt_head = "trm"\n[train]\nact_training = "carry"\n', []),
     "one": ('[train]\nact_training = "every"\n', ["--halt-max-steps", "1"]),
 }
 

@@ -174,6 +174,10 @@ class ModelConfig:
     expansion: float = setting(4.0, "SwiGLU width over d_model.")
     halt_max_steps: int = setting(4, "ACT segments at most.")
     halt_exploration: float = setting(0.1, "ACT exploration probability.")
+    # "hrm": q_halt and q_continue, the continue target from one more no-gradient segment;
+    # "trm": the Tiny Recursive Model's single halting head (Jolicoeur-Martineau 2025), BCE on
+    # the halting reward alone, halt where P(halt) > 0.5, no extra segment (docs/results.md).
+    halt_head: str = setting("hrm", "ACT halting head: hrm (q_halt and q_continue) or trm (one head, no extra pass).")
     n_out: int = setting(2, "Outputs: the high and the low.")
     # Two clocks: the last h_context feature columns are a slow context (set by the feature
     # set, see data.context_width) that H reads from the window's last day; L gets the rest.
@@ -181,6 +185,8 @@ class ModelConfig:
 
     def validate(self, label: Label = flag_label) -> None:
         _check_fields(self, label)
+        if self.halt_head not in ("hrm", "trm"):
+            raise UsageError(f"{label('halt_head')} must be hrm or trm (got {shown(self.halt_head)}).")
         if self.h_context >= self.n_features:
             raise UsageError(
                 f"h_context ({self.h_context}) must be below n_features ({self.n_features}): "

@@ -358,6 +358,8 @@ class HRM(nn.Module):
         half = b.scale * mx.logaddexp(ab[:, 1] + b.b0, 0.0)  # softplus; nn.softplus is mx.compile-d (a JIT kernel)
         pred = mx.stack([mid + half, mid - half], axis=-1)
         q = self.q_head(s_tok)
+        if self.cfg.halt_head == "trm":  # one halting head: "continue" is the even odds, P = 0.5
+            return pred, q[:, 0], mx.zeros_like(q[:, 1])
         return pred, q[:, 0], q[:, 1]
 
     def _h_step(self, z_H: mx.array, z_L: mx.array, ctx: mx.array | None) -> mx.array:

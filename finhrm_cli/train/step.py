@@ -152,7 +152,7 @@ class Trainer:
         mcfg = model.cfg
         self.M = int(mcfg.halt_max_steps)
         self.explore = float(mcfg.halt_exploration)
-        self.reuse = bool(reuse_pass) and self.M > 1  # module docstring: reused Q-target pass
+        self.reuse = bool(reuse_pass) and self.M > 1 and model.cfg.halt_head != "trm"  # module docstring
         # Data parallel (finhrm_cli.distributed): each process holds batch_size / world
         # samples of every global batch; the loss is a mean over the local samples and the
         # gradients are averaged over processes inside the compiled step, which equals the
@@ -204,7 +204,9 @@ class Trainer:
         err = mx.stop_gradient(mx.abs(r).mean(axis=-1))
         ref = model.buffers.halt_ref
         q = self.q_rows(x.shape[0])
-        if self.M > 1 and q < x.shape[0]:  # the q_continue target on the first q rows only
+        if self.M > 1 and model.cfg.halt_head == "trm":  # TRM: the halting target alone, no extra pass
+            q_loss = bce_logits(q_halt, (err <= ref).astype(mx.float32))
+        elif self.M > 1 and q < x.shape[0]:  # the q_continue target on the first q rows only
             xe = tuple(None if e is None else mx.stop_gradient(e[:q]) for e in x_emb)
             npre = model.segment_prefix((carry[0][:q], carry[1][:q]), xe)
             _, _, nq_halt, nq_cont = model.segment_final(npre, xe)

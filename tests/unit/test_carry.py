@@ -187,3 +187,22 @@ def test_the_loop_runs_exactly_the_updates_an_epoch_needs(halt, cont, segments):
                    tr_d, va_d, model=model)
     assert s["steps"] == 2 * (96 // 16) * segments
     assert [h["train_segments"] for h in s["history"]] == [float(segments)] * 2
+
+
+def test_the_trm_halting_head_has_one_target_and_halts_at_even_odds():
+    """halt_head = "trm" (the Tiny Recursive Model's single head): q_continue is the even odds
+    (logit 0), so a window halts where P(halt) > 0.5; training has no q_continue target and no
+    extra segment, and runs under both schedules."""
+    model = step.build_model(mcfg(halt_head="trm"), 0)
+    set_q(model, 2.0, 9.0)  # the q_continue output is not used: halt at once
+    stats, tr = carry_epoch(model, n=32, B=8)
+    assert stats[:, 3].sum() / stats[:, 4].sum() == 1.0 and not tr.reuse
+    set_q(model, -2.0, -9.0)
+    stats, _ = carry_epoch(model, n=32, B=8)
+    assert stats[:, 3].sum() / stats[:, 4].sum() == 3.0  # P(halt) < 0.5 everywhere: every segment
+    tr_d, va_d = data(64, 1), data(16, 2)
+    for sched in ("carry", "every"):
+        s = loop.train(mcfg(halt_head="trm"), TrainConfig(batch_size=16, epochs=1, act_training=sched), tr_d, va_d)
+        assert np.isfinite(s["best_val_mae"])
+    with pytest.raises(Exception, match="hrm or trm"):
+        mcfg(halt_head="tiny").validate()
