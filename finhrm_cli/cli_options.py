@@ -81,3 +81,24 @@ class Format(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+def _one_line_usage_error(error) -> None:
+    """A mistyped option or a bad value, as every other user error: one ``error:`` line on
+    stderr naming the fix (typer draws a box with the usage above it); exit code 2 as before."""
+    import sys
+
+    if error.__class__.__name__ == "NoArgsIsHelpError":  # typer printed the help already
+        return
+    ctx = getattr(error, "ctx", None)
+    message = " ".join(str(error.format_message()).split()).rstrip(".")
+    where = f" (`{ctx.command_path} --help` shows the usage)" if ctx is not None else ""
+    print(f"error: {message}{where}{'' if message.endswith('?') and not where else '.'}", file=sys.stderr)
+
+
+try:
+    from typer import rich_utils as _rich_utils
+except ImportError:  # pragma: no cover - typer without rich prints click's own lines
+    _rich_utils = None
+if _rich_utils is not None and hasattr(_rich_utils, "rich_format_error"):
+    _rich_utils.rich_format_error = _one_line_usage_error

@@ -51,3 +51,19 @@ def test_install_completion_writes_the_shell_script(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "finhrm" in (tmp_path / ".bashrc").read_text()
+
+
+def test_a_mistyped_option_or_command_is_one_error_line(tmp_path):
+    """Typer's usage errors (an unknown option, a bad value, a mistyped command) read like every
+    other user error: one `error:` line naming the fix, exit 2, no box."""
+    import subprocess
+    import sys
+
+    for args, words in ((["train", "x.csv", "--frm", "RUN"], "No such option: --frm"),
+                        (["predict", "x.csv", "--coverage", "2"], "--coverage"),
+                        (["predcit", "x.csv"], "Did you mean 'predict'")):
+        res = subprocess.run([sys.executable, "-m", "finhrm_cli", *args], capture_output=True, text=True,
+                             env={**__import__("os").environ, "FINHRM_HOME": str(tmp_path), "NO_COLOR": "1"})
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert lines[0].startswith("error: ") and words in lines[0] and "--help" in lines[0], lines
