@@ -19,6 +19,9 @@ from finhrm_cli.forecast.parts import of, scale, stack
 from finhrm_cli.forecast.scoring import HRM_ALONE, score_parts
 
 
+REFRESH_CALIBRATION_ROWS = 256  # windows a production run's Q-head calibration map is fit on
+
+
 class Forecaster:
     def __init__(self, model, weights_sha256: str | None = None, blend: dict | None = None,
                  conformal: dict | None = None, halt_calibration: dict | None = None, act: bool = False):
@@ -129,7 +132,9 @@ class Forecaster:
         from finhrm_cli.forecast.actstats import fit_halt_calibration
 
         tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
-        self.halt_calibration = fit_halt_calibration(self.model, tr)
+        # a refresh is one epoch: the full calibration would take a third of it (5 of 15 s on
+        # GOOG); two numbers need no more than a quarter of the windows a training fits it on
+        self.halt_calibration = fit_halt_calibration(self.model, tr, limit=REFRESH_CALIBRATION_ROWS)
         self.blend = None
         if hrm_weight is not None and tr:
             xy = stack(tr)
