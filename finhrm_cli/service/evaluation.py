@@ -132,8 +132,14 @@ def scored_rows(parts, preds, conformal, coverage, intervals, cutoffs=None, fold
 
 
 def _plot_series(ds, w, pred_log, iv) -> PlotSeries:
+    """The rows to plot, each at the session it forecasts (``forecast.sessions``): the date of
+    the target row, which the scored rows all hold."""
+    from finhrm_cli.forecast import sessions
+
     ph, pl = to_prices(pred_log, w.close)
-    return PlotSeries(w.dates, w.high, w.low, w.next_high, w.next_low, ph, pl, iv)
+    frame_dates = ds.frame["date"].to_numpy().astype("datetime64[D]")
+    targets = sessions.target_dates(frame_dates, w.end, ds.fcfg.horizon, sessions.trading_days(frame_dates))
+    return PlotSeries(targets, w.high, w.low, w.next_high, w.next_low, ph, pl, iv)
 
 
 def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback | None,

@@ -24,7 +24,7 @@ LAST = 120  # sessions shown by default (--plot-last; 0 shows every session)
 class PlotSeries:
     """The rows of one series to draw, in time order (prices; ``iv``: interval arrays or None)."""
 
-    dates: np.ndarray        # the last observed day of each window (the forecast is for the next session)
+    dates: np.ndarray        # the session each row forecasts (its target session)
     high: np.ndarray         # that day's high and low: the persistence forecast, for the skill in the title
     low: np.ndarray
     next_high: np.ndarray
@@ -86,7 +86,7 @@ def plot_png(path: Path, ps: PlotSeries, series: str, run: str, coverage: float,
 
     total = len(ps.dates)
     ps = ps.tail(last)
-    nd = ps.dates.astype("datetime64[D]") + np.timedelta64(1, "D")  # drawn on the session forecast
+    nd = ps.dates.astype("datetime64[D]")  # the session each row forecasts
     many = len(nd) > 250  # markers only where they stay readable
     mk = {"markersize": 4} if not many else {"marker": None}
     fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
