@@ -103,3 +103,15 @@ def test_edges_come_from_the_training_rows_not_the_scored_ones():
     assert rows == [0, 0, second["rows"]]
     for key in ("winkler", "pinball_high", "pinball_low", "joint_coverage"):
         assert np.isfinite(first["results"]["finhrm"][key])
+
+
+def test_the_winkler_score_is_the_two_ends_pinball_losses_scaled():
+    """A known identity, a check on both formulas: IS_alpha = (2/alpha) * (pinball at alpha/2
+    of lo + pinball at 1 - alpha/2 of hi)."""
+    rng = np.random.default_rng(1)
+    lo = rng.normal(0, 1, 500)
+    hi = lo + rng.uniform(0, 2, 500)
+    y = rng.normal(0, 1.5, 500)
+    alpha = 0.2
+    both = iq.pinball(lo, y, alpha / 2) + iq.pinball(hi, y, 1 - alpha / 2)
+    assert iq.winkler(lo, hi, y, alpha) == pytest.approx(2 / alpha * both)
