@@ -98,6 +98,17 @@ def _train_scales(parts, run_dir, rc) -> list[np.ndarray]:
     return [own.get(ds.source.name, pooled) for ds, _ in parts]
 
 
+def _pooled_thirds(per_fold: list[list[dict]]) -> list[dict]:
+    """The folds' coverage per volatility third pooled: rows summed, coverage weighted by them
+    (each fold's thirds have its own training rows' edges)."""
+    out = []
+    for k, thirds in enumerate(zip(*per_fold), start=1):
+        n = sum(t["rows"] for t in thirds)
+        cov = sum(t["coverage"] * t["rows"] for t in thirds if t["rows"]) / n if n else None
+        out.append({"third": k, "rows": n, "coverage": cov})
+    return out
+
+
 def _file_parts(rc, files, date_col, col_map, notes: list[str], ack=()) -> list:
     """Each file's windows after the run's validation period with a known next session; a
     note for the rows left out."""
@@ -224,5 +235,8 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
                       for key in keys if key != "n" and not key.startswith(("dm_", "mae", "rmse", "winkler", "pinball"))
                       and not isinstance(folds[0]["results"][name][key], list)}
         mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
+        if all("coverage_by_volatility" in f["results"][name] for f in folds):
+            mean[name]["coverage_by_volatility"] = _pooled_thirds([f["results"][name]["coverage_by_volatility"]
+                                                                   for f in folds])
     return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "intervals": intervals, "folds": folds,
             "mean": mean, **({"rows": rows} if with_rows else {})}, pieces

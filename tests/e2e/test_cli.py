@@ -172,6 +172,9 @@ def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_sum
     wf = json.loads(run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home).stdout)
     assert all(0.0 <= f["results"]["persistence"]["dm_p"] <= 1.0 for f in wf["folds"])
     assert "dm_p" not in wf["mean"]["persistence"]  # p-values are not averaged
+    thirds = wf["mean"]["finhrm"]["coverage_by_volatility"]  # pooled over the folds' rows
+    assert sum(t["rows"] for t in thirds) == sum(f["rows"] for f in wf["folds"])
+    assert all("coverage_by_volatility" in f["results"]["finhrm"] for f in wf["folds"])
 
 
 def test_adaptive_intervals_start_after_training_and_never_look_ahead(trained_home, trained_summary, tmp_path):
