@@ -143,9 +143,9 @@ class Forecaster:
         self.conformal = conformal
 
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
-              hrm_preds: list[np.ndarray] | None = None) -> dict:
+              hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None) -> dict:
         """The run's forecasts on ``parts`` against the baselines, with the HRM alone beside
         when blended (``scoring.score_parts``)."""
         hrm = self.hrm(parts) if hrm_preds is None else hrm_preds
         return score_parts(parts, self.combine(parts, hrm), self.conformal, coverage, intervals, cutoffs,
-                           self.extra(hrm))
+                           self.extra(hrm), train_scales)

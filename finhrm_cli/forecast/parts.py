@@ -22,6 +22,13 @@ def scale(ds, w) -> np.ndarray:
     return np.asarray(w.scale, np.float64) if ds.fcfg.scale_targets else np.ones(len(w))
 
 
+def train_scale(ds) -> np.ndarray:
+    """The volatility scale (``Windows.scale``) of the series' training windows: the rows the
+    volatility thirds of ``evaluate`` take their edges from (never the scored rows)."""
+    ends = ds.window_ends("train")
+    return ds.frame["scale"].to_numpy(allow_copy=True).astype(np.float64)[ends]
+
+
 def _arrays(ds, w, with_prices: bool) -> dict:
     s = scale(ds, w)
     d = {"x": w.x, "y": (w.y / s[:, None]).astype(np.float32)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from finhrm_cli.forecast import baselines
+from finhrm_cli.forecast.intervals_quality import quality, thirds, volatility_edges
 from finhrm_cli.forecast.parts import iso, known, scale
 
 HRM_ALONE = "hrm_alone"  # the forecast scored beside a blended run's (JSON keys are snake_case)
@@ -61,18 +62,23 @@ def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptiv
     return iv
 
 
-def _part_arrays(ds, w, pred_log, conformal, coverage, method="adaptive", cutoff=None) -> dict:
-    """Forecasts, actuals and baselines of one part in price units (known targets only)."""
+def _part_arrays(ds, w, pred_log, conformal, coverage, method="adaptive", cutoff=None, train_scale=None) -> dict:
+    """Forecasts, actuals and baselines of one part in price units (known targets only);
+    ``train_scale``: the volatility scale of the series' training rows, whose thirds sort the
+    scored rows (``intervals_quality``; None: no breakdown)."""
     iv = interval_arrays(ds, w, pred_log, conformal, coverage, method, cutoff)  # in time order, all rows
     keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)
     if iv is not None:
         iv = {k: v[keep] for k, v in iv.items()}
     w, pred_log = known(w, pred_log)
+    edges = volatility_edges(train_scale) if train_scale is not None else None
+    third = thirds(w.scale, edges) if edges is not None else None
     ph, pl = to_prices(pred_log, w.close)
     f = ds.frame
     rh, rl = baselines.recent_range(f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
                                     w.end, ds.fcfg.horizon)
-    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl, "h": ds.fcfg.horizon}
+    return {"w": w, "ph": ph, "pl": pl, "iv": iv, "rh": rh, "rl": rl, "h": ds.fcfg.horizon,
+            "coverage": coverage, "edges": edges, "third": third}
 
 
 def _results(a: dict) -> dict:
@@ -83,6 +89,8 @@ def _results(a: dict) -> dict:
     w = a["w"]
     extra = a.get("extra") or {}
     res = {"finhrm": baselines.metrics(a["ph"], a["pl"], w.next_high, w.next_low, w.close, a["iv"])}
+    if a["iv"] is not None:  # the baselines are point forecasts: no intervals to score
+        res["finhrm"].update(quality(a["iv"], w.next_high, w.next_low, a["coverage"], a.get("third")))
     for name, (eh, el) in extra.items():
         res[name] = baselines.metrics(eh, el, w.next_high, w.next_low, w.close)
     res["persistence"] = baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close)
@@ -96,29 +104,36 @@ def _results(a: dict) -> dict:
     return baselines.with_skill(res)
 
 
-def _summary_of(w, res, coverage, conformal, method) -> dict:
+def _summary_of(w, res, coverage, conformal, method, edges=None) -> dict:
     return {
         "rows": int(len(w)),
         "first_date": iso(w.dates.min()) if len(w) else None,
         "last_date": iso(w.dates.max()) if len(w) else None,
         "coverage_target": coverage if conformal else None,
         "intervals": method if conformal else None,
+        **({"volatility_edges": list(edges)} if edges is not None and conformal else {}),
         "results": res,
     }
 
 
 def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals: str = "adaptive",
-                cutoffs: list | None = None, extra: dict[str, list[np.ndarray]] | None = None) -> dict:
+                cutoffs: list | None = None, extra: dict[str, list[np.ndarray]] | None = None,
+                train_scales: list | None = None) -> dict:
     """Model against the baselines, pooled over all parts, and per series when there are several.
 
     ``intervals``: "adaptive" or "split" (see ``interval_arrays``); ``cutoffs``: per part, the
     day after which outcomes may adapt the intervals (None: every scored row); ``extra``:
-    name -> per-part forecasts (log ratios) scored beside the model, e.g. the HRM alone.
+    name -> per-part forecasts (log ratios) scored beside the model, e.g. the HRM alone;
+    ``train_scales``: per part, the volatility scale of its series' training rows (``parts.
+    train_scale``), whose thirds sort the scored rows for the coverage by volatility.  Pooled,
+    each row keeps the third of its own series' edges.
     """
     from finhrm_cli import data
 
     cutoffs = cutoffs or [None] * len(parts)
-    arrays = [_part_arrays(ds, w, p, conformal, coverage, intervals, c) for (ds, w), p, c in zip(parts, preds, cutoffs)]
+    train_scales = train_scales or [None] * len(parts)
+    arrays = [_part_arrays(ds, w, p, conformal, coverage, intervals, c, s)
+              for (ds, w), p, c, s in zip(parts, preds, cutoffs, train_scales)]
     for i, ((_, w), a) in enumerate(zip(parts, arrays)):
         a["extra"] = {name: to_prices(known(w, ps[i])[1], a["w"].close) for name, ps in (extra or {}).items()}
     pooled = {
@@ -126,13 +141,16 @@ def score_parts(parts, preds, conformal: dict | None, coverage: float, intervals
         **{k: np.concatenate([a[k] for a in arrays]) for k in ("ph", "pl", "rh", "rl")},
         "iv": {k: np.concatenate([a["iv"][k] for a in arrays]) for k in arrays[0]["iv"]} if conformal else None,
         "h": max(a["h"] for a in arrays),
+        "coverage": coverage,
+        "third": np.concatenate([a["third"] for a in arrays]) if all(a["third"] is not None for a in arrays) else None,
         "extra": {name: tuple(np.concatenate([a["extra"][name][j] for a in arrays]) for j in (0, 1))
                   for name in (extra or {})},
     }
-    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal, intervals)
+    out = _summary_of(pooled["w"], _results(pooled), coverage, conformal, intervals,
+                      arrays[0]["edges"] if len(arrays) == 1 else None)
     if len(parts) > 1:
         out["series"] = {
-            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal, intervals)
+            ds.source.name: _summary_of(a["w"], _results(a), coverage, conformal, intervals, a["edges"])
             for (ds, _), a in zip(parts, arrays)
         }
         # pooled price-unit MAEs are dominated by the dearest series: the mean of the series'

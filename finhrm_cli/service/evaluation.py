@@ -9,7 +9,7 @@ import numpy as np
 
 from finhrm_cli.errors import DataError
 from finhrm_cli.forecast.forecaster import Forecaster
-from finhrm_cli.forecast.parts import iso, of, stack
+from finhrm_cli.forecast.parts import iso, of, stack, train_scale
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.run.data import datasets_for_run, run_datasets
@@ -71,7 +71,8 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     hrm = fc.hrm(parts, act=act, segments=segments)
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
-    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm))
+    scales = _train_scales(parts, run_dir, rc) if paths else [train_scale(ds) for ds, _ in parts]
+    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales)
     result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
@@ -86,6 +87,26 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
         if len(parts) > 1:
             notes.append(f"the plot shows the first series, {ds.source.name}.")
     return result
+
+
+def _train_scales(parts, run_dir, rc) -> list[np.ndarray]:
+    """For the series of a user's file, the volatility scale of the run's own training rows of
+    that series (a series the run was not trained on: of all the run's series), never the
+    file's rows (``intervals_quality``)."""
+    own = {ds.source.name: train_scale(ds) for ds in run_datasets(run_dir, rc)}
+    pooled = np.concatenate(list(own.values())) if own else np.zeros(0)
+    return [own.get(ds.source.name, pooled) for ds, _ in parts]
+
+
+def _pooled_thirds(per_fold: list[list[dict]]) -> list[dict]:
+    """The folds' coverage per volatility third pooled: rows summed, coverage weighted by them
+    (each fold's thirds have its own training rows' edges)."""
+    out = []
+    for k, thirds in enumerate(zip(*per_fold), start=1):
+        n = sum(t["rows"] for t in thirds)
+        cov = sum(t["coverage"] * t["rows"] for t in thirds if t["rows"]) / n if n else None
+        out.append({"third": k, "rows": n, "coverage": cov})
+    return out
 
 
 def _file_parts(rc, files, date_col, col_map, notes: list[str], ack=()) -> list:
@@ -196,7 +217,7 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
         te = [(d, w) for d, w in te if len(w)]
         hrm = fc.hrm(te)
-        scored = fc.score(te, coverage, intervals, hrm_preds=hrm)
+        scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te])
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
         if with_rows:
             rows += scored_rows(te, fc.combine(te, hrm), fc.conformal, coverage, intervals, fold=i)
@@ -211,7 +232,11 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         # little (each fold's MAE is in its own results), and p-values do not average at all;
         # the skill is the mean of the folds' skills
         mean[name] = {key: float(np.mean([f["results"][name][key] for f in folds]))
-                      for key in keys if key != "n" and not key.startswith(("dm_", "mae", "rmse"))}
+                      for key in keys if key != "n" and not key.startswith(("dm_", "mae", "rmse", "winkler", "pinball"))
+                      and not isinstance(folds[0]["results"][name][key], list)}
         mean[name]["n"] = int(sum(f["results"][name]["n"] for f in folds))
+        if all("coverage_by_volatility" in f["results"][name] for f in folds):
+            mean[name]["coverage_by_volatility"] = _pooled_thirds([f["results"][name]["coverage_by_volatility"]
+                                                                   for f in folds])
     return {"run": str(run_dir), "walk_forward": k, "coverage_target": coverage, "intervals": intervals, "folds": folds,
             "mean": mean, **({"rows": rows} if with_rows else {})}, pieces

@@ -99,6 +99,35 @@ def metrics_table(title: str, results: dict[str, dict], scale_free: bool = False
     return t
 
 
+THIRD_NAMES = {1: "calm", 2: "mid", 3: "wild"}
+
+
+def intervals_table(title: str, results: dict[str, dict], scale_free: bool = False) -> Table | None:
+    """Interval quality (issue 27) of the forecasts that have intervals (``winkler`` among
+    their metrics): Winkler score and pinball loss (price units: left out when ``scale_free``),
+    coverage in each volatility third with its rows, joint coverage.  None: no intervals."""
+    have = {k: m for k, m in results.items() if "winkler" in m or "joint_coverage" in m}
+    if not have:
+        return None
+    t = table(title)
+    t.add_column("metric", style="cyan")
+    for name in have:
+        num_col(t, label(name))
+    rows: list[tuple[str, list]] = []
+    if not scale_free:
+        rows += [("winkler", [m.get("winkler") for m in have.values()]),
+                 ("pinball", [m.get("pinball") for m in have.values()])]
+    first = next(iter(have.values())).get("coverage_by_volatility") or []
+    for i, third in enumerate(first):
+        cells = [(m.get("coverage_by_volatility") or [{}] * 3)[i].get("coverage") for m in have.values()]
+        rows.append((f"coverage {THIRD_NAMES.get(third['third'], third['third'])} ({third['rows']:,} rows)", cells))
+    rows.append(("joint coverage", [m.get("joint_coverage") for m in have.values()]))
+    for text, cells in rows:
+        fmt = fmt_pct if "coverage" in text else fmt_num
+        t.add_row(text, *[fmt(v) if v is not None else "-" for v in cells])
+    return t
+
+
 def series_table(title: str, series: dict[str, dict]) -> Table:
     """One line per ticker: rows, MAE of the model and the baselines (each in its own price
     units), skill, the DM p-value against persistence, interval coverage."""

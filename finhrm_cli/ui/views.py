@@ -17,6 +17,7 @@ from rich.text import Text
 from finhrm_cli.ui.console import fmt_bytes, fmt_num, fmt_p, fmt_pct, note, show, warn
 from finhrm_cli.ui.tables import (
     histogram,
+    intervals_table,
     kv_table,
     line_chart,
     metrics_table,
@@ -162,6 +163,7 @@ def render_evaluate(result: dict) -> None:
                       fmt_num(result_for(r, "finhrm").get("skill"), 3), fmt_p(result_for(r, "persistence").get("dm_p")))
         show(t, metrics_table("Mean over folds (scale-free figures; each fold's MAE is above)", result["mean"],
                               scale_free=True))
+        _intervals_view(result["mean"], scale_free=True)
         if result.get("plot"):
             note(f"plot written to {result['plot']}")
         return
@@ -170,6 +172,7 @@ def render_evaluate(result: dict) -> None:
     show(metrics_table(title, result["results"], scale_free=bool(result.get("series"))))
     if result.get("series"):
         show(series_table("per ticker", result["series"]))
+    _intervals_view(result["results"], scale_free=bool(result.get("series")))
     act_segments_note(result.get("act_segments"))
     note("p (DM): Diebold-Mariano test that finhrm and the baseline have the same MAE on these rows; "
          "below 0.05 the difference is unlikely to be luck.")
@@ -180,6 +183,18 @@ def render_evaluate(result: dict) -> None:
         note(n)
     if result.get("plot"):
         note(f"plot written to {result['plot']}")
+
+
+def _intervals_view(results: dict, scale_free: bool) -> None:
+    """The Intervals table, when the run has intervals, and what its rows mean."""
+    t = intervals_table("Intervals", results, scale_free)
+    if t is None:
+        return
+    show(t)
+    words = ("winkler: the width plus 2/(1 - coverage) times any miss, price units; pinball: quantile loss of "
+             "the two ends; lower is better. " if not scale_free else "")
+    note(words + "Volatility thirds by the training rows' scale; joint: high and low both inside. "
+         "The baselines are point forecasts: no intervals to compare.")
 
 
 def act_segments_note(seg: dict | None) -> None:

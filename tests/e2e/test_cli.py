@@ -141,6 +141,26 @@ def test_evaluate_reports_model_and_baselines(trained_home, trained_summary):
     assert fe["first_date"] > trained_summary["metrics"]["val"]["last_date"]
 
 
+def test_evaluate_scores_the_intervals(trained_home, trained_summary):
+    """Issue 27: Winkler score, pinball loss, joint coverage and coverage per volatility third,
+    the thirds' edges from the run's training rows (a fresh file is sorted by the same edges)."""
+    ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
+    m = ev["results"]["finhrm"]
+    for key in ("winkler", "winkler_high", "winkler_low", "pinball", "pinball_high", "pinball_low", "joint_coverage"):
+        assert isinstance(m[key], float), key
+    assert m["winkler"] > 0 and 0.0 <= m["joint_coverage"] <= min(m["coverage_high"], m["coverage_low"])
+    by = m["coverage_by_volatility"]
+    assert [t["third"] for t in by] == [1, 2, 3] and sum(t["rows"] for t in by) == ev["rows"]
+    e1, e2 = ev["volatility_edges"]
+    assert 0 < e1 <= e2
+    assert "winkler" not in ev["results"]["persistence"]  # a point forecast: no intervals
+    fe = json.loads(run_cli(["evaluate", trained_summary["run"], "--data", SAMPLE_YAHOO, "--json"],
+                            trained_home).stdout)
+    assert fe["volatility_edges"] == ev["volatility_edges"]
+    human = run_cli(["evaluate", trained_summary["run"]], trained_home)
+    assert "Intervals" in human.output and "joint coverage" in human.output and "coverage wild" in human.output
+
+
 def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_summary):
     ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
     for name in ("persistence", "recent_range"):
@@ -152,6 +172,9 @@ def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_sum
     wf = json.loads(run_cli(["evaluate", trained_summary["run"], "--walk-forward", "2", "--json"], trained_home).stdout)
     assert all(0.0 <= f["results"]["persistence"]["dm_p"] <= 1.0 for f in wf["folds"])
     assert "dm_p" not in wf["mean"]["persistence"]  # p-values are not averaged
+    thirds = wf["mean"]["finhrm"]["coverage_by_volatility"]  # pooled over the folds' rows
+    assert sum(t["rows"] for t in thirds) == sum(f["rows"] for f in wf["folds"])
+    assert all("coverage_by_volatility" in f["results"]["finhrm"] for f in wf["folds"])
 
 
 def test_adaptive_intervals_start_after_training_and_never_look_ahead(trained_home, trained_summary, tmp_path):

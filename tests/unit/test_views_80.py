@@ -118,3 +118,23 @@ def test_predict_keeps_the_intervals_at_80_columns(screen):
     for k in ("close", "pred_high", "pred_low", "pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi"):
         assert fmt_num(row[k], 2) in text, k
     assert "left out" not in text
+
+
+def _with_intervals(m: dict) -> dict:
+    return {**m, "winkler": 4_321.98, "winkler_high": 4_300.0, "winkler_low": 4_343.96, "pinball": 123.456,
+            "pinball_high": 120.0, "pinball_low": 126.912, "joint_coverage": 0.703,
+            "coverage_by_volatility": [{"third": 1, "rows": 1_234, "coverage": 0.761},
+                                       {"third": 2, "rows": 1_111, "coverage": 0.802},
+                                       {"third": 3, "rows": 1_357, "coverage": 0.884}]}
+
+
+def test_evaluate_shows_the_interval_quality_at_80_columns(screen):
+    results = _results(12_345.6)
+    results["finhrm"] = _with_intervals(results["finhrm"])
+    views.render_evaluate({"evaluated": "test split of BTCUSD", "rows": 3_702, "first_date": "2016-04-01",
+                           "last_date": "2024-12-31", "intervals": "adaptive", "results": results})
+    text = screen.export_text()
+    assert "Intervals" in text and "…" not in text
+    for s in ("4,321.98", "123.456", "76.1%", "80.2%", "88.4%", "70.3%", "1,234 rows", "1,111 rows", "1,357 rows"):
+        assert s in text, s
+    assert max(len(line) for line in text.splitlines()) <= 80
