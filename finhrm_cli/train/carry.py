@@ -83,8 +83,9 @@ def run_carry_epoch(fit) -> None:
 # The q_continue target needs one more no-gradient segment (HRM's extra pass), which costs most
 # of an update once windows halt early (docs/speed.md).  Carry-and-replace computes it on this
 # share of each batch's slots, weighted up so the expected loss is the same: the slots hold
-# windows in permutation order, so the share is a random sample of them.
-Q_TARGET_SHARE = 0.25
+# windows in permutation order, so the share is a random sample of them.  An eighth: a quarter
+# cost 2 s more per 4,000-session run for no gain on validation (docs/results.md).
+Q_TARGET_SHARE = 0.125
 
 
 class CarryTrainer(Trainer):
