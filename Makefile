@@ -40,7 +40,7 @@ demo: $(STAMP)
 	FINHRM_HOME=$(DEMO) $(BIN)/finhrm prepare sample_data/synthetic_tradingview.csv -o $(DEMO)/prepared
 	FINHRM_HOME=$(DEMO) MLX_DISABLE_COMPILE=1 $(BIN)/finhrm train $(DEMO)/prepared --config sample_data/demo.toml
 	FINHRM_HOME=$(DEMO) $(BIN)/finhrm evaluate
-	FINHRM_HOME=$(DEMO) $(BIN)/finhrm predict sample_data/synthetic_yahoo.csv
+	FINHRM_HOME=$(DEMO) $(BIN)/finhrm predict sample_data/synthetic_tradingview.csv
 	FINHRM_HOME=$(DEMO) $(BIN)/finhrm inspect
 	@echo "== demo done: that was the small demo model; \`finhrm train DATA\` trains the default one =="
 
