@@ -148,7 +148,8 @@ def _bucket(m: int, batch_size: int) -> int:
     return batch_size
 
 
-def _run_segments(model: HRM, x, batch_size: int):
+def _windows(model: HRM, x) -> np.ndarray:
+    """``x`` as contiguous float32 windows of the model's shape; a one-line error otherwise."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     cfg = model.cfg
     if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
@@ -156,6 +157,22 @@ def _run_segments(model: HRM, x, batch_size: int):
             f"inputs have shape {x.shape}; this model takes windows of shape "
             f"(n, {cfg.seq_len}, {cfg.n_features})."
         )
+    return x
+
+
+def _chunks(x: np.ndarray, bs: int):
+    """(start, rows, chunk padded with zero windows to its ``_bucket`` size) over ``x``."""
+    for start in range(0, len(x), bs):
+        chunk = x[start:start + bs]
+        m = len(chunk)
+        size = _bucket(m, bs)
+        if size != m:
+            chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+        yield start, m, chunk
+
+
+def _run_segments(model: HRM, x, batch_size: int):
+    x, cfg = _windows(model, x), model.cfg
     n, M = len(x), cfg.halt_max_steps
     preds = np.zeros((M, n, 2), np.float32)
     qh, qc, zh, zc = (np.zeros((M, n), np.float32) for _ in range(4))
@@ -169,12 +186,7 @@ def _run_segments(model: HRM, x, batch_size: int):
     compiled = _use_compiled(model, u)
     fn = _infer_fn(model, compiled=compiled)
     try:
-        for start in range(0, n, bs):
-            chunk = x[start:start + bs]
-            m = len(chunk)
-            size = _bucket(m, bs)
-            if size != m:
-                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+        for start, m, chunk in _chunks(x, bs):
             outs = fn(mx.array(chunk))
             mx.eval(*outs)
             for dst, out in zip((preds, qh, qc, zh, zc), outs):
@@ -225,13 +237,7 @@ def predict_act(model: HRM, x, batch_size: int = PREDICT_BATCH) -> tuple[np.ndar
     windows stops at the segment where all of its windows have halted, so a model that
     halts at step 1 costs one segment.  The same forecasts as every segment followed by the
     choice (``segment_outputs``), to float32 rounding."""
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    cfg = model.cfg
-    if x.ndim != 3 or x.shape[1:] != (cfg.seq_len, cfg.n_features):
-        raise UsageError(
-            f"inputs have shape {x.shape}; this model takes windows of shape "
-            f"(n, {cfg.seq_len}, {cfg.n_features})."
-        )
+    x, cfg = _windows(model, x), model.cfg
     n, M = len(x), cfg.halt_max_steps
     out, used = np.zeros((n, 2), np.float32), np.zeros(n, np.int64)
     if n == 0:
@@ -244,14 +250,9 @@ def predict_act(model: HRM, x, batch_size: int = PREDICT_BATCH) -> tuple[np.ndar
     compiled = _use_compiled(model, u, "segment")
     fn = _segment_fn(model, compiled=compiled)
     try:
-        for start in range(0, n, bs):
-            chunk = x[start:start + bs]
-            m = len(chunk)
-            size = _bucket(m, bs)
-            if size != m:
-                chunk = np.concatenate([chunk, np.zeros((size - m,) + chunk.shape[1:], np.float32)])
+        for start, m, chunk in _chunks(x, bs):
             xc = mx.array(chunk)
-            zH, zL = model.initial_carry(size)
+            zH, zL = model.initial_carry(len(chunk))
             done = np.zeros(m, bool)
             for seg in range(M):
                 zH, zL, pred, q_halt, q_cont = fn(xc, zH, zL)
