@@ -98,7 +98,9 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
-def test_an_interrupted_carry_run_resumes_to_the_same_weights(tmp_path):
+def interrupted_and_resumed(tmp_path, callback):
+    """A carry run trained straight through, and the same run stopped by ``callback`` and
+    resumed: (the saved state, the resumed run's summary, its weights, the straight run's)."""
     tr_d, va_d = data(96, 1), data(24, 2)
     tc = TrainConfig(batch_size=16, epochs=2, seed=5, act_training="carry")
     m = mcfg(halt_exploration=0.3)
@@ -106,12 +108,16 @@ def test_an_interrupted_carry_run_resumes_to_the_same_weights(tmp_path):
     loop.train(m, tc, tr_d, va_d, model=ref_model, run=store.RunWriter(tmp_path / "ref"))
     run = store.RunWriter(tmp_path / "int")
     with pytest.raises(step.TrainingInterrupted):
-        loop.train(m, tc, tr_d, va_d, run=run, callback=Interrupt(10))
+        loop.train(m, tc, tr_d, va_d, run=run, callback=callback)
     state = store.load_state(run.path)
-    assert state["carry"] and state["info"]["epoch_batch"] > 0      # stopped mid-epoch, carry saved
     model = step.build_model(m, 0)
-    loop.train(m, tc, tr_d, va_d, run=run, resume=state, model=model)
-    final, expect = weights(model), weights(ref_model)
+    s = loop.train(m, tc, tr_d, va_d, run=run, resume=state, model=model)
+    return state, s, weights(model), weights(ref_model)
+
+
+def test_an_interrupted_carry_run_resumes_to_the_same_weights(tmp_path):
+    state, _, final, expect = interrupted_and_resumed(tmp_path, Interrupt(10))
+    assert state["carry"] and state["info"]["epoch_batch"] > 0      # stopped mid-epoch, carry saved
     for k in expect:
         np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
@@ -157,21 +163,10 @@ def test_a_run_stopped_between_its_last_update_and_the_validation_resumes(tmp_pa
     """Ctrl-C while the epoch's validation runs: every window is in and halted, the state is
     the last update's; resuming validates that epoch and goes on (it once trained an empty
     batch and stopped with a NaN loss)."""
-    tr_d, va_d = data(96, 1), data(24, 2)
-    tc = TrainConfig(batch_size=16, epochs=2, seed=5, act_training="carry")
-    m = mcfg(halt_exploration=0.3)
-    ref_model = step.build_model(m, 5)
-    loop.train(m, tc, tr_d, va_d, model=ref_model, run=store.RunWriter(tmp_path / "ref"))
-    run = store.RunWriter(tmp_path / "int")
-    with pytest.raises(step.TrainingInterrupted):
-        loop.train(m, tc, tr_d, va_d, run=run, callback=InterruptAt("eval"))
-    state = store.load_state(run.path)
+    state, s, final, expect = interrupted_and_resumed(tmp_path, InterruptAt("eval"))
     assert state["info"]["epoch"] == 0 and state["info"]["epoch_batch"] > 0
     assert int(np.array(state["carry"]["ptr"])) == 96 and not np.array(state["carry"]["alive"]).any()
-    model = step.build_model(m, 0)
-    s = loop.train(m, tc, tr_d, va_d, run=run, resume=state, model=model)
     assert s["stopped"] == "converged" and s["epochs_run"] == 2
-    final, expect = weights(model), weights(ref_model)
     for k in expect:
         np.testing.assert_allclose(final[k], expect[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
