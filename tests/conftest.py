@@ -16,6 +16,19 @@ from helpers import SAMPLE_TV, TINY, cli, synthetic_ohlcv
 
 
 @pytest.fixture
+def screen(monkeypatch):
+    """An 80-column terminal for the views: the ``rich`` console they print to, recorded."""
+    from rich.console import Console
+
+    from finhrm_cli.ui import console as ui_console
+
+    out = Console(width=80, record=True, highlight=False, force_terminal=False)
+    monkeypatch.setattr(ui_console, "out", out)
+    monkeypatch.setattr(ui_console, "err", Console(width=80, record=True, stderr=True))
+    return out
+
+
+@pytest.fixture
 def ohlcv():
     """Factory: ``ohlcv(n=200, seed=0, ...)`` -> dict of numpy arrays (see synthetic_ohlcv)."""
     return synthetic_ohlcv

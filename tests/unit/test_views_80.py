@@ -7,22 +7,11 @@ real run names; every number the dict holds must appear whole, and no cell ends 
 
 from __future__ import annotations
 
-import pytest
-from rich.console import Console
 
-from finhrm_cli.ui import console as ui_console
 from finhrm_cli.ui import forecasts, views
 from finhrm_cli.ui.console import fmt_num, fmt_p, fmt_pct
 
 RUN = "aapl_bokeh-20240101-120000"
-
-
-@pytest.fixture
-def screen(monkeypatch):
-    out = Console(width=80, record=True, highlight=False, force_terminal=False)
-    monkeypatch.setattr(ui_console, "out", out)
-    monkeypatch.setattr(ui_console, "err", Console(width=80, record=True, stderr=True))
-    return out
 
 
 def _metrics(mae: float, skill: float, p: float | None = None, cov: bool = False) -> dict:

@@ -5,19 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from rich.console import Console
 
 from finhrm_cli.forecast.actstats import HELP, SAME
-from finhrm_cli.ui import console as ui_console
 from finhrm_cli.ui import views
-
-
-@pytest.fixture
-def screen(monkeypatch):
-    out = Console(width=80, record=True, highlight=False, force_terminal=False)
-    monkeypatch.setattr(ui_console, "out", out)
-    monkeypatch.setattr(ui_console, "err", Console(width=80, record=True, stderr=True))
-    return out
 
 
 @pytest.mark.parametrize("w", [0.425, 0.575, 0.4249, 0.335, 0.5, 0.745, 0.255])
