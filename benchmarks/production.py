@@ -25,7 +25,8 @@ next-session range against its trailing volatility scale (last third / first two
 Series: ``goog``, ``sp500``, ``nasdaq`` (``benchmarks/real_data.py``), ``sample`` (the
 synthetic TradingView file), ``nasdaq-shift`` (NASDAQ 2000-12-26 .. 2008-12-09, the public
 segment with the largest step up in next-session range per unit of trailing volatility found
-in the packages here: +5.0% in its last third).
+in the packages here: +5.0% in its last third), ``nasdaq-gaps`` (the same segment with its last
+third's overnight gaps cut to a quarter, ``benchmarks/regime_shift.py``: +12.7%).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import real_data as rd  # noqa: E402
+import regime_shift  # noqa: E402
 
 MODES = ("frozen", "warm", "scratch", "once")
 
@@ -54,24 +56,12 @@ MODES = ("frozen", "warm", "scratch", "once")
 def load(name: str) -> pl.DataFrame:
     if name == "sample":
         return pl.read_csv(ROOT / "sample_data" / "synthetic_yahoo.csv")
+    if name == "nasdaq-gaps":
+        return regime_shift.nasdaq_gaps()
     if name == "nasdaq-shift":
         df = pl.read_csv(rd.series_path("nasdaq"))
         return df.slice(500, 2000)
     return pl.read_csv(rd.series_path(name))
-
-
-def range_shift(df: pl.DataFrame) -> float:
-    """Mean next-session log range over the trailing 20-session mean log true range, last third
-    against the first two thirds, minus 1."""
-    cols = {c.lower(): c for c in df.columns}
-    h, lo, c = (df[cols[k]].cast(pl.Float64).to_numpy() for k in ("high", "low", "close"))
-    prev = np.r_[c[0], c[:-1]]
-    tr = np.log(np.maximum(h, prev) / np.minimum(lo, prev))
-    scale = np.convolve(tr, np.ones(20) / 20, "full")[: len(tr)]
-    ratio = np.r_[np.log(h[1:] / lo[1:]), np.nan] / scale
-    ratio[:20] = np.nan
-    n = len(ratio)
-    return float(np.nanmean(ratio[2 * n // 3:]) / np.nanmean(ratio[: 2 * n // 3]) - 1)
 
 
 def train(path: Path, out: Path, *args: str) -> tuple[dict, float]:
@@ -144,7 +134,7 @@ def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
             return cache[run]
 
         result = {"series": name, "rows": n, "test_rows": n - cut, "blocks": len(starts), "every": args.every,
-                  "range_shift": round(range_shift(df), 4), "full_training_s": round(root_s, 1), "modes": {}}
+                  "range_shift": round(regime_shift.range_shift(df), 4), "full_training_s": round(root_s, 1), "modes": {}}
         for mode in ("frozen",) + tuple(m for m in MODES[1:] if m in args.modes):
             errs, count = [], 0
             for k, dates in enumerate(blocks):
@@ -166,7 +156,7 @@ def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--series", nargs="+", default=["goog", "sp500", "nasdaq", "sample", "nasdaq-shift"])
+    ap.add_argument("--series", nargs="+", default=["goog", "sp500", "nasdaq", "sample", "nasdaq-gaps"])
     ap.add_argument("--csv", type=Path, action="append", default=[])
     ap.add_argument("--modes", nargs="+", default=["frozen", "warm", "once"], choices=MODES)
     ap.add_argument("--every", type=int, default=21, help="sessions between refreshes (21: monthly)")
