@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import real_data as rd  # noqa: E402
+from finhrm_cli.forecast.baselines import diebold_mariano  # noqa: E402
 import regime_shift  # noqa: E402
 
 MODES = ("frozen", "warm", "scratch", "once")
@@ -80,12 +81,13 @@ def forecasts(full: Path, run: str) -> dict[str, tuple[float, float, float, floa
     return out
 
 
-def block_mae(fc: dict, dates: list[str]) -> tuple[float, int]:
+def block_errors(fc: dict, dates: list[str]) -> np.ndarray:
+    """Per forecast row of ``dates``: (|high error|, |low error|) in price units."""
     rows = [fc[d] for d in dates if d in fc]
     if not rows:
-        return float("nan"), 0
+        return np.zeros((0, 2))
     a = np.array(rows)
-    return float(np.mean((np.abs(a[:, 0] - a[:, 2]) + np.abs(a[:, 1] - a[:, 3])) / 2)), len(rows)
+    return np.abs(a[:, :2] - a[:, 2:])
 
 
 def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
@@ -113,11 +115,13 @@ def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
             part = tmp / f"cut{k}" / f"{stem}.csv"
             part.parent.mkdir()
             df.head(s).write_csv(part)
-            if "warm" in args.modes or "once" in args.modes:
+            if "warm" in args.modes or ("once" in args.modes and k == 0):
                 res, sec = train(part, tmp / "runs", "--from", prev, *extra)
                 prev = res["run"]
                 runs["warm"].append(prev)
                 times["warm"].append(sec)
+                if k == 0:
+                    times["once"].append(sec)
             if "scratch" in args.modes:
                 if k % max(1, args.scratch_every // args.every) == 0:
                     res, sec = train(part, tmp / "runs", "--from", root["run"], "--scratch", *extra)
@@ -135,22 +139,23 @@ def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
 
         result = {"series": name, "rows": n, "test_rows": n - cut, "blocks": len(starts), "every": args.every,
                   "range_shift": round(regime_shift.range_shift(df), 4), "full_training_s": round(root_s, 1), "modes": {}}
+        errors = {}
         for mode in ("frozen",) + tuple(m for m in MODES[1:] if m in args.modes):
-            errs, count = [], 0
+            per_block = []
             for k, dates in enumerate(blocks):
                 run = {"frozen": root["run"], "warm": runs["warm"][k] if runs["warm"] else None,
                        "scratch": runs["scratch"][k] if runs["scratch"] else None,
                        "once": runs["warm"][0] if runs["warm"] else None}[mode]
-                m, c = block_mae(fc(run), dates)
-                errs.append(m * c)
-                count += c
-            mae = sum(errs) / max(count, 1)
+                per_block.append(block_errors(fc(run), dates))
+            errors[mode] = np.concatenate(per_block)
             secs = times.get(mode) or []
-            result["modes"][mode] = {"mae": mae, "rows": count,
+            result["modes"][mode] = {"mae": float(errors[mode].mean()), "rows": len(errors[mode]),
                                      "refresh_s_median": round(statistics.median(secs), 1) if secs else None}
         base = result["modes"]["frozen"]["mae"]
-        for v in result["modes"].values():
+        for mode, v in result["modes"].items():
             v["ratio_to_frozen"] = round(v["mae"] / base, 4)
+            if mode != "frozen":  # Diebold-Mariano: is the difference to the frozen run more than noise?
+                v["dm_p_vs_frozen"] = round(diebold_mariano(errors[mode], errors["frozen"])["p"], 3)
     return result
 
 
@@ -172,7 +177,8 @@ def main() -> None:
               f"{100 * r['range_shift']:+.1f}%; full training {r['full_training_s']} s", file=sys.stderr)
         for mode, v in r["modes"].items():
             t = f", refresh {v['refresh_s_median']} s" if v["refresh_s_median"] else ""
-            print(f"  {mode:8s} MAE {v['mae']:.4g} ({v['ratio_to_frozen']:.3f} x frozen){t}", file=sys.stderr)
+            p = f", DM p {v['dm_p_vs_frozen']}" if "dm_p_vs_frozen" in v else ""
+            print(f"  {mode:8s} MAE {v['mae']:.4g} ({v['ratio_to_frozen']:.4f} x frozen{p}){t}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -145,11 +145,48 @@ def _mkl_env() -> None:
     os.environ.setdefault("KMP_BLOCKTIME", "1")
 
 
+NUMPY_OPENBLAS = ("libscipy_openblas*.so*", "libopenblas*.so*")  # in numpy's wheel, numpy.libs/
+_USER_OPENBLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")  # before ``_threads_env`` sets it
+
+
+def numpy_one_thread() -> int | None:
+    """Run numpy's own OpenBLAS (the Linux wheel's) on one thread; the thread count it had,
+    or None when there is none to set (macOS's Accelerate, a numpy built otherwise) or
+    the user's ``$OPENBLAS_NUM_THREADS`` says how many.
+
+    finhrm's numpy linear algebra (the linear partner's IRLS, the ridge fits) is on matrices
+    of a few thousand rows by a few dozen columns, where threads cost more than they save:
+    one IRLS fit of 2,000 x 31 took 0.03 s on one thread against 0.85-1.4 s on two while MLX
+    or another process kept the cores busy.  MLX's BLAS (``ensure``) is a separate library
+    and keeps its threads."""
+    if _USER_OPENBLAS_THREADS:
+        return None
+    import numpy
+
+    libs = Path(numpy.__file__).parent.parent / "numpy.libs"
+    for pat in NUMPY_OPENBLAS:
+        for path in sorted(glob.glob(str(libs / pat))):
+            try:
+                lib = ctypes.CDLL(path)  # already loaded by numpy: the same library
+            except OSError:
+                continue
+            for prefix in ("scipy_openblas", "openblas"):
+                get = getattr(lib, f"{prefix}_get_num_threads64_", None) or getattr(lib, f"{prefix}_get_num_threads", None)
+                put = getattr(lib, f"{prefix}_set_num_threads64_", None) or getattr(lib, f"{prefix}_set_num_threads", None)
+                if get is not None and put is not None:
+                    before = int(get())
+                    put(1)
+                    return before
+    return None
+
+
 def ensure() -> dict:
     """Load the best CBLAS found, once.  Returns {"path", "kind"}; never raises."""
     if _STATE["done"]:
         return dict(_STATE)
     _STATE["done"] = True
+    if sys.platform.startswith("linux"):
+        numpy_one_thread()
     if not sys.platform.startswith("linux"):
         _STATE["kind"] = "native"
         return dict(_STATE)

@@ -132,7 +132,7 @@ class Forecaster:
         from finhrm_cli.forecast.actstats import fit_halt_calibration
 
         tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
-        # a refresh is one epoch: the full calibration would take a third of it (5 of 15 s on
+        # a refresh is a few short epochs: the full calibration would take a third of it (5 of 15 s on
         # GOOG); two numbers need no more than a quarter of the windows a training fits it on
         self.halt_calibration = fit_halt_calibration(self.model, tr, limit=REFRESH_CALIBRATION_ROWS)
         self.blend = None

@@ -205,6 +205,7 @@ def check(cfg: Any, required: tuple[str, ...] = ("model",)) -> None:
     _check_blend(cfg.get("blend"), n)
     _check_source_and_series(cfg)
     _check_bookkeeping(cfg)
+    _check_parent(cfg.get("parent"))
 
 
 def _check_sections(cfg: dict) -> int | None:
@@ -333,6 +334,26 @@ def _check_source_and_series(cfg: dict) -> None:
         _check_acknowledged(s.get("source"), f"series[{i}].source")
         if s.get("splits") is not None:
             _check_splits(s["splits"], f"series[{i}].splits")
+
+
+def _check_parent(parent: Any) -> None:
+    """A production run's lineage (``train --from``): the keys finhrm computes with."""
+    if parent is None:
+        return
+    if not isinstance(parent, dict):
+        raise UsageError("parent must be an object or null")
+    if parent.get("epochs_chosen") is not None and not (_count(parent["epochs_chosen"]) and parent["epochs_chosen"] >= 1):
+        raise UsageError(f"parent.epochs_chosen must be a whole number of epochs (got {shown(parent['epochs_chosen'])})")
+    w = parent.get("hrm_weight")
+    if w is not None and not (_finite(w) and 0 <= w <= 1):
+        raise UsageError(f"parent.hrm_weight must be a number in [0, 1] or null (got {shown(w)})")
+    starts = parent.get("hrm_trains_from")
+    if starts is not None:
+        if not isinstance(starts, dict):
+            raise UsageError("parent.hrm_trains_from must be an object (series name -> date)")
+        for name, d in starts.items():
+            if d is None or not _iso_date(d):
+                raise UsageError(f"parent.hrm_trains_from.{name} must be a date (YYYY-MM-DD), got {shown(d)}")
 
 
 def _check_bookkeeping(cfg: dict) -> None:

@@ -139,6 +139,8 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
                                 ack=ack)
         warn_sources(dss)
         _check_series(dss, plan)
+        if plan["warm"]:
+            lineage["hrm_trains_from"] = refresh_start(of(dss, "train"), plan["trained_through"])
         state = None
     else:
         fcfg, mcfg, tcfg = _settings_to_configs(settings)
@@ -152,9 +154,12 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
     if resume is None:
         run_dir, run = _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan)
     every_row = fcfg.every_row()
+    train_parts = of(dss, "train")
+    if lineage and lineage.get("hrm_trains_from"):  # a warm refresh (also when resumed)
+        train_parts = hrm_refresh_parts(train_parts, lineage["hrm_trains_from"])
     try:
         summary = loop.train(
-            mcfg, tcfg, stack(of(dss, "train")), None if every_row else stack(of(dss, "val"), with_prices=True),
+            mcfg, tcfg, stack(train_parts), None if every_row else stack(of(dss, "val"), with_prices=True),
             callback=callback, run=run, resume=state,
             model=plan["model_weights"] if plan is not None else None, warm=plan is not None and plan["warm"],
         )
@@ -286,7 +291,10 @@ def finalize_run(run_dir: Path, dss, score_test: bool = True) -> dict:
         rc.halt_calibration, rc.blend = fc.halt_calibration, fc.blend
         writer = store.RunWriter(run_dir)
         writer.save_config(rc)
-        metrics = {"every_row": {"parent": rc.parent.get("name"), "windows": sum(len(w) for _, w in of(dss, "train"))}}
+        tr = of(dss, "train")
+        metrics = {"every_row": {"parent": rc.parent.get("name"), "windows": sum(len(w) for _, w in tr)}}
+        if rc.parent.get("hrm_trains_from"):
+            metrics["every_row"]["hrm_windows"] = sum(len(w) for _, w in hrm_refresh_parts(tr, rc.parent["hrm_trains_from"]))
         writer.save_metrics(metrics)
         return {"metrics": metrics, "blend": fc.blend, "blend_enabled": rc.blend_enabled(), "parent": rc.parent}
     hrm_va = fc.finish(dss, blend=rc.blend_enabled())
@@ -305,7 +313,44 @@ def finalize_run(run_dir: Path, dss, score_test: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------
 # production runs: `finhrm train DATA --from RUN`
 
-REFRESH_EPOCHS = 1  # a warm start's epochs over every row, at the end of the parent's schedule
+# A warm refresh trains the HRM on the windows its parent's weights never saw (the parent's
+# validation and test rows, the new bars) and on as many of the latest windows they did see,
+# at least REFRESH_REPLAY, for REFRESH_EPOCHS epochs at the learning rate the parent's schedule
+# ended on.  One more epoch over every old row, as first built, overfit rows the parent had
+# already fit (GOOG's validation worsens after its best epoch; its refreshes fell 0.3-0.5%
+# behind the frozen run) and took a quarter of a full training (docs/results.md).  The linear
+# partner and the Q head's calibration still fit on every row.
+REFRESH_EPOCHS = 3
+REFRESH_REPLAY = 256
+
+
+def refresh_start(parts, trained_through: dict) -> dict:
+    """Per series (by name), the date of the first window a warm refresh trains the HRM on:
+    the windows after ``trained_through[name]`` (the parent's last training day) and
+    ``max(REFRESH_REPLAY, their count)`` of the latest ones before; a series the parent never
+    trained on starts at its first window."""
+    import numpy as np
+
+    out = {}
+    for ds, w in parts:
+        if not len(w):
+            continue
+        last = trained_through.get(ds.source.name)
+        new = int((w.dates > np.datetime64(last, "D")).sum()) if last else len(w)
+        k = min(len(w), new + max(REFRESH_REPLAY, new))
+        out[ds.source.name] = str(w.dates[len(w) - k])
+    return out
+
+
+def hrm_refresh_parts(parts, trains_from: dict):
+    """The windows of ``parts`` a warm refresh trains the HRM on (``refresh_start``)."""
+    import numpy as np
+
+    out = []
+    for ds, w in parts:
+        start = trains_from.get(ds.source.name)
+        out.append((ds, w if start is None else w.subset(np.nonzero(w.dates >= np.datetime64(start, "D"))[0])))
+    return out
 
 
 def _best_epoch(run_dir: Path, rc: RunConfig) -> int:
@@ -361,7 +406,9 @@ def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
                "series": prc.series_names(), "weights_sha256": prc.weights_sha256}
     return {"features": fcfg, "model": mcfg, "train": tcfg, "lineage": lineage, "warm": not scratch,
             "normalizer": None if scratch else Normalizer.from_dict(prc.normalizer),
-            "model_weights": fc.model if fc is not None else None, "conformal": prc.conformal}
+            "model_weights": fc.model if fc is not None else None, "conformal": prc.conformal,
+            "trained_through": {s["name"]: ((s.get("splits") or {}).get("train") or {}).get("last_date")
+                                for s in prc.series or []}}
 
 
 def _check_series(dss, plan: dict) -> None:

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from finhrm_cli.service.training import REFRESH_EPOCHS, REFRESH_REPLAY
 from helpers import SAMPLE_TV, TINY
 from helpers import cli as run_cli
 
@@ -52,6 +53,15 @@ def parent(tmp_path_factory):
     return {"home": home, "early": early, "full": full, "run": json.loads(res.stdout), "tmp": tmp}
 
 
+def _train_window_dates(run_dir):
+    from finhrm_cli.forecast.parts import of
+    from finhrm_cli.run import store
+    from finhrm_cli.run.data import run_datasets
+
+    _, rc = store.load_run(run_dir)
+    return np.concatenate([w.dates for _, w in of(run_datasets(run_dir, rc), "train")])
+
+
 def _config(run):
     from pathlib import Path
 
@@ -73,10 +83,20 @@ def test_from_trains_every_row_warm_with_lineage_and_intervals(parent):
     header, body = _rows(parent["full"])
     assert sp["train"]["last_date"] == _day(body[-1][0])
     assert prod["metrics"]["every_row"]["windows"] == sp["train"]["n_windows"]
-    # the warm start: one epoch at the end of the parent's schedule, from its normaliser
+    # the warm start: a few epochs at the end of the parent's schedule, from its normaliser
     parent_cfg = _config(run["run"])
     assert cfg["normalizer"] == parent_cfg["normalizer"]
-    assert cfg["train"]["epochs"] == 1 and cfg["train"]["lr"] == pytest.approx(parent_cfg["train"]["lr"] * 0.1)
+    assert cfg["train"]["epochs"] == REFRESH_EPOCHS
+    assert cfg["train"]["lr"] == pytest.approx(parent_cfg["train"]["lr"] * 0.1)
+    # ... on the windows the parent's weights never saw and as many of the latest they did
+    # (at least REFRESH_REPLAY); the linear partner still fits on every row
+    dates = _train_window_dates(prod["run"])
+    new = int((dates > np.datetime64(parent_cfg["splits"]["train"]["last_date"])).sum())
+    assert 0 < new < len(dates)
+    k = min(len(dates), new + max(REFRESH_REPLAY, new))
+    assert lin["hrm_trains_from"] == {"bars": str(dates[len(dates) - k])}
+    assert prod["metrics"]["every_row"]["hrm_windows"] == k < len(dates)
+    assert cfg["blend"]["rows"] == len(dates)
     assert cfg["conformal"] == parent_cfg["conformal"]
     assert cfg["blend"]["hrm_weight"] == parent_cfg["blend"]["hrm_weight"]
     # valid intervals on the next session, and predict picks the production run for this file

@@ -76,6 +76,11 @@ CRAFTED = [
     ("halt_cal_b_far", lambda c: c["halt_calibration"].update(b=1e6), "halt_calibration.b"),
     ("halt_cal_no_a", lambda c: c["halt_calibration"].pop("a"), "halt_calibration.a"),
     ("halt_cal_rows", lambda c: c["halt_calibration"].update(rows=-3), "halt_calibration.rows"),
+    # a production run's lineage: what a refresh computes with
+    ("parent_text", lambda c: c.update(parent="me"), "parent"),
+    ("parent_weight", lambda c: c.update(parent={"hrm_weight": 7}), "parent.hrm_weight"),
+    ("parent_epochs", lambda c: c.update(parent={"epochs_chosen": "all"}), "parent.epochs_chosen"),
+    ("parent_start_date", lambda c: c.update(parent={"hrm_trains_from": {"sample": "soon"}}), "parent.hrm_trains_from"),
 ]
 
 

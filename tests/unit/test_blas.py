@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from finhrm_cli import blas
 from finhrm_cli.blas import info, mlx_core
 
 
@@ -83,3 +84,15 @@ def test_cores_busy_measures_over_the_start_up_and_leaves_out_its_own_work(monke
     clock["wall"] += 10             # a stale reading is replaced and slept for, not used
     assert blas.cores_busy(0.1) == 0.0
     assert slept[-1] == pytest.approx(0.1)
+
+
+def test_numpys_own_openblas_runs_on_one_thread(monkeypatch):
+    """finhrm's numpy fits are small: numpy's bundled OpenBLAS is set to one thread (the
+    second call reads back what the first set), unless OPENBLAS_NUM_THREADS says otherwise."""
+    first = blas.numpy_one_thread()
+    if first is None:
+        pytest.skip("this numpy has no bundled OpenBLAS to set (not the Linux wheel)")
+    assert first >= 1
+    assert blas.numpy_one_thread() == 1
+    monkeypatch.setattr(blas, "_USER_OPENBLAS_THREADS", "2")
+    assert blas.numpy_one_thread() is None
