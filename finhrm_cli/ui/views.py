@@ -119,8 +119,8 @@ def render_train(result: dict) -> None:
                                            "the forecast below")))
     parent = result.get("parent")
     if parent:
-        windows = ((metrics.get("every_row") or {}).get("windows"))
-        rows.append(("production", lineage_line(parent, windows)))
+        every = metrics.get("every_row") or {}
+        rows.append(("production", lineage_line(parent, every.get("windows"), every.get("hrm_windows"))))
     if "blend" in result:
         rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series,
                                             parent.get("name") if parent else None)))
@@ -130,16 +130,23 @@ def render_train(result: dict) -> None:
          f"Next: finhrm predict DATA --model {result.get('name')}")
 
 
-def lineage_line(parent: dict, windows: int | None = None) -> str:
+def lineage_line(parent: dict, windows: int | None = None, hrm_windows: int | None = None) -> str:
     """A production run (``train --from``): its parent, how it started, where its settings
     came from, what trained it and where its intervals came from."""
-    start = "warm start from its weights" if parent.get("start") == "warm" else "fresh weights"
     rows = f"every row ({windows:,} windows)" if isinstance(windows, int) else "every row"
-    chosen = parent.get("epochs_chosen")
     root = parent.get("root") or parent.get("name")
+    intervals = (f"intervals start from {root}'s validation residuals and adapt to each outcome after the "
+                 "last training row")
+    starts = parent.get("hrm_trains_from") or {}
+    if parent.get("start") == "warm" and starts:
+        latest = f"its {hrm_windows:,} latest windows" if isinstance(hrm_windows, int) else "its latest windows"
+        since = f", from {min(starts.values())}" if len(starts) == 1 else ""
+        return (f"from {parent.get('name')} (warm start from its weights); nothing held out: {rows} fit the "
+                f"linear partner, the HRM refreshed on {latest}{since} (those {parent.get('name')}'s weights "
+                f"never saw, and the latest they did); {intervals}")
+    start = "warm start from its weights" if parent.get("start") == "warm" else "fresh weights"
     return (f"from {parent.get('name')} ({start}); trained on {rows}, nothing held out; "
-            f"the epoch count {chosen} chosen by {root}'s validation; intervals start from "
-            f"{root}'s validation residuals and adapt to each outcome after the last training row")
+            f"the epoch count {parent.get('epochs_chosen')} chosen by {root}'s validation; {intervals}")
 
 
 def training_time(train_seconds, total_seconds=None) -> str:
@@ -242,7 +249,9 @@ def render_inspect(r: dict) -> None:
     show(kv_table("Run", [
         ("run", r["run"]),
         ("created", r.get("created")),
-        *([("production", lineage_line(r["parent"]))] if r.get("parent") else []),
+        *([("production", lineage_line(r["parent"], *(((r.get("metrics") or {}).get("every_row") or {}).get(k)
+                                                       for k in ("windows", "hrm_windows"))))]
+          if r.get("parent") else []),
         ("data", f"{src.get('path')} ({src.get('shape')}, {fmt_num(src.get('n_rows'))} rows)"),
         ("splits", "; ".join(f"{k} {fmt_num(v.get('n_windows'))} windows {v.get('first_date')}..{v.get('last_date')}"
                              for k, v in splits.items())),
