@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli.errors import DataError
+from finhrm_cli.errors import DataError, UsageError
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack, train_scale
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
@@ -34,6 +34,9 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:
+        if "ensemble" in rc.extra:
+            raise UsageError(f"{run_dir.name} is an ensemble run: --walk-forward retrains one run's settings; "
+                             "evaluate one of its members (its members/ folder) with --walk-forward instead.")
         result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)
         result.update(chosen)
         if plot is not None and pieces:

@@ -331,6 +331,9 @@ def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
 
     parent_dir = store.resolve_run(from_run)
     prc = store.read_config(parent_dir, required=RUN_KEYS)
+    if "ensemble" in prc.extra:
+        raise UsageError(f"{parent_dir.name} is an ensemble run: --from refits one run; refit each member "
+                         "(its members/ folder) or make the ensemble again from refitted runs.")
     if not lock.finished(parent_dir):
         raise UsageError(f"{parent_dir}: this run is not finished; finish it (`finhrm train --resume {parent_dir}`) "
                          "or name a finished run after --from.")

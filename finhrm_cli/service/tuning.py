@@ -172,7 +172,7 @@ def _run_splits(run_dir) -> list[tuple[str, dict]]:
 def tune(paths: list[Path], *, config: Path | None = None, space_path: Path | None = None, trials: int | None = 30,
          timeout: float | None = None, seed: int | None = None, study_name: str | None = None, storage: str | None = None,
          best_toml: Path | None = None, compare: bool = True, date_col=None, col_map=None,
-         callback: Callback | None = None) -> dict:
+         callback: Callback | None = None, ensemble: int | None = None, ensemble_seeds: bool = False) -> dict:
     """Add up to ``trials`` trials (none started after ``timeout`` seconds) to the study of
     DATA, then score the best on test beside the defaults and write its settings (``after``)."""
     emit = callback or ignore
@@ -200,6 +200,15 @@ def tune(paths: list[Path], *, config: Path | None = None, space_path: Path | No
     ran = search.run(trials, timeout)
     wall = round(time.perf_counter() - t0, 1)
     after = _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, best_toml, compare)
+    if ensemble:
+        from finhrm_cli.tune import ensemble as ensmod
+
+        best = search._best()
+        if best is None:
+            raise UsageError("--ensemble: the study has no complete trial yet; run trials first.")
+        after["ensemble"] = ensmod.build(study, name, ensemble, ensemble_seeds,
+                                         spacemod.trial_settings(base, space, best.params), trials_dir, paths,
+                                         date_col, col_map, emit, several)
     return {**summary(study, url), **after, "trials_run": ran, "wall_seconds": wall}
 
 
