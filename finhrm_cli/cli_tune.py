@@ -20,6 +20,7 @@ EPILOG = examples(
     "finhrm tune prices.csv --storage postgresql://me:pw@db/finhrm --study goog   (on each machine)",
     "finhrm tune --show prices",
     "finhrm tune prices.csv --trials 0 --ensemble 3   (average the 3 best trials of the study)",
+    "finhrm tune prices.csv --objective folds --folds 3 --study prices-wf",
     "finhrm train prices.csv --config ~/.local/share/finhrm/runs/studies/prices-best.toml",
 )
 
@@ -36,6 +37,8 @@ def tune(
     show_study: Annotated[Optional[str], typer.Option("--show", metavar="STUDY", help="Show a study (its name or .db file) and exit; nothing is trained.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Where to write the best settings as a --config TOML file (default: beside the study, NAME-best.toml).")] = None,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Train the default settings once on the same split and show them beside the best trial.")] = True,
+    objective: Annotated[str, typer.Option("--objective", metavar="val|folds", help="What a trial is scored on: val (the validation split) or folds (walk-forward folds inside the training and validation rows; never the test split).")] = "val",
+    folds: Annotated[int, typer.Option("--folds", metavar="K", min=2, max=10, help="With --objective folds: how many walk-forward folds each trial trains.")] = 3,
     ensemble: Annotated[Optional[int], typer.Option("--ensemble", metavar="K", min=2, max=20, help="Also make one ensemble run averaging the K best trials' forecasts (predict, evaluate and inspect take it as any run).", show_default=False)] = None,
     ensemble_seeds: Annotated[bool, typer.Option("--ensemble-seeds", help="With --ensemble K: the best trial and K-1 runs of its settings with the next seeds, instead of the K best trials.")] = False,
     date_col: DateCol = None,
@@ -65,5 +68,5 @@ def tune(
             result = run_tune(data_paths, config=config, space_path=space, trials=trials, timeout=timeout, seed=seed,
                               study_name=study, storage=storage, best_toml=out, compare=compare, date_col=date_col,
                               col_map=data.parse_col_map(col or []), callback=progress, ensemble=ensemble,
-                              ensemble_seeds=ensemble_seeds)
+                              ensemble_seeds=ensemble_seeds, objective=objective, folds=folds)
     console.print_json(result) if as_json else render_tune(result)

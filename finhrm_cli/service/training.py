@@ -16,7 +16,7 @@ from finhrm_cli.run.data import data_folder, run_datasets, warn_sources
 from finhrm_cli.train.events import Callback
 
 
-def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
+def settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
     try:
         fcfg = FeatureConfig(**settings.get("features", {}))
         mcfg = ModelConfig(**settings.get("model", {}))
@@ -141,7 +141,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
         _check_series(dss, plan)
         state = None
     else:
-        fcfg, mcfg, tcfg = _settings_to_configs(settings)
+        fcfg, mcfg, tcfg = settings_to_configs(settings)
         dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, ack=ack)
         warn_sources(dss)
         state, lineage = None, None

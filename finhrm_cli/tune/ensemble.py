@@ -27,11 +27,18 @@ def _finished(run) -> bool:
     return bool(run) and Path(run).is_dir() and lock.finished(Path(run))
 
 
-def best_trials(study, k: int) -> list:
-    """The ``k`` best complete trials whose run this machine holds, best first."""
-    opt_complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
-    ranked = sorted(opt_complete, key=lambda t: (t.value, t.number))
-    return [t for t in ranked if _finished(t.user_attrs.get("run"))][:k]
+def best_trials(study, k: int, run_of) -> list[tuple]:
+    """The ``k`` best complete trials whose run this machine holds (``run_of(trial)``: its
+    run or None), best first, as (trial, run)."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+    out = []
+    for t in sorted(done, key=lambda t: (t.value, t.number)):
+        run = run_of(t)
+        if run:
+            out.append((t, run))
+        if len(out) == k:
+            break
+    return out
 
 
 def _seed_runs(study, best, settings: dict, k: int, trials_dir: Path, paths, date_col, col_map, emit) -> list[dict]:
@@ -63,7 +70,7 @@ def _headline(scored: dict, several: bool) -> dict:
 
 
 def build(study, name: str, k: int, seeds: bool, settings: dict, trials_dir: Path, paths, date_col, col_map,
-          emit, several: bool) -> dict:
+          emit, several: bool, run_of) -> dict:
     """Make the ensemble run and measure it (module notes)."""
     from finhrm_cli.run import store
     from finhrm_cli.run.data import run_datasets
@@ -72,18 +79,21 @@ def build(study, name: str, k: int, seeds: bool, settings: dict, trials_dir: Pat
     if not 2 <= k <= MAX_K:
         raise UsageError(f"--ensemble {k}: give 2 to {MAX_K} members.")
     if seeds:
-        top = best_trials(study, 1)
+        top = best_trials(study, 1, run_of)
         if not top:
             raise UsageError("--ensemble-seeds: the study has no complete trial whose run is on this machine; run trials first.")
+        if top[0][0].number != study.best_trial.number:
+            raise UsageError("--ensemble-seeds: the best trial's run is not on this machine; run it where that "
+                             "trial ran, or use --ensemble K without --ensemble-seeds.")
         seed = int(settings["train"].get("seed", 0))
-        members = [{"run": top[0].user_attrs["run"], "seed": seed, "trial": top[0].number}]
-        members += _seed_runs(study, top[0], settings, k, trials_dir, paths, date_col, col_map, emit)
+        members = [{"run": top[0][1], "seed": seed, "trial": top[0][0].number}]
+        members += _seed_runs(study, top[0][0], settings, k, trials_dir, paths, date_col, col_map, emit)
     else:
-        top = best_trials(study, k)
+        top = best_trials(study, k, run_of)
         if len(top) < k:
             raise UsageError(f"--ensemble {k}: the study has {len(top)} complete trial(s) with a run on this machine; "
                              "run more trials, or lower --ensemble.")
-        members = [{"run": t.user_attrs["run"], "trial": t.number, "val_value": t.value} for t in top]
+        members = [{"run": run, "trial": t.number, "value": t.value} for t, run in top]
     emit(Stage(f"making the ensemble of {k} runs and scoring it on validation"))
     about = {"how": "seeds of the best trial" if seeds else f"the {k} best trials", "study": name}
     made = make_ensemble([Path(m["run"]) for m in members], trials_dir, f"{name}-ensemble", about,

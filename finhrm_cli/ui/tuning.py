@@ -126,8 +126,10 @@ def _render_best(result: dict) -> None:
     t.add_column("")
     num_col(t, f"best (#{best['number']})")
     num_col(t, "defaults")
-    t.add_row("val MAE" if dv.get("mae") is not None or default == {} else "val skill", fmt_num(best.get("value")),
-              fmt_num(default.get("value")))
+    label = "val MAE" if dv.get("mae") is not None or default == {} else "val skill"
+    if str(result.get("metric") or "").startswith("walk-forward"):
+        label = "folds skill"
+    t.add_row(label, fmt_num(best.get("value")), fmt_num(default.get("value")))
     if bt.get("mae") is not None or dt.get("mae") is not None:  # several series: skill only
         t.add_row("test MAE", fmt_num(bt.get("mae")), fmt_num(dt.get("mae")))
     t.add_row("test skill", fmt_num(bt.get("skill"), 3), fmt_num(dt.get("skill"), 3))
