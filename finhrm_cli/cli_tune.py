@@ -54,6 +54,10 @@ def tune(
     if show_study is not None:
         from finhrm_cli.service.tuning import show
 
+        if ensemble or objective != "val":
+            raise UsageError("--show only shows a study; --ensemble and --objective go with DATA "
+                             "(e.g. `finhrm tune prices.csv --trials 0 --ensemble 3`).")
+
         result = show(show_study, storage)
     else:
         from finhrm_cli.run.files import check_output

@@ -215,3 +215,11 @@ def test_the_folds_objective_never_reads_test_rows(files, tmp_path):
     # the study's objective is fixed: the validation objective is refused on it
     one_line_error(cli(["tune", files["csv"], "--space", files["space"], "--trials", "1"], tmp_path / "a"),
                    "objective")
+
+
+def test_ensemble_and_objective_errors_are_one_line(files, fresh_home):
+    one_line_error(cli(["tune", "--show", "bars", "--ensemble", "2"], fresh_home), "--show", "--ensemble")
+    one_line_error(cli(["tune", files["csv"], "--space", files["space"], "--objective", "fold"], fresh_home),
+                   "--objective fold", "folds")
+    one_line_error(cli(["tune", files["csv"], "--space", files["space"], "--trials", "0", "--ensemble", "2",
+                        "--no-compare"], fresh_home), "--ensemble", "no complete trial")
