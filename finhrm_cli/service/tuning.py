@@ -10,6 +10,9 @@ search the best trial is scored on the test split once (``training.score_test_sp
 next to a run of the default settings on the same split, and its settings are written as a
 ``--config`` file.  The study lives in Optuna's storage (a SQLite file in the runs home, or
 ``--storage URL``), so running the command again, or on another machine, adds trials to it.
+``--objective folds`` scores each trial on walk-forward folds inside the training and
+validation rows instead (``service.folds``); ``--ensemble K`` then makes one ensemble run from
+the study (``tune.ensemble``).
 """
 
 from __future__ import annotations
@@ -164,10 +167,9 @@ class _Search:
             raise TrainingError("the trial's validation score is not finite.")
         return value
 
-
     def train_folds(self, trial, settings: dict) -> float:
         """The trial's walk-forward score inside training and validation (``service.folds``),
-        reported after each fold for pruning; the trial keeps no run (``_trial_run`` trains
+        reported after each fold for pruning; the trial keeps no run (``trial_run`` trains
         one for the best, after the search)."""
         from finhrm_cli.service import folds
 
