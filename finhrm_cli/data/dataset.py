@@ -186,7 +186,11 @@ class Dataset:
         train/val/test: only windows whose rows and target row lie in that split.
         all: every row with enough history, including the last rows whose target is unknown.
         """
-        ends = self.window_ends(split)
+        return self.windows_at(self.window_ends(split))
+
+    def windows_at(self, ends: np.ndarray) -> Windows:
+        """The windows ending at the frame rows ``ends`` (each at least ``seq_len - 1``)."""
+        ends = np.asarray(ends, np.int64)
         T = self.fcfg.seq_len
         x2 = self._normalized()
         F = x2.shape[1]

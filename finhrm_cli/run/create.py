@@ -19,7 +19,7 @@ from pathlib import Path
 from finhrm_cli import config as cfgmod
 from finhrm_cli.errors import RunError
 from finhrm_cli.fsutil import atomic_write_text, temp_target
-from finhrm_cli.run.files import CONFIG, DATA_DIR, LOCK, MARKER
+from finhrm_cli.run.files import CONFIG, DATA_DIR, LOCK, MARKER, MEMBERS_DIR
 from finhrm_cli.run.lock import RunLock, is_locked
 
 
@@ -113,6 +113,13 @@ def _data_files_only(data: Path) -> bool:
     return True
 
 
+def _plain_tree(folder: Path) -> bool:
+    """``folder`` holds only folders and regular files, no symlink anywhere."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return all(not f.is_symlink() and (f.is_dir() or f.is_file()) for f in folder.rglob("*"))
+
+
 def _staging(p: Path) -> bool:
     """``p`` is a staging folder ``new_run_dir`` left (killed before the rename): its name,
     and nothing inside but the marker or the marker's temp file."""
@@ -131,7 +138,9 @@ def abandoned_creation(p: Path) -> bool:
     if p.is_symlink() or not p.is_dir() or not _RUN_NAME.search(p.name) or not _own_marker(p):
         return False
     names = {c.name for c in p.iterdir()}
-    if not names <= {MARKER, DATA_DIR, LOCK} or (p / CONFIG).exists():
+    if not names <= {MARKER, DATA_DIR, LOCK, MEMBERS_DIR} or (p / CONFIG).exists():
+        return False
+    if MEMBERS_DIR in names and not _plain_tree(p / MEMBERS_DIR):  # an ensemble's copied members
         return False
     if DATA_DIR in names:
         data = p / DATA_DIR

@@ -9,6 +9,7 @@ A run is one folder, never overwritten::
     state/              state.safetensors (current weights, optimizer, rng key; the JSON
                         bookkeeping rides in its metadata) and state.json (a readable copy)
     data/               the prepared copy of the series the run was trained on
+    members/            an ensemble run's member runs, copied (``run.ensemble``)
     train.lock          held while a process trains or finishes the run
     .finhrm-run         written first: the folder's own name and a random id
 """
@@ -30,6 +31,7 @@ STATE_ARRAYS = "state.safetensors"
 STATE_JSON = "state.json"
 STATE_META_KEY = "finhrm_state"  # the safetensors metadata key holding the state's JSON
 DATA_DIR = "data"
+MEMBERS_DIR = "members"
 LOCK = "train.lock"
 MARKER = ".finhrm-run"
 
@@ -48,7 +50,7 @@ def run_folder_of(path: Path) -> Path | None:
     model.safetensors, state/ or history.jsonl), else None."""
     for d in [path, *path.parents]:
         try:
-            if (d / CONFIG).is_file() and any((d / f).exists() for f in (WEIGHTS, STATE_DIR, HISTORY)):
+            if (d / CONFIG).is_file() and any((d / f).exists() for f in (WEIGHTS, STATE_DIR, HISTORY, MEMBERS_DIR)):
                 return d
         except OSError:
             return None

@@ -393,12 +393,17 @@ def load_weights(model, path, sha256: tuple[str, ...] = ()) -> str:
 def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Forecaster, RunConfig]:
     """Rebuild the model from config.json (checked, see ``read_config``) and load
     model.safetensors, checking it against the digest config.json records (runs made before
-    the digest existed load unchecked).  -> (the run's Forecaster, its RunConfig)."""
+    the digest existed load unchecked).  An ensemble run loads its members instead
+    (``run.ensemble``).  -> (the run's Forecaster, its RunConfig)."""
     from finhrm_cli.errors import UsageError
     from finhrm_cli.model.hrm import HRM
 
     run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
     rc = read_config(run_dir, required)
+    if "ensemble" in rc.extra:  # the mean of its member runs (``run.ensemble``)
+        from finhrm_cli.run.ensemble import load_ensemble
+
+        return load_ensemble(run_dir, rc, load_run)
     try:
         model = HRM(rc.model)
     except (TypeError, ValueError, UsageError) as exc:

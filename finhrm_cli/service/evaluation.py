@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from finhrm_cli.errors import DataError
-from finhrm_cli.forecast.forecaster import Forecaster
-from finhrm_cli.forecast.parts import iso, of, stack, train_scale
+from finhrm_cli.errors import DataError, UsageError
+from finhrm_cli.forecast.parts import iso, train_scale
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.run.data import datasets_for_run, run_datasets
 from finhrm_cli.service.plotting import LAST, PlotSeries, plot_png, pyplot
-from finhrm_cli.train.events import Callback, FoldStarted
+from finhrm_cli.train.events import Callback
 
 
 def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage: float = 0.8,
@@ -34,6 +33,9 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:
+        if "ensemble" in rc.extra:
+            raise UsageError(f"{run_dir.name} is an ensemble run: --walk-forward retrains one run's settings; "
+                             "evaluate one of its members (its members/ folder) with --walk-forward instead.")
         result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)
         result.update(chosen)
         if plot is not None and pieces:
@@ -167,55 +169,18 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
                   intervals: str = "adaptive", with_rows: bool = False) -> tuple[dict, list[PlotSeries]]:
     """K expanding-window folds over the run's data, each retrained with the run's settings.
 
-    Each series' usable rows are cut into K+1 equal blocks.  Fold i trains on blocks 1..i
-    (their last 15% validate: early stopping and the conformal residuals) and tests on block
-    i+1, so every test row lies after everything its model saw.  The normaliser is refit on
-    each fold's training rows.  Returns the result and, for ``--plot``, the first series' test
-    block of each fold.
+    The folds are ``service.folds``'s: fold i trains on blocks 1..i of K+1 and tests on block
+    i+1.  Returns the result and, for ``--plot``, the first series' test block of each fold.
     """
-    import dataclasses
-
-    from finhrm_cli import data
-    from finhrm_cli.train import loop, step
+    from finhrm_cli.service.folds import check_blocks, fit_fold, fold_datasets
 
     fcfg, mcfg, tcfg = rc.features, rc.model, rc.train
     fulls = run_datasets(run_dir, rc)
-    for full in fulls:
-        block = full.frame.height // (k + 1)
-        if block < 2 * (fcfg.seq_len + fcfg.horizon) + 2:
-            raise DataError(
-                f"{full.source.name}: {full.frame.height} usable rows are too few for {k} walk-forward folds "
-                f"({block} rows a block); use fewer folds."
-            )
+    check_blocks(fulls, fcfg, k)
     folds, pieces, rows = [], [], []
     for i in range(1, k + 1):
-        dss, fit_total, val_total = [], 0, 0
-        for full in fulls:
-            n = full.frame.height
-            block = n // (k + 1)
-            n_i = block * (i + 1) if i < k else n
-            fit_rows = block * i
-            val_rows = max(int(round(0.15 * fit_rows)), fcfg.seq_len + fcfg.horizon + 1)
-            fcfg_i = dataclasses.replace(fcfg, train_frac=(fit_rows - val_rows) / n_i, val_frac=val_rows / n_i)
-            dss.append(full.head(n_i, fcfg_i))
-            fit_total += fit_rows - val_rows
-            val_total += val_rows
-        if len(dss) > 1:  # one normaliser pooled over the fold's training rows, as in training
-            data.pool_normalizer(dss)
-        tr, va, te = of(dss, "train"), of(dss, "val"), of(dss, "test")
-        n_tr = sum(len(w) for _, w in tr)
-        if n_tr < tcfg.batch_size * tcfg.grad_accum or not any(len(w) for _, w in va) or not any(len(w) for _, w in te):
-            raise DataError(f"walk-forward fold {i}: too few windows ({n_tr} to train on); use fewer folds.")
-        model = step.build_model(dataclasses.replace(mcfg), tcfg.seed)
-        if callback:
-            callback(FoldStarted(fold=i, folds=k))
-        loop.train(mcfg, tcfg, stack(tr), stack(va, with_prices=True), callback=callback, model=model)
-        # as training does (Forecaster.finish): the linear partner fit on the fold's training
-        # windows, its weight on the fold's validation, intervals from the blended validation
-        # forecasts; the Q head's calibration map is not needed to score a fold
-        fc = Forecaster(model, act=tcfg.act_inference == "halted")
-        fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
-        te = [(d, w) for d, w in te if len(w)]
+        dss, fit_total, val_total = fold_datasets(fulls, fcfg, i, k)
+        fc, te = fit_fold(dss, mcfg, tcfg, i, k, callback)
         hrm = fc.hrm(te)
         scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te])
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})

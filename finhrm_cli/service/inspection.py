@@ -47,6 +47,10 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
     if not parts:
         raise DataError(f"{act_on}: no rows with a known next session to compute ACT stats on.")
     last = history[-1] if history else {}
+    ensemble = _ensemble(fc, rc, parts) if hasattr(fc, "members") else None
+    act = ensemble["members"][0]["act"] if ensemble else act_stats(model, parts, fc.halt_calibration)
+    if ensemble:
+        act_on += f" (member {ensemble['members'][0]['dir']}; every member's under ensemble)"
     return {
         "run": str(run_dir),
         "name": run_dir.name,
@@ -61,7 +65,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "features": to_dict(rc.features),
         "model": to_dict(rc.model),
         "train": to_dict(rc.train),
-        "parameters": model.param_counts(),
+        "parameters": ensemble["parameters"] if ensemble else model.param_counts(),
         "training": {
             "epochs": last.get("epoch"),
             # every record carries the epoch training kept so far (min-delta may keep an
@@ -78,6 +82,25 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "blend": fc.blend,
         "metrics": metrics,
         "series": rc.series_names(),
-        "act": {"on": act_on, **act_stats(model, parts, fc.halt_calibration)},
+        "act": {"on": act_on, **act},
+        **({"ensemble": ensemble} if ensemble else {}),
         "warnings": warnings,
     }
+
+
+def _ensemble(fc, rc, parts) -> dict:
+    """An ensemble run's members: where each was copied from, its settings, what it scored,
+    its linear partner and its own halting statistics on its own windows of ``parts``."""
+    members, total = [], {}
+    entries = {e.get("dir"): e for e in (rc.extra.get("ensemble") or {}).get("members", [])}
+    for i, m in enumerate(fc.members):
+        rel = f"{m.path.parent.name}/{m.path.name}"
+        counts = m.fc.model.param_counts()
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v if isinstance(v, (int, float)) else v
+        members.append({**entries.get(rel, {}), "dir": rel, "features": to_dict(m.rc.features),
+                        "model": to_dict(m.rc.model), "train": to_dict(m.rc.train), "blend": m.fc.blend,
+                        "parameters": counts, "act": act_stats(m.fc.model, fc.member_parts(i, parts),
+                                                               m.fc.halt_calibration)})
+    about = {k: v for k, v in (rc.extra.get("ensemble") or {}).items() if k != "members"}
+    return {**about, "members": members, "parameters": total}

@@ -73,7 +73,8 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
             "last_training_date": {k: v[0] for k, v in staleness.items()},
             "sessions_after_training": {k: v[1] for k, v in staleness.items()},
             "stale_after": stale_after,
-            "refit": f"{train_command(data_paths)} --from {choice.name}",
+            "refit": (f"{train_command(data_paths)} --from {choice.name}" if "ensemble" not in rc.extra else
+                      f"{train_command(data_paths)} --from MEMBER for each of its members/ (an ensemble is not refit)"),
         },
         **({"act_segments": segments} if act else {}),
     }

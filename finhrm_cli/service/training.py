@@ -16,7 +16,7 @@ from finhrm_cli.run.data import data_folder, run_datasets, warn_sources
 from finhrm_cli.train.events import Callback
 
 
-def _settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
+def settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
     try:
         fcfg = FeatureConfig(**settings.get("features", {}))
         mcfg = ModelConfig(**settings.get("model", {}))
@@ -143,7 +143,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
             lineage["hrm_trains_from"] = refresh_start(of(dss, "train"), plan["trained_through"])
         state = None
     else:
-        fcfg, mcfg, tcfg = _settings_to_configs(settings)
+        fcfg, mcfg, tcfg = settings_to_configs(settings)
         dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map, ack=ack)
         warn_sources(dss)
         state, lineage = None, None
@@ -376,6 +376,9 @@ def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
 
     parent_dir = store.resolve_run(from_run)
     prc = store.read_config(parent_dir, required=RUN_KEYS)
+    if "ensemble" in prc.extra:
+        raise UsageError(f"{parent_dir.name} is an ensemble run: --from refits one run; refit each member "
+                         "(its members/ folder) or make the ensemble again from refitted runs.")
     if not lock.finished(parent_dir):
         raise UsageError(f"{parent_dir}: this run is not finished; finish it (`finhrm train --resume {parent_dir}`) "
                          "or name a finished run after --from.")

@@ -10,6 +10,9 @@ search the best trial is scored on the test split once (``training.score_test_sp
 next to a run of the default settings on the same split, and its settings are written as a
 ``--config`` file.  The study lives in Optuna's storage (a SQLite file in the runs home, or
 ``--storage URL``), so running the command again, or on another machine, adds trials to it.
+``--objective folds`` scores each trial on walk-forward folds inside the training and
+validation rows instead (``service.folds``); ``--ensemble K`` then makes one ensemble run from
+the study (``tune.ensemble``).
 """
 
 from __future__ import annotations
@@ -66,17 +69,18 @@ def _metric(val: dict, several: bool) -> float | None:
 def _check_same(attrs: dict, made: dict, name: str) -> None:
     """A resumed study must search the same space from the same settings on the same split."""
     for key, what in (("split", "data (its validation and test dates)"), ("base", "--config settings"),
-                      ("space", "search space (--space)")):
-        if attrs.get(key) != made[key]:
+                      ("space", "search space (--space)"), ("objective", "objective (--objective, --folds)")):
+        if attrs.get(key, "val") != made[key]:
             raise UsageError(f"study {name!r} was made with another {what}; its trials would not compare. "
-                             "Pass --study NEW to start a new study, or the same DATA, --config and --space.")
+                             "Pass --study NEW to start a new study, or the same DATA, --config, --space and --objective.")
 
 
 class _Search:
     """One ``finhrm tune`` invocation: the study, the settings, and its trials."""
 
-    def __init__(self, paths, base, space, seed, study, trials_dir, several, callback, date_col, col_map):
-        self.paths, self.base, self.space, self.seed = paths, base, space, seed
+    def __init__(self, paths, base, space, seed, study, trials_dir, several, callback, date_col, col_map,
+                 folds: int | None = None):
+        self.paths, self.base, self.space, self.seed, self.folds = paths, base, space, seed, folds
         self.study, self.trials_dir, self.several = study, trials_dir, several
         self.emit, self.date_col, self.col_map = callback, date_col, col_map
         self.split = study.user_attrs[ATTR]["split"]
@@ -136,6 +140,8 @@ class _Search:
         bad = spacemod.fits(settings)
         if bad:
             raise UsageError(f"these settings make no valid model: {bad}")
+        if self.folds:
+            return self.train_folds(trial, settings)
         epochs = settings["train"].get("epochs", 6)
         emit = self.emit
 
@@ -161,6 +167,25 @@ class _Search:
             raise TrainingError("the trial's validation score is not finite.")
         return value
 
+    def train_folds(self, trial, settings: dict) -> float:
+        """The trial's walk-forward score inside training and validation (``service.folds``),
+        reported after each fold for pruning; the trial keeps no run (``trial_run`` trains
+        one for the best, after the search)."""
+        from finhrm_cli.service import folds
+
+        opt = studymod.optuna()
+
+        def after_fold(i: int, mean: float) -> None:
+            trial.report(mean, i)
+            if i < self.folds and trial.should_prune():
+                raise opt.TrialPruned()
+
+        res = folds.objective(self.paths, settings, self.folds, self.date_col, self.col_map, self.emit, after_fold)
+        trial.set_user_attr("folds", res["folds"])
+        if not math.isfinite(res["value"]):
+            raise TrainingError("the trial's walk-forward score is not finite.")
+        return res["value"]
+
 
 def _run_splits(run_dir) -> list[tuple[str, dict]]:
     from finhrm_cli.run import store
@@ -172,7 +197,8 @@ def _run_splits(run_dir) -> list[tuple[str, dict]]:
 def tune(paths: list[Path], *, config: Path | None = None, space_path: Path | None = None, trials: int | None = 30,
          timeout: float | None = None, seed: int | None = None, study_name: str | None = None, storage: str | None = None,
          best_toml: Path | None = None, compare: bool = True, date_col=None, col_map=None,
-         callback: Callback | None = None) -> dict:
+         callback: Callback | None = None, ensemble: int | None = None, ensemble_seeds: bool = False,
+         objective: str = "val", folds: int = 3) -> dict:
     """Add up to ``trials`` trials (none started after ``timeout`` seconds) to the study of
     DATA, then score the best on test beside the defaults and write its settings (``after``)."""
     emit = callback or ignore
@@ -188,19 +214,45 @@ def tune(paths: list[Path], *, config: Path | None = None, space_path: Path | No
     url = studymod.storage_url(storage, name)
     study = studymod.open_study(name, url, create=True)
     several = len(dss) > 1
-    made = {"split": split, "base": base, "space": space, "data": [str(p) for p in paths],
-            "metric": "val skill (mean over series)" if several else "val MAE", "seed": seed}
+    made = {"split": split, "base": base, "space": space, "data": [str(p) for p in paths], "seed": seed,
+            "objective": _objective(objective, folds), "metric": _metric_name(objective, folds, several)}
     if ATTR in study.user_attrs:
         _check_same(study.user_attrs[ATTR], made, name)
     else:
         study.set_user_attr(ATTR, made)
     trials_dir = studymod.studies_dir() / name
-    search = _Search(paths, base, space, seed, study, trials_dir, several, emit, date_col, col_map)
+    search = _Search(paths, base, space, seed, study, trials_dir, several, emit, date_col, col_map,
+                     folds if objective == "folds" else None)
     t0 = time.perf_counter()
     ran = search.run(trials, timeout)
     wall = round(time.perf_counter() - t0, 1)
     after = _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, best_toml, compare)
+    if ensemble:
+        from finhrm_cli.tune import ensemble as ensmod
+
+        best = search._best()
+        if best is None:
+            raise UsageError("--ensemble: the study has no complete trial yet; run trials first.")
+        after["ensemble"] = ensmod.build(
+            study, name, ensemble, ensemble_seeds, spacemod.trial_settings(base, space, best.params), trials_dir,
+            paths, date_col, col_map, emit, several,
+            lambda t: trial_run(study, t, base, trials_dir, paths, date_col, col_map, emit))
     return {**summary(study, url), **after, "trials_run": ran, "wall_seconds": wall}
+
+
+def _objective(objective: str, folds: int) -> str:
+    if objective not in ("val", "folds"):
+        raise UsageError(f"--objective {objective}: use val (the validation split) or folds (walk-forward folds "
+                         "inside the training and validation rows).")
+    if objective == "folds" and not 2 <= folds <= 10:
+        raise UsageError(f"--folds {folds}: give 2 to 10 walk-forward folds.")
+    return "val" if objective == "val" else f"folds:{folds}"
+
+
+def _metric_name(objective: str, folds: int, several: bool) -> str:
+    if objective == "folds":
+        return f"walk-forward skill (mean of {folds} folds inside train+val; MAE / persistence's)"
+    return "val skill (mean over series)" if several else "val MAE"
 
 
 def _compact(metrics: dict | None, several: bool) -> dict | None:
@@ -220,6 +272,7 @@ def _default_run(study, base, trials_dir, paths, date_col, col_map, emit, severa
     known = study.user_attrs.get("default") or {}
     if known.get("run") and Path(known["run"]).is_dir() and lock.finished(Path(known["run"])):
         return known
+    k = _folds_of(study)
     emit(Stage("training the default settings on the same split (for the comparison)"))
     folder = trials_dir / "default"
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,8 +282,40 @@ def _default_run(study, base, trials_dir, paths, date_col, col_map, emit, severa
     out = {"run": result["run"], "value": _metric(metrics.get("val"), several),
            "val": _compact(metrics.get("val"), several), "test": _compact(metrics.get("test"), several),
            "host": socket.gethostname()}
+    if k:  # the study's objective: the default settings' walk-forward folds, as every trial's
+        from finhrm_cli.service import folds
+
+        emit(Stage(f"the default settings' {k} walk-forward folds (for the comparison)"))
+        out["value"] = folds.objective(paths, spacemod.settings_with(base, {}), k, date_col, col_map, emit)["value"]
     study.set_user_attr("default", out)
     return out
+
+
+def _folds_of(study) -> int | None:
+    """The study's walk-forward folds (``--objective folds``), None when it scores validation."""
+    obj = (study.user_attrs.get(ATTR) or {}).get("objective", "val")
+    return int(obj.split(":", 1)[1]) if obj.startswith("folds:") else None
+
+
+def trial_run(study, trial, base, trials_dir, paths, date_col, col_map, emit) -> str | None:
+    """The finished run of a complete trial on this machine: its own, or (a walk-forward study,
+    whose trials keep none) its settings trained once on the study's split now, kept in the
+    study (``run_N``) for next time.  None: a validation trial whose run is elsewhere."""
+    from finhrm_cli.run import lock
+
+    run = trial.user_attrs.get("run") or study.user_attrs.get(f"run_{trial.number}")
+    if run and Path(run).is_dir() and lock.finished(Path(run)):
+        return run
+    if not _folds_of(study):
+        return None
+    emit(Stage(f"training trial {trial.number}'s settings once on the split (its folds kept no run)"))
+    folder = trials_dir / f"trial-{trial.number:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = spacemod.trial_settings(base, study.user_attrs[ATTR]["space"], trial.params)
+    run = training.train(paths, settings, out=folder, date_col=date_col, col_map=col_map, callback=emit,
+                         score_test=False)["run"]
+    study.set_user_attr(f"run_{trial.number}", run)
+    return run
 
 
 def _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, best_toml, compare) -> dict:
@@ -242,7 +327,7 @@ def _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, b
         return {"best_toml": None}
     several = len(study.user_attrs[ATTR]["split"]) > 1
     key = f"test_{best.number}"
-    run = best.user_attrs.get("run")
+    run = trial_run(study, best, base, trials_dir, paths, date_col, col_map, emit)
     if key not in study.user_attrs and run and Path(run).is_dir():
         emit(Stage(f"scoring the best trial ({best.number}) on the test split, once"))
         study.set_user_attr(key, _compact(training.score_test_split(Path(run)), several))
@@ -265,7 +350,8 @@ def summary(study, url: str) -> dict:
     states = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
     try:
         b = study.best_trial
-        best = {"number": b.number, "value": b.value, "params": dict(b.params), "run": b.user_attrs.get("run"),
+        best = {"number": b.number, "value": b.value, "params": dict(b.params),
+                "run": b.user_attrs.get("run") or study.user_attrs.get(f"run_{b.number}"),
                 "host": b.user_attrs.get("host"), "test": study.user_attrs.get(f"test_{b.number}")}
     except ValueError:
         best = None

@@ -100,6 +100,8 @@ def render_tune(result: dict, limit: int = 10) -> None:
     for t in failed[-3:]:
         note(f"trial {t['number']} failed: {t['reason']}")
     _render_best(result)
+    if result.get("ensemble"):
+        _render_ensemble(result["ensemble"])
     imp = result.get("importances")
     if imp:
         t = table("Parameter importances (fANOVA)", compact=True)
@@ -124,8 +126,10 @@ def _render_best(result: dict) -> None:
     t.add_column("")
     num_col(t, f"best (#{best['number']})")
     num_col(t, "defaults")
-    t.add_row("val MAE" if dv.get("mae") is not None or default == {} else "val skill", fmt_num(best.get("value")),
-              fmt_num(default.get("value")))
+    label = "val MAE" if dv.get("mae") is not None or default == {} else "val skill"
+    if str(result.get("metric") or "").startswith("walk-forward"):
+        label = "folds skill"
+    t.add_row(label, fmt_num(best.get("value")), fmt_num(default.get("value")))
     if bt.get("mae") is not None or dt.get("mae") is not None:  # several series: skill only
         t.add_row("test MAE", fmt_num(bt.get("mae")), fmt_num(dt.get("mae")))
     t.add_row("test skill", fmt_num(bt.get("skill"), 3), fmt_num(dt.get("skill"), 3))
@@ -139,3 +143,22 @@ def _render_best(result: dict) -> None:
              f"finhrm train DATA --config {result['best_toml']}")
     if best.get("run"):
         note(f"best trial's run: {best['run']}")
+
+
+def _render_ensemble(e: dict) -> None:
+    """The ensemble run against the best trial alone, on the ensemble's own rows."""
+    t = table(f"Ensemble ({e['how']}) vs the best trial alone, same rows", compact=True)
+    t.add_column("")
+    num_col(t, "ensemble")
+    num_col(t, "best alone")
+    for split in ("val", "test"):
+        ens, alone = e.get(split) or {}, e.get(f"best_alone_{split}") or {}
+        if not ens:
+            continue
+        if ens.get("mae") is not None:
+            t.add_row(f"{split} MAE", fmt_num(ens.get("mae")), fmt_num(alone.get("mae")))
+        t.add_row(f"{split} skill", fmt_num(ens.get("skill"), 3), fmt_num(alone.get("skill"), 3))
+        t.add_row(f"{split} rows", fmt_num(ens.get("rows")), fmt_num(alone.get("rows")))
+    show(t)
+    note(f"ensemble run: {e['run']} (predict, evaluate and inspect take it with --model or as RUN); "
+         "only a win on validation speaks for it, the test split is scored once.")

@@ -239,6 +239,21 @@ def render_list(result: dict) -> None:
     show(t)
 
 
+def ensemble_line(e: dict) -> str:
+    """An ensemble run's members, one phrase each: the mean of their forecasts."""
+    parts = []
+    for m in e.get("members") or []:
+        f, md = m.get("features") or {}, m.get("model") or {}
+        what = f"{m.get('dir')}: d_model {md.get('d_model')}, seq_len {f.get('seq_len')}, {f.get('feature_set')}"
+        if m.get("trial") is not None:
+            what += f", trial {m['trial']}"
+        if m.get("seed") is not None:
+            what += f", seed {m['seed']}"
+        parts.append(what)
+    return (f"mean of {len(parts)} runs' forecasts ({e.get('how', 'runs')}; the model table shows the member whose windows it uses, "
+            f"the parameters all): " + "; ".join(parts))
+
+
 def render_inspect(r: dict) -> None:
     for w in r.get("warnings") or []:
         warn(w)
@@ -252,6 +267,7 @@ def render_inspect(r: dict) -> None:
         *([("production", lineage_line(r["parent"], *(((r.get("metrics") or {}).get("every_row") or {}).get(k)
                                                        for k in ("windows", "hrm_windows"))))]
           if r.get("parent") else []),
+        *([("ensemble", ensemble_line(r["ensemble"]))] if r.get("ensemble") else []),
         ("data", f"{src.get('path')} ({src.get('shape')}, {fmt_num(src.get('n_rows'))} rows)"),
         ("splits", "; ".join(f"{k} {fmt_num(v.get('n_windows'))} windows {v.get('first_date')}..{v.get('last_date')}"
                              for k, v in splits.items())),
