@@ -14,12 +14,30 @@ from typing import Any
 
 import numpy as np
 
-from finhrm_cli.forecast import baselines, inference, linear, memo
-from finhrm_cli.forecast.parts import of, scale, stack
+from finhrm_cli.forecast import baselines, conformal, inference, linear, memo
+from finhrm_cli.forecast.parts import of, scale, stack, train_scale
 from finhrm_cli.forecast.scoring import HRM_ALONE, score_parts
 
 
 REFRESH_CALIBRATION_ROWS = 256  # windows a production run's Q-head calibration map is fit on
+
+
+def residuals(dss, va, pred_va: list[np.ndarray], **by_volatility) -> dict:
+    """A run's conformal residuals from its validation forecasts ``pred_va`` (per part of
+    ``va``): the pooled list in volatility-scale units (``baselines.conformal_residuals``) and,
+    since issue 27, the residuals per volatility third (``conformal.residual_bins``, edges from
+    each series' training rows; ``by_volatility``: its options), which the intervals of a new
+    run use.  A run whose targets are not volatility-scaled keeps the pooled list alone."""
+    y = np.concatenate([w.y for _, w in va])
+    s = np.concatenate([scale(ds, w) for ds, w in va])
+    p = np.concatenate(pred_va)
+    conf = baselines.conformal_residuals(p, y, s)
+    if not all(ds.fcfg.scale_targets for ds, _ in va):
+        return conf
+    names = np.concatenate([np.full(len(w), ds.source.name, dtype=object) for ds, w in va])
+    conf["by_volatility"] = conformal.residual_bins(p, y, s, names, {ds.source.name: train_scale(ds) for ds in dss},
+                                                     **by_volatility)
+    return conf
 
 
 class Forecaster:
@@ -115,11 +133,7 @@ class Forecaster:
         va = of(dss, "val")
         hrm_va = self.hrm(va)
         self.blend = self.fit_blend(dss, hrm_va) if blend else None
-        pred_va = self.combine(va, hrm_va)
-        self.conformal = baselines.conformal_residuals(
-            np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
-            np.concatenate([scale(ds, w) for ds, w in va]),
-        )
+        self.conformal = residuals(dss, va, self.combine(va, hrm_va))
         return hrm_va
 
     def finish_every_row(self, dss, hrm_weight: float | None, conformal: dict | None) -> None:
@@ -143,9 +157,10 @@ class Forecaster:
         self.conformal = conformal
 
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
-              hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None) -> dict:
+              hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None,
+              anchor_model: dict | None = None) -> dict:
         """The run's forecasts on ``parts`` against the baselines, with the HRM alone beside
-        when blended (``scoring.score_parts``)."""
+        when blended and the conformalized anchor if given (``scoring.score_parts``)."""
         hrm = self.hrm(parts) if hrm_preds is None else hrm_preds
         return score_parts(parts, self.combine(parts, hrm), self.conformal, coverage, intervals, cutoffs,
-                           self.extra(hrm), train_scales)
+                           self.extra(hrm), train_scales, anchor_model)

@@ -256,6 +256,26 @@ def _check_conformal(conf: Any) -> None:
             raise UsageError(f"conformal.{k} must be a list of finite numbers")
     if "n" in conf and not _count(conf["n"]):
         raise UsageError(f"conformal.n must be a count (got {shown(conf['n'])})")
+    if "by_volatility" in conf:
+        _check_by_volatility(conf["by_volatility"])
+
+
+def _check_by_volatility(bv: Any) -> None:
+    """The residuals per volatility third of a run made since issue 27 (``forecast.conformal``)."""
+    if not isinstance(bv, dict):
+        raise UsageError("conformal.by_volatility must be an object")
+    if not (_finite(bv.get("beta")) and 0 <= bv["beta"] <= 1):
+        raise UsageError(f"conformal.by_volatility.beta must be a number in [0, 1] (got {shown(bv.get('beta'))})")
+    edges = bv.get("edges")
+    if not isinstance(edges, dict) or "*" not in edges or not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        and not math.isnan(x) for x in e) for e in edges.values()):
+        raise UsageError("conformal.by_volatility.edges must map series names (and \"*\") to two numbers")
+    for k in ("high", "low"):
+        if not (isinstance(bv.get(k), list) and len(bv[k]) == 3 and all(_numbers(r) for r in bv[k])):
+            raise UsageError(f"conformal.by_volatility.{k} must be three lists of finite numbers")
+    if not isinstance(bv.get("per_third", True), bool):
+        raise UsageError("conformal.by_volatility.per_third must be true or false")
 
 
 def _check_halt_calibration(hc: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
+from finhrm_cli.forecast import anchor
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.forecast.parts import iso, of, stack, train_scale
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
@@ -72,7 +73,9 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
     scales = _train_scales(parts, run_dir, rc) if paths else [train_scale(ds) for ds, _ in parts]
-    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales)
+    own = run_datasets(run_dir, rc)  # the anchor is fit on the run's own training and validation rows
+    anc = anchor.fit(of(own, "train"), of(own, "val"), coverage)
+    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales, anc)
     result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
@@ -217,7 +220,8 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         fc.finish(dss, blend=tcfg.blend, calibrate_halting=False)
         te = [(d, w) for d, w in te if len(w)]
         hrm = fc.hrm(te)
-        scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te])
+        scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te],
+                          anchor_model=anchor.fit(tr, va, coverage))
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
         if with_rows:
             rows += scored_rows(te, fc.combine(te, hrm), fc.conformal, coverage, intervals, fold=i)

@@ -1,0 +1,182 @@
+"""Intervals in calm and wild markets (issue 27): finhrm's interval methods against the
+conformalized anchor (``forecast.anchor``: linear quantile regression on the scale-free
+inputs, fit on the training rows, conformalized on validation, adaptive), per volatility third.
+
+For each run (trained by ``finhrm train`` with the split of ``benchmarks/real_data.py``: the
+last 20% of the sessions are the test rows) the script loads the run, forecasts its
+validation and test rows once, and builds every candidate's residuals from the validation
+forecasts the way ``Forecaster.finish`` does, then scores the test rows with ``evaluate``'s own
+code (``scoring.score_parts``, adaptive intervals at 80%):
+
+* ``old``: one residual list in units of the volatility scale (runs made before issue 27);
+* ``mondrian``: residuals per volatility third (edges from the training rows), one adaptive
+  level per third;
+* ``mondrian-shared``: per-third residuals, one adaptive level;
+* ``width``: residuals in units of ``scale ** beta`` (beta fitted on validation), one list,
+  one adaptive level;
+* ``width-per-third``: the same with one adaptive level per third;
+* ``per-third``: the old residuals with one adaptive level per third;
+* ``width-mondrian``: beta fitted, residuals and levels per third.
+
+``--on val`` scores the second half of the validation rows instead, every candidate (and the
+anchor's conformal scores) calibrated on the first half: the choice of the default is made
+there, never on test rows.  Usage::
+
+    python benchmarks/intervals.py --train 0 1 2 --out /tmp/i27/runs   # trains the 5 series x seeds
+    python benchmarks/intervals.py --index /tmp/i27/runs/index.json [--on val] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from finhrm_cli import data  # noqa: E402
+from finhrm_cli.config import FeatureConfig  # noqa: E402
+from finhrm_cli.forecast import anchor, baselines  # noqa: E402
+from finhrm_cli.forecast.forecaster import residuals  # noqa: E402
+from finhrm_cli.forecast.parts import of, scale, train_scale  # noqa: E402
+from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
+
+CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, adaptive level per third)
+    "mondrian": (1.0, True, True),
+    "mondrian-shared": (1.0, True, False),
+    "width": (None, False, False),
+    "width-per-third": (None, False, True),
+    "per-third": (1.0, False, True),
+    "width-mondrian": (None, True, True),
+}
+
+
+def series_files() -> dict[str, Path]:
+    import real_data as rd
+
+    return {"goog": rd.series_path("goog"), "sp500": rd.series_path("sp500"), "nasdaq": rd.series_path("nasdaq"),
+            "sample": ROOT / "sample_data" / "synthetic_tradingview.csv", "nasdaq-gaps": Path("/tmp/nasdaq-gaps.csv")}
+
+
+def fractions(path: Path, test_frac: float = 0.2) -> tuple[float, float]:
+    """The train and validation fractions of ``real_data.py`` (its anchors' split)."""
+    hrm = data.prepare(path, FeatureConfig(feature_set="hrm18"))
+    cut = int(hrm.source.n_rows * (1 - test_frac)) - sum(hrm.dropped.values())
+    f = cut / hrm.frame.height
+    return f * 0.85, f * 0.15
+
+
+def train(seeds: list[int], out: Path) -> None:
+    """Train every series x seed (skipping those in ``out/index.json``) with default settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / "index.json"
+    done = json.loads(index.read_text()) if index.exists() else {}
+    for seed in seeds:
+        for name, path in series_files().items():
+            if f"{name}:{seed}" in done:
+                continue
+            tr, va = fractions(path)
+            t0 = time.time()
+            r = subprocess.run([sys.executable, "-m", "finhrm_cli", "train", str(path), "--train-frac", f"{tr:.10f}",
+                                "--val-frac", f"{va:.10f}", "--seed", str(seed), "--out", str(out / name), "--json",
+                                "--quiet"], capture_output=True, text=True, check=True)
+            done[f"{name}:{seed}"] = {"run": json.loads(r.stdout)["run"], "path": str(path),
+                                      "seconds": round(time.time() - t0, 1)}
+            index.write_text(json.dumps(done, indent=1))
+
+
+def halves(parts):
+    """Each part's windows cut in two halves in time order."""
+    first, second = [], []
+    for ds, w in parts:
+        k = len(w) // 2
+        first.append((ds, w.subset(np.arange(k))))
+        second.append((ds, w.subset(np.arange(k, len(w)))))
+    return first, second
+
+
+def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
+    from finhrm_cli.run.data import run_datasets
+    from finhrm_cli.run.store import load_run
+
+    fc, rc = load_run(run_dir)
+    dss = run_datasets(Path(run_dir), rc)
+    cal = of(dss, "val")
+    scored = of(dss, "test")
+    cutoffs = [rc.cutoff(ds.source.name) for ds in dss]
+    if on == "val":
+        cal, scored = halves(cal)
+        cutoffs = [w.dates.max() for _, w in cal]
+    pred_cal = fc.forecast(cal)
+    pred_sc = fc.forecast(scored)
+    scales = [train_scale(ds) for ds in dss]
+    anc = anchor.fit(of(dss, "train"), cal, coverage)
+    variants = {"old": baselines.conformal_residuals(np.concatenate(pred_cal), np.concatenate([w.y for _, w in cal]),
+                                                     np.concatenate([scale(ds, w) for ds, w in cal]))}
+    for name, (beta, mondrian, per_third) in CANDIDATES.items():
+        variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third)
+    out = {}
+    for name, conf in variants.items():
+        res = score_parts(scored, pred_sc, conf, coverage, "adaptive", cutoffs, None, scales, anc)["results"]
+        out[name] = figures(res["finhrm"])
+        if "beta" in conf.get("by_volatility", {}):
+            out[name]["beta"] = conf["by_volatility"]["beta"]
+    out["anchor"] = figures(res[anchor.NAME])
+    return out
+
+
+def figures(m: dict) -> dict:
+    thirds = [t["coverage"] for t in m["coverage_by_volatility"]]
+    return {"coverage": (m["coverage_high"] + m["coverage_low"]) / 2, "thirds": thirds,
+            "rows": [t["rows"] for t in m["coverage_by_volatility"]],
+            "spread": max(thirds) - min(thirds), "winkler": m["winkler"], "joint": m["joint_coverage"]}
+
+
+def table(results: dict[str, dict[str, dict]], names: list[str]) -> None:
+    """Per series (mean over its seeds): coverage per third, spread, Winkler / anchor, joint."""
+    print("| series (seeds) | method | calm / mid / wild coverage | spread | Winkler / anchor | joint coverage |")
+    print("|---|---|---|---|---|---|")
+    for series, runs in results.items():
+        for name in names:
+            rows = [r[name] for r in runs]
+            th = np.mean([r["thirds"] for r in rows], axis=0) * 100
+            spread = np.mean([r["spread"] for r in rows]) * 100
+            ratio = np.mean([r["winkler"] / a["anchor"]["winkler"] for r, a in zip(rows, runs)])
+            joint = np.mean([r["joint"] for r in rows]) * 100
+            beta = [r["beta"] for r in rows if "beta" in r]
+            label = name + (f" (beta {np.mean(beta):.2f})" if beta and name.startswith("width") else "")
+            print(f"| {series} ({len(runs)}) | {label} | {th[0]:.1f} / {th[1]:.1f} / {th[2]:.1f} | {spread:.1f} "
+                  f"| {ratio:.3f} | {joint:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", type=int, nargs="*", default=None, help="train these seeds first")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/finhrm-intervals"), help="where --train puts runs")
+    ap.add_argument("--index", type=Path, default=None, help="index.json of trained runs (default OUT/index.json)")
+    ap.add_argument("--on", choices=("test", "val"), default="test")
+    ap.add_argument("--methods", nargs="+", default=["old", *CANDIDATES, "anchor"])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.train:
+        train(args.train, args.out)
+    index = json.loads((args.index or args.out / "index.json").read_text())
+    results: dict[str, list] = {}
+    for key, entry in sorted(index.items()):
+        series = key.split(":")[0]
+        results.setdefault(series, []).append(measure(entry["run"], args.on))
+        print(f"{key}: done", file=sys.stderr)
+    table(results, args.methods)
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

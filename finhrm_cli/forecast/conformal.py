@@ -1,0 +1,182 @@
+"""Conformal intervals that hold in calm and wild markets alike (issue 27), numpy only.
+
+The residuals of a run made before issue 27 are one sorted list per target in units of the
+day's volatility scale ``s`` (``baselines.conformal_residuals``): the interval is the forecast
+plus the residual quantiles times ``s``.  On real series the errors grow more slowly than
+``s``, so those intervals under-cover calm days and over-cover wild ones.  A run's residuals
+may now also hold ``"by_volatility"`` (``residual_bins``):
+
+* ``beta``: the residuals are in units of ``s ** beta`` (the *width model*); ``beta = 1`` is the
+  old scaling, the fitted value is the slope of ``log |residual|`` on ``log s`` over the
+  validation rows, clipped to [0, 1];
+* ``edges``: per series, the 1/3 and 2/3 quantiles of the volatility scale over its *training*
+  rows (``"*"``: over every series, for a series the run has not seen), which sort each row into
+  a calm, mid or wild third;
+* ``high`` / ``low``: per third the sorted validation residuals (Mondrian conformal, Vovk et
+  al. 2003: each third's interval is calibrated on the rows of that third), a third with fewer
+  than ``MIN_BIN`` rows using all rows;
+* the adaptive update (``aci``) keeps one miscoverage level per third, each learning from the
+  outcomes of its own third's rows.
+
+``aci`` is the one adaptive conformal loop (Gibbs & Candès 2021) for any interval of the
+form ``[centre_lo + lo(alpha) * u, centre_hi + hi(alpha) * u]`` in log space; the conformalized
+anchor (``forecast.anchor``) uses it too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+# New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
+DEFAULT = {"beta": 1.0, "mondrian": True, "per_third": True}
+MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
+GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
+
+
+def two_sided(r: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The split-conformal offsets of the sorted residuals ``r`` at miscoverage ``alpha``."""
+    m = len(r)
+    if m == 0 or alpha <= 0:
+        return -math.inf, math.inf
+    if alpha >= 1:
+        return 0.0, 0.0
+    k_lo = int(math.floor((m + 1) * alpha / 2))
+    k_hi = int(math.ceil((m + 1) * (1 - alpha / 2)))
+    return (float(r[k_lo - 1]) if k_lo >= 1 else -math.inf), (float(r[k_hi - 1]) if k_hi <= m else math.inf)
+
+
+def width_beta(resid_log: np.ndarray, scale: np.ndarray) -> float:
+    """The width model's exponent: the least-squares slope of ``log |r|`` on ``log s`` over the
+    rows (``r`` in log space), clipped to [0, 1]; 1 (the old scaling) with too few rows."""
+    r = np.abs(np.asarray(resid_log, np.float64))
+    s = np.asarray(scale, np.float64)
+    ok = np.isfinite(r) & (r > 0) & np.isfinite(s) & (s > 0)
+    if ok.sum() < MIN_BIN:
+        return 1.0
+    x, y = np.log(s[ok]), np.log(r[ok])
+    vx = float(np.var(x))
+    if vx <= 0:
+        return 1.0
+    b = float(np.mean((x - x.mean()) * (y - y.mean())) / vx)
+    return float(min(1.0, max(0.0, b)))
+
+
+def edges_of(train_scale) -> list[float] | None:
+    s = np.asarray(train_scale, np.float64)
+    s = s[np.isfinite(s)]
+    return [float(v) for v in np.quantile(s, [1 / 3, 2 / 3])] if s.size else None
+
+
+def thirds_of(scale, edges) -> np.ndarray:
+    """0 calm, 1 mid, 2 wild (above an edge is the next third)."""
+    s = np.asarray(scale, np.float64)
+    return (s > edges[0]).astype(np.int64) + (s > edges[1]).astype(np.int64)
+
+
+def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
+                  beta: float | None = DEFAULT["beta"], mondrian: bool = DEFAULT["mondrian"],
+                  per_third: bool = DEFAULT["per_third"]) -> dict:
+    """The ``by_volatility`` part of a run's residuals from its validation rows.
+
+    ``pred_log``, ``y_log``: (n, 2) forecasts and outcomes (log ratios); ``scale``: (n,) the rows'
+    volatility scale; ``series``: (n,) each row's series name; ``train_scales``: series name ->
+    the volatility scale of that series' training rows (the edges of the thirds).  ``beta``:
+    the width exponent (None: fitted, ``width_beta``); ``mondrian``: residuals per third (else
+    one pooled list in every third); ``per_third``: one adaptive level per third."""
+    p, y = np.asarray(pred_log, np.float64), np.asarray(y_log, np.float64)
+    s = np.asarray(scale, np.float64)
+    ok = np.all(np.isfinite(y), axis=1)
+    p, y, s, series = p[ok], y[ok], s[ok], np.asarray(series)[ok]
+    r = y - p
+    if beta is None:
+        beta = width_beta(r.ravel(), np.repeat(s, 2))
+    edges = {name: edges_of(v) for name, v in train_scales.items()}
+    edges = {k: v for k, v in edges.items() if v is not None}
+    pooled = edges_of(np.concatenate(list(train_scales.values()))) if train_scales else None
+    if pooled is None:
+        edges, pooled = {}, [1e300, 1e300]  # no training rows: everything is one (calm) third
+    edges["*"] = pooled
+    third = np.array([thirds_of([v], edges.get(name, pooled))[0] for v, name in zip(s, series)], np.int64)
+    u = r / (s ** beta)[:, None]
+    out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third)}
+    for j, key in enumerate(("high", "low")):
+        col = np.sort(u[:, j])
+        out[key] = [[round(float(v), 7) for v in (np.sort(u[third == k, j])
+                                                 if mondrian and (third == k).sum() >= MIN_BIN else col)]
+                    for k in range(3)]
+        out[f"rows_{key}"] = [int((third == k).sum()) for k in range(3)]
+    return out
+
+
+def aci(centre_lo, centre_hi, y, unit, offsets: Callable[[float, int], tuple[float, float]], group,
+        target: float, end=None, horizon: int = 1, gamma: float = GAMMA, update=None, groups: int = 1,
+        shared: bool = False):
+    """Adaptive conformal inference over rows in time order, one miscoverage level per group.
+
+    Row t's interval (log space) is ``[centre_lo_t + lo * unit_t, centre_hi_t + hi * unit_t]``
+    with ``(lo, hi) = offsets(alpha_g, g)`` for the row's group ``g``.  Once row s's outcome is
+    known (``end_s + horizon <= end_t``) and ``update_s``, its group's level moves by
+    ``gamma * (target - miss_s)`` (``shared``: one level for all groups, ``offsets`` still
+    called with the row's group).  Row t reads no outcome known after its own close.  Returns
+    (lo, hi) arrays in log space and the final level of each group."""
+    clo, chi = np.asarray(centre_lo, np.float64), np.asarray(centre_hi, np.float64)
+    y, u = np.asarray(y, np.float64), np.asarray(unit, np.float64)
+    g = np.asarray(group, np.int64)
+    n = len(clo)
+    end = np.arange(n) if end is None else np.asarray(end, np.int64)
+    upd = np.ones(n, bool) if update is None else np.asarray(update, bool)
+    alpha = [target] * groups
+    lvl = np.zeros(n, np.int64) if shared else g
+    lo_off, hi_off = np.empty(n), np.empty(n)
+    nxt = 0
+    for t in range(n):
+        while nxt < t and end[nxt] + horizon <= end[t]:
+            if upd[nxt] and np.isfinite(y[nxt]):
+                v = (y[nxt] - clo[nxt]) / u[nxt], (y[nxt] - chi[nxt]) / u[nxt]
+                miss = not (lo_off[nxt] <= v[0] and v[1] <= hi_off[nxt])
+                alpha[lvl[nxt]] += gamma * (target - miss)
+            nxt += 1
+        lo_off[t], hi_off[t] = offsets(alpha[lvl[t]], int(g[t]))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return clo + lo_off * u, chi + hi_off * u, alpha
+
+
+def row_thirds(conf: dict, scale, series: str | None) -> np.ndarray:
+    """Each row's third (0, 1, 2) by the run's edges for ``series`` (unseen: over every series)."""
+    edges = conf["edges"].get(series) if series is not None else None
+    return thirds_of(scale, edges or conf["edges"]["*"])
+
+
+def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale, series: str | None,
+                     adaptive: bool = True, end=None, horizon: int = 1, update=None,
+                     gamma: float = GAMMA, per_third: bool = True) -> dict[str, np.ndarray]:
+    """Price intervals from a run's ``by_volatility`` residuals ``conf``: each row calibrated on its
+    third's residuals in units of ``scale ** beta``; ``adaptive``: one adaptive level per third
+    (else the static split-conformal offsets); ``per_third``: one adaptive level per third (else
+    one for every row).  Same keys as ``baselines.intervals``."""
+    p = np.asarray(pred_log, np.float64)
+    y = np.asarray(y_log, np.float64) if y_log is not None else np.full(p.shape, np.nan)
+    close = np.asarray(close, np.float64)
+    s = np.asarray(scale, np.float64)
+    unit = s ** float(conf["beta"])
+    third = row_thirds(conf, s, series)
+    out = {}
+    for j, key in enumerate(("high", "low")):
+        sets = [np.asarray(r, np.float64) for r in conf[key]]
+
+        def offsets(alpha, k, sets=sets):
+            return two_sided(sets[k], alpha)
+
+        if adaptive:
+            lo, hi, _ = aci(p[:, j], p[:, j], y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,
+                            gamma, update, groups=3, shared=not per_third)
+        else:
+            off = np.array([offsets(1.0 - coverage, int(k)) for k in third]).reshape(-1, 2)
+            with np.errstate(invalid="ignore"):
+                lo, hi = p[:, j] + off[:, 0] * unit, p[:, j] + off[:, 1] * unit
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[f"{key}_lo"], out[f"{key}_hi"] = close * np.exp(lo), close * np.exp(hi)
+    return out
