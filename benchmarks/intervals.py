@@ -48,13 +48,16 @@ from finhrm_cli.forecast.forecaster import residuals  # noqa: E402
 from finhrm_cli.forecast.parts import of, scale, train_scale  # noqa: E402
 from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
 
-CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, adaptive level per third)
-    "mondrian": (1.0, True, True),
-    "mondrian-shared": (1.0, True, False),
-    "width": (None, False, False),
-    "width-per-third": (None, False, True),
-    "per-third": (1.0, False, True),
-    "width-mondrian": (None, True, True),
+CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, adaptive level per third, step)
+    "mondrian": (1.0, True, True, 0.005),
+    "mondrian-shared": (1.0, True, False, 0.005),
+    "width": (None, False, False, 0.005),
+    "width-per-third": (None, False, True, 0.005),
+    "per-third": (1.0, False, True, 0.005),
+    "per-third-0.01": (1.0, False, True, 0.01),
+    "per-third-0.02": (1.0, False, True, 0.02),
+    "mondrian-0.01": (1.0, True, True, 0.01),
+    "width-mondrian": (None, True, True, 0.005),
 }
 
 
@@ -120,8 +123,8 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
     anc = anchor.fit(of(dss, "train"), cal, coverage)
     variants = {"old": baselines.conformal_residuals(np.concatenate(pred_cal), np.concatenate([w.y for _, w in cal]),
                                                      np.concatenate([scale(ds, w) for ds, w in cal]))}
-    for name, (beta, mondrian, per_third) in CANDIDATES.items():
-        variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third)
+    for name, (beta, mondrian, per_third, gamma) in CANDIDATES.items():
+        variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma)
     out = {}
     for name, conf in variants.items():
         res = score_parts(scored, pred_sc, conf, coverage, "adaptive", cutoffs, None, scales, anc)["results"]
@@ -133,10 +136,10 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
 
 
 def figures(m: dict) -> dict:
-    thirds = [t["coverage"] for t in m["coverage_by_volatility"]]
+    thirds = [np.nan if t["coverage"] is None else t["coverage"] for t in m["coverage_by_volatility"]]
     return {"coverage": (m["coverage_high"] + m["coverage_low"]) / 2, "thirds": thirds,
             "rows": [t["rows"] for t in m["coverage_by_volatility"]],
-            "spread": max(thirds) - min(thirds), "winkler": m["winkler"], "joint": m["joint_coverage"]}
+            "spread": float(np.nanmax(thirds) - np.nanmin(thirds)), "winkler": m["winkler"], "joint": m["joint_coverage"]}
 
 
 def table(results: dict[str, dict[str, dict]], names: list[str]) -> None:

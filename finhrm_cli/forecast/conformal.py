@@ -4,19 +4,22 @@ The residuals of a run made before issue 27 are one sorted list per target in un
 day's volatility scale ``s`` (``baselines.conformal_residuals``): the interval is the forecast
 plus the residual quantiles times ``s``.  On real series the errors grow more slowly than
 ``s``, so those intervals under-cover calm days and over-cover wild ones.  A run's residuals
-may now also hold ``"by_volatility"`` (``residual_bins``):
+may now also hold ``"by_volatility"`` (``residual_bins``), the default of new runs
+(``DEFAULT``, chosen on validation, measured in docs/results.md):
 
-* ``beta``: the residuals are in units of ``s ** beta`` (the *width model*); ``beta = 1`` is the
-  old scaling, the fitted value is the slope of ``log |residual|`` on ``log s`` over the
-  validation rows, clipped to [0, 1];
 * ``edges``: per series, the 1/3 and 2/3 quantiles of the volatility scale over its *training*
   rows (``"*"``: over every series, for a series the run has not seen), which sort each row into
   a calm, mid or wild third;
-* ``high`` / ``low``: per third the sorted validation residuals (Mondrian conformal, Vovk et
-  al. 2003: each third's interval is calibrated on the rows of that third), a third with fewer
-  than ``MIN_BIN`` rows using all rows;
-* the adaptive update (``aci``) keeps one miscoverage level per third, each learning from the
-  outcomes of its own third's rows.
+* the adaptive update (``aci``) keeps **one miscoverage level per third**, each learning from
+  the outcomes of its own third's rows at step ``gamma`` (0.02: each level sees a third of
+  the outcomes), so a third whose errors outgrow (or undershoot) the scale widens (or
+  narrows) its own intervals;
+* ``high`` / ``low``: the sorted validation residuals, one list (the default), or one per third
+  (Mondrian conformal, Vovk et al. 2003; a third with fewer than ``MIN_BIN`` rows uses all);
+* ``beta``: the residuals are in units of ``s ** beta`` (a width model; 1, the old scaling, by
+  default; ``width_beta`` fits the slope of ``log |residual|`` on ``log s``).
+
+Mondrian residuals and the fitted width model were measured and lost (docs/results.md).
 
 ``aci`` is the one adaptive conformal loop (Gibbs & Candès 2021) for any interval of the
 form ``[centre_lo + lo(alpha) * u, centre_hi + hi(alpha) * u]`` in log space; the conformalized
@@ -31,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 # New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
-DEFAULT = {"beta": 1.0, "mondrian": True, "per_third": True}
+DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.02}
 MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
 
@@ -78,14 +81,15 @@ def thirds_of(scale, edges) -> np.ndarray:
 
 def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
                   beta: float | None = DEFAULT["beta"], mondrian: bool = DEFAULT["mondrian"],
-                  per_third: bool = DEFAULT["per_third"]) -> dict:
+                  per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"]) -> dict:
     """The ``by_volatility`` part of a run's residuals from its validation rows.
 
     ``pred_log``, ``y_log``: (n, 2) forecasts and outcomes (log ratios); ``scale``: (n,) the rows'
     volatility scale; ``series``: (n,) each row's series name; ``train_scales``: series name ->
     the volatility scale of that series' training rows (the edges of the thirds).  ``beta``:
     the width exponent (None: fitted, ``width_beta``); ``mondrian``: residuals per third (else
-    one pooled list in every third); ``per_third``: one adaptive level per third."""
+    one pooled list in every third); ``per_third``: one adaptive level per third; ``gamma``:
+    the adaptive step."""
     p, y = np.asarray(pred_log, np.float64), np.asarray(y_log, np.float64)
     s = np.asarray(scale, np.float64)
     ok = np.all(np.isfinite(y), axis=1)
@@ -101,12 +105,12 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     edges["*"] = pooled
     third = np.array([thirds_of([v], edges.get(name, pooled))[0] for v, name in zip(s, series)], np.int64)
     u = r / (s ** beta)[:, None]
-    out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third)}
+    out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third),
+           "gamma": float(gamma)}
     for j, key in enumerate(("high", "low")):
         col = np.sort(u[:, j])
-        out[key] = [[round(float(v), 7) for v in (np.sort(u[third == k, j])
-                                                 if mondrian and (third == k).sum() >= MIN_BIN else col)]
-                    for k in range(3)]
+        sets = [np.sort(u[third == k, j]) if (third == k).sum() >= MIN_BIN else col for k in range(3)]
+        out[key] = [[round(float(v), 7) for v in r] for r in (sets if mondrian else [col])]
         out[f"rows_{key}"] = [int((third == k).sum()) for k in range(3)]
     return out
 
@@ -165,10 +169,10 @@ def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale,
     third = row_thirds(conf, s, series)
     out = {}
     for j, key in enumerate(("high", "low")):
-        sets = [np.asarray(r, np.float64) for r in conf[key]]
+        sets = [np.asarray(r, np.float64) for r in conf[key]]  # per third, or one for all
 
         def offsets(alpha, k, sets=sets):
-            return two_sided(sets[k], alpha)
+            return two_sided(sets[k if len(sets) == 3 else 0], alpha)
 
         if adaptive:
             lo, hi, _ = aci(p[:, j], p[:, j], y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,

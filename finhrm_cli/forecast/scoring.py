@@ -60,7 +60,7 @@ def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptiv
     bv = conformal.get("by_volatility")
     if bv is not None:
         return bins.binned_intervals(pred_log, y, w.close, bv, coverage, s, ds.source.name, method == "adaptive",
-                                     w.end, ds.fcfg.horizon, update, per_third=bv.get("per_third", True))
+                                     w.end, ds.fcfg.horizon, update, bv.get("gamma", bins.GAMMA), bv.get("per_third", True))
     if method == "split":
         return baselines.intervals(pred_log, w.close, conformal, coverage, s)
     iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,

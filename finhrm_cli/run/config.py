@@ -272,10 +272,12 @@ def _check_by_volatility(bv: Any) -> None:
                                                         and not math.isnan(x) for x in e) for e in edges.values()):
         raise UsageError("conformal.by_volatility.edges must map series names (and \"*\") to two numbers")
     for k in ("high", "low"):
-        if not (isinstance(bv.get(k), list) and len(bv[k]) == 3 and all(_numbers(r) for r in bv[k])):
-            raise UsageError(f"conformal.by_volatility.{k} must be three lists of finite numbers")
+        if not (isinstance(bv.get(k), list) and len(bv[k]) in (1, 3) and all(_numbers(r) for r in bv[k])):
+            raise UsageError(f"conformal.by_volatility.{k} must be one or three lists of finite numbers")
     if not isinstance(bv.get("per_third", True), bool):
         raise UsageError("conformal.by_volatility.per_third must be true or false")
+    if not (_finite(bv.get("gamma", 0.005)) and 0 <= bv.get("gamma", 0.005) <= 1):
+        raise UsageError(f"conformal.by_volatility.gamma must be a number in [0, 1] (got {shown(bv.get('gamma'))})")
 
 
 def _check_halt_calibration(hc: Any) -> None:
