@@ -58,6 +58,8 @@ CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, adaptive le
     "per-third-0.02": (1.0, False, True, 0.02),
     "mondrian-0.01": (1.0, True, True, 0.01),
     "width-mondrian": (None, True, True, 0.005),
+    "features-per-third": (1.0, False, True, 0.02, True),
+    "features-per-third-0.005": (1.0, False, True, 0.005, True),
 }
 
 
@@ -123,8 +125,9 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
     anc = anchor.fit(of(dss, "train"), cal, coverage)
     variants = {"old": baselines.conformal_residuals(np.concatenate(pred_cal), np.concatenate([w.y for _, w in cal]),
                                                      np.concatenate([scale(ds, w) for ds, w in cal]))}
-    for name, (beta, mondrian, per_third, gamma) in CANDIDATES.items():
-        variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma)
+    for name, (beta, mondrian, per_third, gamma, *width) in CANDIDATES.items():
+        variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma,
+                                   width_model=bool(width))
     out = {}
     for name, conf in variants.items():
         res = score_parts(scored, pred_sc, conf, coverage, "adaptive", cutoffs, None, scales, anc)["results"]

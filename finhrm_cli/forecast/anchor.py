@@ -67,7 +67,11 @@ def quantiles(model: dict, x_last) -> dict[str, np.ndarray]:
 
 
 def _q(scores: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The CQR offsets at level ``alpha``; a level too low for the scores gives their largest
+    (bounded, as finhrm's per-third intervals: ``conformal.two_sided``)."""
     m = len(scores)
+    if m:
+        alpha = max(alpha, 1.0 / (m + 1))
     if m == 0 or alpha <= 0:
         return -math.inf, math.inf
     if alpha >= 1:

@@ -39,9 +39,14 @@ MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
 
 
-def two_sided(r: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The split-conformal offsets of the sorted residuals ``r`` at miscoverage ``alpha``."""
+def two_sided(r: np.ndarray, alpha: float, finite: bool = False) -> tuple[float, float]:
+    """The split-conformal offsets of the sorted residuals ``r`` at miscoverage ``alpha``;
+    ``finite``: a level too low for the residuals gives their extremes, not an unbounded
+    interval (after a run of misses the adaptive level can fall below zero, and a trader
+    cannot place an order at infinity; the level itself keeps learning)."""
     m = len(r)
+    if m and finite:
+        alpha = max(alpha, 2.0 / (m + 1))
     if m == 0 or alpha <= 0:
         return -math.inf, math.inf
     if alpha >= 1:
@@ -67,6 +72,36 @@ def width_beta(resid_log: np.ndarray, scale: np.ndarray) -> float:
     return float(min(1.0, max(0.0, b)))
 
 
+WIDTH_CLIP = (0.25, 4.0)  # a width model's row multiplier stays within these
+
+
+def fit_width(x_last, y_units) -> dict:
+    """A width model on the scale-free inputs, fit on *training* windows: per target, the
+    median regression of the target (units of the scale), then the median regression of its
+    absolute residual (``linear.fit_median``); a row's multiplier is that forecast over the
+    median absolute residual, clipped to ``WIDTH_CLIP``."""
+    from finhrm_cli.forecast import linear
+
+    y = np.asarray(y_units, np.float64)
+    x = np.asarray(x_last)
+    ok = np.isfinite(y).all(axis=1)
+    out = {}
+    for j, key in enumerate(("high", "low")):
+        a = np.abs(y[ok, j] - linear.design(x[ok]) @ linear.fit_median(x[ok], y[ok, j]))
+        out[key] = [float(v) for v in linear.fit_median(x[ok], a)]
+        out[f"{key}_norm"] = float(max(np.median(a), 1e-12))
+    return out
+
+
+def width_of(model: dict, x_last) -> np.ndarray:
+    """(n, 2) row multipliers of the unit from a width model (``fit_width``)."""
+    from finhrm_cli.forecast import linear
+
+    a = linear.design(x_last)
+    return np.stack([np.clip(a @ np.asarray(model[k]) / model[f"{k}_norm"], *WIDTH_CLIP) for k in ("high", "low")],
+                    axis=1)
+
+
 def edges_of(train_scale) -> list[float] | None:
     s = np.asarray(train_scale, np.float64)
     s = s[np.isfinite(s)]
@@ -81,7 +116,7 @@ def thirds_of(scale, edges) -> np.ndarray:
 
 def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
                   beta: float | None = DEFAULT["beta"], mondrian: bool = DEFAULT["mondrian"],
-                  per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"]) -> dict:
+                  per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"], width=None) -> dict:
     """The ``by_volatility`` part of a run's residuals from its validation rows.
 
     ``pred_log``, ``y_log``: (n, 2) forecasts and outcomes (log ratios); ``scale``: (n,) the rows'
@@ -89,11 +124,12 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     the volatility scale of that series' training rows (the edges of the thirds).  ``beta``:
     the width exponent (None: fitted, ``width_beta``); ``mondrian``: residuals per third (else
     one pooled list in every third); ``per_third``: one adaptive level per third; ``gamma``:
-    the adaptive step."""
+    the adaptive step; ``width``: (n, 2) row multipliers of the unit (a width model), or None."""
     p, y = np.asarray(pred_log, np.float64), np.asarray(y_log, np.float64)
     s = np.asarray(scale, np.float64)
     ok = np.all(np.isfinite(y), axis=1)
     p, y, s, series = p[ok], y[ok], s[ok], np.asarray(series)[ok]
+    wd = np.ones_like(p) if width is None else np.asarray(width, np.float64)[ok]
     r = y - p
     if beta is None:
         beta = width_beta(r.ravel(), np.repeat(s, 2))
@@ -104,7 +140,7 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
         edges, pooled = {}, [1e300, 1e300]  # no training rows: everything is one (calm) third
     edges["*"] = pooled
     third = np.array([thirds_of([v], edges.get(name, pooled))[0] for v, name in zip(s, series)], np.int64)
-    u = r / (s ** beta)[:, None]
+    u = r / ((s ** beta)[:, None] * wd)
     out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third),
            "gamma": float(gamma)}
     for j, key in enumerate(("high", "low")):
@@ -156,23 +192,24 @@ def row_thirds(conf: dict, scale, series: str | None) -> np.ndarray:
 
 def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale, series: str | None,
                      adaptive: bool = True, end=None, horizon: int = 1, update=None,
-                     gamma: float = GAMMA, per_third: bool = True) -> dict[str, np.ndarray]:
+                     gamma: float = GAMMA, per_third: bool = True, width=None) -> dict[str, np.ndarray]:
     """Price intervals from a run's ``by_volatility`` residuals ``conf``: each row calibrated on its
     third's residuals in units of ``scale ** beta``; ``adaptive``: one adaptive level per third
     (else the static split-conformal offsets); ``per_third``: one adaptive level per third (else
-    one for every row).  Same keys as ``baselines.intervals``."""
+    one for every row); ``width``: (n, 2) row multipliers of the unit, or None.  Same keys as
+    ``baselines.intervals``."""
     p = np.asarray(pred_log, np.float64)
     y = np.asarray(y_log, np.float64) if y_log is not None else np.full(p.shape, np.nan)
     close = np.asarray(close, np.float64)
     s = np.asarray(scale, np.float64)
-    unit = s ** float(conf["beta"])
     third = row_thirds(conf, s, series)
     out = {}
     for j, key in enumerate(("high", "low")):
+        unit = s ** float(conf["beta"]) * (1.0 if width is None else np.asarray(width, np.float64)[:, j])
         sets = [np.asarray(r, np.float64) for r in conf[key]]  # per third, or one for all
 
         def offsets(alpha, k, sets=sets):
-            return two_sided(sets[k if len(sets) == 3 else 0], alpha)
+            return two_sided(sets[k if len(sets) == 3 else 0], alpha, finite=True)
 
         if adaptive:
             lo, hi, _ = aci(p[:, j], p[:, j], y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,

@@ -35,8 +35,14 @@ def residuals(dss, va, pred_va: list[np.ndarray], **by_volatility) -> dict:
     if not all(ds.fcfg.scale_targets for ds, _ in va):
         return conf
     names = np.concatenate([np.full(len(w), ds.source.name, dtype=object) for ds, w in va])
-    conf["by_volatility"] = conformal.residual_bins(p, y, s, names, {ds.source.name: train_scale(ds) for ds in dss},
-                                                     **by_volatility)
+    width = None
+    if by_volatility.pop("width_model", False):  # fit on the training windows, applied to validation's
+        xy = stack([(ds, w) for ds, w in of(dss, "train") if len(w)])
+        width = conformal.fit_width(xy["x"][:, -1, :], xy["y"])
+    bv = conformal.residual_bins(p, y, s, names, {ds.source.name: train_scale(ds) for ds in dss}, **by_volatility,
+                                 width=None if width is None else conformal.width_of(width, np.concatenate(
+                                     [w.x[:, -1, :] for _, w in va])))
+    conf["by_volatility"] = {**bv, **({"width_model": width} if width else {})}
     return conf
 
 

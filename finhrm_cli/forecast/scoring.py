@@ -59,8 +59,10 @@ def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptiv
     update = np.ones(len(w), bool) if cutoff is None else (w.dates > np.datetime64(cutoff, "D"))
     bv = conformal.get("by_volatility")
     if bv is not None:
+        width = bins.width_of(bv["width_model"], w.x[:, -1, :]) if "width_model" in bv else None
         return bins.binned_intervals(pred_log, y, w.close, bv, coverage, s, ds.source.name, method == "adaptive",
-                                     w.end, ds.fcfg.horizon, update, bv.get("gamma", bins.GAMMA), bv.get("per_third", True))
+                                     w.end, ds.fcfg.horizon, update, bv.get("gamma", bins.GAMMA), bv.get("per_third", True),
+                                     width)
     if method == "split":
         return baselines.intervals(pred_log, w.close, conformal, coverage, s)
     iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,

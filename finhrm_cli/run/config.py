@@ -276,6 +276,11 @@ def _check_by_volatility(bv: Any) -> None:
             raise UsageError(f"conformal.by_volatility.{k} must be one or three lists of finite numbers")
     if not isinstance(bv.get("per_third", True), bool):
         raise UsageError("conformal.by_volatility.per_third must be true or false")
+    wm = bv.get("width_model")
+    if wm is not None and not (isinstance(wm, dict) and all(_numbers(wm.get(k)) for k in ("high", "low"))
+                               and all(_finite(wm.get(f"{k}_norm")) and wm[f"{k}_norm"] > 0 for k in ("high", "low"))):
+        raise UsageError("conformal.by_volatility.width_model must hold lists high and low and positive high_norm, "
+                         "low_norm")
     if not (_finite(bv.get("gamma", 0.005)) and 0 <= bv.get("gamma", 0.005) <= 1):
         raise UsageError(f"conformal.by_volatility.gamma must be a number in [0, 1] (got {shown(bv.get('gamma'))})")
 

@@ -219,3 +219,38 @@ def test_bad_levels_are_refused(text, message):
 
 def test_levels_are_sorted_and_deduplicated():
     assert quantiles.parse("0.9, 0.1,0.5,0.1") == [0.1, 0.5, 0.9]
+
+
+def test_a_run_of_misses_never_gives_an_unbounded_interval():
+    """The adaptive level can fall below zero after many misses; the per-third intervals then
+    use the residuals' extremes (a trader cannot place an order at infinity) and keep learning."""
+    s, r = _regimes(300, 12)
+    conf = _conf(s, r * 0.01, s)  # residuals far too small for what follows
+    y = np.full((200, 2), 0.5)
+    iv = conformal.binned_intervals(np.zeros((200, 2)), y, np.ones(200), conf["by_volatility"], 0.8,
+                                    np.full(200, 0.01), "x", True)
+    assert all(np.all(np.isfinite(v)) for v in iv.values())
+    assert iv["high_hi"][-1] > iv["high_hi"][0]  # widened to the extreme residual
+
+
+def test_the_feature_width_model_widens_where_errors_are_larger():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2000, 3))
+    y = rng.standard_normal((2000, 2)) * np.exp(0.5 * x[:, :1])  # errors grow with the first input
+    model = conformal.fit_width(x, y)
+    wd = conformal.width_of(model, np.array([[-2.0, 0, 0], [0, 0, 0], [2.0, 0, 0]]))
+    assert np.all(np.diff(wd, axis=0) > 0)
+    assert np.all((wd >= conformal.WIDTH_CLIP[0]) & (wd <= conformal.WIDTH_CLIP[1]))
+
+
+def test_a_stored_width_model_shapes_the_intervals_of_a_run():
+    ds = _dataset()
+    va = of([ds], "val")
+    pred_va = [w.y * 0.9 for _, w in va]
+    plain = residuals([ds], va, pred_va)
+    wide = residuals([ds], va, pred_va, width_model=True)
+    assert "width_model" in wide["by_volatility"] and "width_model" not in plain["by_volatility"]
+    w = ds.windows("test")
+    a = interval_arrays(ds, w, np.zeros((len(w), 2)), plain, 0.8, "split")
+    b = interval_arrays(ds, w, np.zeros((len(w), 2)), wide, 0.8, "split")
+    assert not np.allclose(a["high_hi"], b["high_hi"])
