@@ -8,22 +8,24 @@ validation and test rows once, and builds every candidate's residuals from the v
 forecasts the way ``Forecaster.finish`` does, then scores the test rows with ``evaluate``'s own
 code (``scoring.score_parts``, adaptive intervals at 80%):
 
-* ``old``: one residual list in units of the volatility scale (runs made before issue 27);
-* ``mondrian``: residuals per volatility third (edges from the training rows), one adaptive
-  level per third;
-* ``mondrian-shared``: per-third residuals, one adaptive level;
-* ``width``: residuals in units of ``scale ** beta`` (beta fitted on validation), one list,
-  one adaptive level;
-* ``width-per-third``: the same with one adaptive level per third;
-* ``per-third``: the old residuals with one adaptive level per third;
-* ``width-mondrian``: beta fitted, residuals and levels per third.
+* ``old``: one residual list in units of the volatility scale, one adaptive level (step 0.005;
+  runs made before issue 27);
+* ``default`` (new runs, ``conformal.DEFAULT``): the same list, one adaptive level per
+  volatility third (edges from the training rows), step 0.02; ``per-third-0.005``/``-0.01``:
+  smaller steps;
+* ``mondrian``: residuals and levels per third (step 0.005; ``mondrian-0.02``), and
+  ``mondrian-shared``: residuals per third, one level;
+* ``width-beta``: residuals in units of ``scale ** beta`` (beta fitted on validation: the slope
+  of log |residual| on log scale), one level; ``width-beta-per-third``: a level per third;
+* ``features-width``: a width model on the scale-free inputs (fit on the training rows,
+  ``conformal.fit_width``) times the scale, a level per third (step 0.02; ``-0.005``).
 
 ``--on val`` scores the second half of the validation rows instead, every candidate (and the
 anchor's conformal scores) calibrated on the first half: the choice of the default is made
 there, never on test rows.  Usage::
 
     python benchmarks/intervals.py --train 0 1 2 --out /tmp/i27/runs   # trains the 5 series x seeds
-    python benchmarks/intervals.py --index /tmp/i27/runs/index.json [--on val] [--json]
+    python benchmarks/intervals.py --index /tmp/i27/runs/index.json [--on val] [--methods ...] [--json]
 """
 
 from __future__ import annotations
@@ -43,23 +45,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from finhrm_cli import data  # noqa: E402
 from finhrm_cli.config import FeatureConfig  # noqa: E402
-from finhrm_cli.forecast import anchor, baselines  # noqa: E402
+from finhrm_cli.forecast import anchor, baselines, conformal  # noqa: E402
 from finhrm_cli.forecast.forecaster import residuals  # noqa: E402
 from finhrm_cli.forecast.parts import of, scale, train_scale  # noqa: E402
 from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
 
-CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, adaptive level per third, step)
-    "mondrian": (1.0, True, True, 0.005),
-    "mondrian-shared": (1.0, True, False, 0.005),
-    "width": (None, False, False, 0.005),
-    "width-per-third": (None, False, True, 0.005),
-    "per-third": (1.0, False, True, 0.005),
+CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, a level per third, step[, feature width])
+    "default": (1.0, False, True, conformal.DEFAULT["gamma"]),  # what new runs store (conformal.DEFAULT)
+    "per-third-0.005": (1.0, False, True, 0.005),
     "per-third-0.01": (1.0, False, True, 0.01),
-    "per-third-0.02": (1.0, False, True, 0.02),
-    "mondrian-0.01": (1.0, True, True, 0.01),
-    "width-mondrian": (None, True, True, 0.005),
-    "features-per-third": (1.0, False, True, 0.02, True),
-    "features-per-third-0.005": (1.0, False, True, 0.005, True),
+    "mondrian": (1.0, True, True, 0.005),
+    "mondrian-0.02": (1.0, True, True, 0.02),
+    "mondrian-shared": (1.0, True, False, 0.005),
+    "width-beta": (None, False, False, 0.005),
+    "width-beta-per-third": (None, False, True, 0.02),
+    "features-width": (1.0, False, True, 0.02, True),
+    "features-width-0.005": (1.0, False, True, 0.005, True),
 }
 
 
@@ -145,20 +146,26 @@ def figures(m: dict) -> dict:
             "spread": float(np.nanmax(thirds) - np.nanmin(thirds)), "winkler": m["winkler"], "joint": m["joint_coverage"]}
 
 
-def table(results: dict[str, dict[str, dict]], names: list[str]) -> None:
-    """Per series (mean over its seeds): coverage per third, spread, Winkler / anchor, joint."""
-    print("| series (seeds) | method | calm / mid / wild coverage | spread | Winkler / anchor | joint coverage |")
-    print("|---|---|---|---|---|---|")
+def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float = 0.8) -> None:
+    """Per series (mean over its seeds): coverage per third, the calm-to-wild spread (largest
+    minus smallest third), the worst third's distance from nominal over every seed, the
+    Winkler score as a ratio to the anchor's in the same run, joint coverage."""
+    print("| series (seeds; test rows calm / mid / wild) | method | coverage calm / mid / wild | spread | worst third "
+          "off nominal | Winkler / anchor | joint coverage |")
+    print("|---|---|---|---|---|---|---|")
     for series, runs in results.items():
+        rows_n = np.mean([r["old"]["rows"] for r in runs], axis=0)
+        where = f"{series} ({len(runs)}; {' / '.join(f'{v:.0f}' for v in rows_n)})"
         for name in names:
             rows = [r[name] for r in runs]
             th = np.mean([r["thirds"] for r in rows], axis=0) * 100
             spread = np.mean([r["spread"] for r in rows]) * 100
+            worst = np.nanmax([np.abs(np.array(r["thirds"]) - coverage) for r in rows]) * 100
             ratio = np.mean([r["winkler"] / a["anchor"]["winkler"] for r, a in zip(rows, runs)])
             joint = np.mean([r["joint"] for r in rows]) * 100
             beta = [r["beta"] for r in rows if "beta" in r]
-            label = name + (f" (beta {np.mean(beta):.2f})" if beta and name.startswith("width") else "")
-            print(f"| {series} ({len(runs)}) | {label} | {th[0]:.1f} / {th[1]:.1f} / {th[2]:.1f} | {spread:.1f} "
+            label = name + (f" (beta {np.mean(beta):.2f})" if beta and name.startswith("width-beta") else "")
+            print(f"| {where} | {label} | {th[0]:.1f} / {th[1]:.1f} / {th[2]:.1f} | {spread:.1f} | {worst:.1f} "
                   f"| {ratio:.3f} | {joint:.1f} |")
 
 
@@ -168,7 +175,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/finhrm-intervals"), help="where --train puts runs")
     ap.add_argument("--index", type=Path, default=None, help="index.json of trained runs (default OUT/index.json)")
     ap.add_argument("--on", choices=("test", "val"), default="test")
-    ap.add_argument("--methods", nargs="+", default=["old", *CANDIDATES, "anchor"])
+    ap.add_argument("--methods", nargs="+", default=["old", "default", "anchor"],
+                    help=f"rows to show: old, anchor, {', '.join(CANDIDATES)}")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.train:
