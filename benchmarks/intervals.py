@@ -18,7 +18,9 @@ code (``scoring.score_parts``, adaptive intervals at 80%):
 * ``width-beta``: residuals in units of ``scale ** beta`` (beta fitted on validation: the slope
   of log |residual| on log scale), one level; ``width-beta-per-third``: a level per third;
 * ``features-width``: a width model on the scale-free inputs (fit on the training rows,
-  ``conformal.fit_width``) times the scale, a level per third (step 0.02; ``-0.005``).
+  ``conformal.fit_width``) times the scale, a level per third (step 0.02; ``-0.005``);
+* ``cqr-heads``: the anchor's quantile offsets around finhrm's forecast, CQR scores on
+  validation, a level per third (step 0.02; ``cqr_heads``, always computed).
 
 ``--on val`` scores the second half of the validation rows instead, every candidate (and the
 anchor's conformal scores) calibrated on the first half: the choice of the default is made

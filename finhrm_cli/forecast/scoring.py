@@ -131,6 +131,8 @@ def _summary_of(w, res, coverage, conformal, method, edges=None) -> dict:
         "last_date": iso(w.dates.max()) if len(w) else None,
         "coverage_target": coverage if conformal else None,
         "intervals": method if conformal else None,
+        # a run made since issue 27 adapts one level per volatility third
+        "intervals_per_third": bool((conformal.get("by_volatility") or {}).get("per_third")) if conformal else None,
         **({"volatility_edges": list(edges)} if edges is not None and conformal else {}),
         "results": res,
     }

@@ -177,8 +177,10 @@ def render_evaluate(result: dict) -> None:
     note("p (DM): Diebold-Mariano test that finhrm and the baseline have the same MAE on these rows; "
          "below 0.05 the difference is unlikely to be luck.")
     if result.get("intervals"):
+        per_third = ", one level per volatility third" if result.get("intervals_per_third") else ""
         note(f"intervals: {result['intervals']} conformal"
-             + (" (they learn from each outcome after the training period)" if result["intervals"] == "adaptive" else ""))
+             + (f" (they learn from each outcome after the training period{per_third})"
+                if result["intervals"] == "adaptive" else ""))
     for n in result.get("notes", []):
         note(n)
     if result.get("plot"):

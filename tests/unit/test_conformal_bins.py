@@ -254,3 +254,15 @@ def test_a_stored_width_model_shapes_the_intervals_of_a_run():
     a = interval_arrays(ds, w, np.zeros((len(w), 2)), plain, 0.8, "split")
     b = interval_arrays(ds, w, np.zeros((len(w), 2)), wide, 0.8, "split")
     assert not np.allclose(a["high_hi"], b["high_hi"])
+
+
+def test_evaluate_says_whether_the_intervals_adapt_per_third():
+    from finhrm_cli.forecast.scoring import score_parts
+
+    ds = _dataset()
+    conf = _run_like(ds)
+    w = ds.windows("test")
+    pred = np.zeros((len(w), 2))
+    old = {k: v for k, v in conf.items() if k != "by_volatility"}
+    assert score_parts([(ds, w)], [pred], conf, 0.8)["intervals_per_third"] is True
+    assert score_parts([(ds, w)], [pred], old, 0.8)["intervals_per_third"] is False
