@@ -141,6 +141,20 @@ def test_unknown_keys_and_missing_optional_ones_still_load(fresh_home, run):
     assert cli(["evaluate", run, "--json"], fresh_home).exit_code == 0
 
 
+def test_a_run_made_before_issue_27_keeps_its_intervals(fresh_home, run):
+    """A run whose residuals have no per-third part (made before issue 27) keeps one adaptive
+    level: its intervals differ from the new runs' on the same rows, and its quantiles order."""
+    new = json.loads(cli(["evaluate", run, "--json"], fresh_home).stdout)
+    edit_config(run, lambda c: c["conformal"].pop("by_volatility"))
+    old = json.loads(cli(["evaluate", run, "--json"], fresh_home).stdout)
+    assert new["intervals_per_third"] is True and old["intervals_per_third"] is False
+    assert old["results"]["finhrm"]["mae"] == new["results"]["finhrm"]["mae"]
+    assert old["results"]["finhrm"]["winkler"] != new["results"]["finhrm"]["winkler"]
+    res = cli(["predict", SAMPLE, "--model", run, "--json", "--quantiles", "0.1,0.5,0.9"], fresh_home)
+    r = json.loads(res.stdout)["rows"][0]
+    assert r["pred_low_q0.1"] <= r["pred_low_q0.5"] <= r["pred_low_q0.9"] <= r["pred_high_q0.9"]
+
+
 # ------------------------------------------------------------------ names never leave the run
 
 
