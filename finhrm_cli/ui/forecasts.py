@@ -56,8 +56,11 @@ def _show_quantiles(rows: list[dict], q: dict) -> None:
     for name in last:
         for side in ("high", "low"):
             num_col(t, f"{name} {side}" if len(last) > 1 else side)
+    def cell(v):  # too few residuals for a level: no bound (0 or infinity), as the intervals say
+        return fmt_num(v, 2) if _finite(v) and v > 0 else "unbounded"
+
     for tau in q["levels"]:
-        t.add_row(f"{tau:g}", *[fmt_num(r.get(key(side, tau)), 2) for r in last.values() for side in ("high", "low")])
+        t.add_row(f"{tau:g}", *[cell(r.get(key(side, tau))) for r in last.values() for side in ("high", "low")])
     show(t)
     for c in q.get("coverage") or []:
         if c["rows"]:

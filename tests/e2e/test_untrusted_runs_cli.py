@@ -242,6 +242,10 @@ def test_json_output_never_prints_infinity(fresh_home, run):
         row = _strict(res.stdout)["rows"][0]
         # the upper ends are unbounded (null); the lower ones are exp(-inf) = 0
         assert row["pred_high_hi"] is None and row["pred_low_hi"] is None and row["pred_high"] > 0
+    q = cli(["predict", SAMPLE, "--model", run, "--quantiles", "0.005,0.5,0.995", "--json"], fresh_home)
+    assert _strict(q.stdout)["rows"][0]["pred_high_q0.995"] is None  # unbounded: null, never Infinity
+    table = cli(["predict", SAMPLE, "--model", run, "--quantiles", "0.005,0.5,0.995"], fresh_home)
+    assert table.exit_code == 0 and "unbounded" in table.output and "inf" not in table.output.replace("info", "")
     res = cli(["predict", SAMPLE, "--model", run, "--coverage", "0.99", "-f", "csv"], fresh_home)
     assert "inf" not in res.stdout.lower()
 
