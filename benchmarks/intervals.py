@@ -173,7 +173,7 @@ def cqr_heads(dss, cal, pred_cal, scored, pred_sc, cutoffs, anc, coverage: float
         iv = {}
         for j, k in enumerate(("high", "low")):
             lo, hi, _ = conformal.aci(b[k][0] * s, b[k][1] * s, y[:, j], s,
-                                      lambda a, g, sc=scores[k]: anchor._q(sc, a), third - 1, 1 - coverage,
+                                      lambda a, g, sc=scores[k]: anchor.cqr_offsets(sc, a), third - 1, 1 - coverage,
                                       w.end, ds.fcfg.horizon, 0.02, upd, groups=3)
             iv[f"{k}_lo"], iv[f"{k}_hi"] = w.close * np.exp(lo), w.close * np.exp(hi)
         keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)

@@ -66,7 +66,7 @@ def quantiles(model: dict, x_last) -> dict[str, np.ndarray]:
             for key in ("high", "low")}
 
 
-def _q(scores: np.ndarray, alpha: float) -> tuple[float, float]:
+def cqr_offsets(scores: np.ndarray, alpha: float) -> tuple[float, float]:
     """The CQR offsets at level ``alpha``; a level too low for the scores gives their largest
     (bounded, as finhrm's per-third intervals: ``conformal.two_sided``)."""
     m = len(scores)
@@ -96,10 +96,10 @@ def forecast(model: dict, ds, w, cutoff=None, adaptive: bool = True) -> tuple[np
         sc = model["scores"][key]
         if adaptive:
             lo, hi, _ = conformal.aci(q[key][:, 0] * s, q[key][:, 2] * s, y[:, j], s,
-                                      lambda a, g, sc=sc: _q(sc, a), np.zeros(len(w), np.int64), target,
+                                      lambda a, g, sc=sc: cqr_offsets(sc, a), np.zeros(len(w), np.int64), target,
                                       w.end, ds.fcfg.horizon, update=update)
         else:
-            off = _q(sc, target)
+            off = cqr_offsets(sc, target)
             with np.errstate(invalid="ignore"):
                 lo, hi = (q[key][:, 0] + off[0]) * s, (q[key][:, 2] + off[1]) * s
         with np.errstate(over="ignore", invalid="ignore"):
