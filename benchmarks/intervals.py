@@ -66,6 +66,14 @@ CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, a level per
 }
 
 
+HEADS = {  # residual quantile heads: name -> (L2 penalty (linear.RIDGE is 1), cross-fitted on validation, step)
+    "resid-heads": (1.0, False, 0.02), "resid-heads-r30": (30.0, False, 0.02),
+    "resid-heads-r100": (100.0, False, 0.02), "resid-heads-r300": (300.0, False, 0.02),
+    "resid-heads-r30-0.03": (30.0, False, 0.03), "resid-heads-r100-0.03": (100.0, False, 0.03),
+    "resid-heads-cross": (1.0, True, 0.02), "resid-heads-cross-r30": (30.0, True, 0.02),
+}
+
+
 def series_files() -> dict[str, Path]:
     import real_data as rd
 
@@ -110,7 +118,7 @@ def halves(parts):
     return first, second
 
 
-def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
+def measure(run_dir: str, on: str = "test", coverage: float = 0.8, names=None) -> dict:
     from finhrm_cli.run.data import run_datasets
     from finhrm_cli.run.store import load_run
 
@@ -129,6 +137,8 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
     variants = {"old": baselines.conformal_residuals(np.concatenate(pred_cal), np.concatenate([w.y for _, w in cal]),
                                                      np.concatenate([scale(ds, w) for ds, w in cal]))}
     for name, (beta, mondrian, per_third, gamma, *width) in CANDIDATES.items():
+        if names is not None and name not in names:
+            continue
         variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma,
                                    width_model=bool(width))
     out = {}
@@ -138,31 +148,92 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8) -> dict:
         if "beta" in conf.get("by_volatility", {}):
             out[name]["beta"] = conf["by_volatility"]["beta"]
     out["anchor"] = figures(res[anchor.NAME])
-    out["cqr-heads"] = cqr_heads(dss, cal, pred_cal, scored, pred_sc, cutoffs, anc, coverage)
+    args = (dss, cal, pred_cal, scored, pred_sc, cutoffs)
+    out["cqr-heads"] = cqr_heads(*args, anchor_heads(anc), coverage)
+    tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
+    pred_tr = fc.forecast(tr)
+    for name, (ridge, cross, step) in HEADS.items():
+        if names is not None and name not in names:
+            continue
+        b, sc = cross_fit(cal, pred_cal, coverage, ridge) if cross else (
+            resid_heads(fit_resid_heads(tr, pred_tr, coverage, ridge)), None)
+        out[name] = cqr_heads(*args, b, coverage, sc, step)
     return out
 
 
-def cqr_heads(dss, cal, pred_cal, scored, pred_sc, cutoffs, anc, coverage: float) -> dict:
-    """Tried and measured, not in finhrm: the anchor's quantile heads around finhrm's forecast.
-    Row t's interval (units of the scale) is ``p_t + (q_lo - q_med)``, ``p_t + (q_hi - q_med)``
-    with the anchor's quantile regressions (fit on training rows), conformalized with the CQR
-    score on the calibration rows and adapted with one level per volatility third (step 0.02)."""
-    from finhrm_cli.forecast import intervals_quality as iq
-
+def anchor_heads(anc):
+    """The anchor's quantile offsets around finhrm's forecast (``cqr-heads``)."""
     def bounds(ds, w, p):
         q = anchor.quantiles(anc, w.x[:, -1, :])
         s = scale(ds, w)
         return {k: (p[:, j] / s + q[k][:, 0] - q[k][:, 1], p[:, j] / s + q[k][:, 2] - q[k][:, 1])
                 for j, k in enumerate(("high", "low"))}, s
+    return bounds
 
+
+def fit_resid_heads(parts, preds, coverage: float, ridge: float) -> dict:
+    """Linear quantile regressions (``alpha/2``, ``1 - alpha/2``) of finhrm's residuals (units of
+    the scale) on the scale-free inputs of ``parts`` with forecasts ``preds``: per target, (2, F+1)."""
+    from finhrm_cli.forecast import linear
+
+    x = np.concatenate([w.x[:, -1, :] for _, w in parts])
+    r = np.concatenate([(w.y - p) / scale(ds, w)[:, None] for (ds, w), p in zip(parts, preds)])
+    a = 1.0 - coverage
+    return {k: np.array([linear.fit_quantile(x, r[:, j], t, ridge=ridge) for t in (a / 2, 1 - a / 2)])
+            for j, k in enumerate(("high", "low"))}
+
+
+def resid_heads(coef: dict):
+    """Interval ends (units of the scale) ``p/s + q_lo(x)``, ``p/s + q_hi(x)`` from ``fit_resid_heads``."""
+    from finhrm_cli.forecast import linear
+
+    def bounds(ds, w, p):
+        d, s = linear.design(w.x[:, -1, :]), scale(ds, w)
+        out = {}
+        for j, k in enumerate(("high", "low")):
+            q = np.sort(d @ coef[k].T, axis=1)
+            out[k] = (p[:, j] / s + q[:, 0], p[:, j] / s + q[:, 1])
+        return out, s
+    return bounds
+
+
+def cross_fit(cal, pred_cal, coverage: float, ridge: float):
+    """Residual heads cross-fitted on the calibration rows: each time half's CQR scores come from
+    heads fit on the other half; the scored rows use the mean of the two fits' coefficients."""
+    first, second = halves(cal)
+    k = [len(w) // 2 for _, w in cal]
+    p1, p2 = [p[:n] for p, n in zip(pred_cal, k)], [p[n:] for p, n in zip(pred_cal, k)]
+    c1, c2 = fit_resid_heads(first, p1, coverage, ridge), fit_resid_heads(second, p2, coverage, ridge)
     scores = {"high": [], "low": []}
-    for (ds, w), p in zip(cal, pred_cal):
+    for parts, preds, c in ((second, p2, c1), (first, p1, c2)):
+        cqr_scores(parts, preds, resid_heads(c), scores)
+    mean = {key: (c1[key] + c2[key]) / 2 for key in c1}
+    return resid_heads(mean), {key: np.sort(np.concatenate(v)) for key, v in scores.items()}
+
+
+def cqr_scores(parts, preds, bounds, scores: dict) -> dict:
+    """Append the CQR scores ``max(lo - y, y - hi)`` (units of the scale) of ``parts`` to ``scores``."""
+    for (ds, w), p in zip(parts, preds):
         b, s = bounds(ds, w, p)
         y = w.y / s[:, None]
         for j, k in enumerate(("high", "low")):
             e = np.maximum(b[k][0] - y[:, j], y[:, j] - b[k][1])
             scores[k].append(e[np.isfinite(e)])
-    scores = {k: np.sort(np.concatenate(v)) for k, v in scores.items()}
+    return scores
+
+
+def cqr_heads(dss, cal, pred_cal, scored, pred_sc, cutoffs, bounds, coverage: float, scores=None,
+              step: float = 0.02) -> dict:
+    """Tried and measured: quantile heads around finhrm's forecast.  ``bounds(ds, w, p)`` gives
+    row t's interval ends in units of the scale (``anchor_heads``: ``p_t + (q_lo - q_med)``,
+    ``p_t + (q_hi - q_med)`` with the anchor's quantile regressions; ``resid_heads``: quantile
+    regressions of finhrm's own residuals), conformalized with the CQR score on the calibration
+    rows (or the given ``scores``) and adapted with one level per volatility third (``step``)."""
+    from finhrm_cli.forecast import intervals_quality as iq
+
+    if scores is None:
+        scores = cqr_scores(cal, pred_cal, bounds, {"high": [], "low": []})
+        scores = {k: np.sort(np.concatenate(v)) for k, v in scores.items()}
     parts = []
     for (ds, w), p, cutoff in zip(scored, pred_sc, cutoffs):
         b, s = bounds(ds, w, p)
@@ -174,7 +245,7 @@ def cqr_heads(dss, cal, pred_cal, scored, pred_sc, cutoffs, anc, coverage: float
         for j, k in enumerate(("high", "low")):
             lo, hi, _ = conformal.aci(b[k][0] * s, b[k][1] * s, y[:, j], s,
                                       lambda a, g, sc=scores[k]: anchor.cqr_offsets(sc, a), third - 1, 1 - coverage,
-                                      w.end, ds.fcfg.horizon, 0.02, upd, groups=3)
+                                      w.end, ds.fcfg.horizon, step, upd, groups=3)
             iv[f"{k}_lo"], iv[f"{k}_hi"] = w.close * np.exp(lo), w.close * np.exp(hi)
         keep = np.isfinite(w.next_high) & np.isfinite(w.next_low)
         parts.append(({k: v[keep] for k, v in iv.items()}, w.next_high[keep], w.next_low[keep], third[keep]))
@@ -232,7 +303,7 @@ def main() -> None:
     results: dict[str, list] = {}
     for key, entry in sorted(index.items()):
         series = key.split(":")[0]
-        results.setdefault(series, []).append(measure(entry["run"], args.on))
+        results.setdefault(series, []).append(measure(entry["run"], args.on, names=set(args.methods)))
         print(f"{key}: done", file=sys.stderr)
     table(results, args.methods)
     if args.json:
