@@ -10,9 +10,12 @@ code (``scoring.score_parts``, adaptive intervals at 80%):
 
 * ``old``: one residual list in units of the volatility scale, one adaptive level (step 0.005;
   runs made before issue 27);
-* ``default`` (new runs, ``conformal.DEFAULT``): the same list, one adaptive level per
-  volatility third (edges from the training rows), step 0.02; ``per-third-0.005``/``-0.01``:
-  smaller steps;
+* ``default`` (new runs, ``conformal.DEFAULT``): residual heads around finhrm's forecast
+  (linear quantile regressions of its training residuals on the scale-free inputs, ridge 100,
+  ``conformal.fit_heads``), CQR scores on validation, one adaptive level per volatility third
+  (edges from the training rows), step 0.03;
+* ``per-third-0.02`` (the default before the residual heads): the old list, one adaptive level
+  per third, step 0.02; ``per-third-0.005``/``-0.01``: smaller steps;
 * ``mondrian``: residuals and levels per third (step 0.005; ``mondrian-0.02``), and
   ``mondrian-shared``: residuals per third, one level;
 * ``width-beta``: residuals in units of ``scale ** beta`` (beta fitted on validation: the slope
@@ -20,7 +23,10 @@ code (``scoring.score_parts``, adaptive intervals at 80%):
 * ``features-width``: a width model on the scale-free inputs (fit on the training rows,
   ``conformal.fit_width``) times the scale, a level per third (step 0.02; ``-0.005``);
 * ``cqr-heads``: the anchor's quantile offsets around finhrm's forecast, CQR scores on
-  validation, a level per third (step 0.02; ``cqr_heads``, always computed).
+  validation, a level per third (step 0.02; ``cqr_heads``, always computed);
+* ``resid-heads*`` (``HEADS``): quantile regressions of finhrm's own residuals around its
+  forecast, fit on the training rows or cross-fitted on the validation halves, ridge and step
+  as named (``resid-heads-r100-0.03`` is the new default, computed here independently).
 
 ``--on val`` scores the second half of the validation rows instead, every candidate (and the
 anchor's conformal scores) calibrated on the first half: the choice of the default is made
@@ -53,7 +59,8 @@ from finhrm_cli.forecast.parts import of, scale, train_scale  # noqa: E402
 from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
 
 CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, a level per third, step[, feature width])
-    "default": (1.0, False, True, conformal.DEFAULT["gamma"]),  # what new runs store (conformal.DEFAULT)
+    "default": None,  # what new runs store (conformal.DEFAULT: residual heads, a level per third, step 0.03)
+    "per-third-0.02": (1.0, False, True, 0.02),  # the default before the residual heads
     "per-third-0.005": (1.0, False, True, 0.005),
     "per-third-0.01": (1.0, False, True, 0.01),
     "mondrian": (1.0, True, True, 0.005),
@@ -136,11 +143,17 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8, names=None) -
     anc = anchor.fit(of(dss, "train"), cal, coverage)
     variants = {"old": baselines.conformal_residuals(np.concatenate(pred_cal), np.concatenate([w.y for _, w in cal]),
                                                      np.concatenate([scale(ds, w) for ds, w in cal]))}
-    for name, (beta, mondrian, per_third, gamma, *width) in CANDIDATES.items():
+    tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
+    pred_tr = fc.forecast(tr)
+    for name, spec in CANDIDATES.items():
         if names is not None and name not in names:
             continue
+        if spec is None:
+            variants[name] = residuals(dss, cal, pred_cal, tr, pred_tr, coverage, **conformal.DEFAULT)
+            continue
+        beta, mondrian, per_third, gamma, *width = spec
         variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma,
-                                   width_model=bool(width))
+                                   width_model=bool(width), heads=False)
     out = {}
     for name, conf in variants.items():
         res = score_parts(scored, pred_sc, conf, coverage, "adaptive", cutoffs, None, scales, anc)["results"]
@@ -150,8 +163,6 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8, names=None) -
     out["anchor"] = figures(res[anchor.NAME])
     args = (dss, cal, pred_cal, scored, pred_sc, cutoffs)
     out["cqr-heads"] = cqr_heads(*args, anchor_heads(anc), coverage)
-    tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
-    pred_tr = fc.forecast(tr)
     for name, (ridge, cross, step) in HEADS.items():
         if names is not None and name not in names:
             continue

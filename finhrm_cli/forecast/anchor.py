@@ -16,13 +16,12 @@ Test rows are never read by the fit.  A production run has no validation rows: n
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from finhrm_cli.forecast import conformal, linear
 from finhrm_cli.forecast.parts import scale, stack
 
+cqr_offsets = conformal.cqr_offsets  # the CQR offsets (shared with finhrm's residual heads)
 NAME = "cqr_linear"  # the anchor's key among evaluate's results
 
 
@@ -64,21 +63,6 @@ def quantiles(model: dict, x_last) -> dict[str, np.ndarray]:
     a = linear.design(x_last)
     return {key: np.sort(np.stack([a @ np.asarray(c) for c in model["coef"][key]], axis=1), axis=1)
             for key in ("high", "low")}
-
-
-def cqr_offsets(scores: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The CQR offsets at level ``alpha``; a level too low for the scores gives their largest
-    (bounded, as finhrm's per-third intervals: ``conformal.two_sided``)."""
-    m = len(scores)
-    if m:
-        alpha = max(alpha, 1.0 / (m + 1))
-    if m == 0 or alpha <= 0:
-        return -math.inf, math.inf
-    if alpha >= 1:
-        return 0.0, 0.0
-    k = int(math.ceil((m + 1) * (1 - alpha)))
-    q = float(scores[k - 1]) if k <= m else math.inf
-    return -q, q
 
 
 def forecast(model: dict, ds, w, cutoff=None, adaptive: bool = True) -> tuple[np.ndarray, dict]:

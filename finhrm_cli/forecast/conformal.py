@@ -19,6 +19,13 @@ may now also hold ``"by_volatility"`` (``residual_bins``), the default of new ru
 * ``beta``: the residuals are in units of ``s ** beta`` (a width model; 1, the old scaling, by
   default; ``width_beta`` fits the slope of ``log |residual|`` on ``log s``).
 
+* ``heads`` (new runs since the residual heads, ``fit_heads``): linear quantile regressions
+  of finhrm's *training* residuals (units of the scale) on the scale-free inputs at
+  ``alpha/2`` and ``1 - alpha/2``; row t's interval is then ``p_t + q_lo(x_t) s_t`` ..
+  ``p_t + q_hi(x_t) s_t`` widened by the CQR offset (Romano et al. 2019: ``high`` / ``low``
+  hold the sorted validation scores ``max(q_lo - r, r - q_hi)``, ``cqr_offsets``), so the
+  width follows the inputs, not the scale alone.
+
 Mondrian residuals and the fitted width model were measured and lost (docs/results.md).
 
 ``aci`` is the one adaptive conformal loop (Gibbs & Candès 2021) for any interval of the
@@ -34,7 +41,8 @@ from typing import Callable
 import numpy as np
 
 # New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
-DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.02}
+DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.03, "heads": True}
+HEADS_RIDGE = 100.0  # the residual heads' L2 penalty on the normalised inputs (linear.RIDGE is 1)
 MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
 
@@ -102,6 +110,43 @@ def width_of(model: dict, x_last) -> np.ndarray:
                     axis=1)
 
 
+def cqr_offsets(scores: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The CQR offsets of the sorted ``scores`` at level ``alpha``; a level too low for the
+    scores gives their largest (bounded, as ``two_sided`` with ``finite``)."""
+    m = len(scores)
+    if m:
+        alpha = max(alpha, 1.0 / (m + 1))
+    if m == 0 or alpha <= 0:
+        return -math.inf, math.inf
+    if alpha >= 1:
+        return 0.0, 0.0
+    k = int(math.ceil((m + 1) * (1 - alpha)))
+    q = float(scores[k - 1]) if k <= m else math.inf
+    return -q, q
+
+
+def fit_heads(x_last, resid_units, coverage: float, ridge: float = HEADS_RIDGE) -> dict:
+    """Per target, the coefficients (intercept first) of the linear quantile regressions of
+    finhrm's residuals ``resid_units`` (n, 2; units of the scale) on the inputs ``x_last`` at
+    ``alpha/2`` and ``1 - alpha/2`` (``linear.fit_quantile``)."""
+    from finhrm_cli.forecast import linear
+
+    r, x = np.asarray(resid_units, np.float64), np.asarray(x_last)
+    a = 1.0 - coverage
+    out = {k: [[round(float(v), 9) for v in linear.fit_quantile(x, r[:, j], t, ridge=ridge)] for t in (a / 2, 1 - a / 2)]
+           for j, k in enumerate(("high", "low"))}
+    return {**out, "coverage": float(coverage), "ridge": float(ridge)}
+
+
+def heads_of(heads: dict, x_last) -> np.ndarray:
+    """(n, 2 targets, 2 ends) the residual heads' quantiles in units of the scale, sorted."""
+    from finhrm_cli.forecast import linear
+
+    a = linear.design(x_last)
+    return np.stack([np.sort(np.stack([a @ np.asarray(c) for c in heads[k]], axis=1), axis=1)
+                     for k in ("high", "low")], axis=1)
+
+
 def edges_of(train_scale) -> list[float] | None:
     s = np.asarray(train_scale, np.float64)
     s = s[np.isfinite(s)]
@@ -116,7 +161,8 @@ def thirds_of(scale, edges) -> np.ndarray:
 
 def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
                   beta: float | None = DEFAULT["beta"], mondrian: bool = DEFAULT["mondrian"],
-                  per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"], width=None) -> dict:
+                  per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"], width=None,
+                  heads=None) -> dict:
     """The ``by_volatility`` part of a run's residuals from its validation rows.
 
     ``pred_log``, ``y_log``: (n, 2) forecasts and outcomes (log ratios); ``scale``: (n,) the rows'
@@ -124,12 +170,15 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     the volatility scale of that series' training rows (the edges of the thirds).  ``beta``:
     the width exponent (None: fitted, ``width_beta``); ``mondrian``: residuals per third (else
     one pooled list in every third); ``per_third``: one adaptive level per third; ``gamma``:
-    the adaptive step; ``width``: (n, 2) row multipliers of the unit (a width model), or None."""
+    the adaptive step; ``width``: (n, 2) row multipliers of the unit (a width model), or None;
+    ``heads``: (n, 2, 2) the residual heads' quantiles of the rows (``heads_of``): the lists hold
+    CQR scores, not residuals."""
     p, y = np.asarray(pred_log, np.float64), np.asarray(y_log, np.float64)
     s = np.asarray(scale, np.float64)
     ok = np.all(np.isfinite(y), axis=1)
     p, y, s, series = p[ok], y[ok], s[ok], np.asarray(series)[ok]
     wd = np.ones_like(p) if width is None else np.asarray(width, np.float64)[ok]
+    q = None if heads is None else np.asarray(heads, np.float64)[ok]
     r = y - p
     if beta is None:
         beta = width_beta(r.ravel(), np.repeat(s, 2))
@@ -141,6 +190,8 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     edges["*"] = pooled
     third = np.array([thirds_of([v], edges.get(name, pooled))[0] for v, name in zip(s, series)], np.int64)
     u = r / ((s ** beta)[:, None] * wd)
+    if q is not None:  # CQR scores of the residual heads
+        u = np.maximum(q[:, :, 0] - u, u - q[:, :, 1])
     out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third),
            "gamma": float(gamma)}
     for j, key in enumerate(("high", "low")):
@@ -192,32 +243,35 @@ def row_thirds(conf: dict, scale, series: str | None) -> np.ndarray:
 
 def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale, series: str | None,
                      adaptive: bool = True, end=None, horizon: int = 1, update=None,
-                     gamma: float = GAMMA, per_third: bool = True, width=None) -> dict[str, np.ndarray]:
+                     gamma: float = GAMMA, per_third: bool = True, width=None, x_last=None) -> dict[str, np.ndarray]:
     """Price intervals from a run's ``by_volatility`` residuals ``conf``: each row calibrated on its
     third's residuals in units of ``scale ** beta``; ``adaptive``: one adaptive level per third
     (else the static split-conformal offsets); ``per_third``: one adaptive level per third (else
-    one for every row); ``width``: (n, 2) row multipliers of the unit, or None.  Same keys as
-    ``baselines.intervals``."""
+    one for every row); ``width``: (n, 2) row multipliers of the unit, or None; ``x_last``: the
+    rows' inputs, for residual heads (``conf["heads"]``).  Same keys as ``baselines.intervals``."""
     p = np.asarray(pred_log, np.float64)
     y = np.asarray(y_log, np.float64) if y_log is not None else np.full(p.shape, np.nan)
     close = np.asarray(close, np.float64)
     s = np.asarray(scale, np.float64)
     third = row_thirds(conf, s, series)
+    q = heads_of(conf["heads"], x_last) if conf.get("heads") else None
     out = {}
     for j, key in enumerate(("high", "low")):
         unit = s ** float(conf["beta"]) * (1.0 if width is None else np.asarray(width, np.float64)[:, j])
         sets = [np.asarray(r, np.float64) for r in conf[key]]  # per third, or one for all
+        clo, chi = (p[:, j], p[:, j]) if q is None else (p[:, j] + q[:, j, 0] * unit, p[:, j] + q[:, j, 1] * unit)
 
         def offsets(alpha, k, sets=sets):
-            return two_sided(sets[k if len(sets) == 3 else 0], alpha, finite=True)
+            r = sets[k if len(sets) == 3 else 0]
+            return two_sided(r, alpha, finite=True) if q is None else cqr_offsets(r, alpha)
 
         if adaptive:
-            lo, hi, _ = aci(p[:, j], p[:, j], y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,
+            lo, hi, _ = aci(clo, chi, y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,
                             gamma, update, groups=3, shared=not per_third)
         else:
             off = np.array([offsets(1.0 - coverage, int(k)) for k in third]).reshape(-1, 2)
             with np.errstate(invalid="ignore"):
-                lo, hi = p[:, j] + off[:, 0] * unit, p[:, j] + off[:, 1] * unit
+                lo, hi = clo + off[:, 0] * unit, chi + off[:, 1] * unit
         with np.errstate(over="ignore", invalid="ignore"):
             out[f"{key}_lo"], out[f"{key}_hi"] = close * np.exp(lo), close * np.exp(hi)
     return out

@@ -173,6 +173,7 @@ def test_evaluate_scores_the_conformalized_anchor_beside_finhrm(trained_home, tr
         [t["rows"] for t in ev["results"]["finhrm"]["coverage_by_volatility"]]
     cfg = json.loads((Path(trained_summary["run"]) / "config.json").read_text())
     assert cfg["conformal"]["by_volatility"]["per_third"] is True and ev["intervals_per_third"] is True
+    assert len(cfg["conformal"]["by_volatility"]["heads"]["high"]) == 2  # residual heads (new runs' default)
     human = run_cli(["evaluate", trained_summary["run"]], trained_home)
     assert "CQR linear" in human.output
 

@@ -79,6 +79,7 @@ def test_from_trains_every_row_warm_with_lineage_and_intervals(parent):
     assert cfg["train"]["epochs"] == 1 and cfg["train"]["lr"] == pytest.approx(parent_cfg["train"]["lr"] * 0.1)
     assert cfg["conformal"] == parent_cfg["conformal"]
     assert "by_volatility" in cfg["conformal"]  # issue 27: the parent's per-third intervals carry over
+    assert "heads" in cfg["conformal"]["by_volatility"]  # and its residual heads (predict computes them from these)
     assert cfg["blend"]["hrm_weight"] == parent_cfg["blend"]["hrm_weight"]
     # valid intervals on the next session, and predict picks the production run for this file
     out = run_cli(["predict", parent["full"], "--json"], home)

@@ -266,3 +266,57 @@ def test_evaluate_says_whether_the_intervals_adapt_per_third():
     old = {k: v for k, v in conf.items() if k != "by_volatility"}
     assert score_parts([(ds, w)], [pred], conf, 0.8)["intervals_per_third"] is True
     assert score_parts([(ds, w)], [pred], old, 0.8)["intervals_per_third"] is False
+
+
+def _run_with_heads(ds):
+    """A run's residuals with residual heads, fit on training forecasts as Forecaster.finish does."""
+    rng = np.random.default_rng(11)
+    tr, va = of([ds], "train"), of([ds], "val")
+    pred = [[w.y + rng.normal(0, 0.002, w.y.shape) for _, w in parts] for parts in (tr, va)]
+    return residuals([ds], va, pred[1], tr, pred[0])
+
+
+def test_residual_heads_widen_where_the_residuals_are_larger():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3000, 3))
+    r = rng.standard_normal((3000, 2)) * np.exp(0.5 * x[:, :1])  # residuals grow with the first input
+    heads = conformal.fit_heads(x, r, 0.8)
+    q = conformal.heads_of(heads, np.array([[-2.0, 0, 0], [0, 0, 0], [2.0, 0, 0]]))
+    width = q[:, :, 1] - q[:, :, 0]
+    assert np.all(q[:, :, 0] <= q[:, :, 1]) and np.all(np.diff(width, axis=0) > 0)
+
+
+def test_new_runs_store_residual_heads_that_shape_their_intervals():
+    ds = _dataset(900, 3)
+    conf = _run_with_heads(ds)
+    bv = conf["by_volatility"]
+    n_coef = ds.windows("train").x.shape[-1] + 1
+    assert [len(c) for k in ("high", "low") for c in bv["heads"][k]] == [n_coef] * 4
+    assert bv["gamma"] == conformal.DEFAULT["gamma"] and len(bv["high"]) == 1
+    w = ds.windows("test")
+    pred = np.zeros((len(w), 2))
+    plain = {**conf, "by_volatility": {k: v for k, v in bv.items() if k != "heads"}}
+    a = interval_arrays(ds, w, pred, conf, 0.8, "adaptive")
+    b = interval_arrays(ds, w, pred, plain, 0.8, "adaptive")
+    assert not np.allclose(a["high_hi"], b["high_hi"])
+    assert all(np.all(np.isfinite(v)) for v in a.values())
+    assert np.all(a["high_lo"] <= a["high_hi"]) and np.all(a["low_lo"] <= a["low_hi"])
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    for method in ("adaptive", "split"):
+        q = quantiles.quantiles(ds, w, pred, conf, levels, method)
+        assert np.all(np.diff(q["high"], axis=1) >= 0) and np.all(np.diff(q["low"], axis=1) >= 0)
+        assert np.all(q["low"] <= q["high"])
+
+
+def test_without_training_forecasts_no_heads_are_stored():
+    ds = _dataset()
+    va = of([ds], "val")
+    conf = residuals([ds], va, [w.y * 0.9 for _, w in va])
+    assert "heads" not in conf["by_volatility"]
+
+
+def test_the_cqr_offsets_stay_bounded_and_follow_the_level():
+    sc = np.sort(np.random.default_rng(3).normal(0, 1, 99))
+    assert conformal.cqr_offsets(sc, -0.5) == (-sc[-1], sc[-1])  # a level below any: the largest score
+    assert conformal.cqr_offsets(sc, 0.1)[1] > conformal.cqr_offsets(sc, 0.5)[1]
+    assert anchor.cqr_offsets is conformal.cqr_offsets
