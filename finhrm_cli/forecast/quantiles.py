@@ -3,7 +3,9 @@
 A level ``tau`` below one half is the lower end of the run's conformal interval at coverage
 ``1 - 2 tau``, one above it the upper end of the interval at ``2 tau - 1`` (``scoring.
 interval_arrays``: adaptive or split, per volatility third for runs that store them), and
-``0.5`` the forecast itself.  Each row's levels are then sorted (rearrangement, Chernozhukov,
+``0.5`` the forecast itself; a lower end above the forecast (or an upper end below it: the
+residual heads of new runs can put a narrow interval to one side of the forecast) is moved to
+the forecast, so the forecast stays the median.  Each row's levels are then sorted (rearrangement, Chernozhukov,
 Fernández-Val and Galichon 2010: never further from the truth), so the quantiles never cross,
 and the low's quantile at each level is capped at the high's, so low <= high level by level
 (the minimum of two non-decreasing curves is non-decreasing).
@@ -52,8 +54,9 @@ def quantiles(ds, w, pred_log, conformal: dict, levels: list[float], method: str
             continue
         iv = interval_arrays(ds, w, pred_log, conformal, abs(1.0 - 2.0 * tau), method, cutoff)
         end = "lo" if tau < 0.5 else "hi"
-        for side in ("high", "low"):
-            cols[side].append(iv[f"{side}_{end}"])
+        bound = np.minimum if tau < 0.5 else np.maximum  # the forecast stays the median (residual heads
+        for side, point in (("high", ph), ("low", pl)):  # can put a narrow interval beside it)
+            cols[side].append(bound(iv[f"{side}_{end}"], point))
     return arrange(np.stack(cols["high"], axis=1), np.stack(cols["low"], axis=1))
 
 

@@ -306,6 +306,7 @@ def test_new_runs_store_residual_heads_that_shape_their_intervals():
         q = quantiles.quantiles(ds, w, pred, conf, levels, method)
         assert np.all(np.diff(q["high"], axis=1) >= 0) and np.all(np.diff(q["low"], axis=1) >= 0)
         assert np.all(q["low"] <= q["high"])
+        assert np.array_equal(q["high"][:, 2], w.close * np.exp(pred[:, 0]))  # the forecast stays the median
 
 
 def test_without_training_forecasts_no_heads_are_stored():
