@@ -400,6 +400,7 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="The file to write the predictions to, instead of stdout (CSV unless --format json).")] = None,
     coverage: CoverageOpt = 0.8,
     intervals: IntervalsOpt = Intervals.adaptive,
+    quantile_levels: Annotated[Optional[str], typer.Option("--quantiles", metavar="LEVELS", help="Also give the high's and the low's quantiles at these levels, e.g. 0.05,0.25,0.5,0.75,0.95 (never crossing, low <= high at each; with --all, each pair's coverage).", show_default=False)] = None,
     act: ActOpt = None,
     stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = 20,
     date_col: DateCol = None,
@@ -414,10 +415,19 @@ def predict(
     if not data_path:
         raise UsageError("missing DATA: pass the CSV or Parquet file to predict from (e.g. `finhrm predict data.csv`).")
     check_output(output, "--output")
+    levels = None
+    if quantile_levels is not None:
+        from finhrm_cli.forecast.quantiles import parse
+
+        try:
+            levels = parse(quantile_levels)
+        except ValueError as exc:
+            raise UsageError(f"--quantiles {quantile_levels}: {exc}; pass levels between 0 and 1 separated by "
+                             "commas, e.g. --quantiles 0.05,0.25,0.5,0.75,0.95.") from None
 
     result = run_predict(data_path, model, all_rows=all_rows, coverage=coverage, act=act,
                          date_col=date_col, col_map=_col_map(col), intervals=intervals.value,
-                         stale_after=stale_after, ack=_ack(ack))
+                         stale_after=stale_after, ack=_ack(ack), levels=levels)
     render_predict(result, "json" if as_json else fmt.value, output)
     _say_run(result)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
-from finhrm_cli.forecast.parts import iso, scale
+from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import score_parts
 
 
@@ -152,13 +152,16 @@ class EnsembleForecaster:
     def extra(self, hrm_preds) -> None:
         return None
 
-    def residuals(self, parts) -> dict:
-        """Conformal residuals of the ensemble's own forecasts of ``parts`` (its validation)."""
-        from finhrm_cli.forecast import baselines
+    def residuals(self, parts, dss=None) -> dict:
+        """Conformal residuals of the ensemble's own forecasts of ``parts`` (its validation), as a
+        single run's (``forecaster.residuals``): per volatility third, with residual heads fit on
+        the ensemble's forecasts of the training windows of ``dss`` (its series)."""
+        from finhrm_cli.forecast.forecaster import residuals
+        from finhrm_cli.forecast.parts import of
 
-        preds = self.forecast(parts)
-        return baselines.conformal_residuals(np.concatenate(preds), np.concatenate([w.y for _, w in parts]),
-                                             np.concatenate([scale(ds, w) for ds, w in parts]))
+        dss = dss if dss is not None else [ds for ds, _ in parts]
+        tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
+        return residuals(dss, parts, self.forecast(parts), tr, self.forecast(tr) if tr else None)
 
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
               hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None) -> dict:

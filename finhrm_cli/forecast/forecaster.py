@@ -14,12 +14,49 @@ from typing import Any
 
 import numpy as np
 
-from finhrm_cli.forecast import baselines, inference, linear, memo
-from finhrm_cli.forecast.parts import of, scale, stack
+from finhrm_cli.forecast import baselines, conformal, inference, linear, memo
+from finhrm_cli.forecast.parts import of, scale, stack, train_scale
 from finhrm_cli.forecast.scoring import HRM_ALONE, score_parts
 
 
 REFRESH_CALIBRATION_ROWS = 256  # windows a production run's Q-head calibration map is fit on
+
+
+def residuals(dss, va, pred_va: list[np.ndarray], tr=None, pred_tr=None, coverage: float = 0.8,
+              **by_volatility) -> dict:
+    """A run's conformal residuals from its validation forecasts ``pred_va`` (per part of
+    ``va``): the pooled list in volatility-scale units (``baselines.conformal_residuals``) and,
+    since issue 27, the residuals per volatility third (``conformal.residual_bins``, edges from
+    each series' training rows; ``by_volatility``: its options), which the intervals of a new
+    run use.  With the training parts ``tr`` and their forecasts ``pred_tr`` (and the option
+    ``heads``, the default), residual heads fit on the training residuals at ``coverage``
+    (``conformal.fit_heads``) and the validation rows' CQR scores.  A run whose targets are not
+    volatility-scaled keeps the pooled list alone."""
+    y = np.concatenate([w.y for _, w in va])
+    s = np.concatenate([scale(ds, w) for ds, w in va])
+    p = np.concatenate(pred_va)
+    conf = baselines.conformal_residuals(p, y, s)
+    if not all(ds.fcfg.scale_targets for ds, _ in va):
+        return conf
+    names = np.concatenate([np.full(len(w), ds.source.name, dtype=object) for ds, w in va])
+    width = None
+    if by_volatility.pop("width_model", False):  # fit on the training windows, applied to validation's
+        xy = stack([(ds, w) for ds, w in of(dss, "train") if len(w)])
+        width = conformal.fit_width(xy["x"][:, -1, :], xy["y"])
+    x_va = np.concatenate([w.x[:, -1, :] for _, w in va])
+    heads = None
+    if by_volatility.pop("heads", conformal.DEFAULT["heads"]) and pred_tr is not None and tr:
+        r_tr = np.concatenate([(w.y - q) / scale(ds, w)[:, None] for (ds, w), q in zip(tr, pred_tr)])
+        ok = np.isfinite(r_tr).all(axis=1)
+        if ok.sum() >= linear.MIN_TRAIN:
+            x_tr = np.concatenate([w.x[:, -1, :] for _, w in tr])
+            heads = conformal.fit_heads(x_tr[ok], r_tr[ok], coverage, by_volatility.pop("ridge", conformal.HEADS_RIDGE))
+    by_volatility.pop("ridge", None)
+    bv = conformal.residual_bins(p, y, s, names, {ds.source.name: train_scale(ds) for ds in dss}, **by_volatility,
+                                 width=None if width is None else conformal.width_of(width, x_va),
+                                 heads=None if heads is None else conformal.heads_of(heads, x_va))
+    conf["by_volatility"] = {**bv, **({"width_model": width} if width else {}), **({"heads": heads} if heads else {})}
+    return conf
 
 
 class Forecaster:
@@ -115,11 +152,8 @@ class Forecaster:
         va = of(dss, "val")
         hrm_va = self.hrm(va)
         self.blend = self.fit_blend(dss, hrm_va) if blend else None
-        pred_va = self.combine(va, hrm_va)
-        self.conformal = baselines.conformal_residuals(
-            np.concatenate(pred_va), np.concatenate([w.y for _, w in va]),
-            np.concatenate([scale(ds, w) for ds, w in va]),
-        )
+        tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]  # the residual heads' rows
+        self.conformal = residuals(dss, va, self.combine(va, hrm_va), tr, self.forecast(tr) if tr else None)
         return hrm_va
 
     def finish_every_row(self, dss, hrm_weight: float | None, conformal: dict | None) -> None:
@@ -143,9 +177,10 @@ class Forecaster:
         self.conformal = conformal
 
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
-              hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None) -> dict:
+              hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None,
+              anchor_model: dict | None = None) -> dict:
         """The run's forecasts on ``parts`` against the baselines, with the HRM alone beside
-        when blended (``scoring.score_parts``)."""
+        when blended and the conformalized anchor if given (``scoring.score_parts``)."""
         hrm = self.hrm(parts) if hrm_preds is None else hrm_preds
         return score_parts(parts, self.combine(parts, hrm), self.conformal, coverage, intervals, cutoffs,
-                           self.extra(hrm), train_scales)
+                           self.extra(hrm), train_scales, anchor_model)

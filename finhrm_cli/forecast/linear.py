@@ -52,18 +52,29 @@ def fit_median(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE, iters: int = 
     """Least-absolute-deviation regression of ``y`` (n,) on ``x`` (n, F) with an L2 penalty on
     the slopes: IRLS, each step a weighted ridge solve with weights 1/max(|residual|, eps).
     Returns (F + 1,) coefficients, intercept first."""
+    return fit_quantile(x, y, 0.5, ridge, iters)
+
+
+def fit_quantile(x: np.ndarray, y: np.ndarray, tau: float, ridge: float = RIDGE, iters: int = IRLS_ITERS) -> np.ndarray:
+    """Linear quantile regression of ``y`` (n,) on ``x`` (n, F) at level ``tau`` (the pinball
+    loss) with an L2 penalty on the slopes, by majorize-minimize (Hunter & Lange 2000): the
+    pinball loss ``(|r| + (2 tau - 1) r) / 2`` with ``|r|`` bounded by its quadratic at the
+    last residuals, so each step is the weighted ridge solve of ``fit_median`` plus the
+    linear term ``(2 tau - 1) A'1``.  ``tau = 0.5`` is the median regression.  Returns
+    (F + 1,) coefficients, intercept first."""
     a = design(x)
     y = np.asarray(y, np.float64)
     keep = np.isfinite(y)
     a, y = a[keep], y[keep]
     reg = ridge * np.eye(a.shape[1])
     reg[0, 0] = 0.0
+    tilt = (2.0 * tau - 1.0) * a.sum(axis=0)
     w = np.linalg.solve(a.T @ a + reg + 1e-9 * np.eye(a.shape[1]), a.T @ y)  # ridge start
     for _ in range(iters):
         r = np.abs(y - a @ w)
         eps = max(1e-3 * float(np.median(r)), 1e-9)
         wt = 1.0 / np.maximum(r, eps)  # at the fixed point: sum |r| + ridge * |slopes|^2
-        new = np.linalg.solve(a.T @ (a * wt[:, None]) + reg + 1e-9 * np.eye(a.shape[1]), a.T @ (wt * y))
+        new = np.linalg.solve(a.T @ (a * wt[:, None]) + reg + 1e-9 * np.eye(a.shape[1]), a.T @ (wt * y) + tilt)
         done = float(np.max(np.abs(new - w))) < IRLS_TOL
         w = new
         if done:

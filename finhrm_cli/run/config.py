@@ -200,7 +200,7 @@ def check(cfg: Any, required: tuple[str, ...] = ("model",)) -> None:
             raise UsageError(f"the key {key!r} is missing")
     n = _check_sections(cfg)
     _check_inputs(cfg, n)
-    _check_conformal(cfg.get("conformal"))
+    _check_conformal(cfg.get("conformal"), n)
     _check_halt_calibration(cfg.get("halt_calibration"))
     _check_blend(cfg.get("blend"), n)
     _check_source_and_series(cfg)
@@ -245,7 +245,7 @@ def _check_inputs(cfg: dict, n: int | None) -> None:
         raise UsageError("normalizer.std must be positive, one per mean")
 
 
-def _check_conformal(conf: Any) -> None:
+def _check_conformal(conf: Any, n: int | None = None) -> None:
     if conf is None:
         return
     if not isinstance(conf, dict):
@@ -257,6 +257,49 @@ def _check_conformal(conf: Any) -> None:
             raise UsageError(f"conformal.{k} must be a list of finite numbers")
     if "n" in conf and not _count(conf["n"]):
         raise UsageError(f"conformal.n must be a count (got {shown(conf['n'])})")
+    if "by_volatility" in conf:
+        _check_by_volatility(conf["by_volatility"], n)
+
+
+def _check_by_volatility(bv: Any, n: int | None = None) -> None:
+    """The residuals per volatility third of a run made since issue 27 (``forecast.conformal``)."""
+    if not isinstance(bv, dict):
+        raise UsageError("conformal.by_volatility must be an object")
+    if not (_finite(bv.get("beta")) and 0 <= bv["beta"] <= 1):
+        raise UsageError(f"conformal.by_volatility.beta must be a number in [0, 1] (got {shown(bv.get('beta'))})")
+    edges = bv.get("edges")
+    if not isinstance(edges, dict) or "*" not in edges or not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        and not math.isnan(x) for x in e) for e in edges.values()):
+        raise UsageError("conformal.by_volatility.edges must map series names (and \"*\") to two numbers")
+    for k in ("high", "low"):
+        if not (isinstance(bv.get(k), list) and len(bv[k]) in (1, 3) and all(_numbers(r) for r in bv[k])):
+            raise UsageError(f"conformal.by_volatility.{k} must be one or three lists of finite numbers")
+    if not isinstance(bv.get("per_third", True), bool):
+        raise UsageError("conformal.by_volatility.per_third must be true or false")
+    wm = bv.get("width_model")
+    if wm is not None and not (isinstance(wm, dict) and all(_numbers(wm.get(k)) for k in ("high", "low"))
+                               and all(_finite(wm.get(f"{k}_norm")) and wm[f"{k}_norm"] > 0 for k in ("high", "low"))):
+        raise UsageError("conformal.by_volatility.width_model must hold lists high and low and positive high_norm, "
+                         "low_norm")
+    _check_heads(bv.get("heads"), n)
+    if not (_finite(bv.get("gamma", 0.005)) and 0 <= bv.get("gamma", 0.005) <= 1):
+        raise UsageError(f"conformal.by_volatility.gamma must be a number in [0, 1] (got {shown(bv.get('gamma'))})")
+
+
+def _check_heads(h: Any, n: int | None) -> None:
+    """The residual heads (``conformal.fit_heads``): per target two coefficient lists, one per
+    feature plus the intercept, each finite and below ``linear.COEF_LIMIT`` in size."""
+    from finhrm_cli.forecast.linear import COEF_LIMIT
+
+    if h is None:
+        return
+    lists = [c for k in ("high", "low") for c in (h.get(k) if isinstance(h, dict) and isinstance(h.get(k), list)
+                                                  and len(h[k]) == 2 else [None])]
+    m = (n + 1) if isinstance(n, int) else len(lists[0]) if isinstance(lists[0], list) else None
+    if not all(_numbers(c, m) and c and all(abs(v) <= COEF_LIMIT for v in c) for c in lists):
+        raise UsageError("conformal.by_volatility.heads must hold high and low: two lists of finite numbers each, "
+                         + (f"{m} per list (model.n_features + 1), " if m else "") + f"below {COEF_LIMIT:g} in size")
 
 
 def _check_halt_calibration(hc: Any) -> None:

@@ -58,10 +58,11 @@ def make_ensemble(member_dirs: list[Path], root: Path, name: str, about: dict, s
         cfg[ENSEMBLE] = {**about, "members": entries, "windows_of": entries[frame]["dir"]}
         rc = store.RunConfig.from_dict(cfg, run_dir / CONFIG)
         fc, rc = load_ensemble(run_dir, rc, store.load_run)
-        val = [(ds, w) for ds, w in of(run_datasets(run_dir, rc), "val") if len(w)]
+        dss = run_datasets(run_dir, rc)
+        val = [(ds, w) for ds, w in of(dss, "val") if len(w)]
         if not val:
             raise UsageError("the runs hold no validation rows; an ensemble's intervals are calibrated on them.")
-        fc.conformal = rc.conformal = fc.residuals(val)
+        fc.conformal = rc.conformal = fc.residuals(val, dss)
         metrics = {"val": fc.score(val, 0.8, intervals="split")}
         writer = store.RunWriter(run_dir)
         writer.save_config(rc)

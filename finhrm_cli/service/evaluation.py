@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError, UsageError
-from finhrm_cli.forecast.parts import iso, train_scale
+from finhrm_cli.forecast import anchor
+from finhrm_cli.forecast.parts import iso, of, train_scale
 from finhrm_cli.forecast.scoring import interval_arrays, score_parts, to_prices
 from finhrm_cli.run.choose import open_for_data, open_run
 from finhrm_cli.run.data import datasets_for_run, run_datasets
@@ -74,7 +75,9 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
     scales = _train_scales(parts, run_dir, rc) if paths else [train_scale(ds) for ds, _ in parts]
-    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales)
+    own = run_datasets(run_dir, rc)  # the anchor is fit on the run's own training and validation rows
+    anc = anchor.fit(of(own, "train"), of(own, "val"), coverage)
+    scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales, anc)
     result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
               "notes": notes, **scored}
     if act:  # segments per row under --act, over every row predicted
@@ -182,7 +185,8 @@ def _walk_forward(run_dir: Path, rc, k: int, coverage: float, callback: Callback
         dss, fit_total, val_total = fold_datasets(fulls, fcfg, i, k)
         fc, te = fit_fold(dss, mcfg, tcfg, i, k, callback)
         hrm = fc.hrm(te)
-        scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te])
+        scored = fc.score(te, coverage, intervals, hrm_preds=hrm, train_scales=[train_scale(d) for d, _ in te],
+                          anchor_model=anchor.fit(of(dss, "train"), of(dss, "val"), coverage))
         folds.append({"fold": i, "train_rows": fit_total, "val_rows": val_total, **scored})
         if with_rows:
             rows += scored_rows(te, fc.combine(te, hrm), fc.conformal, coverage, intervals, fold=i)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
-from finhrm_cli.forecast import sessions
+from finhrm_cli.forecast import quantiles, sessions
 from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import interval_arrays, to_prices
 from finhrm_cli.run.choose import open_for_data, train_command
@@ -18,8 +18,12 @@ STALE_AFTER = 20  # sessions after the run's last training row before predict su
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
             act: bool | None = None, date_col=None, col_map=None, intervals: str = "adaptive",
-            stale_after: int = STALE_AFTER, ack=()) -> dict:
+            stale_after: int = STALE_AFTER, ack=(), levels: list[float] | None = None) -> dict:
     """Forecasts for the last row of each file (or every row with ``all_rows``).
+
+    ``levels``: quantile levels (``forecast.quantiles``) whose high and low quantiles each row
+    gets too; with ``all_rows`` their coverage, pair by pair, over the rows after the run's
+    validation period whose outcome the file holds.
 
     With adaptive intervals, the rows after the run's validation period are predicted too
     (even without ``all_rows``), in time order, so that the interval of each row has learnt
@@ -28,6 +32,9 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     if isinstance(data_paths, (str, Path)):
         data_paths = [data_paths]
     files, run_dir, fc, rc, choice = open_for_data(run_ref, data_paths)
+    if levels and not fc.conformal:
+        raise DataError(f"{run_dir.name} has no conformal residuals, so no quantiles: train it again "
+                        "(`finhrm train`), or leave out --quantiles.")
     dss = datasets_for_run(rc, files, date_col, col_map, ack)
     parts = []
     staleness, calendars = {}, {}
@@ -48,16 +55,26 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     segments: dict | None = {} if act else None  # segments per row, when --act asks for them
     preds = fc.forecast(parts, act=act, segments=segments)
     conformal = fc.conformal
-    rows = []
+    rows, scored = [], []
     for (ds, w), pred in zip(parts, preds):
-        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, rc.cutoff(ds.source.name))
+        cutoff = rc.cutoff(ds.source.name)
+        iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, cutoff)
+        q = quantiles.quantiles(ds, w, pred, conformal, levels, intervals, cutoff) if levels else None
+        if q is not None and all_rows:  # out of sample: after the run's validation period
+            after = np.ones(len(w), bool) if cutoff is None else (w.dates > cutoff)
+            scored.append(({k: v[after] for k, v in q.items()}, w.next_high[after], w.next_low[after]))
         if not all_rows:  # only the last row is shown
             last = np.array([len(w) - 1])
             w, pred = w.subset(last), pred[last]
             iv = {k: v[last] for k, v in iv.items()} if iv else None
+            q = {k: v[last] for k, v in q.items()} if q else None
         ph, pl = to_prices(pred, w.close)
         _check_range(ds, w, ph, pl)
-        rows += _rows(ds, w, ph, pl, iv, calendars[ds.source.name], rc, choice.name, all_rows)
+        new = _rows(ds, w, ph, pl, iv, calendars[ds.source.name], rc, choice.name, all_rows)
+        for i, r in enumerate(new if q else []):
+            r.update({quantiles.key(side, tau): float(q[side][i, j]) for j, tau in enumerate(levels)
+                      for side in ("high", "low")})
+        rows += new
     return {
         "run": str(run_dir),
         "run_name": choice.name,
@@ -77,7 +94,18 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
                       f"{train_command(data_paths)} --from MEMBER for each of its members/ (an ensemble is not refit)"),
         },
         **({"act_segments": segments} if act else {}),
+        **({"quantiles": _quantile_report(levels, scored if all_rows else None)} if levels else {}),
     }
+
+
+def _quantile_report(levels: list[float], scored: list | None) -> dict:
+    """The levels and, with ``--all``, each pair's coverage over the out-of-sample rows."""
+    out: dict = {"levels": levels}
+    if scored:
+        q = {k: np.concatenate([s[0][k] for s in scored]) for k in ("high", "low")}
+        out["coverage"] = quantiles.pair_coverage(q, levels, np.concatenate([s[1] for s in scored]),
+                                                  np.concatenate([s[2] for s in scored]))
+    return out
 
 
 def _rows(ds, w, ph, pl, iv, calendar, rc, run_name: str, all_rows: bool) -> list[dict]:

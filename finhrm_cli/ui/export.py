@@ -30,7 +30,8 @@ def forecast_text(result: dict, fmt: str) -> str | None:
         return dumps_strict(result) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        fields = PRED_FIELDS + (BACKTEST_FIELDS if rows and "split" in rows[0] else []) + ["run"]
+        levels = [k for k in (rows[0] if rows else {}) if k.startswith(("pred_high_q", "pred_low_q"))]
+        fields = PRED_FIELDS + levels + (BACKTEST_FIELDS if rows and "split" in rows[0] else []) + ["run"]
         wr = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         wr.writeheader()
         for r in rows:

@@ -35,11 +35,38 @@ def render_predict(result: dict, fmt: str, output=None) -> None:
              _forecast_table(r, cov, unbounded))
     else:
         _show_forecast_rows(rows, cov, unbounded)
+    if result.get("quantiles"):
+        _show_quantiles(rows, result["quantiles"])
     show(Text(f"run {result.get('run_name') or result.get('run')}", style="dim"))
     if unbounded:
         note(f"unbounded: the run's validation split has too few rows to bound the {cov:.0%} interval; "
              "train on a longer history or ask for a lower --coverage.")
     act_segments_note(result.get("act_segments"))
+
+
+def _show_quantiles(rows: list[dict], q: dict) -> None:
+    """The quantiles of each ticker's latest forecast, one line per level; with --all, each
+    pair of levels' coverage (high, low, both) over the rows after the run's validation."""
+    from finhrm_cli.forecast.quantiles import key
+
+    last = {r.get("ticker"): r for r in rows}  # each ticker's latest row
+    t = table("Quantiles" + (" (latest forecast)" if len(rows) > 1 else ""),
+              compact=True)
+    num_col(t, "level")
+    for name in last:
+        for side in ("high", "low"):
+            num_col(t, f"{name} {side}" if len(last) > 1 else side)
+    def cell(v):  # too few residuals for a level: no bound (0 or infinity), as the intervals say
+        return fmt_num(v, 2) if _finite(v) and v > 0 else "unbounded"
+
+    for tau in q["levels"]:
+        t.add_row(f"{tau:g}", *[cell(r.get(key(side, tau))) for r in last.values() for side in ("high", "low")])
+    show(t)
+    for c in q.get("coverage") or []:
+        if c["rows"]:
+            note(f"{c['lower']:g} .. {c['upper']:g} ({c['nominal']:.0%} each) over {c['rows']:,} rows after the "
+                 f"run's validation: high {c['coverage_high']:.1%}, low {c['coverage_low']:.1%}, "
+                 f"both {c['joint_coverage']:.1%}")
 
 
 def _day(iso_date: str) -> str:

@@ -22,7 +22,8 @@ from finhrm_cli.ui.console import fmt_num, fmt_p, fmt_pct
 
 # JSON keys of the forecasts scored -> the column a table shows (runs made before issue 25
 # stored "HRM alone" and "recent range" as keys: those show as they are)
-LABELS = {"finhrm": "finhrm", "hrm_alone": "HRM alone", "persistence": "persistence", "recent_range": "recent range"}
+LABELS = {"finhrm": "finhrm", "hrm_alone": "HRM alone", "persistence": "persistence", "recent_range": "recent range",
+          "cqr_linear": "CQR linear"}
 
 
 def label(key: str) -> str:

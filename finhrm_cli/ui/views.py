@@ -184,8 +184,10 @@ def render_evaluate(result: dict) -> None:
     note("p (DM): Diebold-Mariano test that finhrm and the baseline have the same MAE on these rows; "
          "below 0.05 the difference is unlikely to be luck.")
     if result.get("intervals"):
+        per_third = ", one level per volatility third" if result.get("intervals_per_third") else ""
         note(f"intervals: {result['intervals']} conformal"
-             + (" (they learn from each outcome after the training period)" if result["intervals"] == "adaptive" else ""))
+             + (f" (they learn from each outcome after the training period{per_third})"
+                if result["intervals"] == "adaptive" else ""))
     for n in result.get("notes", []):
         note(n)
     if result.get("plot"):
@@ -200,8 +202,10 @@ def _intervals_view(results: dict, scale_free: bool) -> None:
     show(t)
     words = ("winkler: the width plus 2/(1 - coverage) times any miss, price units; pinball: quantile loss of "
              "the two ends; lower is better. " if not scale_free else "")
-    note(words + "Volatility thirds by the training rows' scale; joint: high and low both inside. "
-         "The baselines are point forecasts: no intervals to compare.")
+    anchor = ("CQR linear: quantile regression on the same inputs, fit on the training rows and conformalized "
+              "on validation, the interval anchor. " if any("cqr_linear" in k for k in results) else "")
+    note(words + "Volatility thirds by the training rows' scale; joint: high and low both inside. " + anchor
+         + "Persistence and recent range are point forecasts: no intervals.")
 
 
 def act_segments_note(seg: dict | None) -> None:

@@ -161,6 +161,57 @@ def test_evaluate_scores_the_intervals(trained_home, trained_summary):
     assert "Intervals" in human.output and "joint coverage" in human.output and "coverage wild" in human.output
 
 
+def test_evaluate_scores_the_conformalized_anchor_beside_finhrm(trained_home, trained_summary):
+    """Issue 27: CQR on linear quantile regression, its intervals scored like finhrm's, in the
+    table and in --json, and the run's residuals per volatility third stored."""
+    ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
+    a = ev["results"]["cqr_linear"]
+    assert a["n"] == ev["results"]["finhrm"]["n"]
+    for key in ("winkler", "pinball", "joint_coverage", "coverage_high", "coverage_low", "mae", "dm_p"):
+        assert isinstance(a[key], float), key
+    assert [t["rows"] for t in a["coverage_by_volatility"]] == \
+        [t["rows"] for t in ev["results"]["finhrm"]["coverage_by_volatility"]]
+    cfg = json.loads((Path(trained_summary["run"]) / "config.json").read_text())
+    assert cfg["conformal"]["by_volatility"]["per_third"] is True and ev["intervals_per_third"] is True
+    assert len(cfg["conformal"]["by_volatility"]["heads"]["high"]) == 2  # residual heads (new runs' default)
+    human = run_cli(["evaluate", trained_summary["run"]], trained_home)
+    assert "CQR linear" in human.output
+
+
+def test_predict_quantiles_never_cross_and_report_joint_coverage(trained_home, trained_summary):
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    res = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--all", "--json",
+                   "--quantiles", "0.95,0.05,0.5,0.25,0.75"], trained_home)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["quantiles"]["levels"] == levels
+    for r in out["rows"]:
+        hi = [r[f"pred_high_q{t:g}"] for t in levels]
+        lo = [r[f"pred_low_q{t:g}"] for t in levels]
+        assert hi == sorted(hi) and lo == sorted(lo) and all(a <= b for a, b in zip(lo, hi))
+        assert r["pred_high_q0.5"] == r["pred_high"]
+    pairs = out["quantiles"]["coverage"]
+    assert [(p["lower"], p["upper"]) for p in pairs] == [(0.05, 0.95), (0.25, 0.75)]
+    assert all(p["rows"] > 0 and p["joint_coverage"] <= min(p["coverage_high"], p["coverage_low"]) for p in pairs)
+    text = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--format", "csv",
+                    "--quantiles", "0.1,0.9"], trained_home).stdout
+    header = text.splitlines()[0].split(",")
+    assert {"pred_high_q0.1", "pred_low_q0.1", "pred_high_q0.9", "pred_low_q0.9"} <= set(header)
+    human = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--quantiles", "0.1,0.5,0.9"],
+                    trained_home)
+    assert human.exit_code == 0 and "Quantiles" in human.output
+
+
+@pytest.mark.parametrize("levels,needle", [("0", "between 0 and 1"), ("1.2", "between 0 and 1"),
+                                           ("abc", "not a number"), ("0.1,,x", "not a number")])
+def test_predict_refuses_bad_quantile_levels_in_one_line(trained_home, trained_summary, levels, needle):
+    from helpers import one_line_error
+
+    res = run_cli(["predict", SAMPLE_YAHOO, "--model", trained_summary["run"], "--quantiles", levels], trained_home)
+    assert res.exit_code == 2
+    one_line_error(res, "--quantiles", needle)
+
+
 def test_evaluate_reports_diebold_mariano_per_baseline(trained_home, trained_summary):
     ev = json.loads(run_cli(["evaluate", trained_summary["run"], "--json"], trained_home).stdout)
     for name in ("persistence", "recent_range"):

@@ -98,6 +98,8 @@ def test_from_trains_every_row_warm_with_lineage_and_intervals(parent):
     assert prod["metrics"]["every_row"]["hrm_windows"] == k < len(dates)
     assert cfg["blend"]["rows"] == len(dates)
     assert cfg["conformal"] == parent_cfg["conformal"]
+    assert "by_volatility" in cfg["conformal"]  # issue 27: the parent's per-third intervals carry over
+    assert "heads" in cfg["conformal"]["by_volatility"]  # and its residual heads (predict computes them from these)
     assert cfg["blend"]["hrm_weight"] == parent_cfg["blend"]["hrm_weight"]
     # valid intervals on the next session, and predict picks the production run for this file
     out = run_cli(["predict", parent["full"], "--json"], home)
@@ -107,6 +109,8 @@ def test_from_trains_every_row_warm_with_lineage_and_intervals(parent):
     assert r["pred_high_lo"] <= r["pred_high"] <= r["pred_high_hi"]
     assert r["pred_low_lo"] <= r["pred_low"] <= r["pred_low_hi"]
     assert all(np.isfinite([r[k] for k in ("pred_high_lo", "pred_high_hi", "pred_low_lo", "pred_low_hi")]))
+    q = json.loads(run_cli(["predict", parent["full"], "--json", "--quantiles", "0.1,0.5,0.9"], home).stdout)["rows"][0]
+    assert q["pred_low_q0.1"] <= q["pred_low_q0.5"] <= q["pred_low_q0.9"] <= q["pred_high_q0.9"]
     # inspect and inspect --list name the parent
     listed = json.loads(run_cli(["inspect", "--list", "--json"], home).stdout)["runs"]
     assert {x["name"]: x["parent"] for x in listed}[prod["name"]] == run["name"]

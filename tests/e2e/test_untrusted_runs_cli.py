@@ -59,6 +59,23 @@ CRAFTED = [
     ("normalizer_huge_int", lambda c: c["normalizer"]["std"].__setitem__(0, 10**400), "normalizer.std"),
     ("conformal_text", lambda c: c.update(conformal="wide"), "conformal"),
     ("conformal_values", lambda c: c["conformal"].update(high=["a"]), "conformal.high"),
+    # the residuals per volatility third of a run made since issue 27
+    ("by_volatility_text", lambda c: c["conformal"].update(by_volatility="calm"), "conformal.by_volatility"),
+    ("by_volatility_beta", lambda c: c["conformal"]["by_volatility"].update(beta=3), "conformal.by_volatility.beta"),
+    ("by_volatility_edges", lambda c: c["conformal"]["by_volatility"].update(edges={"x": [1]}),
+     "conformal.by_volatility.edges"),
+    ("by_volatility_lists", lambda c: c["conformal"]["by_volatility"].update(high=[[0.1], [0.2]]),
+     "conformal.by_volatility.high"),
+    ("by_volatility_gamma", lambda c: c["conformal"]["by_volatility"].update(gamma=-1),
+     "conformal.by_volatility.gamma"),
+    # the residual heads: two finite, bounded coefficient lists per target, one per feature plus the intercept
+    ("heads_text", lambda c: c["conformal"]["by_volatility"].update(heads="wide"), "conformal.by_volatility.heads"),
+    ("heads_short", lambda c: c["conformal"]["by_volatility"]["heads"]["high"][0].pop(),
+     "conformal.by_volatility.heads"),
+    ("heads_huge", lambda c: c["conformal"]["by_volatility"]["heads"]["low"][1].__setitem__(0, 1e300),
+     "conformal.by_volatility.heads"),
+    ("heads_one_list", lambda c: c["conformal"]["by_volatility"]["heads"].update(high=[[0.0]]),
+     "conformal.by_volatility.heads"),
     ("series_text", lambda c: c.update(series="AAA"), "series"),
     ("series_no_name", lambda c: c.update(series=[{"nom": "AAA"}]), "series[0].name"),
     ("seq_len_mismatch", lambda c: c["features"].update(seq_len=20), "seq_len"),
@@ -135,6 +152,20 @@ def test_halt_calibration_map_never_moves_a_halting_decision(fresh_home, run):
 def test_unknown_keys_and_missing_optional_ones_still_load(fresh_home, run):
     edit_config(run, lambda c: (c.update(future_key={"x": 1}), c.pop("versions"), c.pop("source")))
     assert cli(["evaluate", run, "--json"], fresh_home).exit_code == 0
+
+
+def test_a_run_made_before_issue_27_keeps_its_intervals(fresh_home, run):
+    """A run whose residuals have no per-third part (made before issue 27) keeps one adaptive
+    level: its intervals differ from the new runs' on the same rows, and its quantiles order."""
+    new = json.loads(cli(["evaluate", run, "--json"], fresh_home).stdout)
+    edit_config(run, lambda c: c["conformal"].pop("by_volatility"))
+    old = json.loads(cli(["evaluate", run, "--json"], fresh_home).stdout)
+    assert new["intervals_per_third"] is True and old["intervals_per_third"] is False
+    assert old["results"]["finhrm"]["mae"] == new["results"]["finhrm"]["mae"]
+    assert old["results"]["finhrm"]["winkler"] != new["results"]["finhrm"]["winkler"]
+    res = cli(["predict", SAMPLE, "--model", run, "--json", "--quantiles", "0.1,0.5,0.9"], fresh_home)
+    r = json.loads(res.stdout)["rows"][0]
+    assert r["pred_low_q0.1"] <= r["pred_low_q0.5"] <= r["pred_low_q0.9"] <= r["pred_high_q0.9"]
 
 
 # ------------------------------------------------------------------ names never leave the run
@@ -224,6 +255,10 @@ def test_json_output_never_prints_infinity(fresh_home, run):
         row = _strict(res.stdout)["rows"][0]
         # the upper ends are unbounded (null); the lower ones are exp(-inf) = 0
         assert row["pred_high_hi"] is None and row["pred_low_hi"] is None and row["pred_high"] > 0
+    q = cli(["predict", SAMPLE, "--model", run, "--quantiles", "0.005,0.5,0.995", "--json"], fresh_home)
+    assert _strict(q.stdout)["rows"][0]["pred_high_q0.995"] is None  # unbounded: null, never Infinity
+    table = cli(["predict", SAMPLE, "--model", run, "--quantiles", "0.005,0.5,0.995"], fresh_home)
+    assert table.exit_code == 0 and "unbounded" in table.output and "inf" not in table.output.replace("info", "")
     res = cli(["predict", SAMPLE, "--model", run, "--coverage", "0.99", "-f", "csv"], fresh_home)
     assert "inf" not in res.stdout.lower()
 
