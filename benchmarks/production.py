@@ -143,9 +143,9 @@ def run_series(name: str, df: pl.DataFrame, args, extra: list[str]) -> dict:
         for mode in ("frozen",) + tuple(m for m in MODES[1:] if m in args.modes):
             per_block = []
             for k, dates in enumerate(blocks):
-                run = {"frozen": root["run"], "warm": runs["warm"][k] if runs["warm"] else None,
-                       "scratch": runs["scratch"][k] if runs["scratch"] else None,
-                       "once": runs["warm"][0] if runs["warm"] else None}[mode]
+                run = {"frozen": root["run"], "warm": runs["warm"][min(k, len(runs["warm"]) - 1)],
+                       "scratch": runs["scratch"][min(k, len(runs["scratch"]) - 1)] if runs["scratch"] else None,
+                       "once": runs["warm"][0]}[mode] if mode != "frozen" else root["run"]
                 per_block.append(block_errors(fc(run), dates))
             errors[mode] = np.concatenate(per_block)
             secs = times.get(mode) or []
