@@ -296,12 +296,18 @@ class _Fit:
             self.nonfinite(f"(validation predictions at step {step} are not finite)")
         is_best = vm is None or self.s.best_val is None or vm < self.s.best_val * (1.0 - self.cfg.min_delta)
         if is_best:
-            self.s.best_val = rec.get("val_mae")
-            self.s.best_epoch = rec["epoch"]
-            self.s.bad_evals = 0
-            self.best_weights = flat(model.parameters())
-            if self.run is not None:
-                self.run.save_weights(model)
+            from finhrm_cli.fsutil import sigint_deferred
+
+            # the weights file first, the bookkeeping after, and a Ctrl-C held until both are
+            # done: a state saved on Ctrl-C never names a best epoch whose weights are not on disk
+            # (a resume would then find no model.safetensors when no later epoch beats it)
+            with sigint_deferred():
+                if self.run is not None:
+                    self.run.save_weights(model)
+                self.s.best_val = rec.get("val_mae")
+                self.s.best_epoch = rec["epoch"]
+                self.s.bad_evals = 0
+                self.best_weights = flat(model.parameters())
         else:
             self.s.bad_evals += 1
         if raw is not None:  # back to the raw weights to go on training

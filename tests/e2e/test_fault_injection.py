@@ -166,3 +166,38 @@ def test_kills_at_random_points_leave_complete_or_resumable_runs(tmp_path):
     listed = store.list_runs(t.runs)
     assert listed and all(r["status"] == "finished" for r in listed), (seed, outcomes)
     print(f"seed {seed}: final stage caught before metrics.json: {final_caught}; outcomes {outcomes}")
+
+
+# A Ctrl-C that lands while the first best weights are being written: the process gets the
+# signal from inside ``save_weights`` (before the file exists), so the timing is exact.
+_SIGINT_IN_SAVE = """
+import os, signal, sys
+from finhrm_cli.run import store
+orig, hit = store.RunWriter.save_weights, []
+def save_weights(self, model):
+    if not hit:
+        hit.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+    return orig(self, model)
+store.RunWriter.save_weights = save_weights
+from finhrm_cli.cli import main
+sys.argv = ["finhrm"] + sys.argv[1:]
+main()
+"""
+
+
+def test_ctrl_c_while_the_first_best_weights_are_saved_leaves_a_resumable_run(tmp_path):
+    """The state saved on Ctrl-C may name a best epoch only once its weights are on disk:
+    otherwise a resume whose later epochs never beat it ends with no model.safetensors."""
+    data = _csv(tmp_path / "bars.csv")
+    runs, home = tmp_path / "runs", tmp_path / "home"
+    env = {**os.environ, "FINHRM_HOME": str(home), "NO_COLOR": "1"}
+    env.pop("FINHRM_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_IN_SAVE, "train", str(data), *TINY, "-o", str(runs)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    info = json.loads((run / "state" / "state.json").read_text())
+    if info.get("best_epoch") is not None:  # the state names a best epoch: its weights exist
+        assert (run / "model.safetensors").is_file()
+    assert _check_left_behind(run, data, home, "Ctrl-C in the first save_weights") == "unfinished"
