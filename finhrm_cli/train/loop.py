@@ -27,6 +27,7 @@ from finhrm_cli.train.step import (
     mx,
 )
 from finhrm_cli.errors import DataError, TrainingError, UsageError
+from finhrm_cli.fsutil import sigint_deferred
 from finhrm_cli.forecast.baselines import price_mae
 from finhrm_cli.forecast import inference
 from finhrm_cli.forecast.inference import predict
@@ -295,12 +296,8 @@ class _Fit:
         if vm is not None and not math.isfinite(vm):
             self.nonfinite(f"(validation predictions at step {step} are not finite)")
         is_best = vm is None or self.s.best_val is None or vm < self.s.best_val * (1.0 - self.cfg.min_delta)
-        if is_best:
-            from finhrm_cli.fsutil import sigint_deferred
-
-            # the weights file first, the bookkeeping after, and a Ctrl-C held until both are
-            # done: a state saved on Ctrl-C never names a best epoch whose weights are not on disk
-            # (a resume would then find no model.safetensors when no later epoch beats it)
+        if is_best:  # weights first, then the bookkeeping, Ctrl-C held: a state saved on Ctrl-C
+            # never names a best epoch whose model.safetensors is not on disk
             with sigint_deferred():
                 if self.run is not None:
                     self.run.save_weights(model)
@@ -330,8 +327,6 @@ class _Fit:
         state saved as stopped (converged, patience) means training ended, not that the run
         is finished: that takes metrics.json (``service.training.finalize_run``)."""
         if self.run is not None:
-            from finhrm_cli.fsutil import sigint_deferred
-
             if not _all_finite(s["weights"]):
                 self.nonfinite(f"(the weights at step {s['step']} are not finite)")
             with sigint_deferred():
