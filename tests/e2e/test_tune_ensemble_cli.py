@@ -111,6 +111,8 @@ def test_the_ensemble_forecasts_the_mean_of_its_members_by_date(files, ensemble)
 
     conf = store.read_config(ensemble["run"]).conformal
     assert conf and all(conf != store.read_config(m).conformal for m in ensemble["members"])
+    # ... calibrated as a single run's: per volatility third, with residual heads
+    assert conf["by_volatility"]["per_third"] and conf["by_volatility"].get("heads")
 
 
 def test_predict_evaluate_inspect_use_it_as_a_run(files, ensemble):
