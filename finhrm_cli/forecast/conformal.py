@@ -40,6 +40,8 @@ from typing import Callable
 
 import numpy as np
 
+from finhrm_cli.forecast.intervals_quality import thirds, volatility_edges
+
 # New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
 DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.03, "heads": True}
 HEADS_RIDGE = 100.0  # the residual heads' L2 penalty on the normalised inputs (linear.RIDGE is 1)
@@ -148,15 +150,14 @@ def heads_of(heads: dict, x_last) -> np.ndarray:
 
 
 def edges_of(train_scale) -> list[float] | None:
-    s = np.asarray(train_scale, np.float64)
-    s = s[np.isfinite(s)]
-    return [float(v) for v in np.quantile(s, [1 / 3, 2 / 3])] if s.size else None
+    """The thirds' edges of ``intervals_quality.volatility_edges``, as stored in config.json."""
+    e = volatility_edges(train_scale)
+    return None if e is None else list(e)
 
 
 def thirds_of(scale, edges) -> np.ndarray:
-    """0 calm, 1 mid, 2 wild (above an edge is the next third)."""
-    s = np.asarray(scale, np.float64)
-    return (s > edges[0]).astype(np.int64) + (s > edges[1]).astype(np.int64)
+    """0 calm, 1 mid, 2 wild (``intervals_quality.thirds`` counted from 0)."""
+    return thirds(scale, edges) - 1
 
 
 def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
@@ -188,7 +189,10 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     if pooled is None:
         edges, pooled = {}, [1e300, 1e300]  # no training rows: everything is one (calm) third
     edges["*"] = pooled
-    third = np.array([thirds_of([v], edges.get(name, pooled))[0] for v, name in zip(s, series)], np.int64)
+    third = np.zeros(len(s), np.int64)
+    for name in set(series.tolist()):  # each row by its own series' edges
+        m = series == name
+        third[m] = thirds_of(s[m], edges.get(name, pooled))
     u = r / ((s ** beta)[:, None] * wd)
     if q is not None:  # CQR scores of the residual heads
         u = np.maximum(q[:, :, 0] - u, u - q[:, :, 1])
