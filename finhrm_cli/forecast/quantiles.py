@@ -47,12 +47,16 @@ def quantiles(ds, w, pred_log, conformal: dict, levels: list[float], method: str
     (sorted), non-decreasing along the levels and low <= high at each."""
     ph, pl = to_prices(pred_log, w.close)
     cols: dict[str, list[np.ndarray]] = {"high": [], "low": []}
+    intervals: dict[float, dict] = {}  # by coverage: a pair of levels (tau, 1 - tau) shares one
     for tau in levels:
         if tau == 0.5:
             cols["high"].append(ph)
             cols["low"].append(pl)
             continue
-        iv = interval_arrays(ds, w, pred_log, conformal, abs(1.0 - 2.0 * tau), method, cutoff)
+        cov = round(abs(1.0 - 2.0 * tau), 12)
+        if cov not in intervals:
+            intervals[cov] = interval_arrays(ds, w, pred_log, conformal, cov, method, cutoff)
+        iv = intervals[cov]
         end = "lo" if tau < 0.5 else "hi"
         bound = np.minimum if tau < 0.5 else np.maximum  # the forecast stays the median (residual heads
         for side, point in (("high", ph), ("low", pl)):  # can put a narrow interval beside it)
