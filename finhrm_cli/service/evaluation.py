@@ -45,12 +45,13 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
             result["plot"] = str(plot_png(plot, PlotSeries.join(pieces), name, run_dir.name, coverage, plot_last,
                                           f" (walk-forward: the {walk_forward} folds' test blocks)"))
         return result
+    own = run_datasets(run_dir, rc)  # the run's prepared copy: its splits, edges and anchor rows
     if paths:
         parts = _file_parts(rc, files, date_col, col_map, notes, ack)
         where = ", ".join(str(p) for p in paths)
     else:
         parts = []
-        for ds in run_datasets(run_dir, rc):
+        for ds in own:
             if split == "all":
                 ends = np.concatenate([ds.window_ends(s) for s in ("train", "val", "test")])
                 w = ds.windows("all")
@@ -74,8 +75,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     hrm = fc.hrm(parts, act=act, segments=segments)
     preds = fc.combine(parts, hrm)
     cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
-    scales = _train_scales(parts, run_dir, rc) if paths else [train_scale(ds) for ds, _ in parts]
-    own = run_datasets(run_dir, rc)  # the anchor is fit on the run's own training and validation rows
+    scales = _train_scales(parts, own) if paths else [train_scale(ds) for ds, _ in parts]
     anc = anchor.fit(of(own, "train"), of(own, "val"), coverage)
     scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales, anc)
     result = {"run": str(run_dir), **chosen, "evaluated": where, "split": None if data_path else split, "act": act,
@@ -94,11 +94,11 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     return result
 
 
-def _train_scales(parts, run_dir, rc) -> list[np.ndarray]:
+def _train_scales(parts, run_dss) -> list[np.ndarray]:
     """For the series of a user's file, the volatility scale of the run's own training rows of
-    that series (a series the run was not trained on: of all the run's series), never the
-    file's rows (``intervals_quality``)."""
-    own = {ds.source.name: train_scale(ds) for ds in run_datasets(run_dir, rc)}
+    that series (``run_dss``: the run's datasets; a series the run was not trained on: of all
+    the run's series), never the file's rows (``intervals_quality``)."""
+    own = {ds.source.name: train_scale(ds) for ds in run_dss}
     pooled = np.concatenate(list(own.values())) if own else np.zeros(0)
     return [own.get(ds.source.name, pooled) for ds, _ in parts]
 
