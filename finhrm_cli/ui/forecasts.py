@@ -4,19 +4,14 @@ and why, how stale it is for the file).  JSON and CSV go through ``export``."""
 
 from __future__ import annotations
 
-import math
 
 from rich.table import Table
 from rich.text import Text
 
 from finhrm_cli.ui import console, export
 from finhrm_cli.ui.console import fmt_num, note, show
-from finhrm_cli.ui.tables import name_col, num_col, table
+from finhrm_cli.ui.tables import finite, name_col, num_col, table
 from finhrm_cli.ui.views import act_segments_note
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def render_predict(result: dict, fmt: str, output=None) -> None:
@@ -57,7 +52,7 @@ def _show_quantiles(rows: list[dict], q: dict) -> None:
         for side in ("high", "low"):
             num_col(t, f"{name} {side}" if len(last) > 1 else side)
     def cell(v):  # too few residuals for a level: no bound (0 or infinity), as the intervals say
-        return fmt_num(v, 2) if _finite(v) and v > 0 else "unbounded"
+        return fmt_num(v, 2) if finite(v) and v > 0 else "unbounded"
 
     for tau in q["levels"]:
         t.add_row(f"{tau:g}", *[cell(r.get(key(side, tau))) for r in last.values() for side in ("high", "low")])
@@ -110,7 +105,7 @@ def _interval_cell(lo, hi, unbounded: list) -> str:
     """A forecast's interval; 'unbounded' (and a mark in ``unbounded``) when it has no bound."""
     if lo is None:
         return "-"
-    if not (_finite(lo) and _finite(hi)):  # too few validation residuals for this coverage
+    if not (finite(lo) and finite(hi)):  # too few validation residuals for this coverage
         unbounded.append(1)
         return "unbounded"
     return f"{fmt_num(lo, 2)} .. {fmt_num(hi, 2)}"

@@ -119,8 +119,7 @@ def render_train(result: dict) -> None:
                                            "the forecast below")))
     parent = result.get("parent")
     if parent:
-        every = metrics.get("every_row") or {}
-        rows.append(("production", lineage_line(parent, every.get("windows"), every.get("hrm_windows"))))
+        rows.append(("production", lineage_line(parent, metrics)))
     if "blend" in result:
         rows.append(("forecast", blend_line(result.get("blend"), result.get("blend_enabled", True), n_series,
                                             parent.get("name") if parent else None)))
@@ -130,9 +129,12 @@ def render_train(result: dict) -> None:
          f"Next: finhrm predict DATA --model {result.get('name')}")
 
 
-def lineage_line(parent: dict, windows: int | None = None, hrm_windows: int | None = None) -> str:
+def lineage_line(parent: dict, metrics: dict | None = None) -> str:
     """A production run (``train --from``): its parent, how it started, where its settings
-    came from, what trained it and where its intervals came from."""
+    came from, what trained it (the window counts of its ``metrics``) and where its intervals
+    came from."""
+    every = (metrics or {}).get("every_row") or {}
+    windows, hrm_windows = every.get("windows"), every.get("hrm_windows")
     rows = f"every row ({windows:,} windows)" if isinstance(windows, int) else "every row"
     root = parent.get("root") or parent.get("name")
     intervals = (f"intervals start from {root}'s validation residuals and adapt to each outcome after the "
@@ -268,9 +270,7 @@ def render_inspect(r: dict) -> None:
     show(kv_table("Run", [
         ("run", r["run"]),
         ("created", r.get("created")),
-        *([("production", lineage_line(r["parent"], *(((r.get("metrics") or {}).get("every_row") or {}).get(k)
-                                                       for k in ("windows", "hrm_windows"))))]
-          if r.get("parent") else []),
+        *([("production", lineage_line(r["parent"], r.get("metrics")))] if r.get("parent") else []),
         *([("ensemble", ensemble_line(r["ensemble"]))] if r.get("ensemble") else []),
         ("data", f"{src.get('path')} ({src.get('shape')}, {fmt_num(src.get('n_rows'))} rows)"),
         ("splits", "; ".join(f"{k} {fmt_num(v.get('n_windows'))} windows {v.get('first_date')}..{v.get('last_date')}"
