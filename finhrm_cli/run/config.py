@@ -105,6 +105,10 @@ class RunConfig:
     def series_names(self) -> list[str]:
         return [s["name"] for s in self.series or []]
 
+    def is_ensemble(self) -> bool:
+        """An ensemble run (config.json's ``ensemble`` section, ``run.ensemble``)."""
+        return "ensemble" in (self.extra or {})
+
     def blend_enabled(self) -> bool:
         return self.train is None or self.train.blend
 

@@ -28,10 +28,6 @@ from finhrm_cli.run.files import CONFIG, MEMBERS_DIR
 ENSEMBLE = "ensemble"  # config.json's section
 
 
-def is_ensemble(cfg: dict) -> bool:
-    return isinstance(cfg, dict) and ENSEMBLE in cfg
-
-
 def _member_dir(run_dir: Path, entry) -> Path:
     """A member's folder from config.json (untrusted): a plain folder inside ``members/``."""
     rel = entry.get("dir") if isinstance(entry, dict) else None

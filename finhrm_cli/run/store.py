@@ -400,7 +400,7 @@ def load_run(path, required: tuple[str, ...] = ("model",)) -> tuple[Forecaster, 
 
     run_dir = Path(path) if path is not None and Path(path).is_dir() else resolve_run(path)
     rc = read_config(run_dir, required)
-    if "ensemble" in rc.extra:  # the mean of its member runs (``run.ensemble``)
+    if rc.is_ensemble():  # the mean of its member runs (``run.ensemble``)
         from finhrm_cli.run.ensemble import load_ensemble
 
         return load_ensemble(run_dir, rc, load_run)

@@ -34,7 +34,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:
-        if "ensemble" in rc.extra:
+        if rc.is_ensemble():
             raise UsageError(f"{run_dir.name} is an ensemble run: --walk-forward retrains one run's settings; "
                              "evaluate one of its members (its members/ folder) with --walk-forward instead.")
         result, pieces = _walk_forward(run_dir, rc, walk_forward, coverage, callback, intervals, with_rows)

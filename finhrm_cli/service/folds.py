@@ -82,14 +82,12 @@ def objective(paths, settings: dict, k: int, date_col=None, col_map=None, callba
     import numpy as np
 
     from finhrm_cli import data
-    from finhrm_cli.service.training import settings_to_configs
+    from finhrm_cli.service.training import fit_model_config, settings_to_configs
 
     fcfg, mcfg, tcfg = settings_to_configs(settings)
     dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)
     fulls = [ds.head(ds.splits["test"]["start"], fcfg) for ds in dss]  # the test rows end here
-    mcfg.n_features = len(dss[0].feature_names)
-    mcfg.h_context = data.context_width(fcfg.feature_set)
-    mcfg.seq_len = fcfg.seq_len
+    fit_model_config(mcfg, fcfg, dss)
     check_blocks(fulls, fcfg, k)
     skills: list[float] = []
     for i in range(1, k + 1):

@@ -46,6 +46,15 @@ def _check_windows(dss, fcfg, tcfg) -> None:
         )
 
 
+def fit_model_config(mcfg, fcfg, dss) -> None:
+    """The model's input shape from the prepared data: features, context width, window."""
+    from finhrm_cli import data
+
+    mcfg.n_features = len(dss[0].feature_names)
+    mcfg.h_context = data.context_width(fcfg.feature_set)
+    mcfg.seq_len = fcfg.seq_len
+
+
 def run_name(dss) -> str:
     if len(dss) == 1:
         return dss[0].source.name
@@ -148,9 +157,7 @@ def _train(exits, paths, settings, out, resume, date_col, col_map, callback, pla
         warn_sources(dss)
         state, lineage = None, None
     _check_windows(dss, fcfg, tcfg)
-    mcfg.n_features = len(dss[0].feature_names)
-    mcfg.h_context = data.context_width(fcfg.feature_set)
-    mcfg.seq_len = fcfg.seq_len
+    fit_model_config(mcfg, fcfg, dss)
     if resume is None:
         run_dir, run = _new_run(exits, dss, fcfg, mcfg, tcfg, out, lineage, plan)
     every_row = fcfg.every_row()
@@ -376,7 +383,7 @@ def production_plan(from_run: str, settings: dict, scratch: bool) -> dict:
 
     parent_dir = store.resolve_run(from_run)
     prc = store.read_config(parent_dir, required=RUN_KEYS)
-    if "ensemble" in prc.extra:
+    if prc.is_ensemble():
         raise UsageError(f"{parent_dir.name} is an ensemble run: --from refits one run; refit each member "
                          "(its members/ folder) or make the ensemble again from refitted runs.")
     if not lock.finished(parent_dir):

@@ -270,7 +270,7 @@ def _default_run(study, base, trials_dir, paths, date_col, col_map, emit, severa
     from finhrm_cli.run import lock, store
 
     known = study.user_attrs.get("default") or {}
-    if known.get("run") and Path(known["run"]).is_dir() and lock.finished(Path(known["run"])):
+    if known.get("run") and lock.finished(known["run"]):
         return known
     k = _folds_of(study)
     emit(Stage("training the default settings on the same split (for the comparison)"))
@@ -304,7 +304,7 @@ def trial_run(study, trial, base, trials_dir, paths, date_col, col_map, emit) ->
     from finhrm_cli.run import lock
 
     run = trial.user_attrs.get("run") or study.user_attrs.get(f"run_{trial.number}")
-    if run and Path(run).is_dir() and lock.finished(Path(run)):
+    if run and lock.finished(run):
         return run
     if not _folds_of(study):
         return None
@@ -328,7 +328,7 @@ def _after(study, name, url, base, trials_dir, paths, date_col, col_map, emit, b
     several = len(study.user_attrs[ATTR]["split"]) > 1
     key = f"test_{best.number}"
     run = trial_run(study, best, base, trials_dir, paths, date_col, col_map, emit)
-    if key not in study.user_attrs and run and Path(run).is_dir():
+    if key not in study.user_attrs and run:  # (trial_run returns finished runs only)
         emit(Stage(f"scoring the best trial ({best.number}) on the test split, once"))
         study.set_user_attr(key, _compact(training.score_test_split(Path(run)), several))
     if compare:

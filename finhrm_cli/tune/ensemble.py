@@ -16,15 +16,10 @@ from pathlib import Path
 from finhrm_cli.errors import UsageError
 from finhrm_cli.forecast.ensemble import EnsembleForecaster
 from finhrm_cli.forecast.parts import of
+from finhrm_cli.run import lock
 from finhrm_cli.tune.events import Stage
 
 MAX_K = 20
-
-
-def _finished(run) -> bool:
-    from finhrm_cli.run import lock
-
-    return bool(run) and Path(run).is_dir() and lock.finished(Path(run))
 
 
 def best_trials(study, k: int, run_of) -> list[tuple]:
@@ -51,7 +46,7 @@ def _seed_runs(study, best, settings: dict, k: int, trials_dir: Path, paths, dat
     out = []
     for s in range(seed + 1, seed + k):
         run = kept.get(str(s))
-        if not _finished(run):
+        if not (run and lock.finished(run)):
             emit(Stage(f"training the best trial's settings with seed {s} (ensemble member {len(out) + 2} of {k})"))
             folder = trials_dir / f"seeds-{best.number:04d}"
             folder.mkdir(parents=True, exist_ok=True)
