@@ -152,16 +152,15 @@ class EnsembleForecaster:
     def extra(self, hrm_preds) -> None:
         return None
 
-    def residuals(self, parts, dss=None) -> dict:
-        """Conformal residuals of the ensemble's own forecasts of ``parts`` (its validation), as a
-        single run's (``forecaster.residuals``): per volatility third, with residual heads fit on
-        the ensemble's forecasts of the training windows of ``dss`` (its series)."""
+    def residuals(self, parts, dss, preds: list[np.ndarray]) -> dict:
+        """Conformal residuals of the ensemble's own forecasts ``preds`` of ``parts`` (its
+        validation), as a single run's (``forecaster.residuals``): per volatility third, with
+        residual heads fit on the ensemble's forecasts of the training windows of ``dss``."""
         from finhrm_cli.forecast.forecaster import residuals
         from finhrm_cli.forecast.parts import of
 
-        dss = dss if dss is not None else [ds for ds, _ in parts]
         tr = [(ds, w) for ds, w in of(dss, "train") if len(w)]
-        return residuals(dss, parts, self.forecast(parts), tr, self.forecast(tr) if tr else None)
+        return residuals(dss, parts, preds, tr, self.forecast(tr) if tr else None)
 
     def score(self, parts, coverage: float = 0.8, intervals: str = "adaptive", cutoffs=None,
               hrm_preds: list[np.ndarray] | None = None, train_scales: list | None = None) -> dict:

@@ -62,8 +62,9 @@ def make_ensemble(member_dirs: list[Path], root: Path, name: str, about: dict, s
         val = [(ds, w) for ds, w in of(dss, "val") if len(w)]
         if not val:
             raise UsageError("the runs hold no validation rows; an ensemble's intervals are calibrated on them.")
-        fc.conformal = rc.conformal = fc.residuals(val, dss)
-        metrics = {"val": fc.score(val, 0.8, intervals="split")}
+        pred_val = fc.forecast(val)  # once: the residuals and the validation score read it
+        fc.conformal = rc.conformal = fc.residuals(val, dss, pred_val)
+        metrics = {"val": fc.score(val, 0.8, intervals="split", hrm_preds=pred_val)}
         writer = store.RunWriter(run_dir)
         writer.save_config(rc)
         writer.save_metrics(metrics)  # last: the run is finished
