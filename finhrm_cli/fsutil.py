@@ -6,6 +6,7 @@ A crash or Ctrl-C leaves either the old file or the new one, never half a file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -207,3 +208,12 @@ def sigint_deferred():
         signal.signal(signal.SIGINT, old)
         if got and callable(old):
             old(signal.SIGINT, None)
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (weights, prepared frames, inputs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

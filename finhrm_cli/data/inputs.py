@@ -50,7 +50,6 @@ def input_files(paths) -> list[Path]:
 def series_identity(path) -> tuple[str, str | None]:
     """(series name, sha256 of the file) of a data file or prepared folder, as ``read_bars``
     and the prepared loader would name it, without reading the bars: a run is chosen by it."""
-    import hashlib
     import json
 
     p = Path(path).expanduser()
@@ -63,11 +62,9 @@ def series_identity(path) -> tuple[str, str | None]:
             return safe_component(src["name"]), (fp if isinstance(fp, str) and fp else None)
         except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError):
             return series_stem(p), None
-    sha = hashlib.sha256()
+    from finhrm_cli.fsutil import file_sha256
+
     try:
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
+        return series_stem(p), file_sha256(p)
     except OSError:
         return series_stem(p), None
-    return series_stem(p), sha.hexdigest()

@@ -8,7 +8,6 @@ matching loader ``_load_prepared`` (``features.parquet`` + ``meta.json``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from finhrm_cli.config import FeatureConfig
+from finhrm_cli.fsutil import file_sha256
 from finhrm_cli.data.dataset import Dataset, Normalizer, finish_dataset, pool_normalizer
 from finhrm_cli.data.features import FEATURE_SETS, RAW_COLUMNS, target_exprs, build_features, feature_columns
 from finhrm_cli.data.ack import unacknowledged
@@ -138,7 +138,7 @@ def save_prepared(ds: Dataset, out_dir) -> Path:
         tmp = _write_parquet_temp(ds.frame, target)
         try:
             meta = ds.meta()
-            meta["files"] = {PREPARED_FRAME: {"bytes": tmp.stat().st_size, "sha256": _sha256_file(tmp)}}
+            meta["files"] = {PREPARED_FRAME: {"bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}}
             atomic_write_json(out / PREPARED_META, meta, allow_nan=False)
             os.replace(tmp, target)
         except BaseException:
@@ -164,21 +164,13 @@ def _write_parquet_temp(frame: pl.DataFrame, path: Path) -> Path:
 
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_manifest(p: Path, shown: str, files) -> None:
     """``features.parquet`` must be the one ``meta.json`` describes (size, then sha256)."""
     entry = files.get(PREPARED_FRAME) if isinstance(files, dict) else None
     if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
         raise ValueError(f"the manifest in {PREPARED_META} is malformed")
     f = p / PREPARED_FRAME
-    ok = f.stat().st_size == entry["bytes"] and _sha256_file(f) == entry["sha256"]
+    ok = f.stat().st_size == entry["bytes"] and file_sha256(f) == entry["sha256"]
     if not ok:
         raise fail(
             shown,

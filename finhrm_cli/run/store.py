@@ -7,7 +7,6 @@ Ctrl-C leaves the old file or the new one, never half a file.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from typing import Any
 
 from finhrm_cli.fsutil import json_default
 from finhrm_cli.errors import RunError
-from finhrm_cli.fsutil import atomic_write_text, write_error
+from finhrm_cli.fsutil import atomic_write_text, file_sha256, write_error
 from finhrm_cli.forecast.forecaster import Forecaster
 from finhrm_cli.run.config import RunConfig
 from finhrm_cli.run.create import runs_root
@@ -350,12 +349,6 @@ def list_runs(root=None, sizes: bool = True) -> list[dict]:
     return out
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_weights(model, path, sha256: tuple[str, ...] = ()) -> str:
