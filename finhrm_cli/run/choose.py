@@ -96,8 +96,9 @@ def _trained_on(wanted: list[SeriesKey], trained: list[SeriesKey]) -> str:
     return f"trained on {_names(wanted)}" + (", the same file" + ("s" if len(wanted) > 1 else "") if same else "")
 
 
-def _newest(base: Path) -> list[Path]:
-    return [Path(r["path"]) for r in store.list_runs(base, sizes=False)]
+def _newest(base: Path) -> dict[Path, str]:
+    """The runs under ``base``, newest first, with their status (read once, by ``list_runs``)."""
+    return {Path(r["path"]): r["status"] for r in store.list_runs(base, sizes=False)}
 
 
 def choose_run(ref: str | os.PathLike | None, wanted: list[SeriesKey] | None = None, root=None,
@@ -116,24 +117,26 @@ def choose_run(ref: str | os.PathLike | None, wanted: list[SeriesKey] | None = N
                      f"(train one with `{fix}`).")
         return Choice(run_dir, f"named with {how}")
     base = runs_root(root)
-    runs = _newest(base)
+    status = _newest(base)
+    runs = list(status)
     if not runs:
         raise RunError(f"no runs yet under {base}; train one with `{fix}`.")
     if not wanted:
-        finished = [p for p in runs if run_status(p) == FINISHED]
+        finished = [p for p in runs if status[p] == FINISHED]
         if not finished:
             raise RunError(
-                f"no finished run under {base} (the latest, {runs[0].name}, is {run_status(runs[0])}); "
+                f"no finished run under {base} (the latest, {runs[0].name}, is {status[runs[0]]}); "
                 f"resume it with `finhrm train --resume {runs[0].name}`, or name a run with {how} RUN."
             )
         return Choice(finished[0], "newest finished run")
-    matching = [p for p in runs if covers(run_series(p), wanted)]
-    finished = [p for p in matching if run_status(p) == FINISHED]
+    series = {p: run_series(p) for p in runs}
+    matching = [p for p in runs if covers(series[p], wanted)]
+    finished = [p for p in matching if status[p] == FINISHED]
     if finished:
-        return Choice(finished[0], "newest finished run " + _trained_on(wanted, run_series(finished[0])))
+        return Choice(finished[0], "newest finished run " + _trained_on(wanted, series[finished[0]]))
     what = f"no finished run trained on {_names(wanted)} under {base}"
     if matching:
-        st = run_status(matching[0])
+        st = status[matching[0]]
         todo = ("wait for it to finish" if st == TRAINING
                 else f"finish it with `finhrm train --resume {matching[0].name}`")
         raise RunError(f"{what} (the latest, {matching[0].name}, is {st}); {todo}, or name a run with {how} RUN.")
