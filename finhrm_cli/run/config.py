@@ -117,18 +117,42 @@ class RunConfig:
         without the setting ran every segment."""
         return self.train is not None and self.train.act_inference == "halted"
 
-    def series_splits(self, name: str) -> dict:
-        """The splits recorded for the series ``name`` (case ignored); for a series the run
-        was not trained on, the run's own (its first series')."""
+    def trained_name(self, source) -> str | None:
+        """The name under which the run was trained on the series of ``source`` (a data
+        source: ``.name``, ``.fingerprint``): the same name (case ignored), else the same file
+        under another name (its sha256, as ``run.choose`` matches a run); None: another series."""
+        series = self.series or [{"name": (self.source or {}).get("name"), "source": self.source or {}}]
+        named = [s["name"] for s in series if isinstance(s.get("name"), str)]
+        for n in named:
+            if n.casefold() == str(source.name).casefold():
+                return n
+        fp = getattr(source, "fingerprint", None)
+        for s in series:
+            if fp and isinstance(s.get("source"), dict) and s["source"].get("fingerprint") == fp:
+                return s.get("name")
+        return None
+
+    def _name_of(self, key) -> str:
+        """A series name, or a data source resolved by ``trained_name`` (its own name if the
+        run has not seen it)."""
+        return key if isinstance(key, str) else (self.trained_name(key) or key.name)
+
+    def series_splits(self, name) -> dict:
+        """The splits recorded for the series ``name`` (case ignored; or a data source,
+        ``trained_name``); for a series the run was not trained on, the run's own (its first
+        series')."""
+        name = self._name_of(name)
         for s in self.series or []:
             if s["name"].casefold() == str(name).casefold():
                 return s.get("splits") or {}
         return self.splits or {}
 
-    def cutoff(self, name: str):
-        """Last validation date of the series ``name`` (of the latest series when unknown),
-        as ``datetime64[D]``, or None; a production run, which validates nothing, has its
-        last training date: the rows after it are the ones it has not seen."""
+    def cutoff(self, name):
+        """Last validation date of the series ``name`` (or a data source, ``trained_name``;
+        of the latest series when unknown), as ``datetime64[D]``, or None; a production run,
+        which validates nothing, has its last training date: the rows after it are the ones
+        it has not seen."""
+        name = self._name_of(name)
         series = self.series or [{"name": (self.source or {}).get("name"), "splits": self.splits}]
 
         def last(s):

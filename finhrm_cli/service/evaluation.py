@@ -74,7 +74,7 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
     segments: dict | None = {} if act else None
     hrm = fc.hrm(parts, act=act, segments=segments)
     preds = fc.combine(parts, hrm)
-    cutoffs = [rc.cutoff(ds.source.name) for ds, _ in parts]
+    cutoffs = [rc.cutoff(ds.source) for ds, _ in parts]
     scales = _train_scales(parts, own) if paths else [train_scale(ds) for ds, _ in parts]
     anc = anchor.fit(of(own, "train"), of(own, "val"), coverage)
     scored = score_parts(parts, preds, fc.conformal, coverage, intervals, cutoffs, fc.extra(hrm), scales, anc)
@@ -120,7 +120,7 @@ def _file_parts(rc, files, date_col, col_map, notes: list[str], ack=()) -> list:
     parts = []
     for ds in datasets_for_run(rc, files, date_col, col_map, ack):
         w = ds.windows("all")
-        cutoff = rc.cutoff(ds.source.name)
+        cutoff = rc.cutoff(ds.source)
         if cutoff is not None:
             keep = np.nonzero(w.dates > cutoff)[0]
             left_out = len(w) - len(keep)

@@ -40,14 +40,14 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     staleness, calendars = {}, {}
     for ds in dss:
         w = ds.windows("all")
-        staleness[ds.source.name] = _sessions_after(rc, ds.source.name, w.dates)
+        staleness[ds.source.name] = _sessions_after(rc, ds.source, w.dates)
         calendars[ds.source.name] = (w.dates, sessions.trading_days(w.dates))
         if len(w) == 0:
             need = rc.features.seq_len
             raise DataError(f"{ds.source.path}: too short to predict; it needs at least {need} usable rows after indicator warm-up.")
         if not all_rows:
             keep = np.array([len(w) - 1])
-            cutoff = rc.cutoff(ds.source.name)
+            cutoff = rc.cutoff(ds.source)
             if intervals == "adaptive" and fc.conformal and cutoff is not None:
                 keep = np.union1d(np.nonzero(w.dates > cutoff)[0], keep)
             w = w.subset(keep)
@@ -57,7 +57,7 @@ def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: f
     conformal = fc.conformal
     rows, scored = [], []
     for (ds, w), pred in zip(parts, preds):
-        cutoff = rc.cutoff(ds.source.name)
+        cutoff = rc.cutoff(ds.source)
         iv = interval_arrays(ds, w, pred, conformal, coverage, intervals, cutoff)
         q = quantiles.quantiles(ds, w, pred, conformal, levels, intervals, cutoff) if levels else None
         if q is not None and all_rows:  # out of sample: after the run's validation period
@@ -118,7 +118,7 @@ def _rows(ds, w, ph, pl, iv, calendar, rc, run_name: str, all_rows: bool) -> lis
     h = rc.features.horizon
     first = int(ds.window_ends("all")[0])  # row_dates holds the rows from this one on
     targets = sessions.target_dates(row_dates, w.end - first, h, days)
-    split = sessions.split_of(targets, rc.series_splits(ds.source.name)) if all_rows else None
+    split = sessions.split_of(targets, rc.series_splits(ds.source)) if all_rows else None
     out = []
     for i in range(len(w)):
         r = {
@@ -142,12 +142,13 @@ def _rows(ds, w, ph, pl, iv, calendar, rc, run_name: str, all_rows: bool) -> lis
     return out
 
 
-def _sessions_after(rc, name: str, dates: np.ndarray) -> tuple[str | None, int | None]:
-    """(the run's last training date for the series, how many of ``dates`` come after it);
-    (None, None) for a series the run was not trained on (named with --model): its own
-    training dates say nothing about this file."""
-    trained = [n.casefold() for n in rc.series_names()] or [str((rc.source or {}).get("name", "")).casefold()]
-    if name.casefold() not in trained:
+def _sessions_after(rc, source, dates: np.ndarray) -> tuple[str | None, int | None]:
+    """(the run's last training date for the series of ``source``, how many of ``dates`` come
+    after it); (None, None) for a series the run was not trained on (named with --model): its
+    own training dates say nothing about this file.  A renamed copy of a training file counts
+    as that series (``RunConfig.trained_name``)."""
+    name = rc.trained_name(source)
+    if name is None:
         return None, None
     last = (rc.series_splits(name).get("train") or {}).get("last_date")
     if not last:

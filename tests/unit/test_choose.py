@@ -98,3 +98,30 @@ def test_series_of_runs_and_files(tmp_path, home):
     f.write_bytes(b"abc")
     (key,) = data_series([f])
     assert key.name == "GOOG" and len(key.fingerprint) == 64
+
+
+def test_a_renamed_copy_of_a_training_file_keeps_its_series_dates():
+    """Chosen by fingerprint (a renamed copy), a file gets the dates of the series it is a
+    copy of: its cutoff, splits and staleness, not the first series' or none."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from finhrm_cli.run.config import RunConfig
+    from finhrm_cli.service.prediction import _sessions_after
+
+    def series(name, fp, train_last, val_last):
+        return {"name": name, "source": {"fingerprint": fp},
+                "splits": {"train": {"last_date": train_last}, "val": {"last_date": val_last}}}
+
+    rc = RunConfig(series=[series("aapl", "a" * 64, "2020-01-31", "2020-06-30"),
+                           series("msft", "b" * 64, "2021-01-29", "2021-06-30")])
+    copy = SimpleNamespace(name="msft_copy", fingerprint="b" * 64)
+    other = SimpleNamespace(name="tsla", fingerprint="c" * 64)
+    assert rc.trained_name(copy) == "msft" and rc.trained_name(other) is None
+    assert rc.trained_name(SimpleNamespace(name="AAPL", fingerprint=None)) == "aapl"
+    assert rc.cutoff(copy) == np.datetime64("2021-06-30")
+    assert rc.series_splits(copy)["train"]["last_date"] == "2021-01-29"
+    dates = np.array(["2021-01-28", "2021-02-01", "2021-02-02"], dtype="datetime64[D]")
+    assert _sessions_after(rc, copy, dates) == ("2021-01-29", 2)
+    assert _sessions_after(rc, other, dates) == (None, None)
