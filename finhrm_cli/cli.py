@@ -22,7 +22,7 @@ _blas.start_sample()  # the BLAS thread choice measures other work over the impo
 import typer  # noqa: E402
 
 from finhrm_cli import __version__  # noqa: E402
-from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig, help_for  # noqa: E402
+from finhrm_cli.config import STALE_AFTER, FeatureConfig, ModelConfig, TrainConfig, help_for  # noqa: E402
 from finhrm_cli.errors import FinhrmError, FinhrmWarning, UsageError  # noqa: E402
 from finhrm_cli.cli_options import (  # noqa: E402
     AckOpt, ActInference, ActOpt, ActTraining, ColMap, CoverageOpt, DateCol, Format, Intervals, IntervalsOpt,
@@ -402,7 +402,7 @@ def predict(
     intervals: IntervalsOpt = Intervals.adaptive,
     quantile_levels: Annotated[Optional[str], typer.Option("--quantiles", metavar="LEVELS", help="Also give the high's and the low's quantiles at these levels, e.g. 0.05,0.25,0.5,0.75,0.95 (never crossing, low <= high at each; with --all, each pair's coverage).", show_default=False)] = None,
     act: ActOpt = None,
-    stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = 20,
+    stale_after: Annotated[int, typer.Option("--stale-after", min=0, metavar="N", help="Suggest a refit (`finhrm train FILE --from RUN`) when the file holds more than N sessions after the run's last training row.")] = STALE_AFTER,
     date_col: DateCol = None,
     col: ColMap = None,
     ack: AckOpt = None,

@@ -69,6 +69,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 # The HRM's parameters, estimated from its shape: above this (1 GB of float32 weights, 4 GB
 # with the optimizer state) a model is a typo, not a choice.
+STALE_AFTER = 20  # sessions after a run's last training row before predict suggests a refit
 MAX_PARAMS = 250_000_000
 # Block passes in one forecast, halt_max_steps * h_cycles * (l_cycles * l_layers + h_layers):
 # inference compiles them unrolled, at about 75 ms and 0.3 MB each (2-core CPU; 48 passes for

@@ -21,16 +21,16 @@ def evaluate(run_ref: str | None, data_path=None, split: str = "test", coverage:
              act: bool | None = None, walk_forward: int | None = None, plot: Path | None = None,
              date_col=None, col_map=None, callback: Callback | None = None,
              intervals: str = "adaptive", plot_last: int = LAST, with_rows: bool = False,
-             how: str = "--model", ack=()) -> dict:
+             ack=()) -> dict:
     """Score ``run_ref`` (see the module); ``with_rows`` adds ``rows``, one dict per scored row
     (for ``--csv``)."""
     if plot is not None:
         pyplot()  # no matplotlib: say so before any work (a walk-forward takes minutes)
     paths = (data_path if isinstance(data_path, (list, tuple)) else [data_path]) if data_path else []
     if paths and not walk_forward:
-        files, run_dir, fc, rc, choice = open_for_data(run_ref, paths, how=how)
+        files, run_dir, fc, rc, choice = open_for_data(run_ref, paths)
     else:
-        run_dir, fc, rc, choice = open_run(run_ref, how=how)
+        run_dir, fc, rc, choice = open_run(run_ref)
     chosen = {"run_name": choice.name, "run_choice": choice.reason}
     notes: list[str] = []
     if walk_forward:

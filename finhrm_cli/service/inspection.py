@@ -22,11 +22,11 @@ def list_runs() -> dict:
 
 
 def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, col_map=None,
-            how: str = "--model", ack=()) -> dict:
+            ack=()) -> dict:
     if data_path is not None:
-        files, run_dir, fc, rc, choice = open_for_data(run_ref, [data_path], how=how)
+        files, run_dir, fc, rc, choice = open_for_data(run_ref, [data_path])
     else:
-        run_dir, fc, rc, choice = open_run(run_ref, how=how)
+        run_dir, fc, rc, choice = open_run(run_ref)
     model = fc.model
     warnings: list[str] = []
     metrics = snake_keys(store.read_metrics(run_dir, warnings))

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from finhrm_cli.errors import DataError
+from finhrm_cli.config import STALE_AFTER
 from finhrm_cli.forecast import quantiles, sessions
 from finhrm_cli.forecast.parts import iso
 from finhrm_cli.forecast.scoring import interval_arrays, to_prices
 from finhrm_cli.run.choose import open_for_data, train_command
 from finhrm_cli.run.data import datasets_for_run
-
-STALE_AFTER = 20  # sessions after the run's last training row before predict suggests a refit
 
 
 def predict(data_paths, run_ref: str | None, all_rows: bool = False, coverage: float = 0.8,
