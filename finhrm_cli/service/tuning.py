@@ -256,12 +256,8 @@ def _metric_name(objective: str, folds: int, several: bool) -> str:
 
 
 def _compact(metrics: dict | None, several: bool) -> dict | None:
-    """A split's headline: the forecast's MAE and skill, its rows and dates."""
-    if not metrics:
-        return None
-    m = (metrics.get("results") or {}).get("finhrm") or {}
-    return {"mae": None if several else m.get("mae"), "skill": m.get("skill_mean") if several else m.get("skill"),
-            "rows": metrics.get("rows"), "first_date": metrics.get("first_date"), "last_date": metrics.get("last_date")}
+    """A split's headline with its dates (``tune.study.headline``); None without metrics."""
+    return studymod.headline(metrics, several) if metrics else None
 
 
 def _default_run(study, base, trials_dir, paths, date_col, col_map, emit, several) -> dict:

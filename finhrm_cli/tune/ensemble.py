@@ -18,6 +18,7 @@ from finhrm_cli.forecast.ensemble import EnsembleForecaster
 from finhrm_cli.forecast.parts import of
 from finhrm_cli.run import lock
 from finhrm_cli.tune.events import Stage
+from finhrm_cli.tune.study import headline
 
 MAX_K = 20
 
@@ -59,9 +60,7 @@ def _seed_runs(study, best, settings: dict, k: int, trials_dir: Path, paths, dat
 
 
 def _headline(scored: dict, several: bool) -> dict:
-    m = (scored.get("results") or {}).get("finhrm") or {}
-    return {"mae": None if several else m.get("mae"), "skill": m.get("skill_mean") if several else m.get("skill"),
-            "rows": scored.get("rows")}
+    return headline(scored, several, dates=False)
 
 
 def build(study, name: str, k: int, seeds: bool, settings: dict, trials_dir: Path, paths, date_col, col_map,

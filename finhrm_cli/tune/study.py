@@ -148,3 +148,17 @@ def importances(study) -> tuple[dict | None, str | None]:
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         return None, f"importances could not be computed ({' '.join(str(exc).split())[:120]})."
     return {k: round(float(v), 4) for k, v in imp.items()}, None
+
+
+def headline(metrics: dict | None, several: bool, dates: bool = True) -> dict | None:
+    """A split's headline: the forecast's MAE (one series; None for several, whose price-unit
+    MAEs do not pool) and skill (the mean of the series' skills for several), its rows and,
+    with ``dates``, its first and last dates."""
+    if metrics is None:
+        return None
+    m = (metrics.get("results") or {}).get("finhrm") or {}
+    out = {"mae": None if several else m.get("mae"), "skill": m.get("skill_mean") if several else m.get("skill"),
+           "rows": metrics.get("rows")}
+    if dates:
+        out.update(first_date=metrics.get("first_date"), last_date=metrics.get("last_date"))
+    return out
