@@ -384,3 +384,17 @@ def dump_toml(settings: dict[str, dict], comments: list[str] = ()) -> str:
             continue
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(values[k])}" for k in sorted(values)]
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def settings_to_configs(settings: dict) -> tuple["FeatureConfig", "ModelConfig", "TrainConfig"]:
+    """The three checked settings groups of a settings dict ({"features": {...}, "model": ...,
+    "train": ...}); ``UsageError`` naming the first bad or unknown setting."""
+    try:
+        fcfg = FeatureConfig(**settings.get("features", {}))
+        mcfg = ModelConfig(**settings.get("model", {}))
+        tcfg = TrainConfig(**settings.get("train", {}))
+    except TypeError as exc:  # an unknown key slipped through
+        raise UsageError(f"unknown setting: {exc}") from exc
+    for c in (fcfg, mcfg, tcfg):
+        c.validate()
+    return fcfg, mcfg, tcfg

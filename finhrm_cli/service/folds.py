@@ -82,7 +82,8 @@ def objective(paths, settings: dict, k: int, date_col=None, col_map=None, callba
     import numpy as np
 
     from finhrm_cli import data
-    from finhrm_cli.service.training import fit_model_config, settings_to_configs
+    from finhrm_cli.config import settings_to_configs
+    from finhrm_cli.service.training import fit_model_config
 
     fcfg, mcfg, tcfg = settings_to_configs(settings)
     dss = data.prepare_many(paths, fcfg, date_col=date_col, col_map=col_map)

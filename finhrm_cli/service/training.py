@@ -7,25 +7,13 @@ import datetime as _dt
 import time
 from pathlib import Path
 
-from finhrm_cli.config import FeatureConfig, ModelConfig, TrainConfig
+from finhrm_cli.config import TrainConfig, settings_to_configs
 from finhrm_cli.errors import DataError, FilesystemError, UsageError
 from finhrm_cli.forecast.parts import of, stack
 from finhrm_cli.run import create, lock, store
 from finhrm_cli.run.config import RUN_KEYS, RunConfig
 from finhrm_cli.run.data import data_folder, run_datasets, warn_sources
 from finhrm_cli.train.events import Callback
-
-
-def settings_to_configs(settings: dict) -> tuple[FeatureConfig, ModelConfig, TrainConfig]:
-    try:
-        fcfg = FeatureConfig(**settings.get("features", {}))
-        mcfg = ModelConfig(**settings.get("model", {}))
-        tcfg = TrainConfig(**settings.get("train", {}))
-    except TypeError as exc:  # an unknown key slipped through
-        raise UsageError(f"unknown setting: {exc}") from exc
-    for c in (fcfg, mcfg, tcfg):
-        c.validate()
-    return fcfg, mcfg, tcfg
 
 
 

@@ -180,9 +180,10 @@ def base_settings(config: Path | None, seed: int | None) -> dict[str, dict]:
 
 def fits(settings: dict[str, dict]) -> str | None:
     """None when the settings make a valid model (``validate``); else the one-line reason."""
+    from finhrm_cli.config import settings_to_configs
+
     try:
-        for section, cls in SECTIONS.items():
-            cls(**settings.get(section, {})).validate()
-    except (UsageError, TypeError) as exc:
+        settings_to_configs(settings)
+    except UsageError as exc:
         return str(exc)
     return None
