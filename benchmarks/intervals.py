@@ -153,11 +153,12 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8, names=None) -
             continue
         beta, mondrian, per_third, gamma, *width = spec
         variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma,
-                                   width_model=bool(width), heads=False)
+                                   width_model=bool(width), heads=False, decay=None)
     out = {}
     for name, conf in variants.items():
         res = score_parts(scored, pred_sc, conf, coverage, "adaptive", cutoffs, None, scales, anc)["results"]
         out[name] = figures(res["finhrm"])
+        out[name]["winkler_p"] = res[anchor.NAME].get("winkler_dm_p")
         if "beta" in conf.get("by_volatility", {}):
             out[name]["beta"] = conf["by_volatility"]["beta"]
     out["anchor"] = figures(res[anchor.NAME])
@@ -278,13 +279,18 @@ def figures(m: dict) -> dict:
 def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float = 0.8) -> None:
     """Per series (mean over its seeds): coverage per third, the calm-to-wild spread (largest
     minus smallest third), the worst third's distance from nominal over every seed, the
-    Winkler score as a ratio to the anchor's in the same run, joint coverage."""
+    Winkler score as a ratio to the anchor's in the same run with the Diebold-Mariano p-value
+    of equal interval scores per seed (``evaluate``'s), joint coverage.  The series column ends
+    with the binomial 95% half-width of a coverage measured on the smallest third's rows."""
     print("| series (seeds; test rows calm / mid / wild) | method | coverage calm / mid / wild | spread | worst third "
-          "off nominal | Winkler / anchor | joint coverage |")
-    print("|---|---|---|---|---|---|---|")
+          "off nominal | Winkler / anchor | p (DM) per seed | joint coverage |")
+    print("|---|---|---|---|---|---|---|---|")
     for series, runs in results.items():
         rows_n = np.mean([r["old"]["rows"] for r in runs], axis=0)
-        where = f"{series} ({len(runs)}; {' / '.join(f'{v:.0f}' for v in rows_n)})"
+        # the binomial 95% half-width of one seed's coverage in the smallest third: the
+        # resolution of a "within 3 points" check on that many rows
+        half = 196 * np.sqrt(coverage * (1 - coverage) / max(1.0, float(np.min(rows_n))))
+        where = f"{series} ({len(runs)}; {' / '.join(f'{v:.0f}' for v in rows_n)}; ±{half:.1f})"
         for name in names:
             rows = [r[name] for r in runs]
             th = np.mean([r["thirds"] for r in rows], axis=0) * 100
@@ -294,8 +300,9 @@ def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float
             joint = np.mean([r["joint"] for r in rows]) * 100
             beta = [r["beta"] for r in rows if "beta" in r]
             label = name + (f" (beta {np.mean(beta):.2f})" if beta and name.startswith("width-beta") else "")
+            ps = "/".join("-" if r.get("winkler_p") is None else f"{r['winkler_p']:.2f}" for r in rows)
             print(f"| {where} | {label} | {th[0]:.1f} / {th[1]:.1f} / {th[2]:.1f} | {spread:.1f} | {worst:.1f} "
-                  f"| {ratio:.3f} | {joint:.1f} |")
+                  f"| {ratio:.3f} | {ps} | {joint:.1f} |")
 
 
 def main() -> None:

@@ -11,9 +11,12 @@ may now also hold ``"by_volatility"`` (``residual_bins``), the default of new ru
   rows (``"*"``: over every series, for a series the run has not seen), which sort each row into
   a calm, mid or wild third;
 * the adaptive update (``aci``) keeps **one miscoverage level per third**, each learning from
-  the outcomes of its own third's rows at step ``gamma`` (0.02: each level sees a third of
-  the outcomes), so a third whose errors outgrow (or undershoot) the scale widens (or
-  narrows) its own intervals;
+  the outcomes of its own third's rows, so a third whose errors outgrow (or undershoot) the
+  scale widens (or narrows) its own intervals.  Its step is ``gamma``; with ``decay`` (new runs
+  since the decaying steps: 0.05, decay 25, floor ``gamma_min`` 0.01) a level's k-th step is
+  ``max(gamma_min, gamma / sqrt(1 + k / decay))``: a third the scored rows reach for the
+  first time (a calm run after a crisis, a wild one after a calm year) learns fast, and a
+  third with many outcomes settles instead of jittering, which costs interval score;
 * ``high`` / ``low``: the sorted validation residuals, one list (the default), or one per third
   (Mondrian conformal, Vovk et al. 2003; a third with fewer than ``MIN_BIN`` rows uses all);
 * ``beta``: the residuals are in units of ``s ** beta`` (a width model; 1, the old scaling, by
@@ -43,7 +46,8 @@ import numpy as np
 from finhrm_cli.forecast.intervals_quality import thirds, volatility_edges
 
 # New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
-DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.03, "heads": True}
+DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.05, "decay": 25.0, "gamma_min": 0.01,
+           "heads": True}
 HEADS_RIDGE = 100.0  # the residual heads' L2 penalty on the normalised inputs (linear.RIDGE is 1)
 MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
@@ -163,7 +167,7 @@ def thirds_of(scale, edges) -> np.ndarray:
 def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.ndarray],
                   beta: float | None = DEFAULT["beta"], mondrian: bool = DEFAULT["mondrian"],
                   per_third: bool = DEFAULT["per_third"], gamma: float = DEFAULT["gamma"], width=None,
-                  heads=None) -> dict:
+                  heads=None, decay: float | None = DEFAULT["decay"], gamma_min: float = DEFAULT["gamma_min"]) -> dict:
     """The ``by_volatility`` part of a run's residuals from its validation rows.
 
     ``pred_log``, ``y_log``: (n, 2) forecasts and outcomes (log ratios); ``scale``: (n,) the rows'
@@ -171,7 +175,8 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     the volatility scale of that series' training rows (the edges of the thirds).  ``beta``:
     the width exponent (None: fitted, ``width_beta``); ``mondrian``: residuals per third (else
     one pooled list in every third); ``per_third``: one adaptive level per third; ``gamma``:
-    the adaptive step; ``width``: (n, 2) row multipliers of the unit (a width model), or None;
+    the adaptive step (``decay``, ``gamma_min``: its schedule, ``aci``); ``width``: (n, 2) row
+    multipliers of the unit (a width model), or None;
     ``heads``: (n, 2, 2) the residual heads' quantiles of the rows (``heads_of``): the lists hold
     CQR scores, not residuals."""
     p, y = np.asarray(pred_log, np.float64), np.asarray(y_log, np.float64)
@@ -197,7 +202,7 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     if q is not None:  # CQR scores of the residual heads
         u = np.maximum(q[:, :, 0] - u, u - q[:, :, 1])
     out = {"beta": round(float(beta), 6), "edges": edges, "min_bin": MIN_BIN, "per_third": bool(per_third),
-           "gamma": float(gamma)}
+           "gamma": float(gamma), **({} if decay is None else {"decay": float(decay), "gamma_min": float(gamma_min)})}
     for j, key in enumerate(("high", "low")):
         col = np.sort(u[:, j])
         sets = [np.sort(u[third == k, j]) if (third == k).sum() >= MIN_BIN else col for k in range(3)]
@@ -208,15 +213,18 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
 
 def aci(centre_lo, centre_hi, y, unit, offsets: Callable[[float, int], tuple[float, float]], group,
         target: float, end=None, horizon: int = 1, gamma: float = GAMMA, update=None, groups: int = 1,
-        shared: bool = False):
+        shared: bool = False, decay: float | None = None, gamma_min: float = 0.0):
     """Adaptive conformal inference over rows in time order, one miscoverage level per group.
 
     Row t's interval (log space) is ``[centre_lo_t + lo * unit_t, centre_hi_t + hi * unit_t]``
     with ``(lo, hi) = offsets(alpha_g, g)`` for the row's group ``g``.  Once row s's outcome is
     known (``end_s + horizon <= end_t``) and ``update_s``, its group's level moves by
     ``gamma * (target - miss_s)`` (``shared``: one level for all groups, ``offsets`` still
-    called with the row's group).  Row t reads no outcome known after its own close.  Returns
-    (lo, hi) arrays in log space and the final level of each group."""
+    called with the row's group).  ``decay``: the step of a level's k-th update is
+    ``max(gamma_min, gamma / sqrt(1 + k / decay))`` (decaying steps, Angelopoulos, Barber and
+    Bates 2024: a level learns fast from its first outcomes, then settles instead of jittering
+    around its target; None: ``gamma`` throughout).  Row t reads no outcome known after its own
+    close.  Returns (lo, hi) arrays in log space and the final level of each group."""
     clo, chi = np.asarray(centre_lo, np.float64), np.asarray(centre_hi, np.float64)
     y, u = np.asarray(y, np.float64), np.asarray(unit, np.float64)
     g = np.asarray(group, np.int64)
@@ -224,6 +232,7 @@ def aci(centre_lo, centre_hi, y, unit, offsets: Callable[[float, int], tuple[flo
     end = np.arange(n) if end is None else np.asarray(end, np.int64)
     upd = np.ones(n, bool) if update is None else np.asarray(update, bool)
     alpha = [target] * groups
+    seen = [0] * groups  # updates each level has had
     lvl = np.zeros(n, np.int64) if shared else g
     lo_off, hi_off = np.empty(n), np.empty(n)
     nxt = 0
@@ -232,7 +241,10 @@ def aci(centre_lo, centre_hi, y, unit, offsets: Callable[[float, int], tuple[flo
             if upd[nxt] and np.isfinite(y[nxt]):
                 v = (y[nxt] - clo[nxt]) / u[nxt], (y[nxt] - chi[nxt]) / u[nxt]
                 miss = not (lo_off[nxt] <= v[0] and v[1] <= hi_off[nxt])
-                alpha[lvl[nxt]] += gamma * (target - miss)
+                k = lvl[nxt]
+                step = gamma if decay is None else max(gamma_min, gamma / math.sqrt(1.0 + seen[k] / decay))
+                alpha[k] += step * (target - miss)
+                seen[k] += 1
             nxt += 1
         lo_off[t], hi_off[t] = offsets(alpha[lvl[t]], int(g[t]))
     with np.errstate(invalid="ignore", over="ignore"):
@@ -247,11 +259,14 @@ def row_thirds(conf: dict, scale, series: str | None) -> np.ndarray:
 
 def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale, series: str | None,
                      adaptive: bool = True, end=None, horizon: int = 1, update=None,
-                     gamma: float = GAMMA, per_third: bool = True, width=None, x_last=None) -> dict[str, np.ndarray]:
+                     gamma: float = GAMMA, per_third: bool = True, width=None, x_last=None,
+                     decay: float | None = None, gamma_min: float = 0.0) -> dict[str, np.ndarray]:
     """Price intervals from a run's ``by_volatility`` residuals ``conf``: each row calibrated on its
     third's residuals in units of ``scale ** beta``; ``adaptive``: one adaptive level per third
     (else the static split-conformal offsets); ``per_third``: one adaptive level per third (else
-    one for every row); ``width``: (n, 2) row multipliers of the unit, or None; ``x_last``: the
+    one for every row); ``decay``, ``gamma_min``: the step's schedule (``aci``; the run's
+    ``conf["decay"]``, absent before the decaying steps); ``width``: (n, 2) row multipliers of the
+    unit, or None; ``x_last``: the
     rows' inputs, for residual heads (``conf["heads"]``).  Same keys as ``baselines.intervals``."""
     p = np.asarray(pred_log, np.float64)
     y = np.asarray(y_log, np.float64) if y_log is not None else np.full(p.shape, np.nan)
@@ -271,7 +286,7 @@ def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale,
 
         if adaptive:
             lo, hi, _ = aci(clo, chi, y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,
-                            gamma, update, groups=3, shared=not per_third)
+                            gamma, update, groups=3, shared=not per_third, decay=decay, gamma_min=gamma_min)
         else:
             off = np.array([offsets(1.0 - coverage, int(k)) for k in third]).reshape(-1, 2)
             with np.errstate(invalid="ignore"):

@@ -21,12 +21,25 @@ import numpy as np
 THIRDS = (1, 2, 3)
 
 
-def winkler(lo, hi, y, alpha: float) -> float:
-    """Mean interval score of ``[lo, hi]`` for outcomes ``y`` at miscoverage ``alpha``."""
+def interval_scores(lo, hi, y, alpha: float) -> np.ndarray:
+    """Each row's interval (Winkler) score of ``[lo, hi]`` for outcome ``y`` at miscoverage ``alpha``."""
     lo, hi, y = (np.asarray(a, np.float64) for a in (lo, hi, y))
     with np.errstate(invalid="ignore"):  # an unbounded interval scores inf
-        s = (hi - lo) + (2.0 / alpha) * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
+        return (hi - lo) + (2.0 / alpha) * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
+
+
+def winkler(lo, hi, y, alpha: float) -> float:
+    """Mean interval score of ``[lo, hi]`` for outcomes ``y`` at miscoverage ``alpha``."""
+    s = interval_scores(lo, hi, y, alpha)
     return float(np.mean(s)) if s.size else float("nan")
+
+
+def row_scores(iv: dict, next_high, next_low, coverage: float) -> np.ndarray:
+    """(n, 2) the interval scores of the high's and the low's intervals, row by row (the loss
+    a Diebold-Mariano test of two interval methods compares, ``baselines.diebold_mariano``)."""
+    a = 1.0 - coverage
+    return np.stack([interval_scores(iv["high_lo"], iv["high_hi"], next_high, a),
+                     interval_scores(iv["low_lo"], iv["low_hi"], next_low, a)], axis=1)
 
 
 def pinball(q, y, tau: float) -> float:

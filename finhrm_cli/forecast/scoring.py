@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from finhrm_cli.forecast import anchor, baselines, conformal as bins
-from finhrm_cli.forecast.intervals_quality import quality, thirds, volatility_edges
+from finhrm_cli.forecast.intervals_quality import quality, row_scores, thirds, volatility_edges
 from finhrm_cli.forecast.parts import iso, known, scale
 
 HRM_ALONE = "hrm_alone"  # the forecast scored beside a blended run's (JSON keys are snake_case)
@@ -62,7 +62,7 @@ def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptiv
         width = bins.width_of(bv["width_model"], w.x[:, -1, :]) if "width_model" in bv else None
         return bins.binned_intervals(pred_log, y, w.close, bv, coverage, s, ds.source.name, method == "adaptive",
                                      w.end, ds.fcfg.horizon, update, bv.get("gamma", bins.GAMMA), bv.get("per_third", True),
-                                     width, w.x[:, -1, :])
+                                     width, w.x[:, -1, :], bv.get("decay"), bv.get("gamma_min", 0.0))
     if method == "split":
         return baselines.intervals(pred_log, w.close, conformal, coverage, s)
     iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,
@@ -113,6 +113,10 @@ def _results(a: dict) -> dict:
         res[anchor.NAME] = baselines.metrics(ah, al, w.next_high, w.next_low, w.close, aiv)
         res[anchor.NAME].update(quality(aiv, w.next_high, w.next_low, a["coverage"], a.get("third")))
         others.append((anchor.NAME, (ah, al)))
+        if a["iv"] is not None:  # equal interval scores? (DM on the rows' Winkler scores; < 0: finhrm's are lower)
+            dm = baselines.diebold_mariano(row_scores(a["iv"], w.next_high, w.next_low, a["coverage"]),
+                                           row_scores(aiv, w.next_high, w.next_low, a["coverage"]), a["h"])
+            res[anchor.NAME]["winkler_dm_stat"], res[anchor.NAME]["winkler_dm_p"] = dm["stat"], dm["p"]
     res["persistence"] = baselines.metrics(w.high, w.low, w.next_high, w.next_low, w.close)
     res["recent_range"] = baselines.metrics(a["rh"], a["rl"], w.next_high, w.next_low, w.close)
     actual = np.stack([w.next_high, w.next_low], axis=1)

@@ -313,6 +313,11 @@ def _check_by_volatility(bv: Any, n: int | None = None) -> None:
     _check_heads(bv.get("heads"), n)
     if not (_finite(bv.get("gamma", 0.005)) and 0 <= bv.get("gamma", 0.005) <= 1):
         raise UsageError(f"conformal.by_volatility.gamma must be a number in [0, 1] (got {shown(bv.get('gamma'))})")
+    if "decay" in bv and not (_finite(bv["decay"]) and bv["decay"] > 0):
+        raise UsageError(f"conformal.by_volatility.decay must be a positive number (got {shown(bv['decay'])})")
+    if not (_finite(bv.get("gamma_min", 0.0)) and 0 <= bv.get("gamma_min", 0.0) <= bv.get("gamma", 0.005)):
+        raise UsageError("conformal.by_volatility.gamma_min must be a number in [0, gamma] "
+                         f"(got {shown(bv.get('gamma_min'))})")
 
 
 def _check_heads(h: Any, n: int | None) -> None:

@@ -118,13 +118,15 @@ def intervals_table(title: str, results: dict[str, dict], scale_free: bool = Fal
     if not scale_free:
         rows += [("winkler", [m.get("winkler") for m in have.values()]),
                  ("pinball", [m.get("pinball") for m in have.values()])]
+    if any(m.get("winkler_dm_p") is not None for m in have.values()):  # the anchor's, against finhrm's
+        rows.append(("winkler p (DM)", [m.get("winkler_dm_p") for m in have.values()]))
     first = next(iter(have.values())).get("coverage_by_volatility") or []
     for i, third in enumerate(first):
         cells = [(m.get("coverage_by_volatility") or [{}] * 3)[i].get("coverage") for m in have.values()]
         rows.append((f"coverage {THIRD_NAMES.get(third['third'], third['third'])} ({third['rows']:,} rows)", cells))
     rows.append(("joint coverage", [m.get("joint_coverage") for m in have.values()]))
     for text, cells in rows:
-        fmt = fmt_pct if "coverage" in text else fmt_num
+        fmt = fmt_pct if "coverage" in text else fmt_p if "(DM)" in text else fmt_num
         t.add_row(text, *[fmt(v) if v is not None else "-" for v in cells])
     return t
 

@@ -205,7 +205,8 @@ def _intervals_view(results: dict, scale_free: bool) -> None:
     words = ("winkler: the width plus 2/(1 - coverage) times any miss, price units; pinball: quantile loss of "
              "the two ends; lower is better. " if not scale_free else "")
     anchor = ("CQR linear: quantile regression on the same inputs, fit on the training rows and conformalized "
-              "on validation, the interval anchor. " if any("cqr_linear" in k for k in results) else "")
+              "on validation, the interval anchor; winkler p (DM): is its interval score different from "
+              "finhrm's? " if any("cqr_linear" in k for k in results) else "")
     note(words + "Volatility thirds by the training rows' scale; joint: high and low both inside. " + anchor
          + "Persistence and recent range are point forecasts: no intervals.")
 

@@ -169,13 +169,16 @@ def test_evaluate_scores_the_conformalized_anchor_beside_finhrm(trained_home, tr
     assert a["n"] == ev["results"]["finhrm"]["n"]
     for key in ("winkler", "pinball", "joint_coverage", "coverage_high", "coverage_low", "mae", "dm_p"):
         assert isinstance(a[key], float), key
+    # the DM test of equal interval scores: its sign follows which Winkler score is lower
+    assert 0 <= a["winkler_dm_p"] <= 1
+    assert np.sign(a["winkler_dm_stat"]) == np.sign(ev["results"]["finhrm"]["winkler"] - a["winkler"])
     assert [t["rows"] for t in a["coverage_by_volatility"]] == \
         [t["rows"] for t in ev["results"]["finhrm"]["coverage_by_volatility"]]
     cfg = json.loads((Path(trained_summary["run"]) / "config.json").read_text())
     assert cfg["conformal"]["by_volatility"]["per_third"] is True and ev["intervals_per_third"] is True
     assert len(cfg["conformal"]["by_volatility"]["heads"]["high"]) == 2  # residual heads (new runs' default)
     human = run_cli(["evaluate", trained_summary["run"]], trained_home)
-    assert "CQR linear" in human.output
+    assert "CQR linear" in human.output and "winkler p (DM)" in human.output
 
 
 def test_predict_quantiles_never_cross_and_report_joint_coverage(trained_home, trained_summary):

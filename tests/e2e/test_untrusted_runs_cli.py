@@ -68,6 +68,10 @@ CRAFTED = [
      "conformal.by_volatility.high"),
     ("by_volatility_gamma", lambda c: c["conformal"]["by_volatility"].update(gamma=-1),
      "conformal.by_volatility.gamma"),
+    ("by_volatility_decay", lambda c: c["conformal"]["by_volatility"].update(decay=0),
+     "conformal.by_volatility.decay"),
+    ("by_volatility_gamma_min", lambda c: c["conformal"]["by_volatility"].update(gamma_min=0.5),
+     "conformal.by_volatility.gamma_min"),
     # the residual heads: two finite, bounded coefficient lists per target, one per feature plus the intercept
     ("heads_text", lambda c: c["conformal"]["by_volatility"].update(heads="wide"), "conformal.by_volatility.heads"),
     ("heads_short", lambda c: c["conformal"]["by_volatility"]["heads"]["high"][0].pop(),

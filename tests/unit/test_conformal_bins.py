@@ -45,7 +45,7 @@ def _coverage_by_third(conf, s, r, per_third, gamma):
 
 def test_one_list_one_level_is_the_old_adaptive_interval_exactly():
     s, r = _regimes(600, 0)
-    conf = _conf(s[:300], r[:300], s[:300], gamma=0.005, per_third=False)
+    conf = _conf(s[:300], r[:300], s[:300], gamma=0.005, per_third=False, decay=None)
     p = np.random.default_rng(1).normal(0, 0.001, (300, 2))
     y = p + r[300:]
     close = np.full(300, 50.0)
@@ -321,3 +321,45 @@ def test_the_cqr_offsets_stay_bounded_and_follow_the_level():
     assert conformal.cqr_offsets(sc, -0.5) == (-sc[-1], sc[-1])  # a level below any: the largest score
     assert conformal.cqr_offsets(sc, 0.1)[1] > conformal.cqr_offsets(sc, 0.5)[1]
     assert anchor.cqr_offsets is conformal.cqr_offsets
+
+
+def test_decaying_steps_follow_their_schedule():
+    """Every row misses (the outcome is far outside): the level's k-th update moves it by
+    ``max(gamma_min, gamma / sqrt(1 + k / decay))`` times (target - 1)."""
+    n, target = 60, 0.2
+    y = np.full(n, 10.0)
+    const = conformal.aci(np.zeros(n), np.zeros(n), y, np.ones(n), lambda a, g: (-0.1, 0.1), np.zeros(n), target,
+                          gamma=0.05)[2][0]
+    decayed = conformal.aci(np.zeros(n), np.zeros(n), y, np.ones(n), lambda a, g: (-0.1, 0.1), np.zeros(n), target,
+                            gamma=0.05, decay=10.0, gamma_min=0.02)[2][0]
+    steps = [max(0.02, 0.05 / np.sqrt(1 + k / 10.0)) for k in range(n - 1)]  # the last row's outcome comes later
+    assert const == pytest.approx(target + (n - 1) * 0.05 * (target - 1))
+    assert decayed == pytest.approx(target + sum(steps) * (target - 1))
+    assert min(steps) == 0.02 and steps[0] == 0.05
+
+
+def test_decaying_steps_settle_where_a_constant_step_jitters():
+    """On a stationary stream both cover about 80%, and the decayed level's interval width
+    varies less over the later rows (the jitter that costs interval score)."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    y = rng.standard_normal(n)
+    sc = np.sort(np.abs(rng.standard_normal(400)))  # CQR scores of a zero-width centre
+
+    def run(**kw):
+        lo, hi, _ = conformal.aci(np.zeros(n), np.zeros(n), y, np.ones(n), lambda a, g: conformal.cqr_offsets(sc, a),
+                                  np.zeros(n), 0.2, gamma=0.05, **kw)
+        return lo, hi, np.mean((y >= lo) & (y <= hi))
+
+    lo_c, hi_c, cov_c = run()
+    lo_d, hi_d, cov_d = run(decay=25.0, gamma_min=0.01)
+    assert abs(cov_c - 0.8) < 0.03 and abs(cov_d - 0.8) < 0.03
+    assert np.std((hi_d - lo_d)[n // 2:]) < 0.6 * np.std((hi_c - lo_c)[n // 2:])
+
+
+def test_new_runs_store_the_step_schedule_and_old_ones_keep_a_constant_step():
+    s, r = _regimes(600, 9)
+    new = _conf(s, r, s)["by_volatility"]
+    assert (new["gamma"], new["decay"], new["gamma_min"]) == tuple(conformal.DEFAULT[k] for k in
+                                                                   ("gamma", "decay", "gamma_min"))
+    assert "decay" not in _conf(s, r, s, decay=None)["by_volatility"]
