@@ -59,7 +59,9 @@ from finhrm_cli.forecast.parts import of, scale, train_scale  # noqa: E402
 from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
 
 CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, a level per third, step[, feature width])
-    "default": None,  # what new runs store (conformal.DEFAULT: residual heads, a level per third, step 0.03)
+    "default": None,  # what new runs store (conformal.DEFAULT: heads with the forecast as an input, decaying steps)
+    "resid-heads-decay": {"heads_forecast": False},  # the residual heads alone, decaying steps
+    "heads-forecast-0.03": {"decay": None, "gamma": 0.03},  # the forecast heads at the constant step 0.03
     "per-third-0.02": (1.0, False, True, 0.02),  # the default before the residual heads
     "per-third-0.005": (1.0, False, True, 0.005),
     "per-third-0.01": (1.0, False, True, 0.01),
@@ -148,8 +150,8 @@ def measure(run_dir: str, on: str = "test", coverage: float = 0.8, names=None) -
     for name, spec in CANDIDATES.items():
         if names is not None and name not in names:
             continue
-        if spec is None:
-            variants[name] = residuals(dss, cal, pred_cal, tr, pred_tr, coverage, **conformal.DEFAULT)
+        if spec is None or isinstance(spec, dict):  # the default, or the default with some options changed
+            variants[name] = residuals(dss, cal, pred_cal, tr, pred_tr, coverage, **{**conformal.DEFAULT, **(spec or {})})
             continue
         beta, mondrian, per_third, gamma, *width = spec
         variants[name] = residuals(dss, cal, pred_cal, beta=beta, mondrian=mondrian, per_third=per_third, gamma=gamma,
@@ -287,9 +289,9 @@ def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float
     print("|---|---|---|---|---|---|---|---|")
     for series, runs in results.items():
         rows_n = np.mean([r["old"]["rows"] for r in runs], axis=0)
-        # the binomial 95% half-width of one seed's coverage in the smallest third: the
+        # the binomial 95% half-width of one seed's coverage in the smallest third with rows: the
         # resolution of a "within 3 points" check on that many rows
-        half = 196 * np.sqrt(coverage * (1 - coverage) / max(1.0, float(np.min(rows_n))))
+        half = 196 * np.sqrt(coverage * (1 - coverage) / max(1.0, float(np.min(rows_n[rows_n > 0]))))
         where = f"{series} ({len(runs)}; {' / '.join(f'{v:.0f}' for v in rows_n)}; ±{half:.1f})"
         for name in names:
             rows = [r[name] for r in runs]

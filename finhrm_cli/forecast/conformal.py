@@ -47,7 +47,7 @@ from finhrm_cli.forecast.intervals_quality import thirds, volatility_edges
 
 # New runs' default (the measurement behind it: docs/results.md, benchmarks/intervals.py)
 DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.05, "decay": 25.0, "gamma_min": 0.01,
-           "heads": True}
+           "heads": True, "heads_forecast": True}
 HEADS_RIDGE = 100.0  # the residual heads' L2 penalty on the normalised inputs (linear.RIDGE is 1)
 MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
@@ -131,26 +131,50 @@ def cqr_offsets(scores: np.ndarray, alpha: float) -> tuple[float, float]:
     return -q, q
 
 
-def fit_heads(x_last, resid_units, coverage: float, ridge: float = HEADS_RIDGE) -> dict:
-    """Per target, the coefficients (intercept first) of the linear quantile regressions of
-    finhrm's residuals ``resid_units`` (n, 2; units of the scale) on the inputs ``x_last`` at
-    ``alpha/2`` and ``1 - alpha/2`` (``linear.fit_quantile``)."""
+def fit_heads(x_last, resid_units, coverage: float, ridge: float = HEADS_RIDGE, forecast_units=None) -> dict:
+    """Per target, the coefficients (intercept first) of the linear quantile regressions at
+    ``alpha/2`` and ``1 - alpha/2`` (``linear.fit_quantile``) of finhrm's residuals
+    ``resid_units`` (n, 2; units of the scale) on the inputs ``x_last``; with finhrm's
+    forecasts ``forecast_units`` (n, 2; the default of new runs), of the *outcomes* (residual
+    plus forecast) on the inputs and the forecast (standardised on these rows: ``"forecast"``
+    keeps its mean and deviation per target), so the regression learns how far to trust the
+    forecast at each end: trusted fully, the residual heads; not at all, the CQR anchor."""
     from finhrm_cli.forecast import linear
 
     r, x = np.asarray(resid_units, np.float64), np.asarray(x_last)
     a = 1.0 - coverage
-    out = {k: [[round(float(v), 9) for v in linear.fit_quantile(x, r[:, j], t, ridge=ridge)] for t in (a / 2, 1 - a / 2)]
-           for j, k in enumerate(("high", "low"))}
-    return {**out, "coverage": float(coverage), "ridge": float(ridge)}
+    out: dict = {"coverage": float(coverage), "ridge": float(ridge)}
+    f = None if forecast_units is None else np.asarray(forecast_units, np.float64)
+    if f is not None:
+        out["forecast"] = {k: [round(float(np.mean(f[:, j])), 9), round(float(max(np.std(f[:, j]), 1e-9)), 9)]
+                           for j, k in enumerate(("high", "low"))}
+    for j, k in enumerate(("high", "low")):
+        xx, y = (x, r[:, j]) if f is None else (_with_forecast(x, f[:, j], out["forecast"][k]), r[:, j] + f[:, j])
+        out[k] = [[round(float(v), 9) for v in linear.fit_quantile(xx, y, t, ridge=ridge)] for t in (a / 2, 1 - a / 2)]
+    return out
 
 
-def heads_of(heads: dict, x_last) -> np.ndarray:
-    """(n, 2 targets, 2 ends) the residual heads' quantiles in units of the scale, sorted."""
+def _with_forecast(x, f, moments) -> np.ndarray:
+    """The inputs with the standardised forecast as one more column."""
+    return np.concatenate([np.asarray(x, np.float64), ((np.asarray(f, np.float64) - moments[0]) / moments[1])[:, None]],
+                          axis=1)
+
+
+def heads_of(heads: dict, x_last, forecast_units=None) -> np.ndarray:
+    """(n, 2 targets, 2 ends) the heads' quantiles of the residual in units of the scale, sorted
+    (heads with ``"forecast"``: their quantiles of the outcome less ``forecast_units``, (n, 2))."""
     from finhrm_cli.forecast import linear
 
-    a = linear.design(x_last)
-    return np.stack([np.sort(np.stack([a @ np.asarray(c) for c in heads[k]], axis=1), axis=1)
-                     for k in ("high", "low")], axis=1)
+    out = []
+    for j, k in enumerate(("high", "low")):
+        if "forecast" in heads:
+            f = np.asarray(forecast_units, np.float64)[:, j]
+            a = linear.design(_with_forecast(x_last, f, heads["forecast"][k]))
+        else:
+            f, a = 0.0, linear.design(x_last)
+        q = np.sort(np.stack([a @ np.asarray(c) for c in heads[k]], axis=1), axis=1)
+        out.append(q - (f[:, None] if "forecast" in heads else 0.0))
+    return np.stack(out, axis=1)
 
 
 def edges_of(train_scale) -> list[float] | None:
@@ -273,7 +297,7 @@ def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale,
     close = np.asarray(close, np.float64)
     s = np.asarray(scale, np.float64)
     third = row_thirds(conf, s, series)
-    q = heads_of(conf["heads"], x_last) if conf.get("heads") else None
+    q = heads_of(conf["heads"], x_last, p / s[:, None]) if conf.get("heads") else None
     out = {}
     for j, key in enumerate(("high", "low")):
         unit = s ** float(conf["beta"]) * (1.0 if width is None else np.asarray(width, np.float64)[:, j])

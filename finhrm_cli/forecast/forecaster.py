@@ -45,16 +45,19 @@ def residuals(dss, va, pred_va: list[np.ndarray], tr=None, pred_tr=None, coverag
         width = conformal.fit_width(xy["x"][:, -1, :], xy["y"])
     x_va = np.concatenate([w.x[:, -1, :] for _, w in va])
     heads = None
+    with_forecast = by_volatility.pop("heads_forecast", conformal.DEFAULT["heads_forecast"])
     if by_volatility.pop("heads", conformal.DEFAULT["heads"]) and pred_tr is not None and tr:
-        r_tr = np.concatenate([(w.y - q) / scale(ds, w)[:, None] for (ds, w), q in zip(tr, pred_tr)])
+        f_tr = np.concatenate([q / scale(ds, w)[:, None] for (ds, w), q in zip(tr, pred_tr)])
+        r_tr = np.concatenate([w.y / scale(ds, w)[:, None] for ds, w in tr]) - f_tr
         ok = np.isfinite(r_tr).all(axis=1)
         if ok.sum() >= linear.MIN_TRAIN:
             x_tr = np.concatenate([w.x[:, -1, :] for _, w in tr])
-            heads = conformal.fit_heads(x_tr[ok], r_tr[ok], coverage, by_volatility.pop("ridge", conformal.HEADS_RIDGE))
+            heads = conformal.fit_heads(x_tr[ok], r_tr[ok], coverage, by_volatility.pop("ridge", conformal.HEADS_RIDGE),
+                                        f_tr[ok] if with_forecast else None)
     by_volatility.pop("ridge", None)
     bv = conformal.residual_bins(p, y, s, names, {ds.source.name: train_scale(ds) for ds in dss}, **by_volatility,
                                  width=None if width is None else conformal.width_of(width, x_va),
-                                 heads=None if heads is None else conformal.heads_of(heads, x_va))
+                                 heads=None if heads is None else conformal.heads_of(heads, x_va, p / s[:, None]))
     conf["by_volatility"] = {**bv, **({"width_model": width} if width else {}), **({"heads": heads} if heads else {})}
     return conf
 

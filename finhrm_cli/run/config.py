@@ -322,17 +322,25 @@ def _check_by_volatility(bv: Any, n: int | None = None) -> None:
 
 def _check_heads(h: Any, n: int | None) -> None:
     """The residual heads (``conformal.fit_heads``): per target two coefficient lists, one per
-    feature plus the intercept, each finite and below ``linear.COEF_LIMIT`` in size."""
+    feature plus the intercept (and the forecast, with ``"forecast"``: per target its mean and
+    a positive deviation), each finite and below ``linear.COEF_LIMIT`` in size."""
     from finhrm_cli.forecast.linear import COEF_LIMIT
 
     if h is None:
         return
     lists = [c for k in ("high", "low") for c in (h.get(k) if isinstance(h, dict) and isinstance(h.get(k), list)
                                                   and len(h[k]) == 2 else [None])]
-    m = (n + 1) if isinstance(n, int) else len(lists[0]) if isinstance(lists[0], list) else None
+    fc = h.get("forecast") if isinstance(h, dict) else None
+    extra = 0 if fc is None else 1
+    m = (n + 1 + extra) if isinstance(n, int) else len(lists[0]) if isinstance(lists[0], list) else None
     if not all(_numbers(c, m) and c and all(abs(v) <= COEF_LIMIT for v in c) for c in lists):
         raise UsageError("conformal.by_volatility.heads must hold high and low: two lists of finite numbers each, "
-                         + (f"{m} per list (model.n_features + 1), " if m else "") + f"below {COEF_LIMIT:g} in size")
+                         + (f"{m} per list (model.n_features + {1 + extra}), " if m else "")
+                         + f"below {COEF_LIMIT:g} in size")
+    if fc is not None and not (isinstance(fc, dict) and all(
+            _numbers(fc.get(k), 2) and abs(fc[k][0]) <= COEF_LIMIT and 0 < fc[k][1] <= COEF_LIMIT for k in ("high", "low"))):
+        raise UsageError("conformal.by_volatility.heads.forecast must hold high and low: a mean and a positive "
+                         "deviation each")
 
 
 def _check_halt_calibration(hc: Any) -> None:

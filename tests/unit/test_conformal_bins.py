@@ -286,12 +286,31 @@ def test_residual_heads_widen_where_the_residuals_are_larger():
     assert np.all(q[:, :, 0] <= q[:, :, 1]) and np.all(np.diff(width, axis=0) > 0)
 
 
+def test_heads_with_the_forecast_trust_it_as_far_as_it_informs():
+    """Outcomes = signal + noise.  A forecast that carries the signal moves the heads'
+    interval with it (its coefficient near 1); one that is noise leaves the interval where the
+    inputs put it (near 0), so the heads fall back to quantile regression on the inputs."""
+    rng = np.random.default_rng(21)
+    n = 3000
+    x = rng.standard_normal((n, 3))
+    signal = rng.standard_normal((n, 2))
+    y = signal + 0.5 * rng.standard_normal((n, 2))
+    for forecast, moves in ((signal, True), (rng.standard_normal((n, 2)), False)):
+        heads = conformal.fit_heads(x, y - forecast, 0.8, forecast_units=forecast)
+        probe = np.zeros((2, 3))
+        f = np.array([[-1.0, -1.0], [1.0, 1.0]])
+        q = conformal.heads_of(heads, probe, f) + f[:, :, None]  # the outcome's quantiles
+        shift = (q[1].mean(axis=1) - q[0].mean(axis=1)) / 2  # per target: how far the interval moves per unit of forecast
+        assert np.all(shift > 0.8) if moves else np.all(np.abs(shift) < 0.1), shift
+
+
 def test_new_runs_store_residual_heads_that_shape_their_intervals():
     ds = _dataset(900, 3)
     conf = _run_with_heads(ds)
     bv = conf["by_volatility"]
-    n_coef = ds.windows("train").x.shape[-1] + 1
+    n_coef = ds.windows("train").x.shape[-1] + 2  # the inputs, the forecast and the intercept
     assert [len(c) for k in ("high", "low") for c in bv["heads"][k]] == [n_coef] * 4
+    assert all(bv["heads"]["forecast"][k][1] > 0 for k in ("high", "low"))
     assert bv["gamma"] == conformal.DEFAULT["gamma"] and len(bv["high"]) == 1
     w = ds.windows("test")
     pred = np.zeros((len(w), 2))
