@@ -10,10 +10,12 @@ code (``scoring.score_parts``, adaptive intervals at 80%):
 
 * ``old``: one residual list in units of the volatility scale, one adaptive level (step 0.005;
   runs made before issue 27);
-* ``default`` (new runs, ``conformal.DEFAULT``): residual heads around finhrm's forecast
-  (linear quantile regressions of its training residuals on the scale-free inputs, ridge 100,
-  ``conformal.fit_heads``), CQR scores on validation, one adaptive level per volatility third
-  (edges from the training rows), step 0.03;
+* ``default`` (new runs, ``conformal.DEFAULT``): heads that are linear quantile regressions of
+  the outcome on the scale-free inputs and finhrm's standardised forecast (ridge 100, fit on
+  the training rows, ``conformal.fit_heads``), CQR scores on validation, one adaptive level per
+  volatility third (edges from the training rows) with decaying steps (0.05, decay 25, floor
+  0.01); ``previous-default`` (quantile regressions of finhrm's residuals, step
+  0.03), ``resid-heads-decay`` and ``heads-forecast-0.03`` change one of the two;
 * ``per-third-0.02`` (the default before the residual heads): the old list, one adaptive level
   per third, step 0.02; ``per-third-0.005``/``-0.01``: smaller steps;
 * ``mondrian``: residuals and levels per third (step 0.005; ``mondrian-0.02``), and
@@ -33,6 +35,7 @@ anchor's conformal scores) calibrated on the first half: the choice of the defau
 there, never on test rows.  Usage::
 
     python benchmarks/intervals.py --train 0 1 2 --out /tmp/i27/runs   # trains the 5 series x seeds
+    python benchmarks/intervals.py --train 0 1 2 --test-frac 0.4 --out /tmp/i27/runs40   # twice the test rows
     python benchmarks/intervals.py --index /tmp/i27/runs/index.json [--on val] [--methods ...] [--json]
 """
 
@@ -60,8 +63,12 @@ from finhrm_cli.forecast.scoring import score_parts  # noqa: E402
 
 CANDIDATES = {  # name -> (beta: None = fitted, residuals per third, a level per third, step[, feature width])
     "default": None,  # what new runs store (conformal.DEFAULT: heads with the forecast as an input, decaying steps)
+    "previous-default": {"heads_forecast": False, "decay": None, "gamma": 0.03},  # residual heads, step 0.03
     "resid-heads-decay": {"heads_forecast": False},  # the residual heads alone, decaying steps
     "heads-forecast-0.03": {"decay": None, "gamma": 0.03},  # the forecast heads at the constant step 0.03
+    **{f"heads-forecast-r{r:g}": {"ridge": float(r)} for r in (1, 30, 300, 1000)},  # other L2 penalties
+    "decay-fast": {"gamma": 0.08, "decay": 10.0},  # decaying steps from 0.08, decay 10
+    "resid-heads-0.05": {"heads_forecast": False, "decay": None, "gamma": 0.05},  # a larger constant step
     "per-third-0.02": (1.0, False, True, 0.02),  # the default before the residual heads
     "per-third-0.005": (1.0, False, True, 0.005),
     "per-third-0.01": (1.0, False, True, 0.01),
@@ -98,8 +105,9 @@ def fractions(path: Path, test_frac: float = 0.2) -> tuple[float, float]:
     return f * 0.85, f * 0.15
 
 
-def train(seeds: list[int], out: Path) -> None:
-    """Train every series x seed (skipping those in ``out/index.json``) with default settings."""
+def train(seeds: list[int], out: Path, test_frac: float = 0.2) -> None:
+    """Train every series x seed (skipping those in ``out/index.json``) with default settings,
+    the last ``test_frac`` of each series' sessions held out as test rows."""
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.json"
     done = json.loads(index.read_text()) if index.exists() else {}
@@ -107,7 +115,7 @@ def train(seeds: list[int], out: Path) -> None:
         for name, path in series_files().items():
             if f"{name}:{seed}" in done:
                 continue
-            tr, va = fractions(path)
+            tr, va = fractions(path, test_frac)
             t0 = time.time()
             r = subprocess.run([sys.executable, "-m", "finhrm_cli", "train", str(path), "--train-frac", f"{tr:.10f}",
                                 "--val-frac", f"{va:.10f}", "--seed", str(seed), "--out", str(out / name), "--json",
@@ -311,6 +319,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, nargs="*", default=None, help="train these seeds first")
     ap.add_argument("--out", type=Path, default=Path("/tmp/finhrm-intervals"), help="where --train puts runs")
+    ap.add_argument("--test-frac", type=float, default=0.2,
+                    help="--train: the share of each series' last sessions held out as test rows (more rows per "
+                         "third: a finer check)")
     ap.add_argument("--index", type=Path, default=None, help="index.json of trained runs (default OUT/index.json)")
     ap.add_argument("--on", choices=("test", "val"), default="test")
     ap.add_argument("--methods", nargs="+", default=["old", "default", "anchor"],
@@ -318,7 +329,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.train:
-        train(args.train, args.out)
+        train(args.train, args.out, args.test_frac)
     index = json.loads((args.index or args.out / "index.json").read_text())
     results: dict[str, list] = {}
     for key, entry in sorted(index.items()):
