@@ -44,10 +44,6 @@ class Choice:
     def name(self) -> str:
         return self.path.name
 
-    def line(self) -> str:
-        """The stderr line: ``model: aapl-20261207-101500 (newest finished run trained on aapl)``."""
-        return f"model: {self.name} ({self.reason})"
-
 
 def run_series(run_dir: Path) -> list[SeriesKey]:
     """The series a run was trained on, from its config.json (``[]`` when unreadable)."""

@@ -42,7 +42,7 @@ def home(tmp_path):
 def test_the_newest_finished_run_of_the_same_series_is_chosen(home):
     c = choose_run(None, [SeriesKey("aapl", "zz")], root=home)
     assert c.name == "aapl-2"  # not jfc-1 (newer, another ticker), not aapl-3 (unfinished)
-    assert c.line() == "model: aapl-2 (newest finished run trained on aapl)"
+    assert c.reason == "newest finished run trained on aapl"  # the stderr line: ui.forecasts.run_notes
     assert choose_run(None, [SeriesKey("JFC")], root=home).name == "jfc-1"  # case is ignored
     assert choose_run(None, root=home).name == "jfc-1"  # no data: the newest finished run
 
