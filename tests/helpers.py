@@ -24,6 +24,28 @@ TINY = [
 ]
 
 
+def tiny_space(ema: str = "[0.0, 0.9]") -> str:
+    """A ``finhrm tune --space`` file of tiny models and one or two epochs (a trial trains in
+    about a second), for the tune tests; ``ema``: its choices, as TOML."""
+    return f"""
+d_model = [16]
+heads = [2]
+h_layers = [1]
+l_layers = [1]
+h_cycles = [1]
+l_cycles = [1]
+halt_max_steps = [2]
+batch_size = [32]
+feature_set = ["extended"]
+loss = ["mae"]
+weight_decay = [0.1]
+seq_len = [5, 10]
+ema = {ema}
+epochs = {{low = 1, high = 2}}
+lr = {{low = 1e-3, high = 5e-3, log = true}}
+"""
+
+
 def synthetic_ohlcv(n: int = 200, seed: int = 0, start: dt.date = dt.date(2020, 1, 1), price: float = 100.0,
                     every_day: bool = False) -> dict:
     """A valid random daily series as numpy arrays: dates (business days; every calendar day

@@ -12,29 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli, one_line_error, write_csv
+from helpers import ROOT, cli, one_line_error, tiny_space, write_csv
 
 pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
 
-# Tiny models and one or two epochs: a trial trains in about a second.
-SPACE = """
-d_model = [16]
-heads = [2]
-h_layers = [1]
-l_layers = [1]
-h_cycles = [1]
-l_cycles = [1]
-halt_max_steps = [2]
-batch_size = [32]
-feature_set = ["extended"]
-loss = ["mae"]
-weight_decay = [0.1]
-seq_len = [5, 10]
-ema = [0.0, 0.9]
-epochs = {low = 1, high = 2}
-lr = {low = 1e-3, high = 5e-3, log = true}
-"""
+SPACE = tiny_space()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cli, one_line_error, write_csv
+from helpers import cli, one_line_error, tiny_space, write_csv
 
 pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
@@ -34,23 +34,7 @@ epochs = 2
 batch_size = 32
 """
 
-SPACE = """
-d_model = [16]
-heads = [2]
-h_layers = [1]
-l_layers = [1]
-h_cycles = [1]
-l_cycles = [1]
-halt_max_steps = [2]
-batch_size = [32]
-loss = ["mae"]
-weight_decay = [0.1]
-feature_set = ["extended"]
-seq_len = [5, 10]
-ema = [0.0]
-epochs = {low = 1, high = 2}
-lr = {low = 1e-3, high = 5e-3, log = true}
-"""
+SPACE = tiny_space(ema="[0.0]")
 
 
 @pytest.fixture(autouse=True)
