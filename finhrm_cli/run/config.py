@@ -117,11 +117,17 @@ class RunConfig:
         without the setting ran every segment."""
         return self.train is not None and self.train.act_inference == "halted"
 
+    def series_records(self) -> list[dict]:
+        """Per series the run was trained on, its record (``name``, ``source``, ``splits``); a
+        run written without the list (one series) gives one record from its source and splits."""
+        return self.series or [{"name": (self.source or {}).get("name"), "source": self.source or {},
+                                "splits": self.splits}]
+
     def trained_name(self, source) -> str | None:
         """The name under which the run was trained on the series of ``source`` (a data
         source: ``.name``, ``.fingerprint``): the same name (case ignored), else the same file
         under another name (its sha256, as ``run.choose`` matches a run); None: another series."""
-        series = self.series or [{"name": (self.source or {}).get("name"), "source": self.source or {}}]
+        series = self.series_records()
         named = [s["name"] for s in series if isinstance(s.get("name"), str)]
         for n in named:
             if n.casefold() == str(source.name).casefold():
@@ -153,7 +159,7 @@ class RunConfig:
         which validates nothing, has its last training date: the rows after it are the ones
         it has not seen."""
         name = self._name_of(name)
-        series = self.series or [{"name": (self.source or {}).get("name"), "splits": self.splits}]
+        series = self.series_records()
 
         def last(s):
             sp = s.get("splits") or {}

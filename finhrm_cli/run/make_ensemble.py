@@ -15,9 +15,8 @@ from finhrm_cli.run.files import CONFIG, DATA_DIR, LOCK, MARKER, MEMBERS_DIR, ST
 
 def _dates(rc) -> dict:
     """Per series, the first and last date of each split (the window length aside)."""
-    series = [(s.get("name"), s.get("splits")) for s in rc.series] if rc.series else [(None, rc.splits)]
-    return {str(n): {k: [(v or {}).get("first_date"), (v or {}).get("last_date")] for k, v in (sp or {}).items()}
-            for n, sp in series}
+    return {str(s.get("name")): {k: [(v or {}).get("first_date"), (v or {}).get("last_date")]
+                                 for k, v in (s.get("splits") or {}).items()} for s in rc.series_records()}
 
 
 def _copy_member(src: Path, dest: Path) -> None:
