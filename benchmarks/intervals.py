@@ -286,15 +286,27 @@ def figures(m: dict) -> dict:
             "spread": float(np.nanmax(thirds) - np.nanmin(thirds)), "winkler": m["winkler"], "joint": m["joint_coverage"]}
 
 
+def binomial_p(coverage: float, n: int, nominal: float) -> float:
+    """Two-sided exact binomial p-value of ``round(coverage * n)`` hits in ``n`` rows at the
+    ``nominal`` rate (conservative here: the coverage averages the high's and the low's)."""
+    import math
+
+    k = round(coverage * n)
+    lp = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(nominal)
+          + (n - i) * math.log(1 - nominal) for i in range(n + 1)]
+    return float(min(1.0, sum(math.exp(q) for q in lp if q <= lp[k] + 1e-9)))
+
+
 def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float = 0.8) -> None:
     """Per series (mean over its seeds): coverage per third, the calm-to-wild spread (largest
-    minus smallest third), the worst third's distance from nominal over every seed, the
+    minus smallest third), the worst third's distance from nominal over every seed, how many
+    (seed, third) coverages differ from nominal at 5% (``binomial_p``), the
     Winkler score as a ratio to the anchor's in the same run with the Diebold-Mariano p-value
     of equal interval scores per seed (``evaluate``'s), joint coverage.  The series column ends
     with the binomial 95% half-width of a coverage measured on the smallest third's rows."""
     print("| series (seeds; test rows calm / mid / wild) | method | coverage calm / mid / wild | spread | worst third "
-          "off nominal | Winkler / anchor | p (DM) per seed | joint coverage |")
-    print("|---|---|---|---|---|---|---|---|")
+          "off nominal | thirds off (p < 0.05) | Winkler / anchor | p (DM) per seed | joint coverage |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for series, runs in results.items():
         rows_n = np.mean([r["old"]["rows"] for r in runs], axis=0)
         # the binomial 95% half-width of one seed's coverage in the smallest third with rows: the
@@ -311,8 +323,10 @@ def table(results: dict[str, dict[str, dict]], names: list[str], coverage: float
             beta = [r["beta"] for r in rows if "beta" in r]
             label = name + (f" (beta {np.mean(beta):.2f})" if beta and name.startswith("width-beta") else "")
             ps = "/".join("-" if r.get("winkler_p") is None else f"{r['winkler_p']:.2f}" for r in rows)
+            cells = [(c, n) for r in rows for c, n in zip(r["thirds"], r["rows"]) if n]
+            off = sum(binomial_p(c, n, coverage) < 0.05 for c, n in cells)
             print(f"| {where} | {label} | {th[0]:.1f} / {th[1]:.1f} / {th[2]:.1f} | {spread:.1f} | {worst:.1f} "
-                  f"| {ratio:.3f} | {ps} | {joint:.1f} |")
+                  f"| {off} of {len(cells)} | {ratio:.3f} | {ps} | {joint:.1f} |")
 
 
 def main() -> None:
