@@ -49,6 +49,7 @@ from finhrm_cli.forecast.intervals_quality import thirds, volatility_edges
 DEFAULT = {"beta": 1.0, "mondrian": False, "per_third": True, "gamma": 0.05, "decay": 25.0, "gamma_min": 0.01,
            "heads": True, "heads_forecast": True}
 HEADS_RIDGE = 100.0  # the residual heads' L2 penalty on the normalised inputs (linear.RIDGE is 1)
+HEADS_MIN_SD = 1e-9  # the least deviation the forecast input of the heads is standardised by
 MIN_BIN = 30  # validation rows a third needs to be calibrated on its own rows
 GAMMA = 0.005  # the adaptive step (Gibbs & Candès' default, as baselines.adaptive_intervals)
 
@@ -146,7 +147,7 @@ def fit_heads(x_last, resid_units, coverage: float, ridge: float = HEADS_RIDGE, 
     out: dict = {"coverage": float(coverage), "ridge": float(ridge)}
     f = None if forecast_units is None else np.asarray(forecast_units, np.float64)
     if f is not None:
-        out["forecast"] = {k: [round(float(np.mean(f[:, j])), 9), round(float(max(np.std(f[:, j]), 1e-9)), 9)]
+        out["forecast"] = {k: [round(float(np.mean(f[:, j])), 9), round(float(max(np.std(f[:, j]), HEADS_MIN_SD)), 9)]
                            for j, k in enumerate(("high", "low"))}
     for j, k in enumerate(("high", "low")):
         xx, y = (x, r[:, j]) if f is None else (_with_forecast(x, f[:, j], out["forecast"][k]), r[:, j] + f[:, j])

@@ -330,6 +330,7 @@ def _check_heads(h: Any, n: int | None) -> None:
     """The residual heads (``conformal.fit_heads``): per target two coefficient lists, one per
     feature plus the intercept (and the forecast, with ``"forecast"``: per target its mean and
     a positive deviation), each finite and below ``linear.COEF_LIMIT`` in size."""
+    from finhrm_cli.forecast.conformal import HEADS_MIN_SD
     from finhrm_cli.forecast.linear import COEF_LIMIT
 
     if h is None:
@@ -344,9 +345,10 @@ def _check_heads(h: Any, n: int | None) -> None:
                          + (f"{m} per list (model.n_features + {1 + extra}), " if m else "")
                          + f"below {COEF_LIMIT:g} in size")
     if fc is not None and not (isinstance(fc, dict) and all(
-            _numbers(fc.get(k), 2) and abs(fc[k][0]) <= COEF_LIMIT and 0 < fc[k][1] <= COEF_LIMIT for k in ("high", "low"))):
-        raise UsageError("conformal.by_volatility.heads.forecast must hold high and low: a mean and a positive "
-                         "deviation each")
+            _numbers(fc.get(k), 2) and abs(fc[k][0]) <= COEF_LIMIT and HEADS_MIN_SD <= fc[k][1] <= COEF_LIMIT
+            for k in ("high", "low"))):
+        raise UsageError("conformal.by_volatility.heads.forecast must hold high and low: a mean and a deviation "
+                         f"of at least {HEADS_MIN_SD:g} each")
 
 
 def _check_halt_calibration(hc: Any) -> None:
