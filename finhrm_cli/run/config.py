@@ -329,7 +329,8 @@ def _check_by_volatility(bv: Any, n: int | None = None) -> None:
 def _check_heads(h: Any, n: int | None) -> None:
     """The residual heads (``conformal.fit_heads``): per target two coefficient lists, one per
     feature plus the intercept (and the forecast, with ``"forecast"``: per target its mean and
-    a positive deviation), each finite and below ``linear.COEF_LIMIT`` in size."""
+    its deviation, at least ``conformal.HEADS_MIN_SD``), each finite and below
+    ``linear.COEF_LIMIT`` in size."""
     from finhrm_cli.forecast.conformal import HEADS_MIN_SD
     from finhrm_cli.forecast.linear import COEF_LIMIT
 
