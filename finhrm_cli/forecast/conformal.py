@@ -236,6 +236,23 @@ def residual_bins(pred_log, y_log, scale, series, train_scales: dict[str, np.nda
     return out
 
 
+def describe(conf: dict | None) -> dict | None:
+    """What a run's intervals are, for ``inspect`` (None: the run has none): ``rows`` (the
+    validation rows they are calibrated on) and, since issue 27, ``rows_by_third``, ``heads``
+    ("inputs and forecast", "inputs" or None), ``per_third`` and the adaptive step (``gamma``,
+    ``decay``, ``gamma_min``); runs made before: one level at step ``GAMMA``."""
+    if not conf:
+        return None
+    bv = conf.get("by_volatility")
+    out = {"rows": conf.get("n"), "units": conf.get("units")}
+    if not bv:
+        return {**out, "per_third": False, "heads": None, "gamma": GAMMA}
+    heads = bv.get("heads")
+    return {**out, "rows_by_third": bv.get("rows_high"), "per_third": bool(bv.get("per_third", True)),
+            "heads": None if not heads else "inputs and forecast" if "forecast" in heads else "inputs",
+            "gamma": bv.get("gamma", GAMMA), **{k: bv[k] for k in ("decay", "gamma_min") if k in bv}}
+
+
 def aci(centre_lo, centre_hi, y, unit, offsets: Callable[[float, int], tuple[float, float]], group,
         target: float, end=None, horizon: int = 1, gamma: float = GAMMA, update=None, groups: int = 1,
         shared: bool = False, decay: float | None = None, gamma_min: float = 0.0):

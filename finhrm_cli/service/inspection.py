@@ -9,6 +9,7 @@ import numpy as np
 from finhrm_cli import config as cfgmod
 from finhrm_cli.config import to_dict
 from finhrm_cli.errors import DataError
+from finhrm_cli.forecast import conformal
 from finhrm_cli.forecast.actstats import act_stats
 from finhrm_cli.forecast.parts import of
 from finhrm_cli.forecast.scoring import snake_keys
@@ -66,6 +67,7 @@ def inspect(run_ref: str | None, data_path: Path | None = None, date_col=None, c
         "model": to_dict(rc.model),
         "train": to_dict(rc.train),
         "parameters": ensemble["parameters"] if ensemble else model.param_counts(),
+        "intervals": conformal.describe(fc.conformal),
         "training": {
             "epochs": last.get("epoch"),
             # every record carries the epoch training kept so far (min-delta may keep an

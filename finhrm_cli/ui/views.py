@@ -303,6 +303,7 @@ def render_inspect(r: dict) -> None:
                                           train.get("act_inference"))),
         ("forecast", blend_line(r.get("blend"), (r.get("train") or {}).get("blend", True), len(r.get("series") or []) or 1,
                                 (r.get("parent") or {}).get("name"))),
+        ("intervals", intervals_line(r.get("intervals"), bool(r.get("parent")))),
     ]))
     hist = r.get("history") or []
     if hist:
@@ -316,6 +317,23 @@ def render_inspect(r: dict) -> None:
     act = r.get("act") or {}
     if act:
         render_act(act, r.get("training") or {})
+
+
+def intervals_line(d: dict | None, production: bool = False) -> str:
+    """How a run's conformal intervals are made (``forecast.conformal.describe``)."""
+    if not d:
+        return "none (no validation rows to calibrate them on)"
+    rows = f"{fmt_num(d.get('rows'))} validation rows" + (" (the parent run's)" if production else "")
+    if d.get("rows_by_third"):
+        rows += f", {' / '.join(fmt_num(v) for v in d['rows_by_third'])} calm / mid / wild"
+    how = (f"quantile heads on the inputs{' and the forecast' if d['heads'] == 'inputs and forecast' else ''}, "
+           f"widened by their CQR scores on {rows}" if d.get("heads")
+           else f"residuals in units of the volatility scale on {rows}")
+    if "decay" in d:
+        step = f"steps {fmt_num(d['gamma'], 2)} falling to {fmt_num(d.get('gamma_min'), 2)}"
+    else:
+        step = f"step {fmt_num(d.get('gamma'), 3)}"
+    return f"{how}; {'one adaptive level per volatility third' if d.get('per_third') else 'one adaptive level'}, {step}"
 
 
 def blend_line(bl: dict | None, enabled: bool = True, n_series: int = 1, parent: str | None = None) -> str:

@@ -327,6 +327,14 @@ def test_inspect_json_and_act_stats(trained_home, trained_summary):
     assert act["halt_calibration"] == hc and hc["a"] > 0 and hc["rows"] == min(CALIBRATION_ROWS, cfg["splits"]["train"]["n_windows"])
     assert set(act["uncalibrated"]) == {"brier", "auc", "mean_p_halt", "step1_p_halt"}
     assert r["parameters"]["trainable"] > 0
+    # how the run's intervals are made: what config.json stores, summed up
+    iv = r["intervals"]
+    bv = cfg["conformal"]["by_volatility"]
+    assert iv["heads"] == "inputs and forecast" and iv["per_third"] is True
+    assert (iv["gamma"], iv["decay"], iv["gamma_min"]) == (bv["gamma"], bv["decay"], bv["gamma_min"])
+    assert iv["rows"] == cfg["conformal"]["n"] == sum(iv["rows_by_third"])
+    human = run_cli(["inspect", trained_summary["run"]], trained_home).output
+    assert "quantile heads on the inputs and the forecast" in " ".join(human.split())
     # inspect reports the epoch training kept (not merely the lowest validation MAE)
     assert r["training"]["best_epoch"] == trained_summary["best_epoch"]
 

@@ -382,3 +382,13 @@ def test_new_runs_store_the_step_schedule_and_old_ones_keep_a_constant_step():
     assert (new["gamma"], new["decay"], new["gamma_min"]) == tuple(conformal.DEFAULT[k] for k in
                                                                    ("gamma", "decay", "gamma_min"))
     assert "decay" not in _conf(s, r, s, decay=None)["by_volatility"]
+
+
+def test_describe_says_how_old_and_new_runs_make_their_intervals():
+    s, r = _regimes(600, 9)
+    new = conformal.describe(_conf(s, r, s))
+    assert new["per_third"] is True and new["heads"] is None and sum(new["rows_by_third"]) == new["rows"] == 600
+    assert (new["decay"], new["gamma_min"]) == (conformal.DEFAULT["decay"], conformal.DEFAULT["gamma_min"])
+    old = conformal.describe(baselines.conformal_residuals(np.zeros_like(r), r, s))  # before issue 27
+    assert old == {"rows": 600, "units": "scale", "per_third": False, "heads": None, "gamma": conformal.GAMMA}
+    assert conformal.describe(None) is None
