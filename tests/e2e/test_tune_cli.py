@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli, one_line_error, tiny_space, write_csv
+from helpers import ROOT, cli, one_line_error, scaled_test_bars, tiny_space, write_csv
 
 pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
@@ -67,19 +67,7 @@ def test_resume_show_and_the_best_toml_trains_the_best_run(files, fresh_home):
 def test_the_objective_never_reads_test_rows(files, tmp_path):
     """Scale every bar of the test split by 1.7: the trials (their settings and validation
     scores) do not change at all; only the test score of the best trial does."""
-    from finhrm_cli import data
-    from finhrm_cli.config import FeatureConfig
-
-    test_from = data.prepare_many([files["csv"]], FeatureConfig())[0].splits["test"]["first_date"]
-    lines = files["csv"].read_text().splitlines()
-    out = [lines[0]]
-    for ln in lines[1:]:
-        cells = ln.split(",")
-        if cells[0] >= test_from:
-            cells = [cells[0]] + [f"{float(c) * 1.7:.6f}" for c in cells[1:]]
-        out.append(",".join(cells))
-    moved = tmp_path / "bars.csv"
-    moved.write_text("\n".join(out) + "\n")
+    moved = scaled_test_bars(files["csv"], tmp_path / "bars.csv")
     a = tune(tmp_path / "a", files, "--trials", "2", "--no-compare")
     b = tune(tmp_path / "b", files, "--trials", "2", "--no-compare", csv=moved)
     strip = [(t["number"], t["state"], t["value"], t["params"]) for t in a["trials"]]

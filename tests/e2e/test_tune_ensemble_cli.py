@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import cli, one_line_error, tiny_space, write_csv
+from helpers import cli, one_line_error, scaled_test_bars, tiny_space, write_csv
 
 pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
@@ -169,27 +169,10 @@ def test_tune_ensemble_of_the_best_trials_and_of_seeds(files, fresh_home):
                        fresh_home), "--ensemble")
 
 
-def _moved_test_bars(files, tmp_path) -> Path:
-    from finhrm_cli import data
-    from finhrm_cli.config import FeatureConfig
-
-    test_from = data.prepare_many([files["csv"]], FeatureConfig())[0].splits["test"]["first_date"]
-    lines = files["csv"].read_text().splitlines()
-    out = [lines[0]]
-    for ln in lines[1:]:
-        cells = ln.split(",")
-        if cells[0] >= test_from:
-            cells = [cells[0]] + [f"{float(c) * 1.7:.6f}" for c in cells[1:]]
-        out.append(",".join(cells))
-    moved = tmp_path / "bars.csv"
-    moved.write_text("\n".join(out) + "\n")
-    return moved
-
-
 def test_the_folds_objective_never_reads_test_rows(files, tmp_path):
     """Every test bar scaled by 1.7: the walk-forward trials keep their settings and scores
     (to the last bit), the best trial's test score moves."""
-    moved = _moved_test_bars(files, tmp_path)
+    moved = scaled_test_bars(files["csv"], tmp_path / "bars.csv")
     args = ("--trials", "2", "--objective", "folds", "--folds", "2")
     a = _tune(tmp_path / "a", files, *args)
     b = _tune(tmp_path / "b", files, *args, csv_path=moved)
