@@ -172,9 +172,9 @@ def heads_of(heads: dict, x_last, forecast_units=None) -> np.ndarray:
             f = np.asarray(forecast_units, np.float64)[:, j]
             a = linear.design(_with_forecast(x_last, f, heads["forecast"][k]))
         else:
-            f, a = 0.0, linear.design(x_last)
-        q = np.sort(np.stack([a @ np.asarray(c) for c in heads[k]], axis=1), axis=1)
-        out.append(q - (f[:, None] if "forecast" in heads else 0.0))
+            a = linear.design(x_last)
+            f = np.zeros(len(a))
+        out.append(np.sort(np.stack([a @ np.asarray(c) for c in heads[k]], axis=1), axis=1) - f[:, None])
     return np.stack(out, axis=1)
 
 
@@ -300,16 +300,15 @@ def row_thirds(conf: dict, scale, series: str | None) -> np.ndarray:
 
 
 def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale, series: str | None,
-                     adaptive: bool = True, end=None, horizon: int = 1, update=None,
-                     gamma: float = GAMMA, per_third: bool = True, width=None, x_last=None,
-                     decay: float | None = None, gamma_min: float = 0.0) -> dict[str, np.ndarray]:
+                     adaptive: bool = True, end=None, horizon: int = 1, update=None, width=None,
+                     x_last=None) -> dict[str, np.ndarray]:
     """Price intervals from a run's ``by_volatility`` residuals ``conf``: each row calibrated on its
-    third's residuals in units of ``scale ** beta``; ``adaptive``: one adaptive level per third
-    (else the static split-conformal offsets); ``per_third``: one adaptive level per third (else
-    one for every row); ``decay``, ``gamma_min``: the step's schedule (``aci``; the run's
-    ``conf["decay"]``, absent before the decaying steps); ``width``: (n, 2) row multipliers of the
-    unit, or None; ``x_last``: the
-    rows' inputs, for residual heads (``conf["heads"]``).  Same keys as ``baselines.intervals``."""
+    third's residuals in units of ``scale ** beta``; ``adaptive``: adaptive levels (else the
+    static split-conformal offsets), as the run stores them: one per third (``per_third``, else
+    one for every row), moved at step ``gamma`` (``decay``, ``gamma_min``: its schedule, ``aci``;
+    runs made before store a constant step, or none: ``GAMMA``); ``width``: (n, 2) row
+    multipliers of the unit, or None; ``x_last``: the rows' inputs, for the heads
+    (``conf["heads"]``).  Same keys as ``baselines.intervals``."""
     p = np.asarray(pred_log, np.float64)
     y = np.asarray(y_log, np.float64) if y_log is not None else np.full(p.shape, np.nan)
     close = np.asarray(close, np.float64)
@@ -328,7 +327,8 @@ def binned_intervals(pred_log, y_log, close, conf: dict, coverage: float, scale,
 
         if adaptive:
             lo, hi, _ = aci(clo, chi, y[:, j], unit, offsets, third, 1.0 - coverage, end, horizon,
-                            gamma, update, groups=3, shared=not per_third, decay=decay, gamma_min=gamma_min)
+                            conf.get("gamma", GAMMA), update, groups=3, shared=not conf.get("per_third", True),
+                            decay=conf.get("decay"), gamma_min=conf.get("gamma_min", 0.0))
         else:
             off = np.array([offsets(1.0 - coverage, int(k)) for k in third]).reshape(-1, 2)
             with np.errstate(invalid="ignore"):

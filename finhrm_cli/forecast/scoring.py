@@ -61,8 +61,7 @@ def interval_arrays(ds, w, pred_log, conformal, coverage, method: str = "adaptiv
     if bv is not None:
         width = bins.width_of(bv["width_model"], w.x[:, -1, :]) if "width_model" in bv else None
         return bins.binned_intervals(pred_log, y, w.close, bv, coverage, s, ds.source.name, method == "adaptive",
-                                     w.end, ds.fcfg.horizon, update, bv.get("gamma", bins.GAMMA), bv.get("per_third", True),
-                                     width, w.x[:, -1, :], bv.get("decay"), bv.get("gamma_min", 0.0))
+                                     w.end, ds.fcfg.horizon, update, width, w.x[:, -1, :])
     if method == "split":
         return baselines.intervals(pred_log, w.close, conformal, coverage, s)
     iv, _ = baselines.adaptive_intervals(pred_log, y, w.close, conformal, coverage, s, end=w.end,

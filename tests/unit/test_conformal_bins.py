@@ -33,10 +33,10 @@ def _conf(s, r, train_s, **kw):
 
 
 def _coverage_by_third(conf, s, r, per_third, gamma):
-    bv = {**conf["by_volatility"], "per_third": per_third}
+    bv = {**conf["by_volatility"], "per_third": per_third, "gamma": gamma}
+    bv.pop("decay", None)  # a constant step
     close = np.ones(len(s))
-    iv = conformal.binned_intervals(np.zeros_like(r), r, close, bv, 0.8, s, "x", True, gamma=gamma,
-                                    per_third=per_third)
+    iv = conformal.binned_intervals(np.zeros_like(r), r, close, bv, 0.8, s, "x", True)
     y = np.exp(r[:, 0])
     inside = (y >= iv["high_lo"]) & (y <= iv["high_hi"])
     third = conformal.row_thirds(bv, s, "x")
@@ -50,8 +50,7 @@ def test_one_list_one_level_is_the_old_adaptive_interval_exactly():
     y = p + r[300:]
     close = np.full(300, 50.0)
     old, _ = baselines.adaptive_intervals(p, y, close, conf, 0.8, s[300:])
-    new = conformal.binned_intervals(p, y, close, conf["by_volatility"], 0.8, s[300:], "x", True, gamma=0.005,
-                                     per_third=False)
+    new = conformal.binned_intervals(p, y, close, conf["by_volatility"], 0.8, s[300:], "x", True)
     for k in old:
         assert np.allclose(old[k], new[k], rtol=0, atol=0)
 
