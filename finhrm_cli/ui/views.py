@@ -328,7 +328,8 @@ def intervals_line(d: dict | None, production: bool = False) -> str:
         rows += f", {' / '.join(fmt_num(v) for v in d['rows_by_third'])} calm / mid / wild"
     how = (f"quantile heads on the inputs{' and the forecast' if d['heads'] == 'inputs and forecast' else ''}, "
            f"widened by their CQR scores on {rows}" if d.get("heads")
-           else f"residuals in units of the volatility scale on {rows}")
+           else f"residuals {'in units of the volatility scale' if d.get('units') == 'scale' else '(log ratios)'} "
+                f"on {rows}")
     if "decay" in d:
         step = f"steps {fmt_num(d['gamma'], 2)} falling to {fmt_num(d.get('gamma_min'), 2)}"
     else:

@@ -61,3 +61,12 @@ def test_the_verdict_says_why_later_segments_hurt_under_carry_and_replace():
     assert said.startswith(HURT) and "1.10 segments per window" in said and "rarely trained" in said
     assert views.verdict_text({"verdict": HURT}, {"act_training": "every", "segments_per_window": 4.0}) == HURT
     assert views.verdict_text({"verdict": SAME}, carry) == SAME
+
+
+def test_inspect_says_in_what_units_a_run_keeps_its_residuals():
+    from finhrm_cli.ui.views import intervals_line
+
+    old = {"rows": 100, "per_third": False, "heads": None, "gamma": 0.005}
+    assert "in units of the volatility scale" in intervals_line({**old, "units": "scale"})
+    assert "(log ratios)" in intervals_line({**old, "units": "log"})
+    assert intervals_line({**old, "units": "scale"}).endswith("one adaptive level, step 0.005")
